@@ -1,0 +1,69 @@
+"""tenure: periodic keyed tasks across a cluster of workers, fenced by a SQL database.
+
+The public API is what ``__all__`` lists; everything else may change.
+"""
+
+from tenure.app import App, TaskKind
+from tenure.config import Settings
+from tenure.context import Context, SyncFencedTransaction
+from tenure.errors import (
+    InvalidInput,
+    InvalidKey,
+    InvalidKind,
+    InvalidParams,
+    InvalidSchedule,
+    InvalidSettings,
+    InvalidStoreURL,
+    LeaseLost,
+    SchemaError,
+    SchemaMissing,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+    TenureError,
+    UnknownKind,
+    WorkerIdInUse,
+)
+from tenure.models import Outcome, Run, Task, WorkerInfo
+from tenure.schedule import Cron, Every, Misfire
+from tenure.store import FencedTransaction, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Context",
+    "Cron",
+    "Every",
+    "FencedTransaction",
+    "InvalidInput",
+    "InvalidKey",
+    "InvalidKind",
+    "InvalidParams",
+    "InvalidSchedule",
+    "InvalidSettings",
+    "InvalidStoreURL",
+    "LeaseLost",
+    "Misfire",
+    "Outcome",
+    "Run",
+    "SchemaError",
+    "SchemaMissing",
+    "SchemaTooNew",
+    "Settings",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "SyncFencedTransaction",
+    "Task",
+    "TaskExists",
+    "TaskKind",
+    "TaskNotFound",
+    "TenureError",
+    "UnknownKind",
+    "WorkerIdInUse",
+    "WorkerInfo",
+    "__version__",
+]

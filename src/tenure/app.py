@@ -1,0 +1,263 @@
+"""The App: the registry of task kinds, the admin API, and the way to start a worker."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeAlias
+
+from tenure.config import Settings
+from tenure.context import Context
+from tenure.errors import InvalidInput, InvalidSchedule, TaskNotFound, UnknownKind
+from tenure.models import KindInfo, Outcome, Run, Task, check_key, check_kind, encode_params, parse_params
+from tenure.schedule import Every, Misfire, Schedule, make_schedule
+from tenure.store import Store, make_store
+
+Handler: TypeAlias = Callable[[Context], Awaitable[None]] | Callable[[Context], None]
+
+DEFAULT_STORE = "sqlite:///tenure.db"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskKind:
+    """A kind registered in code: its handler and the defaults for its tasks."""
+
+    kind: str
+    handler: Handler
+    schedule: Schedule | None
+    timeout: float | None
+    misfire: Misfire
+
+    def timeout_for(self, schedule: Schedule) -> float:
+        """The run timeout: as registered, else the task's period (runs never overlap)."""
+        if self.timeout is not None:
+            return self.timeout
+        return schedule.seconds if isinstance(schedule, Every) else 300.0
+
+
+class App:
+    """A tenure application: task kinds registered in code, bound to one store.
+
+    ::
+
+        app = tenure.App("sqlite:///tenure.db")
+
+        @app.task("dispatch", every=5.0, timeout=4.0)
+        async def dispatch(ctx: tenure.Context) -> None: ...
+
+    Admin methods (``add_task``, ``disable``, …) open the store on first use; call
+    :meth:`close` (or use ``async with app:``) when done.
+    """
+
+    def __init__(self, store: str | None = None, *, settings: Settings | None = None) -> None:
+        self.store_url = store or os.environ.get("TENURE_STORE") or DEFAULT_STORE
+        self.settings = settings or Settings()
+        self._store: Store = make_store(self.store_url)
+        self._opened = False
+        self._kinds: dict[str, TaskKind] = {}
+
+    # -- registration ---------------------------------------------------------------------
+
+    def task(
+        self,
+        kind: str,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        timeout: float | None = None,
+        misfire: Misfire | str = Misfire.SKIP,
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function as the handler of ``kind``.
+
+        ``every`` or ``cron`` is the default schedule of the kind's tasks (a task may
+        override it when added). ``timeout`` cancels a run that takes longer (default:
+        the period). ``misfire`` is ``"skip"`` or ``"catch_up"``.
+        """
+        check_kind(kind)
+        if kind in self._kinds:
+            raise InvalidInput(f"kind {kind!r} is already registered")
+        schedule = None if every is None and cron is None else make_schedule(every=every, cron=cron)
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise InvalidSchedule(f"timeout must be a positive number of seconds, got {timeout!r}")
+        try:
+            policy = Misfire(misfire)
+        except ValueError:
+            raise InvalidSchedule(f"misfire must be 'skip' or 'catch_up', got {misfire!r}") from None
+
+        def register(fn: Handler) -> Handler:
+            if not callable(fn):
+                raise InvalidInput(f"handler of {kind!r} is not callable")
+            self._kinds[kind] = TaskKind(
+                kind=kind, handler=fn, schedule=schedule, timeout=timeout, misfire=policy
+            )
+            return fn
+
+        return register
+
+    @property
+    def kinds(self) -> Mapping[str, TaskKind]:
+        """Kinds registered in this app's code."""
+        return dict(self._kinds)
+
+    # -- store life cycle -----------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The store this app talks to (opened by :meth:`open`)."""
+        return self._store
+
+    async def open(self, *, migrate: bool | None = None) -> None:
+        """Connect to the store and publish this app's kinds.
+
+        The embedded SQLite store creates or upgrades its schema on first start; server
+        stores expect ``tenure migrate`` unless ``migrate=True``.
+        """
+        if self._opened:
+            return
+        if migrate is None:
+            migrate = self._store.dialect == "sqlite"
+        await self._store.open(migrate=migrate)
+        self._opened = True
+        if self._kinds:
+            await self._store.publish_kinds(
+                [KindInfo(kind=k.kind, schedule=k.schedule, timeout=k.timeout) for k in self._kinds.values()]
+            )
+
+    async def close(self) -> None:
+        """Close the store's connections."""
+        if self._opened:
+            self._opened = False
+            await self._store.close()
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the store's schema; return (version before, version after)."""
+        await self._store.open(migrate=True)
+        self._opened = True
+        return await self._store.migrate()
+
+    async def _ready(self) -> Store:
+        await self.open()
+        return self._store
+
+    # -- admin ----------------------------------------------------------------------------
+
+    async def add_task(
+        self,
+        kind: str,
+        key: str,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        params: Mapping[str, Any] | str | None = None,
+        enabled: bool = True,
+    ) -> Task:
+        """Create a task. Its schedule is ``every``/``cron`` if given, else the kind's default.
+
+        ``params`` is a JSON object, as a dict or as JSON text. Raises
+        :class:`~tenure.errors.UnknownKind`, :class:`~tenure.errors.InvalidKey`,
+        :class:`~tenure.errors.InvalidSchedule`, :class:`~tenure.errors.InvalidParams`
+        or :class:`~tenure.errors.TaskExists`; nothing is stored then.
+        """
+        check_kind(kind)
+        check_key(key)
+        limit = self.settings.max_params_bytes
+        if isinstance(params, str):
+            params_json = encode_params(parse_params(params, max_bytes=limit), max_bytes=limit)
+        else:
+            params_json = encode_params(dict(params) if params is not None else {}, max_bytes=limit)
+        if not isinstance(enabled, bool):
+            raise InvalidInput(f"enabled must be True or False, got {enabled!r}")
+        store = await self._ready()
+        default = await self._default_schedule(store, kind)
+        if every is None and cron is None:
+            if default is None:
+                raise InvalidSchedule(f"kind {kind!r} has no default schedule; give every= or cron=")
+            schedule = default
+        else:
+            schedule = make_schedule(every=every, cron=cron)
+        return await store.add_task(
+            kind=kind, key=key, schedule=schedule, params_json=params_json, enabled=enabled
+        )
+
+    async def _default_schedule(self, store: Store, kind: str) -> Schedule | None:
+        if kind in self._kinds:
+            return self._kinds[kind].schedule
+        published = {k.kind: k for k in await store.list_kinds()}
+        if kind not in published:
+            known = sorted(set(self._kinds) | set(published))
+            raise UnknownKind(
+                f"unknown kind {kind!r}; known kinds: {', '.join(known) or 'none yet'} "
+                "(a kind becomes known when an app registering it opens the store)"
+            )
+        return published[kind].schedule
+
+    async def get_task(self, kind: str, key: str) -> Task:
+        """One task. Raises :class:`~tenure.errors.TaskNotFound`."""
+        task = await (await self._store_for(kind, key)).get_task(kind, key)
+        if task is None:
+            raise TaskNotFound(f"no task {kind}/{key}")
+        return task
+
+    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
+        """All tasks, by kind and key, optionally only one kind's or one worker's."""
+        if kind is not None:
+            check_kind(kind)
+        return await (await self._ready()).list_tasks(kind=kind, owner=owner)
+
+    async def enable(self, kind: str, key: str) -> Task:
+        """Let a task run again; a worker claims it within one poll interval."""
+        return await (await self._store_for(kind, key)).set_enabled(kind, key, True)
+
+    async def disable(self, kind: str, key: str) -> Task:
+        """Stop a task's runs; its owner lets it go within one poll interval."""
+        return await (await self._store_for(kind, key)).set_enabled(kind, key, False)
+
+    async def trigger(self, kind: str, key: str) -> Task:
+        """Ask for one extra run of a task as soon as its owner sees the request."""
+        return await (await self._store_for(kind, key)).trigger(kind, key)
+
+    async def remove(self, kind: str, key: str) -> None:
+        """Delete a task. Its owner stops running it; its terms are never reused."""
+        await (await self._store_for(kind, key)).remove_task(kind, key)
+
+    async def _store_for(self, kind: str, key: str) -> Store:
+        check_kind(kind)
+        check_key(key)
+        return await self._ready()
+
+    async def list_runs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        worker: str | None = None,
+        outcome: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Recorded runs, most recent first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput(f"limit must be a whole number from 1 to 10000, got {limit!r}")
+        if outcome is not None:
+            valid = [o.value for o in Outcome]
+            if outcome not in valid:
+                raise InvalidInput(f"outcome {outcome!r} is not one of {', '.join(valid)}")
+        return await (await self._ready()).list_runs(
+            kind=kind, key=key, worker=worker, outcome=outcome, limit=limit
+        )

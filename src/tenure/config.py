@@ -1,0 +1,121 @@
+"""Worker settings: frozen, keyword-only, validated once, readable from the environment."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from tenure.errors import InvalidSettings
+from tenure.models import DEFAULT_MAX_PARAMS_BYTES
+
+#: Environment variable for each setting read by :meth:`Settings.from_env`.
+ENV_NAMES = {
+    "lease_ttl": "TENURE_LEASE_TTL",
+    "heartbeat": "TENURE_HEARTBEAT",
+    "poll": "TENURE_POLL",
+    "grace": "TENURE_GRACE",
+    "trust_margin": "TENURE_TRUST_MARGIN",
+    "takeover_delay": "TENURE_TAKEOVER_DELAY",
+    "run_retention": "TENURE_RUN_RETENTION",
+    "max_params_bytes": "TENURE_MAX_PARAMS_BYTES",
+    "worker_id": "TENURE_WORKER_ID",
+    "admin_token": "TENURE_ADMIN_TOKEN",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How a worker keeps its lease and runs its tasks. Times are seconds.
+
+    The failover bound, the longest a dead worker's task goes unrun, is about
+    ``lease_ttl + poll``; a gracefully stopping worker's tasks move within ``poll``.
+    """
+
+    #: How long a lease lives on the database's clock after each renewal.
+    lease_ttl: float = 10.0
+    #: How often the lease is renewed; at most half the TTL, so one lost renewal is survived.
+    heartbeat: float = 2.0
+    #: How often a worker looks for free tasks and admin changes.
+    poll: float = 1.0
+    #: How long a stopping worker lets running handlers finish before cancelling them.
+    grace: float = 10.0
+    #: A renewal sent at local time t is trusted until t + lease_ttl - trust_margin. This
+    #: covers clock-rate drift and the time the renewal took to reach the database.
+    trust_margin: float = 1.0
+    #: Wait before the first run of a task taken from an *expired* worker (Chubby's lock-delay).
+    takeover_delay: float = 0.0
+    #: How long run records are kept.
+    run_retention: float = 7 * 86400.0
+    #: Largest task parameters accepted, in bytes of JSON.
+    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES
+    #: This worker's id; by default host-pid-random, unique per process start.
+    worker_id: str | None = None
+    #: Bearer token that HTTP actions changing state require.
+    admin_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("lease_ttl", "heartbeat", "poll", "grace", "trust_margin", "run_retention"):
+            _positive(name, getattr(self, name))
+        _non_negative("takeover_delay", self.takeover_delay)
+        if self.lease_ttl < 0.5:
+            raise InvalidSettings(f"lease_ttl {self.lease_ttl}s is below the minimum of 0.5s")
+        if self.heartbeat > self.lease_ttl / 2:
+            raise InvalidSettings(
+                f"heartbeat {self.heartbeat}s must be at most half of lease_ttl {self.lease_ttl}s, "
+                "so that one late renewal does not lose the lease"
+            )
+        if self.trust_margin >= self.lease_ttl - self.heartbeat:
+            raise InvalidSettings(
+                f"trust_margin {self.trust_margin}s must be below lease_ttl - heartbeat "
+                f"({self.lease_ttl - self.heartbeat}s), or the worker would never trust its lease"
+            )
+        if isinstance(self.max_params_bytes, bool) or not isinstance(self.max_params_bytes, int):
+            raise InvalidSettings("max_params_bytes must be a whole number")
+        if not 2 <= self.max_params_bytes <= 16 * 1024 * 1024:
+            raise InvalidSettings("max_params_bytes must be between 2 and 16 MiB")
+        if self.worker_id is not None and not (
+            0 < len(self.worker_id) <= 200 and self.worker_id.isprintable() and self.worker_id.strip()
+        ):
+            raise InvalidSettings(f"worker_id {self.worker_id!r} must be 1-200 printable characters")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from ``TENURE_*`` variables in ``env``; ``overrides`` that are not None win."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_NAMES[f.name])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, validated again."""
+        return replace(self, **changes)
+
+
+def _parse(name: str, raw: str) -> Any:
+    if name in ("worker_id", "admin_token"):
+        return raw
+    try:
+        return int(raw) if name == "max_params_bytes" else float(raw)
+    except ValueError:
+        raise InvalidSettings(f"{ENV_NAMES[name]}={raw!r} is not a number") from None
+
+
+def _positive(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidSettings(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _non_negative(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InvalidSettings(f"{name} must be zero or a positive number of seconds, got {value!r}")

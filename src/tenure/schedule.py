@@ -1,0 +1,162 @@
+"""Schedules: when a task's runs are due. Pure functions, no I/O, no clock reads.
+
+All times are seconds since the Unix epoch on the *database's* clock. Slots form a
+fixed grid that every owner computes the same way, which is what lets a task keep its
+period across owners without a write per run:
+
+- ``Every(p)``: slots at ``phase + n * p``, where the phase is a stable hash of the task's
+  kind and key, so ten thousand tasks every second spread over the second instead of
+  all firing at its start.
+- ``Cron(expr)``: the slots of a five-field cron expression, in UTC.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from cronsim import CronSim, CronSimError
+
+from tenure.errors import InvalidSchedule
+
+#: Shortest period accepted; below this the per-run overhead dominates any work.
+MIN_PERIOD = 0.01
+#: Longest period accepted (a little over a year); longer ones want cron.
+MAX_PERIOD = 366 * 86400.0
+
+
+class Misfire(StrEnum):
+    """What to do with slots missed while nobody could run the task (failover, overload).
+
+    ``skip`` (default) runs the most recent missed slot once, then keeps the grid;
+    ``catch_up`` runs every missed slot, one after another.
+    """
+
+    SKIP = "skip"
+    CATCH_UP = "catch_up"
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """A fixed-rate schedule: one run every ``seconds``."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        s = self.seconds
+        if isinstance(s, bool) or not isinstance(s, int | float):
+            raise InvalidSchedule(f"period must be a number of seconds, got {s!r}")
+        if not math.isfinite(s) or s <= 0:
+            raise InvalidSchedule(f"period must be a positive number of seconds, got {s!r}")
+        if s < MIN_PERIOD:
+            raise InvalidSchedule(f"period {s!r}s is shorter than the minimum {MIN_PERIOD}s")
+        if s > MAX_PERIOD:
+            raise InvalidSchedule(f"period {s!r}s is longer than the maximum {MAX_PERIOD:.0f}s; use cron")
+
+    def describe(self) -> str:
+        return f"every {self.seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A cron schedule: five fields (minute hour day-of-month month day-of-week), UTC."""
+
+    expr: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.expr, str) or not self.expr.strip():
+            raise InvalidSchedule("cron expression is empty")
+        if len(self.expr) > 200:
+            raise InvalidSchedule("cron expression is longer than 200 characters")
+        if len(self.expr.split()) != 5:
+            raise InvalidSchedule(
+                f"cron expression {self.expr!r} must have five fields "
+                "(minute hour day-of-month month day-of-week)"
+            )
+        try:
+            next(CronSim(self.expr, datetime(2000, 1, 1, tzinfo=UTC)))
+        except (CronSimError, StopIteration, ValueError) as exc:
+            raise InvalidSchedule(f"cron expression {self.expr!r} does not parse: {exc}") from exc
+
+    def describe(self) -> str:
+        return f"cron {self.expr}"
+
+
+Schedule = Every | Cron
+
+
+def make_schedule(*, every: float | None = None, cron: str | None = None) -> Schedule:
+    """Build a schedule from exactly one of ``every`` (seconds) or ``cron`` (expression)."""
+    if every is not None and cron is not None:
+        raise InvalidSchedule("give either every= or cron=, not both")
+    if every is not None:
+        return Every(every)
+    if cron is not None:
+        return Cron(cron)
+    raise InvalidSchedule("a schedule needs every= (seconds) or cron= (expression)")
+
+
+def phase(kind: str, key: str, period: float) -> float:
+    """The task's stable offset within its period, in ``[0, period)``."""
+    h = zlib.crc32(f"{kind}\x00{key}".encode())
+    return (h / 2**32) * period
+
+
+def next_slot(schedule: Schedule, kind: str, key: str, after: float) -> float:
+    """The first slot strictly later than ``after``."""
+    if isinstance(schedule, Every):
+        p = schedule.seconds
+        ph = phase(kind, key, p)
+        n = math.floor((after - ph) / p) + 1
+        slot = ph + n * p
+        # Float rounding can land exactly on `after`; the promise is "strictly later".
+        return slot if slot > after else slot + p
+    start = datetime.fromtimestamp(after, UTC)
+    for dt in CronSim(schedule.expr, start):
+        ts = dt.timestamp()
+        if ts > after:
+            return ts
+    raise InvalidSchedule(f"cron expression {schedule.expr!r} has no future slot")  # pragma: no cover
+
+
+def latest_slot(schedule: Schedule, kind: str, key: str, at_or_before: float) -> float:
+    """The last slot at or before ``at_or_before``."""
+    if isinstance(schedule, Every):
+        p = schedule.seconds
+        ph = phase(kind, key, p)
+        n = math.floor((at_or_before - ph) / p)
+        slot = ph + n * p
+        return slot if slot <= at_or_before else slot - p
+    start = datetime.fromtimestamp(at_or_before, UTC)
+    for dt in CronSim(schedule.expr, start, reverse=True):
+        ts = dt.timestamp()
+        if ts <= at_or_before:
+            return ts
+    raise InvalidSchedule(f"cron expression {schedule.expr!r} has no past slot")  # pragma: no cover
+
+
+def first_slot(
+    schedule: Schedule,
+    kind: str,
+    key: str,
+    *,
+    now: float,
+    done_before: float | None,
+    misfire: Misfire,
+) -> float:
+    """The first slot a (new) owner should run.
+
+    ``done_before`` is the latest time that may already have been run by somebody else:
+    the last recorded slot, or the previous owner's lease expiry. Slots at or before it
+    are never run again, which is what keeps a period from running twice across owners.
+    Missed slots after it are run once (``skip``: only the latest) or all (``catch_up``).
+    """
+    if done_before is None:
+        return next_slot(schedule, kind, key, now)
+    first = next_slot(schedule, kind, key, done_before)
+    if first > now or misfire is Misfire.CATCH_UP:
+        return first
+    return latest_slot(schedule, kind, key, now)

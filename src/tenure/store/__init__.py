@@ -1,0 +1,29 @@
+"""Stores: the databases tenure runs on, all behind one contract (:class:`Store`)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from tenure.errors import InvalidStoreURL
+from tenure.store.base import SCHEMA_VERSION, FencedTransaction, Store
+
+__all__ = ["SCHEMA_VERSION", "FencedTransaction", "Store", "make_store"]
+
+
+def make_store(url: str) -> Store:
+    """Build the store a URL names, without connecting. Raises :class:`InvalidStoreURL`."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidStoreURL("store URL is empty")
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise InvalidStoreURL(f"store URL {url!r} does not parse: {exc}") from exc
+    if scheme == "sqlite":
+        from tenure.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres", "mysql", "mariadb"):
+        raise InvalidStoreURL(f"the {scheme} store is not available in this version of tenure yet")
+    raise InvalidStoreURL(
+        f"store URL {url!r} has unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db"
+    )

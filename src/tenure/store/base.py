@@ -1,0 +1,242 @@
+"""The store contract: everything tenure asks of a database.
+
+Every store module implements :class:`Store`, and one test suite
+(``tests/store_contract``) holds each of them to it. Rules every implementation keeps:
+
+- **The database owns time.** Every lease decision compares against the database
+  server's clock at statement time. Callers never pass "now".
+- **Terms come from one counter that never goes back**, so a term is never handed out
+  twice, even to a task deleted and created again.
+- **Guarded statements carry the term.** A write that depends on ownership names the
+  owner and the term in its ``WHERE`` and treats zero rows as :class:`~tenure.LeaseLost`.
+- **Fenced transactions check inside the transaction**, holding a lock that stops a
+  takeover until they end, and check the lease again just before commit.
+- **Driver errors are translated** into :mod:`tenure.errors` at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from tenure.models import Claim, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.schedule import Schedule
+
+#: The schema version this code reads and writes.
+SCHEMA_VERSION = 1
+
+
+class FencedTransaction(Protocol):
+    """An open database transaction, valid only while its task's ownership holds.
+
+    SQL and its placeholders are the store's own dialect (``?`` on SQLite, ``%s`` on
+    PostgreSQL and MySQL). Pass values as parameters, never in the SQL text.
+    """
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed (-1 if unknown)."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per parameter row."""
+        ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query and return all its rows."""
+        ...
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run a query and return its first row, or None."""
+        ...
+
+
+class Store(Protocol):
+    """A database that holds tasks, workers, ownership, terms and runs."""
+
+    #: The store's URL with any password hidden, fit for logs.
+    @property
+    def display_url(self) -> str: ...
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite``, ``postgresql`` or ``mysql``: which SQL fenced transactions speak."""
+        ...
+
+    # -- life cycle and schema ---------------------------------------------------------
+
+    async def open(self, *, migrate: bool) -> None:
+        """Connect. With ``migrate``, create or upgrade the schema first.
+
+        Raises :class:`~tenure.errors.StoreUnavailable` if the database does not answer,
+        :class:`~tenure.errors.SchemaMissing` if there is no schema and ``migrate`` is
+        false, :class:`~tenure.errors.SchemaTooNew` if the schema is newer than this code.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Close all connections. Idempotent."""
+        ...
+
+    async def migrate(self) -> tuple[int, int]:
+        """Apply pending migrations in order; return (version before, version after).
+
+        Never drops data. Refuses (:class:`~tenure.errors.SchemaTooNew`) a schema newer
+        than :data:`SCHEMA_VERSION`. Safe to run from several processes at once.
+        """
+        ...
+
+    async def schema_version(self) -> int | None:
+        """The schema version in the database, or None if it has no tenure schema."""
+        ...
+
+    async def now(self) -> float:
+        """The database's clock, in seconds since the Unix epoch."""
+        ...
+
+    # -- kinds and tasks (admin) --------------------------------------------------------
+
+    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        """Record kinds an app can run (upsert), so tools without its code know them."""
+        ...
+
+    async def list_kinds(self) -> list[KindInfo]:
+        """Kinds published so far, by name."""
+        ...
+
+    async def add_task(
+        self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool
+    ) -> Task:
+        """Create a task with no owner. Raises :class:`~tenure.errors.TaskExists`.
+
+        Inputs are already validated by the caller; the store stores them verbatim.
+        """
+        ...
+
+    async def get_task(self, kind: str, key: str) -> Task | None:
+        """One task, or None."""
+        ...
+
+    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
+        """Tasks ordered by kind then key, optionally filtered by kind and by owner."""
+        ...
+
+    async def set_enabled(self, kind: str, key: str, enabled: bool) -> Task:
+        """Enable or disable a task and bump its version. Ownership is left alone: the
+        owner notices the new version and stops (or starts) running it.
+
+        Raises :class:`~tenure.errors.TaskNotFound`.
+        """
+        ...
+
+    async def trigger(self, kind: str, key: str) -> Task:
+        """Ask for one extra run as soon as possible (records the database time asked)."""
+        ...
+
+    async def remove_task(self, kind: str, key: str) -> None:
+        """Delete a task and its ownership. Its terms are never reused.
+
+        Raises :class:`~tenure.errors.TaskNotFound`.
+        """
+        ...
+
+    # -- membership ---------------------------------------------------------------------
+
+    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
+        """Join the cluster with a lease of ``ttl`` seconds of database time.
+
+        If a row for ``worker_id`` exists with an expired lease (the same worker coming
+        back after a pause), its tasks are freed as expired first, in the same
+        transaction, so none of its old terms can commit again. Raises
+        :class:`~tenure.errors.WorkerIdInUse` if a live worker holds the id.
+        """
+        ...
+
+    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+        """Extend a live lease to database now + ``ttl``. One write, whatever the number
+        of tasks held. Raises :class:`~tenure.errors.LeaseLost` if the lease had already
+        expired or the row is gone: an expired lease is never revived.
+        """
+        ...
+
+    async def set_draining(self, worker_id: str, draining: bool) -> bool:
+        """Mark a worker draining (it hands its tasks over and takes no more).
+
+        Returns False if no such worker exists.
+        """
+        ...
+
+    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        """Graceful exit: remember ``slots``, free every task this worker owns as
+        released, and delete its membership row. Returns the number of tasks freed."""
+        ...
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """All membership rows, live or expired, by id."""
+        ...
+
+    async def reap_workers(self, older_than: float) -> int:
+        """Delete rows of workers whose lease expired over ``older_than`` seconds ago
+        and who own no task. Returns how many were deleted."""
+        ...
+
+    # -- ownership ----------------------------------------------------------------------
+
+    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
+        """Take up to ``limit`` enabled tasks of ``kinds`` that have no live owner.
+
+        A task is free if it has no owner or its owner's lease has expired. Each claimed
+        task gets a new term from the counter. Refuses (:class:`~tenure.errors.LeaseLost`)
+        if the caller's own lease is not live. Concurrent callers never claim the same task.
+        """
+        ...
+
+    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        """Give up the named tasks (owner and term must match), remembering their last
+        slots. Returns how many were released."""
+        ...
+
+    async def owned_tasks(self, worker_id: str) -> list[Task]:
+        """The tasks this worker currently owns, live lease or not."""
+        ...
+
+    async def cluster_counts(self) -> tuple[int, int]:
+        """(live non-draining workers, enabled tasks), for fair-share sums."""
+        ...
+
+    # -- fencing ------------------------------------------------------------------------
+
+    def fenced(
+        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+    ) -> AbstractAsyncContextManager[FencedTransaction]:
+        """A transaction that commits only while ``worker_id`` owns the task at ``term``
+        with a live lease, checked at its start (taking a lock that blocks any takeover
+        until it ends) and again just before commit, on the database's clock. If the
+        check fails, raises :class:`~tenure.errors.LeaseLost` and rolls back everything
+        written inside. If the body raises, rolls back and re-raises. With ``slot``, the
+        task's last slot is advanced in the same transaction.
+        """
+        ...
+
+    # -- runs ---------------------------------------------------------------------------
+
+    async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
+        """Append run records and advance tasks' last slots (guarded by owner term),
+        in one transaction."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        worker: str | None = None,
+        outcome: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Recorded runs, most recent first."""
+        ...
+
+    async def prune_runs(self, *, older_than: float) -> int:
+        """Delete run records that ended over ``older_than`` seconds ago (database time)."""
+        ...

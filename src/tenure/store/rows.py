@@ -1,0 +1,112 @@
+"""Turning database rows into value objects, the same way for every store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from tenure.models import Freed, KindInfo, Outcome, Run, Task, WorkerInfo
+from tenure.schedule import Cron, Every, Schedule
+
+#: Columns every store selects for a task, in this order.
+TASK_COLUMNS = (
+    "kind, key, every, cron, params, enabled, owner, term, last_slot, freed_at, freed_how, "
+    "trigger_at, version, created_at, updated_at"
+)
+
+
+def schedule_columns(schedule: Schedule) -> tuple[float | None, str | None]:
+    """(every, cron) column values for a schedule."""
+    if isinstance(schedule, Every):
+        return float(schedule.seconds), None
+    return None, schedule.expr
+
+
+def schedule_from_columns(every: float | None, cron: str | None) -> Schedule:
+    if every is not None:
+        return Every(float(every))
+    assert cron is not None, "a task row has neither every nor cron"
+    return Cron(cron)
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def task_from_row(row: Sequence[Any]) -> Task:
+    (kind, key, every, cron, params, enabled, owner, term, last_slot, freed_at, freed_how,
+     trigger_at, version, created_at, updated_at) = row  # fmt: skip
+    return Task(
+        kind=kind,
+        key=key,
+        schedule=schedule_from_columns(every, cron),
+        params=json.loads(params),
+        enabled=bool(enabled),
+        owner=owner,
+        term=int(term),
+        last_slot=_opt_float(last_slot),
+        freed_at=_opt_float(freed_at),
+        freed_how=Freed(freed_how),
+        trigger_at=_opt_float(trigger_at),
+        version=int(version),
+        created_at=float(created_at),
+        updated_at=float(updated_at),
+    )
+
+
+def done_before(task: Task) -> float | None:
+    """The latest time a previous owner of this (just claimed) task may have run a slot."""
+    if task.freed_how is Freed.EXPIRED and task.freed_at is not None:
+        return max(task.freed_at, task.last_slot or task.freed_at)
+    return task.last_slot
+
+
+def kind_from_row(row: Sequence[Any]) -> KindInfo:
+    kind, every, cron, timeout = row
+    schedule = None if every is None and cron is None else schedule_from_columns(every, cron)
+    return KindInfo(kind=kind, schedule=schedule, timeout=_opt_float(timeout))
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
+    wid, host, pid, started_at, heartbeat_at, expires_at, draining, held = row
+    return WorkerInfo(
+        id=wid,
+        host=host,
+        pid=int(pid),
+        started_at=float(started_at),
+        heartbeat_at=float(heartbeat_at),
+        expires_at=float(expires_at),
+        draining=bool(draining),
+        tasks_held=int(held),
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    rid, kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error = row
+    return Run(
+        id=int(rid),
+        kind=kind,
+        key=key,
+        worker=worker,
+        term=int(term),
+        scheduled_at=float(scheduled_at),
+        started_at=float(started_at),
+        ended_at=float(ended_at),
+        outcome=Outcome(outcome),
+        error=error,
+    )
+
+
+def run_params(run: Run) -> dict[str, Any]:
+    return {
+        "kind": run.kind,
+        "key": run.key,
+        "worker": run.worker,
+        "term": run.term,
+        "scheduled_at": run.scheduled_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "outcome": run.outcome.value,
+        "error": run.error,
+    }

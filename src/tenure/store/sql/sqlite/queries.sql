@@ -1,0 +1,139 @@
+-- Named queries of the SQLite store. {now} stands for the database clock at statement
+-- time, in epoch seconds; it is replaced by a constant expression when this file loads.
+-- Every value comes in as a bound parameter.
+
+-- name: now
+SELECT {now};
+
+-- name: schema_version
+SELECT value FROM tenure_meta WHERE name = 'schema_version';
+
+-- name: publish_kind
+INSERT INTO tenure_kinds (kind, every, cron, timeout, updated_at)
+VALUES (:kind, :every, :cron, :timeout, {now})
+ON CONFLICT (kind) DO UPDATE SET
+    every = excluded.every, cron = excluded.cron,
+    timeout = excluded.timeout, updated_at = excluded.updated_at;
+
+-- name: list_kinds
+SELECT kind, every, cron, timeout FROM tenure_kinds ORDER BY kind;
+
+-- name: insert_task
+INSERT INTO tenure_tasks (kind, key, every, cron, params, enabled, created_at, updated_at)
+VALUES (:kind, :key, :every, :cron, :params, :enabled, {now}, {now});
+
+-- name: get_task
+SELECT {task_columns} FROM tenure_tasks WHERE kind = :kind AND key = :key;
+
+-- name: list_tasks
+SELECT {task_columns} FROM tenure_tasks
+WHERE (:kind IS NULL OR kind = :kind) AND (:owner IS NULL OR owner = :owner)
+ORDER BY kind, key;
+
+-- name: owned_tasks
+SELECT {task_columns} FROM tenure_tasks WHERE owner = :worker ORDER BY kind, key;
+
+-- name: set_enabled
+UPDATE tenure_tasks SET enabled = :enabled, version = version + 1, updated_at = {now}
+WHERE kind = :kind AND key = :key;
+
+-- name: trigger
+UPDATE tenure_tasks SET trigger_at = {now}, version = version + 1, updated_at = {now}
+WHERE kind = :kind AND key = :key;
+
+-- name: delete_task
+DELETE FROM tenure_tasks WHERE kind = :kind AND key = :key;
+
+-- name: worker_is_live
+SELECT expires_at > {now} FROM tenure_workers WHERE id = :worker;
+
+-- name: free_expired_worker_tasks
+UPDATE tenure_tasks
+SET owner = NULL, freed_how = 'expired',
+    freed_at = (SELECT expires_at FROM tenure_workers WHERE id = :worker)
+WHERE owner = :worker;
+
+-- name: upsert_worker
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining)
+VALUES (:worker, :host, :pid, {now}, {now}, {now} + :ttl, 0)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = 0
+RETURNING expires_at, heartbeat_at;
+
+-- name: renew_lease
+UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + :ttl
+WHERE id = :worker AND expires_at > {now}
+RETURNING expires_at, heartbeat_at;
+
+-- name: set_draining
+UPDATE tenure_workers SET draining = :draining WHERE id = :worker;
+
+-- name: release_all
+UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
+WHERE owner = :worker;
+
+-- name: release_one
+UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
+WHERE kind = :kind AND key = :key AND owner = :worker AND term = :term;
+
+-- name: delete_worker
+DELETE FROM tenure_workers WHERE id = :worker;
+
+-- name: list_workers
+SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
+       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id)
+FROM tenure_workers w ORDER BY w.id;
+
+-- name: reap_workers
+DELETE FROM tenure_workers
+WHERE expires_at < {now} - :older_than
+  AND NOT EXISTS (SELECT 1 FROM tenure_tasks t WHERE t.owner = tenure_workers.id);
+
+-- name: claim_candidates
+SELECT t.kind, t.key, w.expires_at, t.owner IS NOT NULL
+FROM tenure_tasks t LEFT JOIN tenure_workers w ON w.id = t.owner
+WHERE t.enabled = 1
+  AND (t.owner IS NULL OR w.id IS NULL OR w.expires_at <= {now})
+  AND t.kind IN (SELECT value FROM json_each(:kinds))
+ORDER BY t.kind, t.key
+LIMIT :limit;
+
+-- name: take_terms
+UPDATE tenure_counters SET value = value + :count WHERE name = 'term' RETURNING value;
+
+-- name: claim_one
+UPDATE tenure_tasks
+SET owner = :worker, term = :term,
+    freed_how = CASE WHEN :had_owner THEN 'expired' ELSE freed_how END,
+    freed_at = CASE WHEN :had_owner THEN coalesce(:old_expiry, {now}) ELSE freed_at END
+WHERE kind = :kind AND key = :key;
+
+-- name: cluster_counts
+SELECT (SELECT count(*) FROM tenure_workers WHERE expires_at > {now} AND draining = 0),
+       (SELECT count(*) FROM tenure_tasks WHERE enabled = 1);
+
+-- name: fence_check
+SELECT 1 FROM tenure_tasks t JOIN tenure_workers w ON w.id = t.owner
+WHERE t.kind = :kind AND t.key = :key AND t.owner = :worker AND t.term = :term
+  AND w.expires_at > {now};
+
+-- name: advance_slot
+UPDATE tenure_tasks SET last_slot = max(coalesce(last_slot, :slot), :slot)
+WHERE kind = :kind AND key = :key AND term = :term;
+
+-- name: insert_run
+INSERT INTO tenure_runs
+    (kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error)
+VALUES (:kind, :key, :worker, :term, :scheduled_at, :started_at, :ended_at, :outcome, :error);
+
+-- name: list_runs
+SELECT id, kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error
+FROM tenure_runs
+WHERE (:kind IS NULL OR kind = :kind) AND (:key IS NULL OR key = :key)
+  AND (:worker IS NULL OR worker = :worker) AND (:outcome IS NULL OR outcome = :outcome)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: prune_runs
+DELETE FROM tenure_runs WHERE ended_at < {now} - :older_than;

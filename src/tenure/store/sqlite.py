@@ -1,0 +1,571 @@
+"""The embedded store: one SQLite file shared by every process on one machine.
+
+Write transactions start with ``BEGIN IMMEDIATE``, which takes SQLite's single write
+lock at once: while a fenced transaction is open no other process can take its task
+over, so the ownership check made at its start holds until its commit. Readers keep
+reading (WAL). The clock is the host's (``julianday('now')``), shared by all processes
+on the machine: the embedded store's clock promise is "one host, one clock".
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with options
+``busy_timeout`` (seconds a writer waits for the lock, default 5), ``synchronous``
+(``full`` by default, so a committed term survives power loss; ``normal`` is faster and
+survives process crashes only) and ``pool`` (connections for fenced transactions and
+admin work, default 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import aiosqlite
+
+from tenure.errors import (
+    InvalidStoreURL,
+    LeaseLost,
+    SchemaMissing,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+    WorkerIdInUse,
+)
+from tenure.models import Claim, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.schedule import Schedule
+from tenure.store.base import SCHEMA_VERSION
+from tenure.store.rows import (
+    TASK_COLUMNS,
+    done_before,
+    kind_from_row,
+    run_from_row,
+    run_params,
+    schedule_columns,
+    task_from_row,
+    worker_from_row,
+)
+from tenure.store.sqlfile import load_migrations, load_queries
+
+log = logging.getLogger("tenure.store.sqlite")
+
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+Q = load_queries("sqlite", {"now": _NOW, "task_columns": TASK_COLUMNS})
+
+T = TypeVar("T")
+
+
+def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
+    """Split a ``sqlite:///path`` URL into a file path and its options."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise InvalidStoreURL(f"not a sqlite URL: {url!r}")
+    if parts.netloc:
+        raise InvalidStoreURL(
+            f"sqlite URL {url!r} has a host part; write sqlite:///relative.db or sqlite:////abs.db"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise InvalidStoreURL(f"sqlite URL {url!r} names no file")
+    if path == ":memory:":
+        raise InvalidStoreURL("the embedded store needs a file shared by processes, not :memory:")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(options) - {"busy_timeout", "synchronous", "pool"}
+    if unknown:
+        raise InvalidStoreURL(f"unknown sqlite URL option(s): {', '.join(sorted(unknown))}")
+    return Path(path), options
+
+
+class _Fenced:
+    """The FencedTransaction handed to a handler: a thin veneer over one connection."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = await self._conn.execute(sql, params)
+        return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = await self._conn.execute(sql, params)
+        return [tuple(r) for r in await cur.fetchall()]
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        cur = await self._conn.execute(sql, params)
+        row = await cur.fetchone()
+        return None if row is None else tuple(row)
+
+
+class SQLiteStore:
+    """The embedded store (see the module docstring)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        self._path, options = parse_sqlite_url(url)
+        self._url = url
+        try:
+            self._busy_timeout = float(options.get("busy_timeout", "5"))
+            self._pool_size = int(options.get("pool", "4"))
+        except ValueError as exc:
+            raise InvalidStoreURL(f"sqlite URL option is not a number: {exc}") from exc
+        self._synchronous = options.get("synchronous", "full").upper()
+        if self._synchronous not in ("FULL", "NORMAL"):
+            raise InvalidStoreURL("sqlite URL option synchronous must be full or normal")
+        if not 0 < self._busy_timeout <= 600 or not 1 <= self._pool_size <= 64:
+            raise InvalidStoreURL("sqlite URL options out of range (busy_timeout 0-600 s, pool 1-64)")
+        self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all: list[aiosqlite.Connection] = []
+        self._lease_conn: aiosqlite.Connection | None = None
+        self._lease_lock = asyncio.Lock()
+
+    @property
+    def display_url(self) -> str:
+        return self._url
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _connect(self) -> aiosqlite.Connection:
+        try:
+            conn = await aiosqlite.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {str(self._path)!r}: {exc}") from exc
+        self._all.append(conn)
+        return conn
+
+    async def open(self, *, migrate: bool) -> None:
+        if self._all:
+            return
+        parent = self._path.parent
+        if not parent.is_dir():
+            raise StoreUnavailable(f"cannot open SQLite store: folder {str(parent)!r} does not exist")
+        for _ in range(self._pool_size):
+            self._pool.put_nowait(await self._connect())
+        # Lease upkeep gets its own connection so it never queues behind handlers' work.
+        self._lease_conn = await self._connect()
+        if migrate:
+            await self.migrate()
+        else:
+            await self._check_schema()
+
+    async def close(self) -> None:
+        conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error, ValueError):  # best effort on the way out
+                await conn.close()
+        self._pool = asyncio.Queue()
+        self._lease_conn = None
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[aiosqlite.Connection]:
+        if not self._all:
+            raise StoreError("the store is not open")
+        conn = await self._pool.get()
+        try:
+            yield conn
+        finally:
+            self._pool.put_nowait(conn)
+
+    async def _run(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]], *, write: bool) -> T:
+        """Run ``fn`` in one transaction on a pooled connection, translating errors."""
+        async with self._conn() as conn:
+            return await self._in_tx(conn, fn, write=write)
+
+    async def _in_tx(
+        self, conn: aiosqlite.Connection, fn: Callable[[aiosqlite.Connection], Awaitable[T]], *, write: bool
+    ) -> T:
+        try:
+            await conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = await fn(conn)
+            except BaseException:
+                await asyncio.shield(_rollback(conn))
+                raise
+            await conn.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreUnavailable(f"SQLite store is busy: {exc}") from exc
+            raise StoreError(f"SQLite error: {exc}") from exc
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error: {exc}") from exc
+
+    # -- schema -------------------------------------------------------------------------
+
+    async def schema_version(self) -> int | None:
+        async def go(conn: aiosqlite.Connection) -> int | None:
+            return await _schema_version(conn)
+
+        return await self._run(go, write=False)
+
+    async def _check_schema(self) -> None:
+        version = await self.schema_version()
+        if version is None:
+            raise SchemaMissing(f"{self._path} has no tenure schema; run `tenure migrate`")
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self._path} has schema version {version}, newer than this tenure "
+                f"({SCHEMA_VERSION}); upgrade tenure"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaMissing(
+                f"{self._path} has schema version {version}; run `tenure migrate` to reach {SCHEMA_VERSION}"
+            )
+
+    async def migrate(self) -> tuple[int, int]:
+        async def go(conn: aiosqlite.Connection) -> tuple[int, int]:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS tenure_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            before = await _schema_version(conn) or 0
+            if before > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self._path} has schema version {before}, newer than this tenure "
+                    f"({SCHEMA_VERSION}); upgrade tenure"
+                )
+            for version, script in load_migrations("sqlite"):
+                if version <= before:
+                    continue
+                # executescript would commit our transaction; run statements one by one.
+                for statement in _split_statements(script):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO tenure_meta (name, value) VALUES ('schema_version', :v) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    {"v": str(version)},
+                )
+                log.info("migrated %s to schema version %d", self._path, version)
+            return before, SCHEMA_VERSION
+
+        return await self._run(go, write=True)
+
+    async def now(self) -> float:
+        async def go(conn: aiosqlite.Connection) -> float:
+            return float((await _one(conn, Q["now"], {}))[0])
+
+        return await self._run(go, write=False)
+
+    # -- kinds and tasks ------------------------------------------------------------------
+
+    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        rows = []
+        for k in kinds:
+            every, cron = schedule_columns(k.schedule) if k.schedule else (None, None)
+            rows.append({"kind": k.kind, "every": every, "cron": cron, "timeout": k.timeout})
+
+        async def go(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(Q["publish_kind"], rows)
+
+        await self._run(go, write=True)
+
+    async def list_kinds(self) -> list[KindInfo]:
+        async def go(conn: aiosqlite.Connection) -> list[KindInfo]:
+            return [kind_from_row(r) for r in await _all(conn, Q["list_kinds"], {})]
+
+        return await self._run(go, write=False)
+
+    async def add_task(
+        self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool
+    ) -> Task:
+        every, cron = schedule_columns(schedule)
+        args = {"kind": kind, "key": key, "every": every, "cron": cron, "params": params_json}
+
+        async def go(conn: aiosqlite.Connection) -> Task:
+            try:
+                await conn.execute(Q["insert_task"], {**args, "enabled": int(enabled)})
+            except sqlite3.IntegrityError as exc:
+                raise TaskExists(f"task {kind}/{key} already exists") from exc
+            return await _task(conn, kind, key)
+
+        return await self._run(go, write=True)
+
+    async def get_task(self, kind: str, key: str) -> Task | None:
+        async def go(conn: aiosqlite.Connection) -> Task | None:
+            row = await _maybe_one(conn, Q["get_task"], {"kind": kind, "key": key})
+            return None if row is None else task_from_row(row)
+
+        return await self._run(go, write=False)
+
+    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
+        async def go(conn: aiosqlite.Connection) -> list[Task]:
+            rows = await _all(conn, Q["list_tasks"], {"kind": kind, "owner": owner})
+            return [task_from_row(r) for r in rows]
+
+        return await self._run(go, write=False)
+
+    async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
+        async def go(conn: aiosqlite.Connection) -> Task:
+            cur = await conn.execute(Q[query], {"kind": kind, "key": key, **extra})
+            if cur.rowcount != 1:
+                raise TaskNotFound(f"no task {kind}/{key}")
+            return await _task(conn, kind, key)
+
+        return await self._run(go, write=True)
+
+    async def set_enabled(self, kind: str, key: str, enabled: bool) -> Task:
+        return await self._update_task("set_enabled", kind, key, enabled=int(enabled))
+
+    async def trigger(self, kind: str, key: str) -> Task:
+        return await self._update_task("trigger", kind, key)
+
+    async def remove_task(self, kind: str, key: str) -> None:
+        async def go(conn: aiosqlite.Connection) -> None:
+            cur = await conn.execute(Q["delete_task"], {"kind": kind, "key": key})
+            if cur.rowcount != 1:
+                raise TaskNotFound(f"no task {kind}/{key}")
+
+        await self._run(go, write=True)
+
+    # -- membership -----------------------------------------------------------------------
+
+    async def _lease_tx(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        if self._lease_conn is None:
+            raise StoreError("the store is not open")
+        async with self._lease_lock:
+            return await self._in_tx(self._lease_conn, fn, write=True)
+
+    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
+        async def go(conn: aiosqlite.Connection) -> Lease:
+            live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+            if live is not None and live[0]:
+                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+            if live is not None:
+                await conn.execute(Q["free_expired_worker_tasks"], {"worker": worker_id})
+            row = await _one(
+                conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
+            )
+            return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]))
+
+        return await self._lease_tx(go)
+
+    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+        async def go(conn: aiosqlite.Connection) -> Lease:
+            row = await _maybe_one(conn, Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
+            if row is None:
+                raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
+            return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]))
+
+        return await self._lease_tx(go)
+
+    async def set_draining(self, worker_id: str, draining: bool) -> bool:
+        async def go(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(Q["set_draining"], {"worker": worker_id, "draining": int(draining)})
+            return cur.rowcount == 1
+
+        return await self._run(go, write=True)
+
+    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        async def go(conn: aiosqlite.Connection) -> int:
+            await _advance_slots(conn, slots)
+            cur = await conn.execute(Q["release_all"], {"worker": worker_id})
+            await conn.execute(Q["delete_worker"], {"worker": worker_id})
+            return cur.rowcount
+
+        return await self._run(go, write=True)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async def go(conn: aiosqlite.Connection) -> list[WorkerInfo]:
+            return [worker_from_row(r) for r in await _all(conn, Q["list_workers"], {})]
+
+        return await self._run(go, write=False)
+
+    async def reap_workers(self, older_than: float) -> int:
+        async def go(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(Q["reap_workers"], {"older_than": older_than})
+            return cur.rowcount
+
+        return await self._run(go, write=True)
+
+    # -- ownership ------------------------------------------------------------------------
+
+    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
+        if limit <= 0 or not kinds:
+            return []
+
+        async def go(conn: aiosqlite.Connection) -> list[Claim]:
+            live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+            if live is None or not live[0]:
+                raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
+            candidates = await _all(
+                conn, Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit}
+            )
+            if not candidates:
+                return []
+            (last_term,) = await _one(conn, Q["take_terms"], {"count": len(candidates)})
+            first_term = int(last_term) - len(candidates) + 1
+            claims = []
+            for term, (kind, key, old_expiry, had_owner) in enumerate(candidates, start=first_term):
+                await conn.execute(
+                    Q["claim_one"],
+                    {"worker": worker_id, "term": term, "had_owner": had_owner,
+                     "old_expiry": old_expiry, "kind": kind, "key": key},
+                )  # fmt: skip
+                task = await _task(conn, kind, key)
+                claims.append(Claim(task=task, done_before=done_before(task)))
+            return claims
+
+        return await self._run(go, write=True)
+
+    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        async def go(conn: aiosqlite.Connection) -> int:
+            await _advance_slots(conn, slots)
+            released = 0
+            for s in slots:
+                cur = await conn.execute(
+                    Q["release_one"], {"kind": s.kind, "key": s.key, "worker": worker_id, "term": s.term}
+                )
+                released += cur.rowcount
+            return released
+
+        return await self._run(go, write=True)
+
+    async def owned_tasks(self, worker_id: str) -> list[Task]:
+        async def go(conn: aiosqlite.Connection) -> list[Task]:
+            return [task_from_row(r) for r in await _all(conn, Q["owned_tasks"], {"worker": worker_id})]
+
+        return await self._run(go, write=False)
+
+    async def cluster_counts(self) -> tuple[int, int]:
+        async def go(conn: aiosqlite.Connection) -> tuple[int, int]:
+            workers, tasks = await _one(conn, Q["cluster_counts"], {})
+            return int(workers), int(tasks)
+
+        return await self._run(go, write=False)
+
+    # -- fencing --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def fenced(
+        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+    ) -> AsyncIterator[_Fenced]:
+        guard = {"kind": kind, "key": key, "worker": worker_id, "term": term}
+        what = f"{kind}/{key} at term {term}"
+        async with self._conn() as conn:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite store is busy: {exc}") from exc
+            committed = False
+            try:
+                if await _maybe_one(conn, Q["fence_check"], guard) is None:
+                    raise LeaseLost(f"worker {worker_id!r} no longer owns {what}")
+                yield _Fenced(conn)
+                # The write lock has been held since BEGIN IMMEDIATE, so nobody took the
+                # task over meanwhile; this second check is about the lease's own expiry.
+                if await _maybe_one(conn, Q["fence_check"], guard) is None:
+                    raise LeaseLost(f"lease of worker {worker_id!r} expired before committing {what}")
+                if slot is not None:
+                    await conn.execute(
+                        Q["advance_slot"], {"kind": kind, "key": key, "term": term, "slot": slot}
+                    )
+                await conn.execute("COMMIT")
+                committed = True
+            finally:
+                if not committed:
+                    await asyncio.shield(_rollback(conn))
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
+        if not runs and not slots:
+            return
+
+        async def go(conn: aiosqlite.Connection) -> None:
+            if runs:
+                await conn.executemany(Q["insert_run"], [run_params(r) for r in runs])
+            await _advance_slots(conn, slots)
+
+        await self._run(go, write=True)
+
+    async def list_runs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        worker: str | None = None,
+        outcome: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": limit}
+
+        async def go(conn: aiosqlite.Connection) -> list[Run]:
+            return [run_from_row(r) for r in await _all(conn, Q["list_runs"], args)]
+
+        return await self._run(go, write=False)
+
+    async def prune_runs(self, *, older_than: float) -> int:
+        async def go(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(Q["prune_runs"], {"older_than": older_than})
+            return cur.rowcount
+
+        return await self._run(go, write=True)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # no transaction was open: BEGIN itself failed
+        await conn.execute("ROLLBACK")
+
+
+async def _schema_version(conn: aiosqlite.Connection) -> int | None:
+    try:
+        row = await _maybe_one(conn, Q["schema_version"], {})
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if row is None else int(row[0])
+
+
+async def _all(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> list[Any]:
+    cur = await conn.execute(sql, args)
+    return list(await cur.fetchall())
+
+
+async def _maybe_one(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> Any:
+    cur = await conn.execute(sql, args)
+    return await cur.fetchone()
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> Any:
+    row = await _maybe_one(conn, sql, args)
+    if row is None:  # pragma: no cover - the query always returns a row
+        raise StoreError(f"query returned no row: {sql.splitlines()[0]}")
+    return row
+
+
+async def _task(conn: aiosqlite.Connection, kind: str, key: str) -> Task:
+    row = await _maybe_one(conn, Q["get_task"], {"kind": kind, "key": key})
+    if row is None:
+        raise TaskNotFound(f"no task {kind}/{key}")
+    return task_from_row(row)
+
+
+async def _advance_slots(conn: aiosqlite.Connection, slots: Sequence[SlotDone]) -> None:
+    if slots:
+        await conn.executemany(
+            Q["advance_slot"],
+            [{"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot} for s in slots],
+        )
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration script on semicolons that end a line (our scripts keep to that)."""
+    body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";\n") if s.strip().rstrip(";").strip()]

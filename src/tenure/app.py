@@ -156,6 +156,17 @@ class App:
         await self.open()
         return self._store
 
+    # -- running --------------------------------------------------------------------------
+
+    async def run_worker(self, *, settings: Settings | None = None, handle_signals: bool = True) -> None:
+        """Run a worker for this app's kinds until SIGTERM/SIGINT (or cancellation).
+
+        ``settings`` default to the app's. With ``handle_signals``, SIGTERM and SIGINT
+        start a graceful stop: running handlers get ``grace`` seconds, tasks are
+        released so other workers take them at once, and the call returns.
+        """
+        raise NotImplementedError("the worker runtime arrives with issue 3")
+
     # -- admin ----------------------------------------------------------------------------
 
     async def add_task(

@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 from tenure.config import Settings
 from tenure.context import Context
-from tenure.errors import InvalidInput, InvalidSchedule, TaskNotFound, UnknownKind
+from tenure.errors import InvalidInput, InvalidSchedule, SchemaMissing, TaskNotFound, UnknownKind
 from tenure.models import KindInfo, Outcome, Run, Task, check_key, check_kind, encode_params, parse_params
 from tenure.schedule import Every, Misfire, Schedule, make_schedule
 from tenure.store import Store, make_store
@@ -124,18 +124,26 @@ class App:
             return
         if migrate is None:
             migrate = self._store.dialect == "sqlite"
-        await self._store.open(migrate=migrate)
+        try:
+            await self._store.open(migrate=migrate)
+        except BaseException:
+            # A failed open may have connected already; left open, the connections'
+            # threads keep the process from exiting.
+            await self._store.close()
+            raise
         self._opened = True
+        await self._publish_kinds()
+
+    async def _publish_kinds(self) -> None:
         if self._kinds:
             await self._store.publish_kinds(
                 [KindInfo(kind=k.kind, schedule=k.schedule, timeout=k.timeout) for k in self._kinds.values()]
             )
 
     async def close(self) -> None:
-        """Close the store's connections."""
-        if self._opened:
-            self._opened = False
-            await self._store.close()
+        """Close the store's connections (also those a failed :meth:`open` left)."""
+        self._opened = False
+        await self._store.close()
 
     async def __aenter__(self) -> App:
         await self.open()
@@ -148,9 +156,23 @@ class App:
 
     async def migrate(self) -> tuple[int, int]:
         """Create or upgrade the store's schema; return (version before, version after)."""
-        await self._store.open(migrate=True)
+        if self._opened:
+            return await self._store.migrate()
+        # Connect without migrating (open(migrate=True) would migrate first and the
+        # versions reported here would always be equal). No schema yet, or an older one,
+        # is what migrating is for; the store stays connected after SchemaMissing.
+        try:
+            try:
+                await self._store.open(migrate=False)
+            except SchemaMissing:
+                pass
+            versions = await self._store.migrate()
+        except BaseException:
+            await self._store.close()
+            raise
         self._opened = True
-        return await self._store.migrate()
+        await self._publish_kinds()
+        return versions
 
     async def _ready(self) -> Store:
         await self.open()
@@ -165,7 +187,9 @@ class App:
         start a graceful stop: running handlers get ``grace`` seconds, tasks are
         released so other workers take them at once, and the call returns.
         """
-        raise NotImplementedError("the worker runtime arrives with issue 3")
+        from tenure.worker import Worker  # the worker needs the app, not the other way round
+
+        await Worker(self, settings or self.settings).run(handle_signals=handle_signals)
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -191,8 +215,12 @@ class App:
         limit = self.settings.max_params_bytes
         if isinstance(params, str):
             params_json = encode_params(parse_params(params, max_bytes=limit), max_bytes=limit)
-        else:
-            params_json = encode_params(dict(params) if params is not None else {}, max_bytes=limit)
+        elif params is None:
+            params_json = encode_params({}, max_bytes=limit)
+        elif isinstance(params, Mapping):
+            params_json = encode_params(dict(params), max_bytes=limit)
+        else:  # a list, a number…: refused by encode_params as not a JSON object
+            params_json = encode_params(params, max_bytes=limit)
         if not isinstance(enabled, bool):
             raise InvalidInput(f"enabled must be True or False, got {enabled!r}")
         store = await self._ready()
@@ -263,6 +291,10 @@ class App:
         limit: int = 50,
     ) -> list[Run]:
         """Recorded runs, most recent first."""
+        if kind is not None:
+            check_kind(kind)
+        if key is not None:
+            check_key(key)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInput(f"limit must be a whole number from 1 to 10000, got {limit!r}")
         if outcome is not None:

@@ -77,7 +77,7 @@ def encode_params(params: object, *, max_bytes: int = DEFAULT_MAX_PARAMS_BYTES) 
         raise InvalidParams(f"params must be a JSON object (a dict), got {type(params).__name__}")
     try:
         text = json.dumps(params, allow_nan=False, separators=(",", ":"), sort_keys=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidParams(f"params are not JSON-serialisable: {exc}") from exc
     size = len(text.encode())
     if size > max_bytes:
@@ -152,6 +152,8 @@ class Lease:
     expires_at: float
     #: The database's clock when it confirmed the lease.
     db_now: float
+    #: An operator asked this worker to hand its tasks over and take no more.
+    draining: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,3 +194,17 @@ class SlotDone:
     key: str
     term: int
     slot: float
+    #: The run answered a manual trigger; the trigger request is cleared with it.
+    triggered: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterView:
+    """What a worker needs each poll to keep its fair share and notice admin changes."""
+
+    #: Grows on every admin change to tasks (add, enable, disable, trigger, remove).
+    changes: int
+    #: Ids of live, non-draining workers, sorted.
+    live_workers: list[str]
+    #: Number of enabled tasks.
+    enabled_tasks: int

@@ -67,7 +67,9 @@ class Cron:
     expr: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.expr, str) or not self.expr.strip():
+        if not isinstance(self.expr, str):
+            raise InvalidSchedule(f"cron expression must be a string, got {type(self.expr).__name__}")
+        if not self.expr.strip():
             raise InvalidSchedule("cron expression is empty")
         if len(self.expr) > 200:
             raise InvalidSchedule("cron expression is longer than 200 characters")
@@ -110,10 +112,15 @@ def next_slot(schedule: Schedule, kind: str, key: str, after: float) -> float:
     if isinstance(schedule, Every):
         p = schedule.seconds
         ph = phase(kind, key, p)
+        # Slots are always computed as ph + n * p (never as a neighbour +/- p, which can
+        # differ in the last bit), so a slot fed back in is recognised as itself. The
+        # division may round either way, so settle the index against that exact grid.
         n = math.floor((after - ph) / p) + 1
-        slot = ph + n * p
-        # Float rounding can land exactly on `after`; the promise is "strictly later".
-        return slot if slot > after else slot + p
+        while ph + n * p <= after:
+            n += 1
+        while ph + (n - 1) * p > after:
+            n -= 1
+        return ph + n * p
     start = datetime.fromtimestamp(after, UTC)
     for dt in CronSim(schedule.expr, start):
         ts = dt.timestamp()
@@ -127,10 +134,15 @@ def latest_slot(schedule: Schedule, kind: str, key: str, at_or_before: float) ->
     if isinstance(schedule, Every):
         p = schedule.seconds
         ph = phase(kind, key, p)
-        n = math.floor((at_or_before - ph) / p)
-        slot = ph + n * p
-        return slot if slot <= at_or_before else slot - p
-    start = datetime.fromtimestamp(at_or_before, UTC)
+        n = math.floor((at_or_before - ph) / p)  # settled against the exact grid, as above
+        while ph + n * p > at_or_before:
+            n -= 1
+        while ph + (n + 1) * p <= at_or_before:
+            n += 1
+        return ph + n * p
+    # CronSim walking backwards yields times strictly before its start, so start a second
+    # later: a slot exactly at `at_or_before` is then found (cron slots are whole minutes).
+    start = datetime.fromtimestamp(at_or_before + 1, UTC)
     for dt in CronSim(schedule.expr, start, reverse=True):
         ts = dt.timestamp()
         if ts <= at_or_before:

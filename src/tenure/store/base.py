@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from tenure.models import Claim, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 
 #: The schema version this code reads and writes.
@@ -103,6 +103,9 @@ class Store(Protocol):
     async def list_kinds(self) -> list[KindInfo]:
         """Kinds published so far, by name."""
         ...
+
+    # Every admin change below (add_task, set_enabled, trigger, remove_task) also
+    # advances the change counter read by cluster_view().
 
     async def add_task(
         self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool
@@ -200,8 +203,9 @@ class Store(Protocol):
         """The tasks this worker currently owns, live lease or not."""
         ...
 
-    async def cluster_counts(self) -> tuple[int, int]:
-        """(live non-draining workers, enabled tasks), for fair-share sums."""
+    async def cluster_view(self) -> ClusterView:
+        """The change counter, the live non-draining workers and the enabled-task count,
+        read in one transaction: what a worker needs each poll for its fair share."""
         ...
 
     # -- fencing ------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from tenure.errors import (
     TaskNotFound,
     WorkerIdInUse,
 )
-from tenure.models import Claim, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION
 from tenure.store.rows import (
@@ -151,14 +151,20 @@ class SQLiteStore:
         parent = self._path.parent
         if not parent.is_dir():
             raise StoreUnavailable(f"cannot open SQLite store: folder {str(parent)!r} does not exist")
-        for _ in range(self._pool_size):
-            self._pool.put_nowait(await self._connect())
-        # Lease upkeep gets its own connection so it never queues behind handlers' work.
-        self._lease_conn = await self._connect()
-        if migrate:
-            await self.migrate()
-        else:
-            await self._check_schema()
+        try:
+            for _ in range(self._pool_size):
+                self._pool.put_nowait(await self._connect())
+            # Lease upkeep gets its own connection so it never queues behind handlers' work.
+            self._lease_conn = await self._connect()
+            if migrate:
+                await self.migrate()
+            else:
+                await self._check_schema()
+        except BaseException:
+            # A failed open leaves the store closed, so a later open() really opens it
+            # (instead of returning early on connections whose schema was refused).
+            await self.close()
+            raise
 
     async def close(self) -> None:
         conns, self._all = self._all, []
@@ -289,6 +295,7 @@ class SQLiteStore:
                 await conn.execute(Q["insert_task"], {**args, "enabled": int(enabled)})
             except sqlite3.IntegrityError as exc:
                 raise TaskExists(f"task {kind}/{key} already exists") from exc
+            await conn.execute(Q["bump_changes"])
             return await _task(conn, kind, key)
 
         return await self._run(go, write=True)
@@ -312,6 +319,7 @@ class SQLiteStore:
             cur = await conn.execute(Q[query], {"kind": kind, "key": key, **extra})
             if cur.rowcount != 1:
                 raise TaskNotFound(f"no task {kind}/{key}")
+            await conn.execute(Q["bump_changes"])
             return await _task(conn, kind, key)
 
         return await self._run(go, write=True)
@@ -327,6 +335,7 @@ class SQLiteStore:
             cur = await conn.execute(Q["delete_task"], {"kind": kind, "key": key})
             if cur.rowcount != 1:
                 raise TaskNotFound(f"no task {kind}/{key}")
+            await conn.execute(Q["bump_changes"])
 
         await self._run(go, write=True)
 
@@ -348,7 +357,7 @@ class SQLiteStore:
             row = await _one(
                 conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
             )
-            return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]))
+            return _lease(worker_id, row)
 
         return await self._lease_tx(go)
 
@@ -357,7 +366,7 @@ class SQLiteStore:
             row = await _maybe_one(conn, Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
             if row is None:
                 raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
-            return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]))
+            return _lease(worker_id, row)
 
         return await self._lease_tx(go)
 
@@ -439,10 +448,11 @@ class SQLiteStore:
 
         return await self._run(go, write=False)
 
-    async def cluster_counts(self) -> tuple[int, int]:
-        async def go(conn: aiosqlite.Connection) -> tuple[int, int]:
-            workers, tasks = await _one(conn, Q["cluster_counts"], {})
-            return int(workers), int(tasks)
+    async def cluster_view(self) -> ClusterView:
+        async def go(conn: aiosqlite.Connection) -> ClusterView:
+            changes, tasks = await _one(conn, Q["cluster_counts"], {})
+            workers = [r[0] for r in await _all(conn, Q["live_workers"], {})]
+            return ClusterView(changes=int(changes), live_workers=workers, enabled_tasks=int(tasks))
 
         return await self._run(go, write=False)
 
@@ -469,9 +479,7 @@ class SQLiteStore:
                 if await _maybe_one(conn, Q["fence_check"], guard) is None:
                     raise LeaseLost(f"lease of worker {worker_id!r} expired before committing {what}")
                 if slot is not None:
-                    await conn.execute(
-                        Q["advance_slot"], {"kind": kind, "key": key, "term": term, "slot": slot}
-                    )
+                    await _advance_slots(conn, [SlotDone(kind=kind, key=key, term=term, slot=slot)])
                 await conn.execute("COMMIT")
                 committed = True
             finally:
@@ -557,11 +565,18 @@ async def _task(conn: aiosqlite.Connection, kind: str, key: str) -> Task:
     return task_from_row(row)
 
 
+def _lease(worker_id: str, row: Any) -> Lease:
+    return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
+
+
 async def _advance_slots(conn: aiosqlite.Connection, slots: Sequence[SlotDone]) -> None:
     if slots:
         await conn.executemany(
             Q["advance_slot"],
-            [{"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot} for s in slots],
+            [
+                {"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot, "triggered": s.triggered}
+                for s in slots
+            ],
         )
 
 

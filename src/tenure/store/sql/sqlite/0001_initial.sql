@@ -8,6 +8,8 @@ CREATE TABLE tenure_counters (
 -- Terms for every task come from this one counter, so a term is never reused, even
 -- after a task is removed and created again.
 INSERT INTO tenure_counters (name, value) VALUES ('term', 0);
+-- Grows on every admin change to tasks, so workers notice changes with one cheap read.
+INSERT INTO tenure_counters (name, value) VALUES ('changes', 0);
 
 CREATE TABLE tenure_kinds (
     kind       TEXT PRIMARY KEY,

@@ -59,12 +59,12 @@ VALUES (:worker, :host, :pid, {now}, {now}, {now} + :ttl, 0)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
     heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = 0
-RETURNING expires_at, heartbeat_at;
+RETURNING expires_at, heartbeat_at, draining;
 
 -- name: renew_lease
 UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + :ttl
 WHERE id = :worker AND expires_at > {now}
-RETURNING expires_at, heartbeat_at;
+RETURNING expires_at, heartbeat_at, draining;
 
 -- name: set_draining
 UPDATE tenure_workers SET draining = :draining WHERE id = :worker;
@@ -109,9 +109,15 @@ SET owner = :worker, term = :term,
     freed_at = CASE WHEN :had_owner THEN coalesce(:old_expiry, {now}) ELSE freed_at END
 WHERE kind = :kind AND key = :key;
 
+-- name: live_workers
+SELECT id FROM tenure_workers WHERE expires_at > {now} AND draining = 0 ORDER BY id;
+
 -- name: cluster_counts
-SELECT (SELECT count(*) FROM tenure_workers WHERE expires_at > {now} AND draining = 0),
+SELECT (SELECT value FROM tenure_counters WHERE name = 'changes'),
        (SELECT count(*) FROM tenure_tasks WHERE enabled = 1);
+
+-- name: bump_changes
+UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
 
 -- name: fence_check
 SELECT 1 FROM tenure_tasks t JOIN tenure_workers w ON w.id = t.owner
@@ -119,7 +125,11 @@ WHERE t.kind = :kind AND t.key = :key AND t.owner = :worker AND t.term = :term
   AND w.expires_at > {now};
 
 -- name: advance_slot
-UPDATE tenure_tasks SET last_slot = max(coalesce(last_slot, :slot), :slot)
+-- A triggered run's slot is the trigger time; running it answers every trigger asked
+-- up to then, so a later owner does not run it again.
+UPDATE tenure_tasks
+SET last_slot = max(coalesce(last_slot, :slot), :slot),
+    trigger_at = CASE WHEN :triggered AND trigger_at <= :slot THEN NULL ELSE trigger_at END
 WHERE kind = :kind AND key = :key AND term = :term;
 
 -- name: insert_run

@@ -1,0 +1,654 @@
+"""The worker: keeps one lease, holds a fair share of tasks, and runs them on time.
+
+This is the only place that starts background work. One worker is one asyncio loop:
+
+- the **lease loop** renews the worker's single lease every ``heartbeat`` (one write,
+  whatever the number of tasks) and fences the worker itself when a renewal cannot be
+  confirmed in time: a lease confirmed by a renewal *sent* at monotonic time t is
+  trusted until t + TTL - margin, never longer;
+- the **task loop** polls every ``poll``: it reads the change counter (admin changes),
+  the live workers and the enabled-task count, then claims or releases tasks to reach
+  its fair share;
+- each owned task has a timer on the loop for its next slot; a slot fires a run, a run
+  ends in a run record buffered in memory, and the **flush loop** writes the buffer in
+  one transaction per ``poll``: no write per run on the hot path.
+
+Slots are on the database's clock: the worker estimates it as its monotonic clock plus
+an offset measured at every renewal, so a worker whose wall clock is wrong by minutes
+schedules exactly like the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from tenure.context import Context
+from tenure.errors import LeaseLost, StoreError, TenureError, WorkerIdInUse
+from tenure.models import Claim, Freed, Outcome, Run, SlotDone, Task
+from tenure.schedule import Misfire, first_slot, latest_slot, next_slot
+
+if TYPE_CHECKING:
+    from tenure.app import App, TaskKind
+    from tenure.config import Settings
+    from tenure.store import Store
+
+log = logging.getLogger("tenure.worker")
+
+#: Most run records kept in memory while the store cannot take them; older ones are dropped.
+MAX_BUFFERED_RUNS = 200_000
+#: How often a worker re-reads all its tasks even when no admin change was announced.
+RECONCILE_EVERY = 30.0
+#: How often run retention and dead-worker clean-up happen (any worker may do it).
+HOUSEKEEPING_EVERY = 300.0
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique per process start, readable in tables and logs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(eq=False)
+class OwnedTask:
+    """A task this worker owns, with its local scheduling state."""
+
+    task: Task
+    kind: TaskKind
+    term: int
+    next_slot: float
+    #: Latest slot started under this ownership (remembered on release, flushed with runs).
+    last_slot: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    running: asyncio.Task[None] | None = None
+    ctx: Context | None = None
+    #: Trigger requests up to this database time have been answered.
+    trigger_done: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.task.kind}/{self.task.key}"
+
+
+@dataclass
+class _Buffer:
+    runs: list[Run] = field(default_factory=list)
+    slots: dict[tuple[str, str], SlotDone] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker process's runtime. Use :meth:`tenure.App.run_worker` to start one."""
+
+    def __init__(self, app: App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.store: Store = app.store
+        self.id = settings.worker_id or default_worker_id()
+        self._kinds = dict(app.kinds)
+        self._owned: dict[tuple[str, str], OwnedTask] = {}
+        self._runs: set[asyncio.Task[None]] = set()
+        self._buffer = _Buffer()
+        self._stopping = asyncio.Event()
+        self._stop_now = False
+        self._wake = asyncio.Event()
+        self._trusted_until = 0.0  # monotonic
+        self._offset = 0.0  # database clock minus monotonic clock
+        self._draining = False
+        self._changes_seen: int | None = None
+        self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tenure-sync")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: LoopWatchdog | None = None
+        self._housekeeping_at = 0.0
+        self._reconcile_at = 0.0
+        self.max_term_seen: dict[tuple[str, str], int] = {}
+
+    # -- clocks and trust -----------------------------------------------------------------
+
+    def db_time(self) -> float:
+        """The database's clock as this worker estimates it now."""
+        return time.monotonic() + self._offset
+
+    def lease_trusted(self) -> bool:
+        """True while the last confirmed renewal still vouches for the lease."""
+        return time.monotonic() < self._trusted_until
+
+    def _log(self, level: int, msg: str, *args: Any, task: OwnedTask | None = None) -> None:
+        extra = {"worker": self.id}
+        if task is not None:
+            extra.update(kind=task.task.kind, key=task.task.key, term=str(task.term))
+        log.log(level, msg, *args, extra=extra)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Begin a graceful stop (``force``: cancel running handlers at once)."""
+        if force or self._stopping.is_set():
+            self._stop_now = True
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Join, work until asked to stop, then hand every task over and leave."""
+        self._loop = asyncio.get_running_loop()
+        if not self._kinds:
+            raise TenureError("the app registers no task kinds; nothing to run")
+        await self.app.open()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.request_stop)
+        self._watchdog = LoopWatchdog(self._loop, self._describe_blocker, threshold=0.5)
+        self._watchdog.start()
+        try:
+            await self._join()
+            background = [
+                asyncio.create_task(self._lease_loop(), name="tenure-lease"),
+                asyncio.create_task(self._task_loop(), name="tenure-tasks"),
+                asyncio.create_task(self._flush_loop(), name="tenure-flush"),
+            ]
+            try:
+                stop = asyncio.create_task(self._stopping.wait())
+                try:
+                    done, _ = await asyncio.wait([stop, *background], return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    # Cancelled from outside: still hand the tasks over, without grace.
+                    stop.cancel()
+                    self.request_stop(force=True)
+                    await self._shutdown()
+                    raise
+                stop.cancel()
+                for t in done:
+                    if t is not stop:
+                        t.result()  # a background loop died: surface why
+                await self._shutdown()
+            finally:
+                for t in background:
+                    t.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.remove_signal_handler(sig)
+            self._watchdog.stop()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _join(self) -> None:
+        """Register, retrying while the store is down or our previous lease is still live."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            sent = time.monotonic()
+            try:
+                lease = await self.store.register_worker(
+                    worker_id=self.id, host=socket.gethostname(), pid=os.getpid(), ttl=self.settings.lease_ttl
+                )
+            except (StoreError, WorkerIdInUse) as exc:
+                # WorkerIdInUse after a self-fence means our own last renewal landed late:
+                # it clears when that lease expires, since nobody renews it now.
+                self._log(logging.WARNING, "cannot join yet: %s", exc)
+                await self._sleep_or_stop(delay)
+                delay = min(delay * 2, self.settings.heartbeat)
+                continue
+            self._confirmed(sent, lease.db_now, lease.draining)
+            self._log(logging.INFO, "joined; lease until %.3f (database clock)", lease.expires_at)
+            return
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def _confirmed(self, sent: float, db_now: float, draining: bool) -> None:
+        received = time.monotonic()
+        self._trusted_until = sent + self.settings.lease_ttl - self.settings.trust_margin
+        self._offset = db_now - (sent + received) / 2
+        if draining and not self._draining:
+            self._log(logging.INFO, "draining: handing tasks over and taking no more")
+        self._draining = draining
+
+    async def _shutdown(self) -> None:
+        """Graceful stop: no new runs, let running ones finish within grace, leave."""
+        self._log(logging.INFO, "stopping: %d tasks, %d runs in progress", len(self._owned), len(self._runs))
+        for ot in self._owned.values():
+            if ot.timer:
+                ot.timer.cancel()
+                ot.timer = None
+        if self._runs and not self._stop_now:
+            _, pending = await asyncio.wait(self._runs, timeout=self.settings.grace)
+            if pending:
+                self._log(logging.WARNING, "grace period over: cancelling %d runs", len(pending))
+        await self._cancel_runs("worker stopping")
+        slots = [self._slot_done(ot) for ot in self._owned.values() if ot.last_slot is not None]
+        with contextlib.suppress(StoreError):
+            await self._flush()
+        try:
+            freed = await self.store.leave(self.id, slots)
+            self._log(logging.INFO, "left the cluster; released %d tasks", freed)
+        except StoreError as exc:
+            self._log(logging.ERROR, "could not release tasks (they move after the lease TTL): %s", exc)
+        self._owned.clear()
+
+    async def _cancel_runs(self, reason: str) -> None:
+        for ot in self._owned.values():
+            if ot.ctx is not None:
+                ot.ctx.cancel()
+        runs = list(self._runs)
+        for t in runs:
+            t.cancel(reason)
+        if runs:
+            await asyncio.wait(runs, timeout=2.0)
+
+    # -- lease ----------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            next_beat = time.monotonic() + self.settings.heartbeat
+            sent = time.monotonic()
+            budget = self._trusted_until - sent
+            try:
+                if budget <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(budget):
+                    lease = await self.store.renew_lease(self.id, self.settings.lease_ttl)
+                self._confirmed(sent, lease.db_now, lease.draining)
+            except LeaseLost as exc:
+                await self._self_fence(f"lease lost: {exc}")
+            except (TimeoutError, StoreError) as exc:
+                if not self.lease_trusted():
+                    await self._self_fence(f"lease could not be renewed in time ({exc!r})")
+                else:
+                    self._log(logging.WARNING, "lease renewal failed, will retry: %r", exc)
+                    next_beat = min(next_beat, time.monotonic() + self.settings.heartbeat / 4)
+            await asyncio.sleep(max(0.0, next_beat - time.monotonic()))
+
+    async def _self_fence(self, why: str) -> None:
+        """Stop everything that could act on a lease we can no longer vouch for, then rejoin."""
+        self._log(logging.ERROR, "self-fencing: %s; dropping %d tasks", why, len(self._owned))
+        self._trusted_until = 0.0
+        for ot in self._owned.values():
+            if ot.timer:
+                ot.timer.cancel()
+        await self._cancel_runs("lease lost")
+        # Their records stay buffered (outcome lease_lost); their slots are not ours to advance.
+        self._owned.clear()
+        self._buffer.slots.clear()
+        self._changes_seen = None
+        await self._join()
+
+    # -- ownership ------------------------------------------------------------------------
+
+    async def _task_loop(self) -> None:
+        while True:
+            try:
+                await self._poll_once()
+            except StoreError as exc:
+                self._log(logging.WARNING, "task poll failed: %s", exc)
+            except LeaseLost:
+                pass  # the lease loop notices and fences
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll)
+
+    async def _poll_once(self) -> None:
+        if not self.lease_trusted():
+            return
+        view = await self.store.cluster_view()
+        now = time.monotonic()
+        if view.changes != self._changes_seen or now >= self._reconcile_at:
+            await self._refresh_owned()
+            self._changes_seen = view.changes
+            self._reconcile_at = now + RECONCILE_EVERY
+        target = self._fair_share(view.live_workers, view.enabled_tasks)
+        held = len(self._owned)
+        if held > target:
+            await self._release_surplus(held - target)
+        elif held < target and self.lease_trusted():
+            claims = await self.store.claim_tasks(self.id, kinds=list(self._kinds), limit=target - held)
+            for claim in claims:
+                self._adopt(claim)
+
+    def _fair_share(self, live: list[str], enabled: int) -> int:
+        """This worker's share: tasks split evenly, the remainder to the first ids."""
+        if self._draining or self._stopping.is_set():
+            return 0
+        if self.id not in live:
+            live = sorted([*live, self.id])
+        w = len(live)
+        base, extra = divmod(enabled, w)
+        return base + (1 if live.index(self.id) < extra else 0)
+
+    async def _refresh_owned(self) -> None:
+        """Reconcile owned tasks with the store: disabled, removed, triggered, edited, and
+        any task the store says is ours that we are not running (a release that failed)."""
+        rows = {(t.kind, t.key): t for t in await self.store.owned_tasks(self.id)}
+        to_release: list[OwnedTask] = []
+        for k, ot in list(self._owned.items()):
+            row = rows.pop(k, None)
+            if row is None or row.term != ot.term:
+                self._log(logging.INFO, "task removed or no longer ours", task=ot)
+                self._drop(ot)
+            elif not row.enabled:
+                self._log(logging.INFO, "task disabled; releasing it", task=ot)
+                to_release.append(ot)
+            elif row.version != ot.task.version:
+                ot.task = row
+                if row.trigger_at is not None and row.trigger_at > ot.trigger_done:
+                    self._fire(ot, triggered=row.trigger_at)
+        if to_release:
+            await self._release(to_release)
+        if rows:  # ours in the store, unknown here: give them back rather than sit on them
+            strays = [
+                SlotDone(kind=t.kind, key=t.key, term=t.term, slot=t.last_slot or 0.0) for t in rows.values()
+            ]
+            await self.store.release_tasks(self.id, strays)
+
+    async def _release_surplus(self, count: int) -> None:
+        # Idle tasks first: a running one would have its commit refused once released.
+        ordered = sorted(self._owned.values(), key=lambda ot: (ot.running is not None, ot.name))
+        await self._release(ordered[:count])
+
+    async def _release(self, tasks: list[OwnedTask]) -> None:
+        for ot in tasks:  # no new runs while the release is on its way
+            if ot.timer:
+                ot.timer.cancel()
+                ot.timer = None
+        try:
+            await self.store.release_tasks(self.id, [self._slot_done(ot) for ot in tasks])
+        except BaseException:
+            for ot in tasks:
+                if self._owned.get((ot.task.kind, ot.task.key)) is ot:
+                    self._arm(ot)
+            raise
+        for ot in tasks:
+            self._drop(ot)
+            self._log(logging.INFO, "released", task=ot)
+
+    def _drop(self, ot: OwnedTask) -> None:
+        """Forget a task locally. A run in progress finishes; its commit is refused by the
+        database if the task has moved on."""
+        self._owned.pop((ot.task.kind, ot.task.key), None)
+        if ot.timer:
+            ot.timer.cancel()
+            ot.timer = None
+        self._buffer.slots.pop((ot.task.kind, ot.task.key), None)
+
+    def _adopt(self, claim: Claim) -> None:
+        task = claim.task
+        k = (task.kind, task.key)
+        previous = self.max_term_seen.get(k)
+        if previous is not None and task.term <= previous:
+            # Terms only grow; seeing one go back means the store lost writes (e.g. an
+            # asynchronous replica was promoted). Refuse to run on it.
+            self._log(logging.CRITICAL, "term went backwards for %s/%s: %d after %d", *k, task.term, previous)
+            return
+        self.max_term_seen[k] = task.term
+        kind = self._kinds[task.kind]
+        now = self.db_time()
+        slot = first_slot(
+            task.schedule, task.kind, task.key, now=now, done_before=claim.done_before, misfire=kind.misfire
+        )
+        ot = OwnedTask(task=task, kind=kind, term=task.term, next_slot=slot)
+        ot.trigger_done = 0.0
+        self._owned[k] = ot
+        not_before = now
+        if task.freed_how is Freed.EXPIRED and self.settings.takeover_delay > 0:
+            not_before = now + self.settings.takeover_delay
+        self._log(
+            logging.INFO, "claimed (%s); first slot in %.3fs", task.freed_how.value, slot - now, task=ot
+        )
+        self._arm(ot, not_before=not_before)
+        if task.trigger_at is not None:
+            self._fire(ot, triggered=task.trigger_at)
+
+    # -- scheduling and runs --------------------------------------------------------------
+
+    def _arm(self, ot: OwnedTask, *, not_before: float | None = None) -> None:
+        """Set the timer for the task's next slot."""
+        assert self._loop is not None
+        due = ot.next_slot if not_before is None else max(ot.next_slot, not_before)
+        ot.timer = self._loop.call_at(due - self._offset, self._fire, ot)
+
+    def _fire(self, ot: OwnedTask, triggered: float | None = None) -> None:
+        """A slot (or a trigger) is due: start a run unless one is still going."""
+        if triggered is None:
+            slot = ot.next_slot
+            ot.next_slot = self._following_slot(ot, slot)
+            self._arm(ot)
+        else:
+            slot = triggered
+            ot.trigger_done = max(ot.trigger_done, triggered)
+        if self._stopping.is_set() or not self.lease_trusted():
+            return
+        if ot.running is not None:
+            self._record(ot, slot, self.db_time(), Outcome.SKIPPED, "previous run still in progress")
+            return
+        ot.last_slot = slot if ot.last_slot is None else max(ot.last_slot, slot)
+        ot.running = asyncio.create_task(self._run(ot, slot, triggered is not None))
+        self._runs.add(ot.running)
+        ot.running.add_done_callback(self._runs.discard)
+
+    def _following_slot(self, ot: OwnedTask, slot: float) -> float:
+        nxt = next_slot(ot.task.schedule, ot.task.kind, ot.task.key, slot)
+        now = self.db_time()
+        if nxt >= now or ot.kind.misfire is Misfire.CATCH_UP:
+            return nxt
+        return latest_slot(ot.task.schedule, ot.task.kind, ot.task.key, now)  # skip what was missed
+
+    async def _run(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
+        task = ot.task
+        ctx = Context(
+            store=self.store,
+            worker_id=self.id,
+            kind=task.kind,
+            key=task.key,
+            params=task.params,
+            token=ot.term,
+            scheduled_at=slot,
+            lease_trusted=self.lease_trusted,
+        )
+        ot.ctx = ctx
+        started = self.db_time()
+        outcome, error = Outcome.OK, None
+        handler = ot.kind.handler
+        timeout = ot.kind.timeout_for(task.schedule)
+        try:
+            if inspect.iscoroutinefunction(handler):
+                async with asyncio.timeout(timeout):
+                    await handler(ctx)
+            else:
+                outcome, error = await self._run_sync(handler, ctx, timeout)
+        except TimeoutError:
+            outcome, error = Outcome.TIMEOUT, f"cancelled after its timeout of {timeout:g}s"
+        except LeaseLost as exc:
+            outcome, error = Outcome.LEASE_LOST, str(exc)
+        except asyncio.CancelledError:
+            outcome, error = (
+                Outcome.LEASE_LOST,
+                "cancelled: " + ("lease lost" if not self.lease_trusted() else "worker stopping"),
+            )
+        except Exception as exc:
+            outcome, error = Outcome.ERROR, "".join(traceback.format_exception_only(exc)).strip()
+            self._log(logging.ERROR, "handler raised: %s", error, task=ot)
+        finally:
+            ot.running = None
+            ot.ctx = None
+        if outcome is Outcome.TIMEOUT:
+            self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
+        elif outcome is Outcome.LEASE_LOST:
+            self._log(logging.WARNING, "run lost its lease: %s", error, task=ot)
+        self._record(ot, slot, started, outcome, error, triggered=triggered)
+
+    async def _run_sync(
+        self, handler: Callable[[Context], Any], ctx: Context, limit: float
+    ) -> tuple[Outcome, str | None]:
+        """Run a synchronous handler in a thread. A thread cannot be killed: past its
+        timeout it is told to stop (``ctx.is_cancelled``) and the task's next run waits
+        for it, so one task never runs twice at once on this worker."""
+        assert self._loop is not None
+        fut = self._loop.run_in_executor(self._executor, handler, ctx)
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.shield(fut)
+            return Outcome.OK, None
+        except TimeoutError:
+            ctx.cancel()
+            with contextlib.suppress(Exception):
+                await fut
+            return Outcome.TIMEOUT, f"ran past its timeout of {limit:g}s (thread told to stop)"
+        except asyncio.CancelledError:
+            ctx.cancel()
+            raise
+
+    def _record(
+        self,
+        ot: OwnedTask,
+        slot: float,
+        started: float,
+        outcome: Outcome,
+        error: str | None,
+        *,
+        triggered: bool = False,
+    ) -> None:
+        task = ot.task
+        runs = self._buffer.runs
+        if len(runs) >= MAX_BUFFERED_RUNS:
+            del runs[: len(runs) // 10]
+            self._log(logging.WARNING, "run buffer full: dropped the oldest tenth of unsaved run records")
+        runs.append(
+            Run(
+                kind=task.kind,
+                key=task.key,
+                worker=self.id,
+                term=ot.term,
+                scheduled_at=slot,
+                started_at=started,
+                ended_at=self.db_time(),
+                outcome=outcome,
+                error=error,
+            )
+        )
+        if outcome is not Outcome.SKIPPED and (task.kind, task.key) in self._owned:
+            self._buffer.slots[(task.kind, task.key)] = SlotDone(
+                kind=task.kind, key=task.key, term=ot.term, slot=ot.last_slot or slot, triggered=triggered
+            )
+
+    def _slot_done(self, ot: OwnedTask) -> SlotDone:
+        return SlotDone(kind=ot.task.kind, key=ot.task.key, term=ot.term, slot=ot.last_slot or 0.0)
+
+    # -- run records ----------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll)
+            try:
+                await self._flush()
+                await self._housekeeping()
+            except StoreError as exc:
+                self._log(logging.WARNING, "could not save run records yet: %s", exc)
+
+    async def _flush(self) -> None:
+        buf = self._buffer
+        if not buf.runs and not buf.slots:
+            return
+        runs, slots = buf.runs, list(buf.slots.values())
+        self._buffer = _Buffer()
+        try:
+            await self.store.record_runs(runs, slots)
+        except BaseException:
+            # Put them back in front of anything recorded meanwhile.
+            self._buffer.runs[:0] = runs
+            for s in slots:
+                self._buffer.slots.setdefault((s.kind, s.key), s)
+            raise
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self._housekeeping_at:
+            return
+        self._housekeeping_at = now + HOUSEKEEPING_EVERY
+        pruned = await self.store.prune_runs(older_than=self.settings.run_retention)
+        reaped = await self.store.reap_workers(older_than=max(60.0, 6 * self.settings.lease_ttl))
+        if pruned or reaped:
+            self._log(
+                logging.INFO, "housekeeping: pruned %d run records, removed %d dead workers", pruned, reaped
+            )
+
+    # -- watchdog -------------------------------------------------------------------------
+
+    def _describe_blocker(self, frame: FrameType | None) -> str:
+        """Name the handler whose code is on the loop thread's stack, if any."""
+        handlers = {
+            kind.handler.__code__: name
+            for name, kind in self._kinds.items()
+            if hasattr(kind.handler, "__code__")
+        }
+        while frame is not None:
+            kind = handlers.get(frame.f_code)
+            if kind is not None:
+                ctx = frame.f_locals.get("ctx")
+                key = f"/{ctx.key} (term {ctx.token})" if isinstance(ctx, Context) else ""
+                return f"handler of {kind}{key} at {frame.f_code.co_filename}:{frame.f_lineno}"
+            frame = frame.f_back
+        return "code outside any task handler"
+
+
+class LoopWatchdog:
+    """A thread that notices when the event loop stops turning, and says who holds it.
+
+    The loop ticks a timestamp every ``threshold / 4``; if the tick is older than
+    ``threshold``, the thread logs a warning naming what the loop thread is running.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        describe: Callable[[FrameType | None], str],
+        *,
+        threshold: float,
+    ) -> None:
+        self._loop = loop
+        self._describe = describe
+        self._threshold = threshold
+        self._tick_at = time.monotonic()
+        self._stop = threading.Event()
+        self._loop_thread = threading.get_ident()
+        self._handle: asyncio.TimerHandle | None = None
+        self._thread = threading.Thread(target=self._watch, name="tenure-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._tick()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._handle:
+            self._handle.cancel()
+
+    def _tick(self) -> None:
+        self._tick_at = time.monotonic()
+        self._handle = self._loop.call_later(self._threshold / 4, self._tick)
+
+    def _watch(self) -> None:
+        reported = 0.0
+        while not self._stop.wait(self._threshold / 4):
+            tick = self._tick_at
+            stalled = time.monotonic() - tick
+            if stalled > self._threshold and tick != reported:
+                reported = tick
+                frame = sys._current_frames().get(self._loop_thread)
+                log.warning(
+                    "event loop blocked for %.2fs by %s; async handlers must not block (use a sync one)",
+                    stalled,
+                    self._describe(frame),
+                )

@@ -185,11 +185,15 @@ class App:
 
         ``settings`` default to the app's. With ``handle_signals``, SIGTERM and SIGINT
         start a graceful stop: running handlers get ``grace`` seconds, tasks are
-        released so other workers take them at once, and the call returns.
+        released so other workers take them at once, the store is closed, and the
+        call returns.
         """
         from tenure.worker import Worker  # the worker needs the app, not the other way round
 
-        await Worker(self, settings or self.settings).run(handle_signals=handle_signals)
+        try:
+            await Worker(self, settings or self.settings).run(handle_signals=handle_signals)
+        finally:
+            await self.close()  # the store's connection threads would keep the process alive
 
     # -- admin ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -76,7 +77,10 @@ class Settings:
         if not 2 <= self.max_params_bytes <= 16 * 1024 * 1024:
             raise InvalidSettings("max_params_bytes must be between 2 and 16 MiB")
         if self.worker_id is not None and not (
-            0 < len(self.worker_id) <= 200 and self.worker_id.isprintable() and self.worker_id.strip()
+            isinstance(self.worker_id, str)
+            and 0 < len(self.worker_id) <= 200
+            and self.worker_id.isprintable()
+            and self.worker_id.strip()
         ):
             raise InvalidSettings(f"worker_id {self.worker_id!r} must be 1-200 printable characters")
 
@@ -89,8 +93,20 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, raw)
+        from_env = {name: env[ENV_NAMES[name]] for name in values if overrides.get(name) is None}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except InvalidSettings as exc:
+            # Name the variables behind the refused settings: that is what the user must fix.
+            culprits = [
+                ENV_NAMES[name] if name == "admin_token" else f"{ENV_NAMES[name]}={raw!r}"
+                for name, raw in from_env.items()
+                if re.search(rf"\b{name}\b", str(exc))
+            ]
+            if not culprits:
+                raise
+            raise InvalidSettings(f"{exc} (set by {', '.join(culprits)})") from None
 
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some settings changed, validated again."""

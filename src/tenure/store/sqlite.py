@@ -128,6 +128,7 @@ class SQLiteStore:
         self._all: list[aiosqlite.Connection] = []
         self._lease_conn: aiosqlite.Connection | None = None
         self._lease_lock = asyncio.Lock()
+        self._schema_ok = False
 
     @property
     def display_url(self) -> str:
@@ -146,28 +147,31 @@ class SQLiteStore:
         return conn
 
     async def open(self, *, migrate: bool) -> None:
-        if self._all:
+        if self._all and self._schema_ok:
             return
-        parent = self._path.parent
-        if not parent.is_dir():
-            raise StoreUnavailable(f"cannot open SQLite store: folder {str(parent)!r} does not exist")
-        try:
-            for _ in range(self._pool_size):
-                self._pool.put_nowait(await self._connect())
-            # Lease upkeep gets its own connection so it never queues behind handlers' work.
-            self._lease_conn = await self._connect()
-            if migrate:
-                await self.migrate()
-            else:
-                await self._check_schema()
-        except BaseException:
-            # A failed open leaves the store closed, so a later open() really opens it
-            # (instead of returning early on connections whose schema was refused).
-            await self.close()
-            raise
+        if not self._all:
+            parent = self._path.parent
+            if not parent.is_dir():
+                raise StoreUnavailable(f"cannot open SQLite store: folder {str(parent)!r} does not exist")
+            try:
+                for _ in range(self._pool_size):
+                    self._pool.put_nowait(await self._connect())
+                # Lease upkeep gets its own connection so it never queues behind handlers' work.
+                self._lease_conn = await self._connect()
+            except BaseException:
+                await self.close()
+                raise
+        # A schema refused here leaves the store connected (so migrate() can follow), but
+        # not open: the next open() checks or migrates again instead of returning early.
+        if migrate:
+            await self.migrate()
+        else:
+            await self._check_schema()
+        self._schema_ok = True
 
     async def close(self) -> None:
         conns, self._all = self._all, []
+        self._schema_ok = False
         for conn in conns:
             with contextlib.suppress(sqlite3.Error, ValueError):  # best effort on the way out
                 await conn.close()

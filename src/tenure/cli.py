@@ -1,0 +1,767 @@
+"""The ``tenure`` command line: migrate the store, run a worker, and administer tasks.
+
+::
+
+    tenure [--store URL] migrate
+    tenure [--store URL] worker APP [--ttl S] [--heartbeat S] [--poll S] [--grace S] [--id NAME]
+                                    [--http HOST:PORT]
+    tenure [--store URL] tasks add KIND KEY [--every S | --cron EXPR] [--params JSON] [--disabled]
+    tenure [--store URL] tasks list [--kind K] [--owner WORKER] [--state STATE] [--json]
+    tenure [--store URL] tasks show KIND KEY [--json]
+    tenure [--store URL] tasks enable|disable|trigger|remove KIND KEY
+    tenure [--store URL] runs [--kind K] [--key KEY] [--worker W] [--outcome O] [--limit N] [--json]
+    tenure [--store URL] status [--json]
+    tenure [--store URL] workers list [--json]
+    tenure [--store URL] workers drain WORKER
+
+The store is ``--store URL`` (accepted before or after the command), else the
+``TENURE_STORE`` environment variable, else ``sqlite:///tenure.db``. Only ``migrate``
+(and a worker starting on the embedded store) creates a store; the other commands
+refuse a SQLite file that does not exist rather than leave an empty one behind.
+
+Output: human tables by default; ``--json`` prints JSON for scripts, with stable field
+names, times as epoch seconds (floats, on the database's clock) and durations in
+seconds. Lists are JSON arrays of objects; ``tasks show`` and ``status`` print one object.
+
+Exit status:
+
+- ``0`` success;
+- ``1`` failure: no such task or worker, a task that already exists, a store that does
+  not answer or has no schema yet, a worker that cannot start;
+- ``2`` usage error: a missing or unknown argument, and also any malformed value,
+  whether argparse refuses it (``--every abc``, ``--limit x``) or tenure does
+  (:class:`tenure.errors.InvalidInput`: ``--every -1``, ``--limit 0``, a cron
+  expression or ``--params`` that does not parse, an unknown kind, an odd key, a store
+  URL that does not parse, settings that contradict each other).
+
+Every user mistake prints one line, ``tenure: error: ...``, on stderr, and never a
+traceback. Nothing is changed by a command that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TypeVar
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tenure import __version__
+from tenure.app import DEFAULT_STORE, App
+from tenure.config import ENV_NAMES, Settings
+from tenure.errors import InvalidInput, StoreUnavailable, TenureError
+from tenure.models import Outcome, Run, Task, WorkerInfo
+from tenure.schedule import Cron, Every, next_slot
+
+PROG = "tenure"
+#: Outcomes that ``status`` lists as recent failures.
+FAILURES = (Outcome.ERROR, Outcome.TIMEOUT, Outcome.LEASE_LOST)
+#: Task states ``tasks list --state`` filters on (``status`` counts them).
+STATES = ("enabled", "disabled", "owned", "unowned")
+RECENT_FAILURES = 10
+
+T = TypeVar("T")
+
+
+class CommandFailed(TenureError):
+    """A command could not do what it was asked (exit status 1)."""
+
+
+# -- argument parsing ---------------------------------------------------------------------
+
+
+class _UsageError(Exception):
+    """argparse refused the command line."""
+
+
+class _Exit(Exception):
+    """argparse wants to stop (``--help``, ``--version``) with this status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reports instead of exiting, so main() returns a status."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _Exit(status)
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds (range checks are the settings' and schedules')."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tenure`` argument parser."""
+    # --store is accepted after the command too: there it only overrides when given.
+    store_after = _Parser(add_help=False)
+    store_after.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    json_flag = _Parser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common = [store_after]
+
+    parser = _Parser(
+        prog=PROG,
+        description="Periodic keyed tasks across a cluster of workers, fenced by a SQL database.",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help=f"store URL (default: $TENURE_STORE, else {DEFAULT_STORE})",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "migrate", parents=common, help="create or upgrade the store's schema", description=None
+    )
+    p.set_defaults(func=cmd_migrate)
+
+    p = commands.add_parser(
+        "worker",
+        parents=common,
+        help="run a worker for an app's task kinds",
+        description="Run a worker until SIGTERM/SIGINT. Settings come from the flags, then the "
+        "TENURE_* environment variables (" + ", ".join(ENV_NAMES.values()) + "), then the "
+        "App's own settings. The worker uses the store its App names.",
+    )
+    p.add_argument("app", metavar="APP", help="module:attribute naming a tenure.App, e.g. myapp:app")
+    p.add_argument("--ttl", type=_seconds, metavar="S", help="lease time to live, seconds")
+    p.add_argument("--heartbeat", type=_seconds, metavar="S", help="lease renewal interval, seconds")
+    p.add_argument("--poll", type=_seconds, metavar="S", help="interval to look for free tasks, seconds")
+    p.add_argument("--grace", type=_seconds, metavar="S", help="time running handlers get to finish on stop")
+    p.add_argument("--id", metavar="NAME", help="worker id (default: host-pid-random)")
+    p.add_argument(
+        "--http",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="address for the worker's dashboard and /metrics; checked now, served from the "
+        "release that brings the dashboard",
+    )
+    p.set_defaults(func=cmd_worker)
+
+    tasks = commands.add_parser("tasks", parents=common, help="add, list, show and change tasks")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+
+    p = tasks_sub.add_parser("add", parents=common, help="create a task")
+    p.add_argument("kind", metavar="KIND")
+    p.add_argument("key", metavar="KEY")
+    schedule = p.add_mutually_exclusive_group()
+    schedule.add_argument("--every", type=_seconds, metavar="S", help="run every S seconds")
+    schedule.add_argument("--cron", metavar="EXPR", help="run on a five-field cron schedule (UTC)")
+    p.add_argument("--params", metavar="JSON", help="parameters, a JSON object")
+    p.add_argument("--disabled", action="store_true", help="create the task disabled")
+    p.set_defaults(func=cmd_tasks_add)
+
+    p = tasks_sub.add_parser("list", parents=[store_after, json_flag], help="list tasks")
+    p.add_argument("--kind", metavar="K", help="only tasks of this kind")
+    p.add_argument("--owner", metavar="WORKER", help="only tasks this worker owns")
+    p.add_argument("--state", choices=STATES, help="only tasks in this state")
+    p.set_defaults(func=cmd_tasks_list)
+
+    p = tasks_sub.add_parser("show", parents=[store_after, json_flag], help="show one task")
+    p.add_argument("kind", metavar="KIND")
+    p.add_argument("key", metavar="KEY")
+    p.set_defaults(func=cmd_tasks_show)
+
+    for action, text in (
+        ("enable", "let a task run again"),
+        ("disable", "stop a task's runs"),
+        ("trigger", "ask for one extra run as soon as possible"),
+        ("remove", "delete a task (its terms are never reused)"),
+    ):
+        p = tasks_sub.add_parser(action, parents=common, help=text)
+        p.add_argument("kind", metavar="KIND")
+        p.add_argument("key", metavar="KEY")
+        p.set_defaults(func=cmd_tasks_change, action=action)
+
+    p = commands.add_parser("runs", parents=[store_after, json_flag], help="list recorded runs")
+    p.add_argument("--kind", metavar="K")
+    p.add_argument("--key", metavar="KEY")
+    p.add_argument("--worker", metavar="W")
+    p.add_argument("--outcome", metavar="O", choices=[o.value for o in Outcome])
+    p.add_argument("--limit", type=_whole, default=50, metavar="N", help="at most N runs (default 50)")
+    p.set_defaults(func=cmd_runs)
+
+    p = commands.add_parser(
+        "status", parents=[store_after, json_flag], help="workers, task counts and recent failures"
+    )
+    p.set_defaults(func=cmd_status)
+
+    workers = commands.add_parser("workers", parents=common, help="list and drain workers")
+    workers_sub = workers.add_subparsers(dest="workers_command", metavar="ACTION", required=True)
+    p = workers_sub.add_parser("list", parents=[store_after, json_flag], help="list workers")
+    p.set_defaults(func=cmd_workers_list)
+    p = workers_sub.add_parser(
+        "drain", parents=common, help="make a worker hand its tasks over and take no more"
+    )
+    p.add_argument("worker", metavar="WORKER")
+    p.set_defaults(func=cmd_workers_drain)
+    return parser
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _Exit as exc:
+        return exc.status
+    except _UsageError as exc:
+        _error(str(exc))
+        return 2
+    try:
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except InvalidInput as exc:
+        _error(str(exc))
+        return 2
+    except TenureError as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(message: str) -> None:
+    one_line = " ".join(message.split())
+    sys.stderr.write(f"{PROG}: error: {one_line}\n")
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    url: str | None = args.store
+    return url or os.environ.get("TENURE_STORE") or DEFAULT_STORE
+
+
+def _run_admin(args: argparse.Namespace, body: Callable[[App], Awaitable[T]]) -> T:
+    """Open an App (no kinds of its own) on the store, without migrating, and run ``body``."""
+    app = App(_store_url(args))
+    _refuse_missing_sqlite_file(app)
+
+    async def go() -> T:
+        try:
+            await app.open(migrate=False)
+            return await body(app)
+        finally:
+            await app.close()
+
+    return asyncio.run(go())
+
+
+def _refuse_missing_sqlite_file(app: App) -> None:
+    if app.store.dialect != "sqlite":
+        return
+    from tenure.store.sqlite import parse_sqlite_url
+
+    path, _ = parse_sqlite_url(app.store_url)
+    if not path.exists():
+        raise StoreUnavailable(
+            f"no SQLite store at {str(path)!r}; run `tenure migrate` to create one, or give --store"
+        )
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        # Text, not markup: keys and error messages are shown exactly as stored.
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _span(seconds: float) -> str:
+    s = abs(seconds)
+    if s < 10:
+        text = f"{s:.1f}s"
+    elif s < 120:
+        text = f"{s:.0f}s"
+    elif s < 7200:
+        text = f"{s // 60:.0f}m{s % 60:02.0f}s"
+    elif s < 172800:
+        text = f"{s // 3600:.0f}h{s % 3600 // 60:02.0f}m"
+    else:
+        text = f"{s // 86400:.0f}d{s % 86400 // 3600:02.0f}h"
+    return text
+
+
+def _ago(now: float, t: float | None) -> str:
+    if t is None:
+        return "-"
+    delta = now - t
+    return f"{_span(delta)} ago" if delta >= 0 else f"in {_span(delta)}"
+
+
+def _describe(task: Task) -> str:
+    return task.schedule.describe()
+
+
+# -- snapshots of the store ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    """Workers as of the database's clock ``now``."""
+
+    now: float
+    workers: list[WorkerInfo]
+
+    @property
+    def live(self) -> set[str]:
+        return {w.id for w in self.workers if w.expires_at > self.now}
+
+    def owned(self, task: Task) -> bool:
+        """Owned means: by a worker whose lease is live."""
+        return task.owner is not None and task.owner in self.live
+
+
+async def _cluster(app: App) -> _Cluster:
+    store = app.store
+    workers = await store.list_workers()
+    return _Cluster(now=await store.now(), workers=workers)
+
+
+def _in_state(task: Task, state: str, cluster: _Cluster) -> bool:
+    if state == "enabled":
+        return task.enabled
+    if state == "disabled":
+        return not task.enabled
+    if state == "owned":
+        return cluster.owned(task)
+    return not cluster.owned(task)
+
+
+def _task_json(task: Task, cluster: _Cluster) -> dict[str, Any]:
+    return {
+        "kind": task.kind,
+        "key": task.key,
+        "every": task.schedule.seconds if isinstance(task.schedule, Every) else None,
+        "cron": task.schedule.expr if isinstance(task.schedule, Cron) else None,
+        "params": task.params,
+        "enabled": task.enabled,
+        "owner": task.owner,
+        "owned": cluster.owned(task),
+        "term": task.term,
+        "last_slot": task.last_slot,
+        "trigger_at": task.trigger_at,
+        "freed_at": task.freed_at,
+        "freed_how": task.freed_how.value,
+        "version": task.version,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def _next_slot(task: Task, now: float) -> float | None:
+    """The schedule's next slot after now (None while disabled)."""
+    if not task.enabled:
+        return None
+    return next_slot(task.schedule, task.kind, task.key, max(now, task.last_slot or now))
+
+
+def _owner_text(task: Task, cluster: _Cluster) -> str:
+    if task.owner is None:
+        return "-"
+    return task.owner if cluster.owned(task) else f"{task.owner} (lease expired)"
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "key": run.key,
+        "worker": run.worker,
+        "term": run.term,
+        "scheduled_at": run.scheduled_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration": run.ended_at - run.started_at,
+        "outcome": run.outcome.value,
+        "error": run.error,
+    }
+
+
+def _runs_table(runs: Sequence[Run], now: float) -> Table:
+    return _table(
+        ["ID", "KIND", "KEY", "WORKER", "TERM", "SCHEDULED (UTC)", "STARTED", "TOOK", "OUTCOME", "ERROR"],
+        [
+            [
+                str(r.id),
+                r.kind,
+                r.key,
+                r.worker,
+                str(r.term),
+                _when(r.scheduled_at),
+                _ago(now, r.started_at),
+                _span(r.ended_at - r.started_at),
+                r.outcome.value,
+                r.error or "",
+            ]
+            for r in runs
+        ],
+    )
+
+
+def _worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "host": w.host,
+        "pid": w.pid,
+        "live": w.expires_at > now,
+        "draining": w.draining,
+        "tasks_held": w.tasks_held,
+        "started_at": w.started_at,
+        "heartbeat_at": w.heartbeat_at,
+        "expires_at": w.expires_at,
+        "age": now - w.started_at,
+        "lease_left": max(0.0, w.expires_at - now),
+    }
+
+
+def _workers_table(workers: Sequence[WorkerInfo], now: float) -> Table:
+    rows = []
+    for w in workers:
+        state = "expired" if w.expires_at <= now else "draining" if w.draining else "live"
+        rows.append(
+            [
+                w.id,
+                w.host,
+                str(w.pid),
+                state,
+                _span(now - w.started_at),
+                _span(w.expires_at - now) if w.expires_at > now else "-",
+                str(w.tasks_held),
+            ]
+        )
+    return _table(["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS"], rows)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    app = App(_store_url(args))
+
+    async def go() -> tuple[int, int]:
+        try:
+            return await app.migrate()
+        finally:
+            await app.close()
+
+    before, after = asyncio.run(go())
+    where = app.store.display_url
+    if before == after:
+        print(f"schema is up to date at version {after} ({where})")
+    else:
+        print(f"schema migrated from version {before} to {after} ({where})")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    if args.store is not None and args.store != app.store_url:
+        raise InvalidInput(
+            f"--store {args.store} differs from the store {args.app} names ({app.store_url}); "
+            "a worker runs on its App's store (set it in code or with TENURE_STORE)"
+        )
+    settings = worker_settings(
+        app,
+        os.environ,
+        lease_ttl=args.ttl,
+        heartbeat=args.heartbeat,
+        poll=args.poll,
+        grace=args.grace,
+        worker_id=args.id,
+    )
+
+    async def go() -> None:
+        try:
+            await app.run_worker(settings=settings)
+        finally:
+            await app.close()
+
+    try:
+        asyncio.run(go())
+    except NotImplementedError as exc:
+        raise CommandFailed(f"this version of tenure cannot run workers: {exc}") from exc
+    return 0
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (the current folder first on the path) and check it is an App."""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise InvalidInput(f"APP must be module:attribute, e.g. myapp:app; got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the named module missing is the user's typo; a missing import inside it
+        # is a bug in their code, best shown with its traceback.
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise
+        raise CommandFailed(f"cannot import {module_name!r}: no module named {exc.name!r}") from exc
+    target: object = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CommandFailed(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if not isinstance(target, App):
+        raise CommandFailed(f"{spec} is a {type(target).__name__}, not a tenure.App")
+    return target
+
+
+def worker_settings(app: App, env: Mapping[str, str], **flags: Any) -> Settings:
+    """Settings for a worker: flags win over TENURE_* variables, which win over the App's."""
+    from_app = {
+        f.name: getattr(app.settings, f.name) for f in fields(Settings) if not env.get(ENV_NAMES[f.name])
+    }
+    given = {name: value for name, value in flags.items() if value is not None}
+    return Settings.from_env(env, **{**from_app, **given})
+
+
+def cmd_tasks_add(args: argparse.Namespace) -> int:
+    async def go(app: App) -> Task:
+        return await app.add_task(
+            args.kind,
+            args.key,
+            every=args.every,
+            cron=args.cron,
+            params=args.params,
+            enabled=not args.disabled,
+        )
+
+    task = _run_admin(args, go)
+    state = "enabled" if task.enabled else "disabled"
+    print(f"added task {task.kind}/{task.key} ({_describe(task)}, {state})")
+    return 0
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> int:
+    async def go(app: App) -> tuple[list[Task], _Cluster]:
+        tasks = await app.list_tasks(kind=args.kind, owner=args.owner)
+        return tasks, await _cluster(app)
+
+    tasks, cluster = _run_admin(args, go)
+    if args.state:
+        tasks = [t for t in tasks if _in_state(t, args.state, cluster)]
+    if args.json:
+        _print_json([_task_json(t, cluster) for t in tasks])
+        return 0
+    if not tasks:
+        print("no tasks")
+        return 0
+    rows = [
+        [
+            t.kind,
+            t.key,
+            _describe(t),
+            "yes" if t.enabled else "no",
+            _owner_text(t, cluster),
+            str(t.term),
+            _ago(cluster.now, t.last_slot),
+        ]
+        for t in tasks
+    ]
+    _console().print(_table(["KIND", "KEY", "SCHEDULE", "ENABLED", "OWNER", "TERM", "LAST SLOT"], rows))
+    return 0
+
+
+def cmd_tasks_show(args: argparse.Namespace) -> int:
+    async def go(app: App) -> tuple[Task, _Cluster]:
+        task = await app.get_task(args.kind, args.key)
+        return task, await _cluster(app)
+
+    task, cluster = _run_admin(args, go)
+    upcoming = _next_slot(task, cluster.now)
+    if args.json:
+        _print_json({**_task_json(task, cluster), "next_slot": upcoming})
+        return 0
+    rows = [
+        ["kind", task.kind],
+        ["key", task.key],
+        ["schedule", _describe(task)],
+        ["enabled", "yes" if task.enabled else "no"],
+        ["owner", _owner_text(task, cluster)],
+        ["term", str(task.term)],
+        ["last slot", f"{_when(task.last_slot)} ({_ago(cluster.now, task.last_slot)})"],
+        ["next slot", f"{_when(upcoming)} ({_ago(cluster.now, upcoming)})" if upcoming else "-"],
+        ["triggered", _ago(cluster.now, task.trigger_at) if task.trigger_at else "no"],
+        ["params", json.dumps(task.params, sort_keys=True)],
+        ["version", str(task.version)],
+        ["created", _when(task.created_at)],
+        ["updated", _when(task.updated_at)],
+    ]
+    table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for name, value in rows:
+        table.add_row(name, Text(value))
+    _console().print(table)
+    return 0
+
+
+def cmd_tasks_change(args: argparse.Namespace) -> int:
+    action: str = args.action
+
+    async def go(app: App) -> None:
+        if action == "enable":
+            await app.enable(args.kind, args.key)
+        elif action == "disable":
+            await app.disable(args.kind, args.key)
+        elif action == "trigger":
+            await app.trigger(args.kind, args.key)
+        else:
+            await app.remove(args.kind, args.key)
+
+    _run_admin(args, go)
+    done = {"enable": "enabled", "disable": "disabled", "trigger": "triggered", "remove": "removed"}
+    print(f"{done[action]} task {args.kind}/{args.key}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    async def go(app: App) -> tuple[list[Run], float]:
+        runs = await app.list_runs(
+            kind=args.kind, key=args.key, worker=args.worker, outcome=args.outcome, limit=args.limit
+        )
+        return runs, await app.store.now()
+
+    runs, now = _run_admin(args, go)
+    if args.json:
+        _print_json([_run_json(r) for r in runs])
+    elif not runs:
+        print("no runs")
+    else:
+        _console().print(_runs_table(runs, now))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def go(app: App) -> tuple[str, list[Task], _Cluster, list[Run]]:
+        tasks = await app.list_tasks()
+        cluster = await _cluster(app)
+        failures: list[Run] = []
+        for outcome in FAILURES:
+            failures += await app.list_runs(outcome=outcome.value, limit=RECENT_FAILURES)
+        failures.sort(key=lambda r: (r.ended_at, r.id or 0), reverse=True)
+        return app.store.display_url, tasks, cluster, failures[:RECENT_FAILURES]
+
+    where, tasks, cluster, failures = _run_admin(args, go)
+    counts = {"total": len(tasks)} | {s: sum(_in_state(t, s, cluster) for t in tasks) for s in STATES}
+    live = cluster.live
+    if args.json:
+        _print_json(
+            {
+                "store": where,
+                "now": cluster.now,
+                "workers": [_worker_json(w, cluster.now) for w in cluster.workers],
+                "tasks": counts,
+                "recent_failures": [_run_json(r) for r in failures],
+            }
+        )
+        return 0
+    console = _console()
+    expired = len(cluster.workers) - len(live)
+    console.print(f"store: {where}", markup=False)
+    console.print(f"workers: {len(live)} live" + (f", {expired} expired" if expired else ""), markup=False)
+    if cluster.workers:
+        console.print(_workers_table(cluster.workers, cluster.now))
+    console.print(
+        "tasks: " + ", ".join(f"{counts[name]} {name}" for name in ("total", *STATES)), markup=False
+    )
+    if failures:
+        console.print("recent failures:", markup=False)
+        console.print(_runs_table(failures, cluster.now))
+    else:
+        console.print("recent failures: none", markup=False)
+    return 0
+
+
+def cmd_workers_list(args: argparse.Namespace) -> int:
+    async def go(app: App) -> _Cluster:
+        return await _cluster(app)
+
+    cluster = _run_admin(args, go)
+    if args.json:
+        _print_json([_worker_json(w, cluster.now) for w in cluster.workers])
+    elif not cluster.workers:
+        print("no workers")
+    else:
+        _console().print(_workers_table(cluster.workers, cluster.now))
+    return 0
+
+
+def cmd_workers_drain(args: argparse.Namespace) -> int:
+    worker: str = args.worker
+
+    async def go(app: App) -> bool:
+        return await app.store.set_draining(worker, True)
+
+    if not _run_admin(args, go):
+        raise CommandFailed(f"no worker {worker!r}")
+    print(f"worker {worker} is draining: it hands its tasks over and takes no more")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

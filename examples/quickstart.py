@@ -7,7 +7,8 @@ import logging
 
 import tenure
 
-app = tenure.App("sqlite:///tenure.db")
+# The store comes from TENURE_STORE (default sqlite:///tenure.db).
+app = tenure.App()
 log = logging.getLogger("quickstart")
 
 

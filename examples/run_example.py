@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import tenure
-
 CITIES = ["barcelona", "lisbon", "milano", "paris", "porto", "valencia"]
 ROOT = Path(__file__).resolve().parent.parent
 # Short leases so that the failover is visible within the demo's few seconds.
@@ -30,21 +28,19 @@ WORKER_ENV = {
     "TENURE_TRUST_MARGIN": "0.5",
 }
 WORKER_CODE = """
-import asyncio, sys
+import asyncio, os, sys
 import tenure
 from tenure import logs
 from examples.quickstart import app
 logs.configure()
-worker_app = tenure.App(sys.argv[1], settings=tenure.Settings.from_env(__import__("os").environ, worker_id=sys.argv[2]))
-worker_app._kinds = app._kinds
-asyncio.run(worker_app.run_worker())
+asyncio.run(app.run_worker(settings=tenure.Settings.from_env(os.environ, worker_id=sys.argv[1])))
 """
 
 
 def start_worker(url: str, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **WORKER_ENV, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **WORKER_ENV, "PYTHONPATH": str(ROOT), "TENURE_STORE": url}
     log = (log_dir / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-c", WORKER_CODE, url, name], env=env, stderr=log, stdout=log)
+    return subprocess.Popen([sys.executable, "-c", WORKER_CODE, name], env=env, stderr=log, stdout=log)
 
 
 def owners(db: Path) -> dict[str, tuple[str | None, int]]:
@@ -60,13 +56,12 @@ def show(db: Path, note: str) -> None:
 
 
 async def add_cities(url: str) -> None:
+    os.environ["TENURE_STORE"] = url
     from examples.quickstart import app
 
-    admin = tenure.App(url)
-    admin._kinds = app._kinds
-    async with admin:
+    async with app:
         for city in CITIES:
-            await admin.add_task("greet", city)
+            await app.add_task("greet", city)
 
 
 def check(db: Path) -> bool:

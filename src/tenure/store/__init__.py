@@ -22,8 +22,12 @@ def make_store(url: str) -> Store:
         from tenure.store.sqlite import SQLiteStore
 
         return SQLiteStore(url)
-    if scheme in ("postgresql", "postgres", "mysql", "mariadb"):
+    if scheme in ("postgresql", "postgres"):
+        from tenure.store.postgresql import PostgreSQLStore
+
+        return PostgreSQLStore(url)
+    if scheme in ("mysql", "mariadb"):
         raise InvalidStoreURL(f"the {scheme} store is not available in this version of tenure yet")
     raise InvalidStoreURL(
-        f"store URL {url!r} has unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db"
+        f"store URL {url!r} has unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db or postgresql://host/db"
     )

@@ -16,7 +16,7 @@ Every store module implements :class:`Store`, and one test suite
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -71,6 +71,8 @@ class Store(Protocol):
         Raises :class:`~tenure.errors.StoreUnavailable` if the database does not answer,
         :class:`~tenure.errors.SchemaMissing` if there is no schema and ``migrate`` is
         false, :class:`~tenure.errors.SchemaTooNew` if the schema is newer than this code.
+        After a schema error the store stays connected, so that :meth:`migrate` can
+        follow; :meth:`close` it otherwise.
         """
         ...
 
@@ -107,9 +109,7 @@ class Store(Protocol):
     # Every admin change below (add_task, set_enabled, trigger, remove_task) also
     # advances the change counter read by cluster_view().
 
-    async def add_task(
-        self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool
-    ) -> Task:
+    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
         """Create a task with no owner. Raises :class:`~tenure.errors.TaskExists`.
 
         Inputs are already validated by the caller; the store stores them verbatim.
@@ -206,6 +206,14 @@ class Store(Protocol):
     async def cluster_view(self) -> ClusterView:
         """The change counter, the live non-draining workers and the enabled-task count,
         read in one transaction: what a worker needs each poll for its fair share."""
+        ...
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever tasks are released or changed, until cancelled.
+
+        A store whose database cannot notify returns at once; workers then rely on
+        polling alone.
+        """
         ...
 
     # -- fencing ------------------------------------------------------------------------

@@ -68,9 +68,7 @@ def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
     if parts.scheme != "sqlite":
         raise InvalidStoreURL(f"not a sqlite URL: {url!r}")
     if parts.netloc:
-        raise InvalidStoreURL(
-            f"sqlite URL {url!r} has a host part; write sqlite:///relative.db or sqlite:////abs.db"
-        )
+        raise InvalidStoreURL(f"sqlite URL {url!r} has a host part; write sqlite:///relative.db or sqlite:////abs.db")
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
         raise InvalidStoreURL(f"sqlite URL {url!r} names no file")
@@ -228,8 +226,7 @@ class SQLiteStore:
             raise SchemaMissing(f"{self._path} has no tenure schema; run `tenure migrate`")
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(
-                f"{self._path} has schema version {version}, newer than this tenure "
-                f"({SCHEMA_VERSION}); upgrade tenure"
+                f"{self._path} has schema version {version}, newer than this tenure ({SCHEMA_VERSION}); upgrade tenure"
             )
         if version < SCHEMA_VERSION:
             raise SchemaMissing(
@@ -238,9 +235,7 @@ class SQLiteStore:
 
     async def migrate(self) -> tuple[int, int]:
         async def go(conn: aiosqlite.Connection) -> tuple[int, int]:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS tenure_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
+            await conn.execute("CREATE TABLE IF NOT EXISTS tenure_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
             before = await _schema_version(conn) or 0
             if before > SCHEMA_VERSION:
                 raise SchemaTooNew(
@@ -288,9 +283,7 @@ class SQLiteStore:
 
         return await self._run(go, write=False)
 
-    async def add_task(
-        self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool
-    ) -> Task:
+    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
         every, cron = schedule_columns(schedule)
         args = {"kind": kind, "key": key, "every": every, "cron": cron, "params": params_json}
 
@@ -358,9 +351,7 @@ class SQLiteStore:
                 raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
             if live is not None:
                 await conn.execute(Q["free_expired_worker_tasks"], {"worker": worker_id})
-            row = await _one(
-                conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
-            )
+            row = await _one(conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl})
             return _lease(worker_id, row)
 
         return await self._lease_tx(go)
@@ -413,9 +404,7 @@ class SQLiteStore:
             live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
             if live is None or not live[0]:
                 raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
-            candidates = await _all(
-                conn, Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit}
-            )
+            candidates = await _all(conn, Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit})
             if not candidates:
                 return []
             (last_term,) = await _one(conn, Q["take_terms"], {"count": len(candidates)})
@@ -459,6 +448,9 @@ class SQLiteStore:
             return ClusterView(changes=int(changes), live_workers=workers, enabled_tasks=int(tasks))
 
         return await self._run(go, write=False)
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        return  # SQLite cannot notify other processes: workers poll
 
     # -- fencing --------------------------------------------------------------------------
 
@@ -577,10 +569,7 @@ async def _advance_slots(conn: aiosqlite.Connection, slots: Sequence[SlotDone]) 
     if slots:
         await conn.executemany(
             Q["advance_slot"],
-            [
-                {"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot, "triggered": s.triggered}
-                for s in slots
-            ],
+            [{"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot, "triggered": s.triggered} for s in slots],
         )
 
 

@@ -1,0 +1,583 @@
+"""The PostgreSQL store, on psycopg 3 (async) with a connection pool.
+
+- Time is ``clock_timestamp()``: the server's clock at evaluation, not ``now()``, which
+  is frozen at the start of the transaction.
+- Terms come from a sequence.
+- A fenced transaction locks its task row (``SELECT … FOR UPDATE``) after checking
+  owner, term and lease; claims pass over locked rows (``SKIP LOCKED``), so no takeover
+  can happen between the check and the commit, and the lease is checked again on the
+  server's clock just before ``COMMIT``.
+- Sessions carry ``idle_in_transaction_session_timeout`` and ``lock_timeout``, so a
+  worker paused (SIGSTOP) inside an open transaction cannot hold its locks past the
+  failover bound: the server ends its session and rolls it back.
+- Admin changes and releases send ``NOTIFY tenure_changes``; :meth:`listen` wakes idle
+  workers at once instead of at their next poll.
+
+URL: ``postgresql://user:password@host:port/dbname?…``. tenure's own options, removed
+before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_timeout``
+(seconds, default 10), ``lock_timeout`` (seconds, default 5), ``connect_timeout``
+(seconds, default 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from tenure.errors import (
+    InvalidStoreURL,
+    LeaseLost,
+    SchemaMissing,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+    WorkerIdInUse,
+)
+from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.schedule import Schedule
+from tenure.store.base import SCHEMA_VERSION
+from tenure.store.rows import (
+    TASK_COLUMNS,
+    done_before,
+    kind_from_row,
+    run_from_row,
+    run_params,
+    schedule_columns,
+    task_from_row,
+    worker_from_row,
+)
+from tenure.store.sqlfile import load_migrations, load_queries
+
+log = logging.getLogger("tenure.store.postgresql")
+
+_NOW = "extract(epoch from clock_timestamp())::double precision"
+Q = load_queries(
+    "postgresql",
+    {
+        "now": _NOW,
+        "task_columns": TASK_COLUMNS,
+        "task_columns_t": ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(",")),
+    },
+)
+#: Serialises concurrent `tenure migrate` runs (an arbitrary constant of ours).
+_MIGRATE_LOCK = 7_245_311_802
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+_OWN_OPTIONS = {"pool", "idle_tx_timeout", "lock_timeout", "connect_timeout"}
+
+
+def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
+    """Split our options off a PostgreSQL URL; return (libpq URL, our options)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise InvalidStoreURL(f"not a postgresql URL: {_hide_password(url)!r}")
+    if not parts.hostname and "host=" not in parts.query:
+        raise InvalidStoreURL(f"postgresql URL {_hide_password(url)!r} names no host")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _OWN_OPTIONS}
+    rest = [(k, v) for k, v in query if k not in _OWN_OPTIONS]
+    options = {"pool": 8.0, "idle_tx_timeout": 10.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
+    for k, v in ours.items():
+        try:
+            options[k] = float(v)
+        except ValueError:
+            raise InvalidStoreURL(f"postgresql URL option {k}={v!r} is not a number") from None
+        if options[k] <= 0:
+            raise InvalidStoreURL(f"postgresql URL option {k} must be positive")
+    libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return libpq, options
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class _Fenced:
+    """The FencedTransaction handed to a handler: one connection inside a transaction."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = await self._conn.execute(sql, params)
+        return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self._conn.cursor() as cur:
+            await cur.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = await self._conn.execute(sql, params)
+        return [tuple(r) for r in await cur.fetchall()]
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        cur = await self._conn.execute(sql, params)
+        row = await cur.fetchone()
+        return None if row is None else tuple(row)
+
+
+class PostgreSQLStore:
+    """The PostgreSQL store (see the module docstring)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self._libpq_url, self._options = parse_postgresql_url(url)
+        self._display = _hide_password(url)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._lease_pool: AsyncConnectionPool[Conn] | None = None
+
+    @property
+    def display_url(self) -> str:
+        return self._display
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _make_pool(self, size: int, name: str) -> AsyncConnectionPool[Conn]:
+        o = self._options
+        session = (
+            f"-c idle_in_transaction_session_timeout={int(o['idle_tx_timeout'] * 1000)} "
+            f"-c lock_timeout={int(o['lock_timeout'] * 1000)}"
+        )
+        return AsyncConnectionPool(
+            self._libpq_url,
+            min_size=1,
+            max_size=size,
+            kwargs={
+                "autocommit": True,
+                "options": session,
+                "connect_timeout": max(1, int(o["connect_timeout"])),
+                "application_name": f"tenure-{name}",
+            },
+            timeout=o["connect_timeout"],
+            open=False,
+            name=f"tenure-{name}",
+        )
+
+    async def open(self, *, migrate: bool) -> None:
+        if self._pool is not None:
+            return
+        pool = self._make_pool(int(self._options["pool"]), "main")
+        lease_pool = self._make_pool(1, "lease")
+        try:
+            await pool.open(wait=True, timeout=self._options["connect_timeout"])
+            await lease_pool.open(wait=True, timeout=self._options["connect_timeout"])
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            await lease_pool.close()
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {exc}") from exc
+        self._pool, self._lease_pool = pool, lease_pool
+        if migrate:
+            await self.migrate()
+        else:
+            await self._check_schema()
+
+    async def close(self) -> None:
+        pools = [p for p in (self._pool, self._lease_pool) if p is not None]
+        self._pool = self._lease_pool = None
+        for p in pools:
+            with contextlib.suppress(Exception):
+                await p.close()
+
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, pool: AsyncConnectionPool[Conn] | None = None) -> T:
+        """Run ``fn`` in one transaction, translating driver errors."""
+        pool = pool or self._pool
+        if pool is None:
+            raise StoreError("the store is not open")
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                return await fn(conn)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"PostgreSQL store did not answer: {exc}") from exc
+        except psycopg.errors.LockNotAvailable as exc:
+            raise StoreUnavailable(f"PostgreSQL lock wait timed out: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL store unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    # -- schema -------------------------------------------------------------------------
+
+    async def schema_version(self) -> int | None:
+        return await self._tx(_schema_version)
+
+    async def _check_schema(self) -> None:
+        version = await self.schema_version()
+        if version is None:
+            raise SchemaMissing(f"{self._display} has no tenure schema; run `tenure migrate`")
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self._display} has schema version {version}, newer than this tenure "
+                f"({SCHEMA_VERSION}); upgrade tenure"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaMissing(
+                f"{self._display} has schema version {version}; run `tenure migrate` to reach {SCHEMA_VERSION}"
+            )
+
+    async def migrate(self) -> tuple[int, int]:
+        async def go(conn: Conn) -> tuple[int, int]:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS tenure_meta (name text PRIMARY KEY, value text NOT NULL)")
+            before = await _schema_version(conn) or 0
+            if before > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self._display} has schema version {before}, newer than this tenure "
+                    f"({SCHEMA_VERSION}); upgrade tenure"
+                )
+            for version, script in load_migrations("postgresql"):
+                if version <= before:
+                    continue
+                await conn.execute(script.encode())  # our own file, several statements
+                await conn.execute(
+                    "INSERT INTO tenure_meta (name, value) VALUES ('schema_version', %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(version),),
+                )
+                log.info("migrated %s to schema version %d", self._display, version)
+            return before, SCHEMA_VERSION
+
+        return await self._tx(go)
+
+    async def now(self) -> float:
+        async def go(conn: Conn) -> float:
+            return float((await _one(conn, Q["now"], {}))[0])
+
+        return await self._tx(go)
+
+    # -- kinds and tasks ------------------------------------------------------------------
+
+    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        rows = []
+        for k in kinds:
+            every, cron = schedule_columns(k.schedule) if k.schedule else (None, None)
+            rows.append({"kind": k.kind, "every": every, "cron": cron, "timeout": k.timeout})
+
+        async def go(conn: Conn) -> None:
+            async with conn.cursor() as cur:
+                await cur.executemany(Q["publish_kind"].encode(), rows)
+
+        await self._tx(go)
+
+    async def list_kinds(self) -> list[KindInfo]:
+        async def go(conn: Conn) -> list[KindInfo]:
+            return [kind_from_row(r) for r in await _all(conn, Q["list_kinds"], {})]
+
+        return await self._tx(go)
+
+    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
+        every, cron = schedule_columns(schedule)
+        args = {
+            "kind": kind,
+            "key": key,
+            "every": every,
+            "cron": cron,
+            "params": params_json,
+            "enabled": enabled,
+        }
+
+        async def go(conn: Conn) -> Task:
+            row = await _one(conn, Q["insert_task"], args)
+            await _changed(conn)
+            return task_from_row(row)
+
+        try:
+            return await self._tx(go)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise TaskExists(f"task {kind}/{key} already exists") from exc.__cause__
+            raise
+
+    async def get_task(self, kind: str, key: str) -> Task | None:
+        async def go(conn: Conn) -> Task | None:
+            row = await _maybe_one(conn, Q["get_task"], {"kind": kind, "key": key})
+            return None if row is None else task_from_row(row)
+
+        return await self._tx(go)
+
+    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
+        async def go(conn: Conn) -> list[Task]:
+            return [task_from_row(r) for r in await _all(conn, Q["list_tasks"], {"kind": kind, "owner": owner})]
+
+        return await self._tx(go)
+
+    async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
+        async def go(conn: Conn) -> Task:
+            row = await _maybe_one(conn, Q[query], {"kind": kind, "key": key, **extra})
+            if row is None:
+                raise TaskNotFound(f"no task {kind}/{key}")
+            await _changed(conn)
+            return task_from_row(row)
+
+        return await self._tx(go)
+
+    async def set_enabled(self, kind: str, key: str, enabled: bool) -> Task:
+        return await self._update_task("set_enabled", kind, key, enabled=enabled)
+
+    async def trigger(self, kind: str, key: str) -> Task:
+        return await self._update_task("trigger", kind, key)
+
+    async def remove_task(self, kind: str, key: str) -> None:
+        async def go(conn: Conn) -> None:
+            cur = await conn.execute(Q["delete_task"].encode(), {"kind": kind, "key": key})
+            if cur.rowcount != 1:
+                raise TaskNotFound(f"no task {kind}/{key}")
+            await _changed(conn)
+
+        await self._tx(go)
+
+    # -- membership -----------------------------------------------------------------------
+
+    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
+        async def go(conn: Conn) -> Lease:
+            live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+            if live is not None and live[0]:
+                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+            if live is not None:
+                await conn.execute(Q["free_expired_worker_tasks"].encode(), {"worker": worker_id})
+            row = await _one(conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl})
+            return _lease(worker_id, row)
+
+        return await self._tx(go, pool=self._lease_pool)
+
+    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+        async def go(conn: Conn) -> Lease:
+            row = await _maybe_one(conn, Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
+            if row is None:
+                raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
+            return _lease(worker_id, row)
+
+        return await self._tx(go, pool=self._lease_pool)
+
+    async def set_draining(self, worker_id: str, draining: bool) -> bool:
+        async def go(conn: Conn) -> bool:
+            cur = await conn.execute(Q["set_draining"].encode(), {"worker": worker_id, "draining": draining})
+            await conn.execute(Q["notify"].encode())
+            return cur.rowcount == 1
+
+        return await self._tx(go)
+
+    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        async def go(conn: Conn) -> int:
+            await _advance_slots(conn, slots)
+            cur = await conn.execute(Q["release_all"].encode(), {"worker": worker_id})
+            await conn.execute(Q["delete_worker"].encode(), {"worker": worker_id})
+            await conn.execute(Q["notify"].encode())
+            return cur.rowcount
+
+        return await self._tx(go)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async def go(conn: Conn) -> list[WorkerInfo]:
+            return [worker_from_row(r) for r in await _all(conn, Q["list_workers"], {})]
+
+        return await self._tx(go)
+
+    async def reap_workers(self, older_than: float) -> int:
+        async def go(conn: Conn) -> int:
+            cur = await conn.execute(Q["reap_workers"].encode(), {"older_than": older_than})
+            return cur.rowcount
+
+        return await self._tx(go)
+
+    # -- ownership ------------------------------------------------------------------------
+
+    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
+        if limit <= 0 or not kinds:
+            return []
+
+        async def go(conn: Conn) -> list[Claim]:
+            rows = await _all(conn, Q["claim"], {"worker": worker_id, "kinds": list(kinds), "limit": limit})
+            if not rows:
+                live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+                if live is None or not live[0]:
+                    raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
+            tasks = sorted((task_from_row(r) for r in rows), key=lambda t: t.term)
+            return [Claim(task=t, done_before=done_before(t)) for t in tasks]
+
+        return await self._tx(go)
+
+    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        async def go(conn: Conn) -> int:
+            await _advance_slots(conn, slots)
+            released = 0
+            for s in slots:
+                cur = await conn.execute(
+                    Q["release_one"].encode(),
+                    {"kind": s.kind, "key": s.key, "worker": worker_id, "term": s.term},
+                )
+                released += cur.rowcount
+            if released:
+                await conn.execute(Q["notify"].encode())
+            return released
+
+        return await self._tx(go)
+
+    async def owned_tasks(self, worker_id: str) -> list[Task]:
+        async def go(conn: Conn) -> list[Task]:
+            return [task_from_row(r) for r in await _all(conn, Q["owned_tasks"], {"worker": worker_id})]
+
+        return await self._tx(go)
+
+    async def cluster_view(self) -> ClusterView:
+        async def go(conn: Conn) -> ClusterView:
+            changes, tasks = await _one(conn, Q["cluster_counts"], {})
+            workers = [r[0] for r in await _all(conn, Q["live_workers"], {})]
+            return ClusterView(changes=int(changes), live_workers=workers, enabled_tasks=int(tasks))
+
+        return await self._tx(go)
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
+
+        Reconnects with backoff; after reconnecting it calls ``wake`` once, since
+        notifications sent while it was away are lost.
+        """
+        delay = 0.2
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._libpq_url,
+                    autocommit=True,
+                    connect_timeout=max(1, int(self._options["connect_timeout"])),
+                )
+                async with conn:
+                    await conn.execute("LISTEN tenure_changes")
+                    delay = 0.2
+                    wake()
+                    async for _ in conn.notifies():
+                        wake()
+            except psycopg.Error as exc:
+                log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- fencing --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def fenced(
+        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+    ) -> AsyncIterator[_Fenced]:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        guard = {"kind": kind, "key": key, "worker": worker_id, "term": term}
+        what = f"{kind}/{key} at term {term}"
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                if await _maybe_one(conn, Q["fence_lock"], guard) is None:
+                    raise LeaseLost(f"worker {worker_id!r} no longer owns {what}")
+                yield _Fenced(conn)
+                # The row lock has been held since fence_lock, so nobody took the task
+                # over meanwhile; this second check is about the lease's own expiry.
+                if await _maybe_one(conn, Q["fence_check"], guard) is None:
+                    raise LeaseLost(f"lease of worker {worker_id!r} expired before committing {what}")
+                if slot is not None:
+                    await _advance_slots(conn, [SlotDone(kind=kind, key=key, term=term, slot=slot)])
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"PostgreSQL store did not answer: {exc}") from exc
+        except psycopg.errors.LockNotAvailable as exc:
+            raise StoreUnavailable(f"task {what} is locked by another transaction: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL store unavailable during fenced commit: {exc}") from exc
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
+        if not runs and not slots:
+            return
+
+        async def go(conn: Conn) -> None:
+            if runs:
+                async with conn.cursor() as cur:
+                    await cur.executemany(Q["insert_run"].encode(), [run_params(r) for r in runs])
+            await _advance_slots(conn, slots)
+
+        await self._tx(go)
+
+    async def list_runs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        worker: str | None = None,
+        outcome: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": limit}
+
+        async def go(conn: Conn) -> list[Run]:
+            return [run_from_row(r) for r in await _all(conn, Q["list_runs"], args)]
+
+        return await self._tx(go)
+
+    async def prune_runs(self, *, older_than: float) -> int:
+        async def go(conn: Conn) -> int:
+            cur = await conn.execute(Q["prune_runs"].encode(), {"older_than": older_than})
+            return cur.rowcount
+
+        return await self._tx(go)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def _schema_version(conn: Conn) -> int | None:
+    exists = await _one(conn, "SELECT to_regclass('tenure_meta') IS NOT NULL", {})
+    if not exists[0]:
+        return None
+    row = await _maybe_one(conn, Q["schema_version"], {})
+    return None if row is None else int(row[0])
+
+
+async def _all(conn: Conn, sql: str, args: dict[str, Any]) -> list[Any]:
+    cur = await conn.execute(sql.encode(), args)
+    return list(await cur.fetchall())
+
+
+async def _maybe_one(conn: Conn, sql: str, args: dict[str, Any]) -> Any:
+    cur = await conn.execute(sql.encode(), args)
+    return await cur.fetchone()
+
+
+async def _one(conn: Conn, sql: str, args: dict[str, Any]) -> Any:
+    row = await _maybe_one(conn, sql, args)
+    if row is None:  # pragma: no cover - the query always returns a row
+        raise StoreError(f"query returned no row: {sql.splitlines()[0]}")
+    return row
+
+
+async def _changed(conn: Conn) -> None:
+    await conn.execute(Q["bump_changes"].encode())
+    await conn.execute(Q["notify"].encode())
+
+
+def _lease(worker_id: str, row: Any) -> Lease:
+    return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
+
+
+async def _advance_slots(conn: Conn, slots: Sequence[SlotDone]) -> None:
+    if slots:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                Q["advance_slot"].encode(),
+                [
+                    {"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot, "triggered": s.triggered}
+                    for s in slots
+                ],
+            )

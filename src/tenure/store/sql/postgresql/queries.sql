@@ -1,0 +1,171 @@
+-- Named queries of the PostgreSQL store. {now} is the database clock at the moment of
+-- evaluation (clock_timestamp(), not the frozen transaction start of now()), in epoch
+-- seconds. Every value comes in as a bound parameter.
+
+-- name: now
+SELECT {now};
+
+-- name: schema_version
+SELECT value FROM tenure_meta WHERE name = 'schema_version';
+
+-- name: publish_kind
+INSERT INTO tenure_kinds (kind, every, cron, timeout, updated_at)
+VALUES (%(kind)s, %(every)s, %(cron)s, %(timeout)s, {now})
+ON CONFLICT (kind) DO UPDATE SET
+    every = excluded.every, cron = excluded.cron,
+    timeout = excluded.timeout, updated_at = excluded.updated_at;
+
+-- name: list_kinds
+SELECT kind, every, cron, timeout FROM tenure_kinds ORDER BY kind;
+
+-- name: insert_task
+INSERT INTO tenure_tasks (kind, key, every, cron, params, enabled, created_at, updated_at)
+VALUES (%(kind)s, %(key)s, %(every)s, %(cron)s, %(params)s, %(enabled)s, {now}, {now})
+RETURNING {task_columns};
+
+-- name: get_task
+SELECT {task_columns} FROM tenure_tasks WHERE kind = %(kind)s AND key = %(key)s;
+
+-- name: list_tasks
+SELECT {task_columns} FROM tenure_tasks
+WHERE (%(kind)s::text IS NULL OR kind = %(kind)s) AND (%(owner)s::text IS NULL OR owner = %(owner)s)
+ORDER BY kind, key;
+
+-- name: owned_tasks
+SELECT {task_columns} FROM tenure_tasks WHERE owner = %(worker)s ORDER BY kind, key;
+
+-- name: set_enabled
+UPDATE tenure_tasks SET enabled = %(enabled)s, version = version + 1, updated_at = {now}
+WHERE kind = %(kind)s AND key = %(key)s
+RETURNING {task_columns};
+
+-- name: trigger
+UPDATE tenure_tasks SET trigger_at = {now}, version = version + 1, updated_at = {now}
+WHERE kind = %(kind)s AND key = %(key)s
+RETURNING {task_columns};
+
+-- name: delete_task
+DELETE FROM tenure_tasks WHERE kind = %(kind)s AND key = %(key)s;
+
+-- name: bump_changes
+UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
+
+-- name: notify
+SELECT pg_notify('tenure_changes', '');
+
+-- name: worker_is_live
+SELECT expires_at > {now} FROM tenure_workers WHERE id = %(worker)s FOR UPDATE;
+
+-- name: free_expired_worker_tasks
+UPDATE tenure_tasks
+SET owner = NULL, freed_how = 'expired',
+    freed_at = (SELECT expires_at FROM tenure_workers WHERE id = %(worker)s)
+WHERE owner = %(worker)s;
+
+-- name: upsert_worker
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining)
+VALUES (%(worker)s, %(host)s, %(pid)s, {now}, {now}, {now} + %(ttl)s, false)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = false
+RETURNING expires_at, heartbeat_at, draining;
+
+-- name: renew_lease
+UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + %(ttl)s
+WHERE id = %(worker)s AND expires_at > {now}
+RETURNING expires_at, heartbeat_at, draining;
+
+-- name: set_draining
+UPDATE tenure_workers SET draining = %(draining)s WHERE id = %(worker)s;
+
+-- name: release_all
+UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
+WHERE owner = %(worker)s;
+
+-- name: release_one
+UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
+WHERE kind = %(kind)s AND key = %(key)s AND owner = %(worker)s AND term = %(term)s;
+
+-- name: delete_worker
+DELETE FROM tenure_workers WHERE id = %(worker)s;
+
+-- name: list_workers
+SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
+       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id)
+FROM tenure_workers w ORDER BY w.id;
+
+-- name: reap_workers
+DELETE FROM tenure_workers w
+WHERE w.expires_at < {now} - %(older_than)s
+  AND NOT EXISTS (SELECT 1 FROM tenure_tasks t WHERE t.owner = w.id);
+
+-- name: claim
+-- Liveness of the old owner is a subquery, not a join: when a candidate row changed
+-- while we waited for its lock, PostgreSQL re-checks the WHERE against the new row
+-- version, and only a subquery is re-evaluated for it. SKIP LOCKED passes over rows a
+-- fenced transaction holds, so a claim never waits behind a commit in progress.
+WITH cand AS (
+    SELECT t.kind, t.key, t.owner IS NOT NULL AS had_owner,
+           (SELECT w.expires_at FROM tenure_workers w WHERE w.id = t.owner) AS old_expiry
+    FROM tenure_tasks t
+    WHERE t.enabled
+      AND t.kind = ANY(%(kinds)s)
+      AND (t.owner IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now}))
+      AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
+    ORDER BY t.kind, t.key
+    LIMIT %(limit)s
+    FOR UPDATE OF t SKIP LOCKED
+)
+UPDATE tenure_tasks t
+SET owner = %(worker)s, term = nextval('tenure_term_seq'),
+    freed_how = CASE WHEN cand.had_owner THEN 'expired' ELSE t.freed_how END,
+    freed_at = CASE WHEN cand.had_owner THEN coalesce(cand.old_expiry, {now}) ELSE t.freed_at END
+FROM cand
+WHERE t.kind = cand.kind AND t.key = cand.key
+RETURNING {task_columns_t};
+
+-- name: live_workers
+SELECT id FROM tenure_workers WHERE expires_at > {now} AND NOT draining ORDER BY id;
+
+-- name: cluster_counts
+SELECT (SELECT value FROM tenure_counters WHERE name = 'changes'),
+       (SELECT count(*) FROM tenure_tasks WHERE enabled);
+
+-- name: fence_lock
+-- Locks the task row until the transaction ends, so no claim can take it meanwhile.
+SELECT 1 FROM tenure_tasks t
+WHERE t.kind = %(kind)s AND t.key = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
+  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now})
+FOR UPDATE OF t;
+
+-- name: fence_check
+SELECT 1 FROM tenure_tasks t
+WHERE t.kind = %(kind)s AND t.key = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
+  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now});
+
+-- name: advance_slot
+-- A triggered run's slot is the trigger time; running it answers every trigger asked
+-- up to then, so a later owner does not run it again.
+UPDATE tenure_tasks
+SET last_slot = greatest(coalesce(last_slot, %(slot)s), %(slot)s),
+    trigger_at = CASE WHEN %(triggered)s AND trigger_at <= %(slot)s THEN NULL ELSE trigger_at END
+WHERE kind = %(kind)s AND key = %(key)s AND term = %(term)s;
+
+-- name: insert_run
+INSERT INTO tenure_runs
+    (kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error)
+VALUES (%(kind)s, %(key)s, %(worker)s, %(term)s, %(scheduled_at)s, %(started_at)s,
+        %(ended_at)s, %(outcome)s, %(error)s);
+
+-- name: list_runs
+SELECT id, kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error
+FROM tenure_runs
+WHERE (%(kind)s::text IS NULL OR kind = %(kind)s) AND (%(key)s::text IS NULL OR key = %(key)s)
+  AND (%(worker)s::text IS NULL OR worker = %(worker)s)
+  AND (%(outcome)s::text IS NULL OR outcome = %(outcome)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: prune_runs
+DELETE FROM tenure_runs WHERE ended_at < {now} - %(older_than)s;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -53,7 +54,7 @@ class App:
     """
 
     def __init__(self, store: str | None = None, *, settings: Settings | None = None) -> None:
-        self.store_url = store or os.environ.get("TENURE_STORE") or DEFAULT_STORE
+        self.store_url = store if store is not None else os.environ.get("TENURE_STORE") or DEFAULT_STORE
         self.settings = settings or Settings()
         self._store: Store = make_store(self.store_url)
         self._opened = False
@@ -95,9 +96,7 @@ class App:
         def register(fn: Handler) -> Handler:
             if not callable(fn):
                 raise InvalidInput(f"handler of {kind!r} is not callable")
-            self._kinds[kind] = TaskKind(
-                kind=kind, handler=fn, schedule=schedule, timeout=timeout, misfire=policy
-            )
+            self._kinds[kind] = TaskKind(kind=kind, handler=fn, schedule=schedule, timeout=timeout, misfire=policy)
             return fn
 
         return register
@@ -162,10 +161,8 @@ class App:
         # versions reported here would always be equal). No schema yet, or an older one,
         # is what migrating is for; the store stays connected after SchemaMissing.
         try:
-            try:
+            with contextlib.suppress(SchemaMissing):
                 await self._store.open(migrate=False)
-            except SchemaMissing:
-                pass
             versions = await self._store.migrate()
         except BaseException:
             await self._store.close()
@@ -235,9 +232,7 @@ class App:
             schedule = default
         else:
             schedule = make_schedule(every=every, cron=cron)
-        return await store.add_task(
-            kind=kind, key=key, schedule=schedule, params_json=params_json, enabled=enabled
-        )
+        return await store.add_task(kind=kind, key=key, schedule=schedule, params_json=params_json, enabled=enabled)
 
     async def _default_schedule(self, store: Store, kind: str) -> Schedule | None:
         if kind in self._kinds:
@@ -305,6 +300,4 @@ class App:
             valid = [o.value for o in Outcome]
             if outcome not in valid:
                 raise InvalidInput(f"outcome {outcome!r} is not one of {', '.join(valid)}")
-        return await (await self._ready()).list_runs(
-            kind=kind, key=key, worker=worker, outcome=outcome, limit=limit
-        )
+        return await (await self._ready()).list_runs(kind=kind, key=key, worker=worker, outcome=outcome, limit=limit)

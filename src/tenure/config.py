@@ -123,12 +123,7 @@ def _parse(name: str, raw: str) -> Any:
 
 
 def _positive(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise InvalidSettings(f"{name} must be a positive number of seconds, got {value!r}")
 
 

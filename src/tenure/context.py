@@ -91,9 +91,7 @@ class Context:
         """
         loop = self._loop
         if _running_loop() is loop:
-            raise RuntimeError(
-                "fenced_sync() is for handlers running in a thread; use `async with ctx.fenced()`"
-            )
+            raise RuntimeError("fenced_sync() is for handlers running in a thread; use `async with ctx.fenced()`")
         cm = self.fenced()
         tx = asyncio.run_coroutine_threadsafe(cm.__aenter__(), loop).result()
         try:

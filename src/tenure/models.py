@@ -15,6 +15,9 @@ from typing import Any
 from tenure.errors import InvalidKey, InvalidKind, InvalidParams
 from tenure.schedule import Schedule
 
+#: Bidirectional overrides and invisible spaces make two keys look alike in tables and logs
+#: (Trojan Source). Joiners (U+200C, U+200D) stay allowed: some scripts need them.
+_DECEPTIVE = frozenset("\u200b\u2060\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 KIND_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 MAX_KEY_LENGTH = 200
 #: Default ceiling on a task's parameters, as UTF-8 JSON.
@@ -66,8 +69,8 @@ def check_key(key: object) -> str:
     if key != key.strip():
         raise InvalidKey(f"key {key!r} starts or ends with whitespace")
     for ch in key:
-        if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp"):
-            raise InvalidKey(f"key {key!r} holds a control or unassigned character {ch!r}")
+        if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or ch in _DECEPTIVE:
+            raise InvalidKey(f"key {key!r} holds a control, invisible or unassigned character {ch!r}")
     return key
 
 

@@ -75,8 +75,7 @@ class Cron:
             raise InvalidSchedule("cron expression is longer than 200 characters")
         if len(self.expr.split()) != 5:
             raise InvalidSchedule(
-                f"cron expression {self.expr!r} must have five fields "
-                "(minute hour day-of-month month day-of-week)"
+                f"cron expression {self.expr!r} must have five fields (minute hour day-of-month month day-of-week)"
             )
         try:
             next(CronSim(self.expr, datetime(2000, 1, 1, tzinfo=UTC)))

@@ -142,6 +142,7 @@ class PostgreSQLStore:
         self._display = _hide_password(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lease_pool: AsyncConnectionPool[Conn] | None = None
+        self._schema_ok = False
 
     @property
     def display_url(self) -> str:
@@ -171,26 +172,31 @@ class PostgreSQLStore:
         )
 
     async def open(self, *, migrate: bool) -> None:
-        if self._pool is not None:
+        if self._pool is not None and self._schema_ok:
             return
-        pool = self._make_pool(int(self._options["pool"]), "main")
-        lease_pool = self._make_pool(1, "lease")
-        try:
-            await pool.open(wait=True, timeout=self._options["connect_timeout"])
-            await lease_pool.open(wait=True, timeout=self._options["connect_timeout"])
-        except (PoolTimeout, psycopg.Error) as exc:
-            await pool.close()
-            await lease_pool.close()
-            raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {exc}") from exc
-        self._pool, self._lease_pool = pool, lease_pool
+        if self._pool is None:
+            pool = self._make_pool(int(self._options["pool"]), "main")
+            lease_pool = self._make_pool(1, "lease")
+            try:
+                await pool.open(wait=True, timeout=self._options["connect_timeout"])
+                await lease_pool.open(wait=True, timeout=self._options["connect_timeout"])
+            except (PoolTimeout, psycopg.Error) as exc:
+                await pool.close()
+                await lease_pool.close()
+                raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {exc}") from exc
+            self._pool, self._lease_pool = pool, lease_pool
+        # A schema refused here leaves the store connected (so migrate() can follow), but
+        # not open: the next open() checks or migrates again instead of returning early.
         if migrate:
             await self.migrate()
         else:
             await self._check_schema()
+        self._schema_ok = True
 
     async def close(self) -> None:
         pools = [p for p in (self._pool, self._lease_pool) if p is not None]
         self._pool = self._lease_pool = None
+        self._schema_ok = False
         for p in pools:
             with contextlib.suppress(Exception):
                 await p.close()

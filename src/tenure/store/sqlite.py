@@ -195,7 +195,7 @@ class SQLiteStore:
         self, conn: aiosqlite.Connection, fn: Callable[[aiosqlite.Connection], Awaitable[T]], *, write: bool
     ) -> T:
         try:
-            await conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            await _begin(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 result = await fn(conn)
             except BaseException:
@@ -462,7 +462,7 @@ class SQLiteStore:
         what = f"{kind}/{key} at term {term}"
         async with self._conn() as conn:
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                await _begin(conn, "BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite store is busy: {exc}") from exc
             committed = False
@@ -520,6 +520,23 @@ class SQLiteStore:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+async def _begin(conn: aiosqlite.Connection, sql: str) -> None:
+    """Start a transaction, leaving none open if the caller is cancelled meanwhile.
+
+    aiosqlite runs a statement in the connection's thread whatever becomes of the task
+    awaiting it: a ``BEGIN IMMEDIATE`` still waiting for the write lock when its caller is
+    cancelled (a run past its timeout, a worker stopping) would take the lock later, on
+    a connection back in the pool with nobody to end its transaction, and hold SQLite's
+    write lock against every process. A rollback queued behind it (the thread runs
+    statements in order) ends that transaction before anyone else uses the connection.
+    """
+    try:
+        await conn.execute(sql)
+    except asyncio.CancelledError:
+        await asyncio.shield(_rollback(conn))
+        raise
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

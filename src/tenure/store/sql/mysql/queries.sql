@@ -1,0 +1,256 @@
+-- Named queries of the MySQL/MariaDB store. Every value comes in as a bound parameter
+-- (%(name)s); the {placeholders} are constant SQL fragments filled when this file loads:
+--
+-- {now}       the server's clock when the expression is *evaluated*, in epoch seconds
+--             (SYSDATE(6), made independent of the session time zone; see mysql.py).
+--             Every lease decision uses it. Unlike NOW(6), which is the time the
+--             statement *started*, it is not stale after the statement waited for a
+--             row lock.
+-- {stmt_now}  the statement's start time (UTC_TIMESTAMP(6)): a constant, so an index
+--             range can use it. Only for housekeeping, never for a lease decision.
+-- {collation} the binary NO PAD collation of the schema, for values from JSON_TABLE.
+--
+-- MySQL has no UPDATE … RETURNING: a write is followed by a read in the same
+-- transaction. Row counts are found rows (the connection sets CLIENT_FOUND_ROWS).
+-- Liveness of a worker is always a subquery: InnoDB does not lock the rows a subquery
+-- reads in a SELECT … FOR UPDATE or an UPDATE, so a claim or a fence never waits for
+-- (or skips) a worker row that a renewal holds.
+
+-- name: now
+SELECT {now};
+
+-- name: meta_exists
+SELECT COUNT(*) FROM information_schema.tables
+WHERE table_schema = DATABASE() AND table_name = 'tenure_meta';
+
+-- name: create_meta
+CREATE TABLE tenure_meta (
+    name  VARCHAR(64) NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- name: schema_version
+SELECT value FROM tenure_meta WHERE name = 'schema_version';
+
+-- name: set_schema_version
+INSERT INTO tenure_meta (name, value) VALUES ('schema_version', %(version)s)
+ON DUPLICATE KEY UPDATE value = %(version)s;
+
+-- name: migrate_lock
+-- Serialises concurrent `tenure migrate` runs on one database. Lock names are
+-- server-wide and at most 64 characters: hash the database name into it.
+SELECT GET_LOCK(CONCAT('tenure-migrate-', LEFT(SHA1(DATABASE()), 40)), %(wait)s);
+
+-- name: migrate_unlock
+SELECT RELEASE_LOCK(CONCAT('tenure-migrate-', LEFT(SHA1(DATABASE()), 40)));
+
+-- name: publish_kind
+INSERT INTO tenure_kinds (kind, every, cron, timeout, updated_at)
+VALUES (%(kind)s, %(every)s, %(cron)s, %(timeout)s, {now})
+ON DUPLICATE KEY UPDATE
+    every = %(every)s, cron = %(cron)s, timeout = %(timeout)s, updated_at = {now};
+
+-- name: list_kinds
+SELECT kind, every, cron, timeout FROM tenure_kinds ORDER BY kind;
+
+-- name: insert_task
+INSERT INTO tenure_tasks (kind, `key`, every, cron, params, enabled, created_at, updated_at)
+SELECT %(kind)s, %(key)s, %(every)s, %(cron)s, %(params)s, %(enabled)s, n.t, n.t
+FROM (SELECT {now} AS t) AS n;
+
+-- name: get_task
+SELECT {task_columns} FROM tenure_tasks WHERE kind = %(kind)s AND `key` = %(key)s;
+
+-- name: list_tasks
+SELECT {task_columns} FROM tenure_tasks
+WHERE (%(kind)s IS NULL OR kind = %(kind)s) AND (%(owner)s IS NULL OR owner = %(owner)s)
+ORDER BY kind, `key`;
+
+-- name: owned_tasks
+SELECT {task_columns} FROM tenure_tasks WHERE owner = %(worker)s ORDER BY kind, `key`;
+
+-- name: set_enabled
+UPDATE tenure_tasks SET enabled = %(enabled)s, version = version + 1, updated_at = {now}
+WHERE kind = %(kind)s AND `key` = %(key)s;
+
+-- name: trigger
+UPDATE tenure_tasks SET trigger_at = {now}, version = version + 1, updated_at = {now}
+WHERE kind = %(kind)s AND `key` = %(key)s;
+
+-- name: delete_task
+DELETE FROM tenure_tasks WHERE kind = %(kind)s AND `key` = %(key)s;
+
+-- name: bump_changes
+UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
+
+-- name: worker_is_live
+-- Locks the worker's row (if any) until the registration commits.
+SELECT expires_at > {now} FROM tenure_workers WHERE id = %(worker)s FOR UPDATE;
+
+-- name: lease_is_live
+SELECT expires_at > {now} FROM tenure_workers WHERE id = %(worker)s;
+
+-- name: free_expired_worker_tasks
+UPDATE tenure_tasks
+SET owner = NULL, freed_how = 'expired',
+    freed_at = (SELECT w.expires_at FROM tenure_workers w WHERE w.id = %(worker)s)
+WHERE owner = %(worker)s;
+
+-- name: insert_worker
+-- A plain INSERT, not an upsert: two processes registering one new id at once cannot
+-- both succeed (the second gets a duplicate key, reported as WorkerIdInUse).
+-- The clock is read once, so started_at = heartbeat_at = expires_at - ttl exactly.
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining)
+SELECT %(worker)s, %(host)s, %(pid)s, n.t, n.t, n.t + %(ttl)s, FALSE
+FROM (SELECT {now} AS t) AS n;
+
+-- name: revive_worker
+-- Only after worker_is_live locked the (expired) row, so the clock is not stale.
+UPDATE tenure_workers w JOIN (SELECT {now} AS t) AS n
+SET w.host = %(host)s, w.pid = %(pid)s, w.started_at = n.t, w.heartbeat_at = n.t,
+    w.expires_at = n.t + %(ttl)s, w.draining = FALSE
+WHERE w.id = %(worker)s;
+
+-- name: renew_lease
+-- {now} is evaluated after the row lock is granted, so a renewal that waited past the
+-- lease's end is refused instead of reviving it.
+UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + %(ttl)s
+WHERE id = %(worker)s AND expires_at > {now};
+
+-- name: lease_of
+SELECT expires_at, heartbeat_at, draining FROM tenure_workers WHERE id = %(worker)s;
+
+-- name: set_draining
+UPDATE tenure_workers SET draining = %(draining)s WHERE id = %(worker)s;
+
+-- name: release_all
+UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
+WHERE owner = %(worker)s;
+
+-- name: release_one
+UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
+WHERE kind = %(kind)s AND `key` = %(key)s AND owner = %(worker)s AND term = %(term)s;
+
+-- name: delete_worker
+DELETE FROM tenure_workers WHERE id = %(worker)s;
+
+-- name: list_workers
+SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
+       (SELECT COUNT(*) FROM tenure_tasks t WHERE t.owner = w.id)
+FROM tenure_workers w ORDER BY w.id;
+
+-- name: reap_candidates
+-- Two steps instead of one DELETE … WHERE NOT EXISTS: MariaDB takes locks on the rows a
+-- DELETE's subquery reads, which would make reaping wait on (and block) task rows.
+-- A worker found here has been expired for a while, so it cannot claim tasks before
+-- reap_workers (which checks the expiry again under the row lock).
+SELECT w.id FROM tenure_workers w
+WHERE w.expires_at < {now} - %(older_than)s
+  AND NOT EXISTS (SELECT 1 FROM tenure_tasks t WHERE t.owner = w.id);
+
+-- name: reap_workers
+DELETE FROM tenure_workers WHERE id IN %(ids)s AND expires_at < {now} - %(older_than)s;
+
+-- name: claim_candidates
+-- Locks up to `limit` free tasks. SKIP LOCKED passes over rows that a fenced transaction
+-- (or another claim) holds, so a claim never waits behind a commit in progress, and
+-- never takes a task whose owner is committing. Under READ COMMITTED a locking read
+-- sees the latest committed row, and InnoDB unlocks the rows it examined that did not
+-- match; the subqueries on tenure_workers take no locks.
+SELECT t.kind, t.`key`, t.owner IS NOT NULL,
+       (SELECT w.expires_at FROM tenure_workers w WHERE w.id = t.owner)
+FROM tenure_tasks t
+WHERE t.enabled
+  AND t.kind IN %(kinds)s
+  AND (t.owner IS NULL OR NOT EXISTS (
+        SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now}))
+  AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
+ORDER BY t.kind, t.`key`
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: take_terms
+-- Takes `count` terms from the counter; the new value comes back as the statement's
+-- insert id (LAST_INSERT_ID(expr)). The row stays locked until the claim commits, so
+-- terms are handed out in commit order, and a claim that rolls back gives its terms
+-- back without anyone having seen them.
+UPDATE tenure_counters SET value = LAST_INSERT_ID(value + %(count)s) WHERE name = 'term';
+
+-- name: claim_apply
+-- One statement for every claimed task: %(claims)s is a JSON array of
+-- [kind, key, term, had_owner, old_expiry]. The JSON table is read first
+-- (STRAIGHT_JOIN), then each task row by its primary key. Assignments read only their
+-- own column and the JSON row, so their order does not matter.
+UPDATE JSON_TABLE(%(claims)s, '$[*]' COLUMNS (
+           kind       VARCHAR(64)  PATH '$[0]',
+           `key`      VARCHAR(200) PATH '$[1]',
+           term       BIGINT       PATH '$[2]',
+           had_owner  INT          PATH '$[3]',
+           old_expiry DOUBLE       PATH '$[4]')) AS c
+    STRAIGHT_JOIN tenure_tasks t
+        ON t.kind = c.kind COLLATE {collation} AND t.`key` = c.`key` COLLATE {collation}
+SET t.owner = %(worker)s,
+    t.term = c.term,
+    t.freed_how = CASE WHEN c.had_owner = 1 THEN 'expired' ELSE t.freed_how END,
+    t.freed_at = CASE WHEN c.had_owner = 1 THEN COALESCE(c.old_expiry, {now}) ELSE t.freed_at END;
+
+-- name: claimed_tasks
+SELECT {task_columns} FROM tenure_tasks
+WHERE owner = %(worker)s AND term BETWEEN %(first)s AND %(last)s
+ORDER BY term;
+
+-- name: cluster_view
+-- One statement, so one consistent snapshot: the counts row (id NULL), then one row per
+-- live, non-draining worker.
+SELECT NULL, (SELECT value FROM tenure_counters WHERE name = 'changes'),
+       (SELECT COUNT(*) FROM tenure_tasks WHERE enabled)
+UNION ALL
+SELECT id, NULL, NULL FROM tenure_workers WHERE expires_at > {now} AND NOT draining;
+
+-- name: fence_lock
+-- Locks the task row until the transaction ends, so no claim can take it meanwhile.
+SELECT 1 FROM tenure_tasks t
+WHERE t.kind = %(kind)s AND t.`key` = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
+  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now})
+FOR UPDATE;
+
+-- name: fence_check
+SELECT 1 FROM tenure_tasks t
+WHERE t.kind = %(kind)s AND t.`key` = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
+  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now});
+
+-- name: advance_slot
+-- %(slots)s is a JSON array of [kind, key, term, slot, clear_upto], one entry per task
+-- (merged by the caller). A triggered run's slot is the trigger time; running it answers
+-- every trigger asked up to then (clear_upto), so a later owner does not run it again.
+-- Guarded by the term alone, so a former owner's slots land until the task changes term.
+UPDATE JSON_TABLE(%(slots)s, '$[*]' COLUMNS (
+           kind       VARCHAR(64)  PATH '$[0]',
+           `key`      VARCHAR(200) PATH '$[1]',
+           term       BIGINT       PATH '$[2]',
+           slot       DOUBLE       PATH '$[3]',
+           clear_upto DOUBLE       PATH '$[4]')) AS s
+    STRAIGHT_JOIN tenure_tasks t
+        ON t.kind = s.kind COLLATE {collation} AND t.`key` = s.`key` COLLATE {collation}
+           AND t.term = s.term
+SET t.last_slot = GREATEST(COALESCE(t.last_slot, s.slot), s.slot),
+    t.trigger_at = CASE WHEN t.trigger_at <= s.clear_upto THEN NULL ELSE t.trigger_at END;
+
+-- name: insert_run
+INSERT INTO tenure_runs
+    (kind, `key`, worker, term, scheduled_at, started_at, ended_at, outcome, error)
+VALUES (%(kind)s, %(key)s, %(worker)s, %(term)s, %(scheduled_at)s, %(started_at)s,
+        %(ended_at)s, %(outcome)s, %(error)s);
+
+-- name: list_runs
+SELECT id, kind, `key`, worker, term, scheduled_at, started_at, ended_at, outcome, error
+FROM tenure_runs
+WHERE (%(kind)s IS NULL OR kind = %(kind)s) AND (%(key)s IS NULL OR `key` = %(key)s)
+  AND (%(worker)s IS NULL OR worker = %(worker)s)
+  AND (%(outcome)s IS NULL OR outcome = %(outcome)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: prune_runs
+DELETE FROM tenure_runs WHERE ended_at < {stmt_now} - %(older_than)s;

@@ -1,0 +1,134 @@
+"""Shared fixtures: a fresh store of every kind under test, and an App on it.
+
+To test another store, write a factory (a context manager that makes an empty database,
+yields its URL and drops the database afterwards), add it to ``STORE_FACTORIES`` and its
+id to ``STORE_KINDS``. The store contract suite and every test built on ``store_url``,
+``store`` or ``app`` then run on it too. Dialect-specific test helpers (raw access to the
+database behind a store) live in ``tests/store_contract/dialect.py``.
+
+``TENURE_TEST_STORES`` (comma-separated ids, default: all) chooses the kinds to run, e.g.
+``TENURE_TEST_STORES=sqlite``; ``TENURE_TEST_POSTGRESQL`` is the server's maintenance URL
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``), on which a scratch database
+is created and dropped for each test.
+
+A server that does not answer fails its tests under CI (``CI`` set), so CI never passes
+by skipping them; on a developer machine they are skipped, and the run ends with a loud
+banner saying which stores were not tested.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+import tenure
+from tenure.store import Store, make_store
+
+
+@contextmanager
+def _sqlite_store(tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite file for one test (``tmp_path`` is absolute: ``sqlite:////abs``)."""
+    path = tmp_path / "tenure.db"
+    assert path.is_absolute()
+    yield f"sqlite:///{path}"
+
+
+@contextmanager
+def _postgresql_store(tmp_path: Path) -> Iterator[str]:
+    """A scratch database on the PostgreSQL server, dropped after the test."""
+    import psycopg  # only needed when PostgreSQL is under test
+
+    admin = os.environ.get("TENURE_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"tenure_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+#: One factory per store kind: given a scratch folder, make an empty database and yield its URL.
+STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+    "sqlite": _sqlite_store,
+    "postgresql": _postgresql_store,
+}
+
+#: Store kinds every store-backed test runs against, in order.
+STORE_KINDS: list[str] = [
+    k.strip() for k in os.environ.get("TENURE_TEST_STORES", ",".join(STORE_FACTORIES)).split(",") if k.strip()
+]
+assert set(STORE_KINDS) <= set(STORE_FACTORIES), f"unknown store kind in TENURE_TEST_STORES: {STORE_KINDS}"
+
+_unavailable: dict[str, str | None] = {}
+
+
+def _why_unavailable(kind: str, tmp_path: Path) -> str | None:
+    """None if a scratch database of ``kind`` can be made, else why not (checked once)."""
+    if kind not in _unavailable:
+        try:
+            with STORE_FACTORIES[kind](tmp_path):
+                pass
+            _unavailable[kind] = None
+        except Exception as exc:
+            _unavailable[kind] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return _unavailable[kind]
+
+
+def require_store(kind: str, tmp_path: Path) -> None:
+    """Fail (under CI) or skip (elsewhere) a test whose store's server does not answer."""
+    why = _why_unavailable(kind, tmp_path)
+    if why is None:
+        return
+    message = f"the {kind} server is unreachable ({why})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must test every store")
+    pytest.skip(f"NOT TESTED ON {kind.upper()}: {message}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    missing = {k: why for k, why in _unavailable.items() if why is not None}
+    for kind, why in missing.items():
+        terminalreporter.write_sep("!", f"{kind.upper()} WAS NOT TESTED: server unreachable ({why})", red=True)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database of each store kind."""
+    require_store(request.param, tmp_path)
+    with STORE_FACTORIES[request.param](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """The store at ``store_url``, opened with its schema created."""
+    s = make_store(store_url)
+    await s.open(migrate=True)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def app(store_url: str) -> AsyncIterator[tenure.App]:
+    """An opened App on ``store_url`` with one kind, ``dispatch`` (every 5 s)."""
+    a = tenure.App(store_url)
+
+    @a.task("dispatch", every=5.0)
+    async def dispatch(ctx: tenure.Context) -> None:  # never run by these tests
+        raise AssertionError("the dispatch handler was not expected to run")
+
+    await a.open(migrate=True)
+    try:
+        yield a
+    finally:
+        await a.close()

@@ -1,0 +1,1 @@
+"""The store contract suite: every Store implementation is held to the same tests."""

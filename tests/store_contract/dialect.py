@@ -1,0 +1,114 @@
+"""Raw access to the database behind a store, for what the Store API cannot do on purpose
+(forge a newer schema version, read a table the tests made). One class per dialect;
+:func:`raw_db` picks it from the store URL. Add MariaDB here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from tenure.store.sqlite import parse_sqlite_url
+
+#: A table the fenced-transaction tests write to, as a handler would write its decisions.
+PROBE_TABLE = "contract_probe"
+
+
+class RawDB(Protocol):
+    #: The store's ``dialect`` for this database.
+    dialect: str
+    #: Does the database take its time from this host's clock (so now() ~ time.time())?
+    clock_is_host: bool
+    #: ``INSERT INTO contract_probe (note) VALUES (<placeholder>)`` in the store's dialect.
+    insert_probe_sql: str
+    #: ``SELECT note FROM contract_probe ORDER BY note`` in the store's dialect.
+    select_probe_sql: str
+
+    def set_schema_version(self, version: int) -> None: ...
+
+    def read_schema_version(self) -> int | None: ...
+
+    def count_rows(self, table: str) -> int: ...
+
+    def create_probe_table(self) -> None: ...
+
+    def probe_notes(self) -> list[str]: ...
+
+
+class SQLiteRaw:
+    dialect = "sqlite"
+    clock_is_host = True
+    insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (?)"
+    select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
+
+    def __init__(self, url: str) -> None:
+        self._path, _ = parse_sqlite_url(url)
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(self._path, timeout=10)) as conn:
+            with conn:  # commits
+                rows = conn.execute(sql, params).fetchall()
+            return [tuple(r) for r in rows]
+
+    def set_schema_version(self, version: int) -> None:
+        self._execute("UPDATE tenure_meta SET value = ? WHERE name = 'schema_version'", (str(version),))
+        assert self.read_schema_version() == version
+
+    def read_schema_version(self) -> int | None:
+        rows = self._execute("SELECT value FROM tenure_meta WHERE name = 'schema_version'")
+        return int(rows[0][0]) if rows else None
+
+    def count_rows(self, table: str) -> int:
+        return int(self._execute(f"SELECT count(*) FROM {table}")[0][0])
+
+    def create_probe_table(self) -> None:
+        self._execute(f"CREATE TABLE {PROBE_TABLE} (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+
+    def probe_notes(self) -> list[str]:
+        return [str(r[0]) for r in self._execute(self.select_probe_sql)]
+
+
+class PostgreSQLRaw:
+    dialect = "postgresql"
+    clock_is_host = False  # the server's clock; on 127.0.0.1 it is the host's anyway
+    insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
+    select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            cur = conn.execute(sql.encode(), params)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+    def set_schema_version(self, version: int) -> None:
+        self._execute("UPDATE tenure_meta SET value = %s WHERE name = 'schema_version'", (str(version),))
+        assert self.read_schema_version() == version
+
+    def read_schema_version(self) -> int | None:
+        rows = self._execute("SELECT value FROM tenure_meta WHERE name = 'schema_version'")
+        return int(rows[0][0]) if rows else None
+
+    def count_rows(self, table: str) -> int:
+        return int(self._execute(f"SELECT count(*) FROM {table}")[0][0])
+
+    def create_probe_table(self) -> None:
+        self._execute(f"CREATE TABLE {PROBE_TABLE} (id SERIAL PRIMARY KEY, note TEXT NOT NULL)")
+
+    def probe_notes(self) -> list[str]:
+        return [str(r[0]) for r in self._execute(self.select_probe_sql)]
+
+
+def raw_db(url: str) -> RawDB:
+    """Raw access to the database a store URL names."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        return SQLiteRaw(url)
+    if scheme in ("postgresql", "postgres"):
+        return PostgreSQLRaw(url)
+    raise NotImplementedError(f"no raw test access for {scheme} stores yet")

@@ -1,0 +1,313 @@
+"""Ownership: claiming, terms, releasing, and what a worker owns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tenure.errors import LeaseLost
+from tenure.models import Freed, SlotDone
+from tenure.store import Store, make_store
+
+from .helpers import LONG_TTL, SHORT_TTL, add, register, task_of, wait_past
+
+
+async def test_claim_takes_only_enabled_tasks_of_the_listed_kinds(store: Store) -> None:
+    await add(store, "dispatch", "on")
+    await add(store, "dispatch", "off", enabled=False)
+    await add(store, "billing", "on")
+    await add(store, "report", "on")
+    await register(store, "w1")
+    claims = await store.claim_tasks("w1", kinds=["dispatch", "billing"], limit=10)
+    assert sorted((c.task.kind, c.task.key) for c in claims) == [("billing", "on"), ("dispatch", "on")]
+    for c in claims:
+        assert c.task.owner == "w1"
+        assert c.term == c.task.term > 0
+        assert c.task.freed_how is Freed.NEW
+        assert c.done_before is None
+        assert await store.get_task(c.task.kind, c.task.key) == c.task
+    assert (await task_of(store, "dispatch", "off")).owner is None
+    assert (await task_of(store, "report", "on")).owner is None
+    # Nothing else is free for these kinds; disabling does not free, enabling makes claimable.
+    assert await store.claim_tasks("w1", kinds=["dispatch", "billing"], limit=10) == []
+    await store.set_enabled("dispatch", "off", True)
+    (late,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=10)
+    assert late.task.key == "off"
+
+
+async def test_claim_with_no_kinds_or_no_room_takes_nothing(store: Store) -> None:
+    await add(store, "dispatch", "a")
+    await register(store, "w1")
+    assert await store.claim_tasks("w1", kinds=[], limit=10) == []
+    assert await store.claim_tasks("w1", kinds=["dispatch"], limit=0) == []
+    assert await store.claim_tasks("w1", kinds=["unknown"], limit=10) == []
+    assert (await task_of(store, "dispatch", "a")).owner is None
+
+
+async def test_claim_respects_limit(store: Store) -> None:
+    for i in range(5):
+        await add(store, "dispatch", f"city-{i}")
+    await register(store, "w1")
+    first = await store.claim_tasks("w1", kinds=["dispatch"], limit=2)
+    assert len(first) == 2
+    second = await store.claim_tasks("w1", kinds=["dispatch"], limit=10)
+    assert len(second) == 3
+    assert await store.claim_tasks("w1", kinds=["dispatch"], limit=10) == []
+    keys = [c.task.key for c in first + second]
+    assert sorted(keys) == [f"city-{i}" for i in range(5)]
+    assert len(await store.owned_tasks("w1")) == 5
+
+
+async def test_each_claim_gets_a_new_term_from_one_counter(store: Store) -> None:
+    for kind in ("dispatch", "billing"):
+        for i in range(3):
+            await add(store, kind, f"k{i}")
+    await register(store, "w1")
+    await register(store, "w2")
+    a = await store.claim_tasks("w1", kinds=["dispatch"], limit=10)
+    b = await store.claim_tasks("w2", kinds=["billing"], limit=10)
+    c = await store.claim_tasks("w1", kinds=["billing", "dispatch"], limit=10)
+    assert c == []
+    terms_a = [x.term for x in a]
+    terms_b = [x.term for x in b]
+    assert len(set(terms_a + terms_b)) == 6  # never handed out twice, across kinds and workers
+    assert min(terms_b) > max(terms_a)  # a later claim gets later terms
+
+
+async def test_a_live_owners_tasks_are_not_claimable(store: Store) -> None:
+    await add(store, "dispatch", "a")
+    await register(store, "w1")
+    await register(store, "w2")
+    (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    assert await store.claim_tasks("w2", kinds=["dispatch"], limit=10) == []
+    task = await task_of(store, "dispatch", "a")
+    assert (task.owner, task.term) == ("w1", claim.term)
+
+
+async def test_terms_only_grow_across_owners(store: Store) -> None:
+    await add(store, "dispatch", "barcelona")
+    await add(store, "dispatch", "other")
+    terms: list[int] = []
+
+    await register(store, "w1")
+    (c1,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    terms.append(c1.term)
+    assert c1.task.key == "barcelona"
+    assert await store.release_tasks("w1", [SlotDone(kind="dispatch", key="barcelona", term=c1.term, slot=10.0)]) == 1
+
+    lease2 = await register(store, "w2", ttl=SHORT_TTL)
+    (c2,) = await store.claim_tasks("w2", kinds=["dispatch"], limit=1)
+    assert c2.task.key == "barcelona"
+    assert c2.task.freed_how is Freed.RELEASED
+    assert c2.done_before == 10.0
+    terms.append(c2.term)
+    await wait_past(store, lease2.expires_at)
+
+    await register(store, "w3")
+    (c3,) = await store.claim_tasks("w3", kinds=["dispatch"], limit=1)
+    assert c3.task.key == "barcelona"
+    terms.append(c3.term)
+    assert terms == sorted(terms)
+    assert len(set(terms)) == 3
+    assert (await task_of(store, "dispatch", "barcelona")).term == c3.term
+
+
+async def test_terms_are_not_reused_after_remove_and_add(store: Store) -> None:
+    await add(store, "dispatch", "barcelona")
+    await register(store, "w1")
+    (old,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    await store.remove_task("dispatch", "barcelona")
+    again = await add(store, "dispatch", "barcelona")
+    assert again.owner is None
+    assert again.freed_how is Freed.NEW
+    (new,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    assert new.term > old.term
+    # The old term of the removed task cannot commit on the new task, though w1 owns it.
+    with pytest.raises(LeaseLost):
+        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=old.term):
+            pass
+    async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=new.term):
+        pass
+
+
+async def test_terms_survive_reopening_the_store(store: Store, store_url: str) -> None:
+    await add(store, "dispatch", "a")
+    await register(store, "w1")
+    (first,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    await store.remove_task("dispatch", "a")
+    await store.close()
+    reopened = make_store(store_url)
+    await reopened.open(migrate=True)
+    try:
+        await add(reopened, "dispatch", "a")
+        (second,) = await reopened.claim_tasks("w1", kinds=["dispatch"], limit=1)
+        assert second.term > first.term
+    finally:
+        await reopened.close()
+
+
+async def test_claim_refused_without_a_live_lease(store: Store) -> None:
+    await add(store, "dispatch", "a")
+    with pytest.raises(LeaseLost):
+        await store.claim_tasks("ghost", kinds=["dispatch"], limit=1)
+    lease = await register(store, "w1", ttl=SHORT_TTL)
+    await wait_past(store, lease.expires_at)
+    with pytest.raises(LeaseLost, match="w1"):
+        await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    task = await task_of(store, "dispatch", "a")
+    assert (task.owner, task.term) == (None, 0)
+
+
+async def test_tasks_of_an_expired_owner_are_claimable_as_expired(store: Store) -> None:
+    await add(store, "dispatch", "a")
+    await add(store, "dispatch", "b")
+    old = await register(store, "w1", ttl=SHORT_TTL)
+    claims = {c.task.key: c for c in await store.claim_tasks("w1", kinds=["dispatch"], limit=10)}
+    # w1 remembers a slot for "a" (as a run record would), none for "b".
+    await store.record_runs([], [SlotDone(kind="dispatch", key="a", term=claims["a"].term, slot=old.db_now)])
+    await register(store, "w2")
+    assert await store.claim_tasks("w2", kinds=["dispatch"], limit=10) == []
+    await wait_past(store, old.expires_at)
+
+    taken = {c.task.key: c for c in await store.claim_tasks("w2", kinds=["dispatch"], limit=10)}
+    assert sorted(taken) == ["a", "b"]
+    for key, c in taken.items():
+        assert c.task.owner == "w2"
+        assert c.term > claims[key].term
+        assert c.task.freed_how is Freed.EXPIRED
+        assert c.task.freed_at is not None
+        assert c.task.freed_at >= old.expires_at - 1e-6
+        # The previous owner may have run a slot up to its lease expiry.
+        assert c.done_before is not None
+        assert c.done_before >= old.expires_at - 1e-6
+    assert taken["a"].task.last_slot == pytest.approx(old.db_now)
+    assert await store.owned_tasks("w1") == []
+    # The old owner can no longer commit nor release.
+    with pytest.raises(LeaseLost):
+        async with store.fenced(worker_id="w1", kind="dispatch", key="a", term=claims["a"].term):
+            pass
+    slot = SlotDone(kind="dispatch", key="b", term=claims["b"].term, slot=1.0)
+    assert await store.release_tasks("w1", [slot]) == 0
+    assert (await task_of(store, "dispatch", "b")).owner == "w2"
+
+
+async def test_concurrent_claims_never_take_the_same_task(store: Store, store_url: str) -> None:
+    for i in range(12):
+        await add(store, "dispatch", f"city-{i:02d}")
+    others = [make_store(store_url) for _ in range(3)]
+    try:
+        for i, s in enumerate(others):
+            await s.open(migrate=False)
+            await register(s, f"w{i}")
+        results = await asyncio.gather(
+            *(s.claim_tasks(f"w{i}", kinds=["dispatch"], limit=12) for i, s in enumerate(others)),
+            *(s.claim_tasks(f"w{i}", kinds=["dispatch"], limit=12) for i, s in enumerate(others)),
+        )
+    finally:
+        for s in others:
+            await s.close()
+    keys = [c.task.key for claims in results for c in claims]
+    assert sorted(keys) == [f"city-{i:02d}" for i in range(12)]  # each exactly once
+    terms = [c.term for claims in results for c in claims]
+    assert len(set(terms)) == len(terms)
+    owners = {t.key: t.owner for t in await store.list_tasks()}
+    for i, claims in enumerate(results):
+        for c in claims:
+            assert owners[c.task.key] == f"w{i % 3}"
+
+
+async def test_release_tasks_is_guarded_by_owner_and_term(store: Store) -> None:
+    await add(store, "dispatch", "a")
+    await add(store, "dispatch", "b")
+    await register(store, "w1")
+    await register(store, "w2")
+    claims = {c.task.key: c for c in await store.claim_tasks("w1", kinds=["dispatch"], limit=10)}
+    ta, tb = claims["a"].term, claims["b"].term
+
+    # Wrong term: nothing released, nothing remembered.
+    assert await store.release_tasks("w1", [SlotDone(kind="dispatch", key="a", term=ta + 1000, slot=50.0)]) == 0
+    a = await task_of(store, "dispatch", "a")
+    assert (a.owner, a.term, a.last_slot) == ("w1", ta, None)
+    # Wrong worker: nothing released. (Slots are guarded by the term alone, so that a
+    # former owner's slots still land until the task gets a new term.)
+    assert await store.release_tasks("w2", [SlotDone(kind="dispatch", key="a", term=ta, slot=50.0)]) == 0
+    a = await task_of(store, "dispatch", "a")
+    assert (a.owner, a.term) == ("w1", ta)
+
+    before = await store.now()
+    released = await store.release_tasks(
+        "w1",
+        [
+            SlotDone(kind="dispatch", key="a", term=ta, slot=60.0),
+            SlotDone(kind="dispatch", key="b", term=tb, slot=70.0),
+        ],
+    )
+    assert released == 2
+    for key, slot in (("a", 60.0), ("b", 70.0)):
+        task = await task_of(store, "dispatch", key)
+        assert task.owner is None
+        assert task.term == claims[key].term  # a release does not hand out a term
+        assert task.freed_how is Freed.RELEASED
+        assert task.freed_at is not None
+        assert task.freed_at >= before - 0.01
+        assert task.last_slot == slot
+    assert await store.owned_tasks("w1") == []
+    assert await store.release_tasks("w1", [SlotDone(kind="dispatch", key="a", term=ta, slot=80.0)]) == 0
+    assert await store.release_tasks("w1", []) == 0
+
+
+async def test_owned_tasks_live_lease_or_not(store: Store) -> None:
+    for key in ("c", "a", "b"):
+        await add(store, "dispatch", key)
+    await add(store, "billing", "x")
+    lease = await register(store, "w1", ttl=SHORT_TTL)
+    await register(store, "w2")
+    await store.claim_tasks("w1", kinds=["dispatch", "billing"], limit=3)
+    await store.claim_tasks("w2", kinds=["dispatch", "billing"], limit=3)
+    mine = await store.owned_tasks("w1")
+    assert len(mine) == 3
+    assert all(t.owner == "w1" for t in mine)
+    assert [(t.kind, t.key) for t in mine] == sorted((t.kind, t.key) for t in mine)
+    assert len(await store.owned_tasks("w2")) == 1
+    await wait_past(store, lease.expires_at)
+    assert await store.owned_tasks("w1") == mine  # still recorded as its own until taken
+    assert await store.owned_tasks("ghost") == []
+
+
+async def test_cluster_view(store: Store) -> None:
+    view = await store.cluster_view()
+    assert (view.live_workers, view.enabled_tasks) == ([], 0)
+
+    changes = [view.changes]
+
+    async def changed() -> None:
+        now = (await store.cluster_view()).changes
+        assert now > changes[-1]
+        changes.append(now)
+
+    await add(store, "dispatch", "a")
+    await changed()
+    await add(store, "dispatch", "b", enabled=False)
+    await changed()
+    await add(store, "billing", "c")
+    await changed()
+    await store.set_enabled("dispatch", "b", True)
+    await changed()
+    await store.set_enabled("billing", "c", False)
+    await changed()
+    await store.trigger("dispatch", "a")
+    await changed()
+    await store.remove_task("dispatch", "a")
+    await changed()
+
+    short = await register(store, "w-short", ttl=SHORT_TTL)
+    await register(store, "w-b", ttl=LONG_TTL)
+    await register(store, "w-a", ttl=LONG_TTL)
+    await register(store, "w-draining", ttl=LONG_TTL)
+    await store.set_draining("w-draining", True)
+    view = await store.cluster_view()
+    assert view.live_workers == ["w-a", "w-b", "w-short"]
+    assert view.enabled_tasks == 1  # dispatch/b; billing/c is disabled, dispatch/a removed
+    await wait_past(store, short.expires_at)
+    assert (await store.cluster_view()).live_workers == ["w-a", "w-b"]

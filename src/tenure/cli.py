@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import io
 import json
 import os
 import sys
@@ -69,6 +70,10 @@ FAILURES = (Outcome.ERROR, Outcome.TIMEOUT, Outcome.LEASE_LOST)
 #: Task states ``tasks list --state`` filters on (``status`` counts them).
 STATES = ("enabled", "disabled", "owned", "unowned")
 RECENT_FAILURES = 10
+#: Width tables are laid out at when the output is not a terminal: wide enough to cut nothing.
+UNCUT_WIDTH = 10_000
+#: Run errors are cut to their first line and this many characters in tables (--json has them whole).
+ERROR_WIDTH = 60
 
 T = TypeVar("T")
 
@@ -149,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser(
-        "migrate", parents=common, help="create or upgrade the store's schema", description=None
-    )
+    p = commands.add_parser("migrate", parents=common, help="create or upgrade the store's schema", description=None)
     p.set_defaults(func=cmd_migrate)
 
     p = commands.add_parser(
@@ -212,7 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("key", metavar="KEY")
         p.set_defaults(func=cmd_tasks_change, action=action)
 
-    p = commands.add_parser("runs", parents=[store_after, json_flag], help="list recorded runs")
+    p = commands.add_parser(
+        "runs",
+        parents=[store_after, json_flag],
+        help="list recorded runs, most recent first",
+        description="List recorded runs, most recent first. Tables show the first line of each "
+        "error; --json has them whole.",
+    )
     p.add_argument("--kind", metavar="K")
     p.add_argument("--key", metavar="KEY")
     p.add_argument("--worker", metavar="W")
@@ -220,18 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_whole, default=50, metavar="N", help="at most N runs (default 50)")
     p.set_defaults(func=cmd_runs)
 
-    p = commands.add_parser(
-        "status", parents=[store_after, json_flag], help="workers, task counts and recent failures"
-    )
+    p = commands.add_parser("status", parents=[store_after, json_flag], help="workers, task counts and recent failures")
     p.set_defaults(func=cmd_status)
 
     workers = commands.add_parser("workers", parents=common, help="list and drain workers")
     workers_sub = workers.add_subparsers(dest="workers_command", metavar="ACTION", required=True)
     p = workers_sub.add_parser("list", parents=[store_after, json_flag], help="list workers")
     p.set_defaults(func=cmd_workers_list)
-    p = workers_sub.add_parser(
-        "drain", parents=common, help="make a worker hand its tasks over and take no more"
-    )
+    p = workers_sub.add_parser("drain", parents=common, help="make a worker hand its tasks over and take no more")
     p.add_argument("worker", metavar="WORKER")
     p.set_defaults(func=cmd_workers_drain)
     return parser
@@ -261,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`tenure runs | head`): no traceback, and none at exit either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _error(message: str) -> None:
@@ -270,7 +280,11 @@ def _error(message: str) -> None:
 
 def _store_url(args: argparse.Namespace) -> str:
     url: str | None = args.store
-    return url or os.environ.get("TENURE_STORE") or DEFAULT_STORE
+    if url is not None:
+        if not url.strip():
+            raise InvalidInput("--store is empty; give a store URL such as sqlite:///tenure.db")
+        return url
+    return os.environ.get("TENURE_STORE") or DEFAULT_STORE
 
 
 def _run_admin(args: argparse.Namespace, body: Callable[[App], Awaitable[T]]) -> T:
@@ -295,9 +309,7 @@ def _refuse_missing_sqlite_file(app: App) -> None:
 
     path, _ = parse_sqlite_url(app.store_url)
     if not path.exists():
-        raise StoreUnavailable(
-            f"no SQLite store at {str(path)!r}; run `tenure migrate` to create one, or give --store"
-        )
+        raise StoreUnavailable(f"no SQLite store at {str(path)!r}; run `tenure migrate` to create one, or give --store")
 
 
 # -- output -------------------------------------------------------------------------------
@@ -307,14 +319,37 @@ def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+def _show(*items: str | Table) -> None:
+    """Print lines (verbatim, no markup) and tables.
+
+    On a terminal, tables fit its width; elsewhere (a pipe, a file) nothing is cut or
+    folded, and lines carry no trailing blanks.
+    """
+    renderables = [Text(item) if isinstance(item, str) else item for item in items]
+    if sys.stdout.isatty():
+        console = Console(highlight=False)
+        for renderable in renderables:
+            console.print(renderable)
+        return
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=UNCUT_WIDTH, highlight=False, color_system=None)
+    for renderable in renderables:
+        console.print(renderable)
+    text = "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+    encoding = sys.stdout.encoding or "utf-8"
+    if not encoding.lower().replace("-", "").startswith("utf"):
+        text = text.replace("─", "-").encode(encoding, "replace").decode(encoding)
+    sys.stdout.write(text)
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, wrap: Sequence[str] = ()) -> Table:
+    """A table: on a narrow terminal its ``wrap`` columns fold; the others stay whole."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        if column in wrap:
+            table.add_column(column, overflow="fold", min_width=min(len(column), 10))
+        else:
+            table.add_column(column, no_wrap=True)
     for row in rows:
         # Text, not markup: keys and error messages are shown exactly as stored.
         table.add_row(*(Text(cell) for cell in row))
@@ -347,6 +382,10 @@ def _ago(now: float, t: float | None) -> str:
         return "-"
     delta = now - t
     return f"{_span(delta)} ago" if delta >= 0 else f"in {_span(delta)}"
+
+
+def _when_ago(t: float | None, now: float) -> str:
+    return "-" if t is None else f"{_when(t)} UTC ({_ago(now, t)})"
 
 
 def _describe(task: Task) -> str:
@@ -440,23 +479,31 @@ def _run_json(run: Run) -> dict[str, Any]:
 
 def _runs_table(runs: Sequence[Run], now: float) -> Table:
     return _table(
-        ["ID", "KIND", "KEY", "WORKER", "TERM", "SCHEDULED (UTC)", "STARTED", "TOOK", "OUTCOME", "ERROR"],
+        ["ID", "TASK", "WORKER", "TERM", "STARTED", "LATE", "TOOK", "OUTCOME", "ERROR"],
         [
             [
                 str(r.id),
-                r.kind,
-                r.key,
+                f"{r.kind}/{r.key}",
                 r.worker,
                 str(r.term),
-                _when(r.scheduled_at),
                 _ago(now, r.started_at),
+                _span(max(0.0, r.started_at - r.scheduled_at)),
                 _span(r.ended_at - r.started_at),
                 r.outcome.value,
-                r.error or "",
+                _first_line(r.error or "", ERROR_WIDTH),
             ]
             for r in runs
         ],
+        wrap=("TASK", "WORKER", "ERROR"),
     )
+
+
+def _first_line(text: str, width: int) -> str:
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    if len(line) > width or len(lines) > 1:
+        return line[: width - 1] + "…"
+    return line
 
 
 def _worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
@@ -490,7 +537,7 @@ def _workers_table(workers: Sequence[WorkerInfo], now: float) -> Table:
                 str(w.tasks_held),
             ]
         )
-    return _table(["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS"], rows)
+    return _table(["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS"], rows, wrap=("ID", "HOST"))
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -516,7 +563,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
-    if args.store is not None and args.store != app.store_url:
+    if args.store is not None and _store_url(args) != app.store_url:
         raise InvalidInput(
             f"--store {args.store} differs from the store {args.app} names ({app.store_url}); "
             "a worker runs on its App's store (set it in code or with TENURE_STORE)"
@@ -572,9 +619,7 @@ def load_app(spec: str) -> App:
 
 def worker_settings(app: App, env: Mapping[str, str], **flags: Any) -> Settings:
     """Settings for a worker: flags win over TENURE_* variables, which win over the App's."""
-    from_app = {
-        f.name: getattr(app.settings, f.name) for f in fields(Settings) if not env.get(ENV_NAMES[f.name])
-    }
+    from_app = {f.name: getattr(app.settings, f.name) for f in fields(Settings) if not env.get(ENV_NAMES[f.name])}
     given = {name: value for name, value in flags.items() if value is not None}
     return Settings.from_env(env, **{**from_app, **given})
 
@@ -622,7 +667,8 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
         ]
         for t in tasks
     ]
-    _console().print(_table(["KIND", "KEY", "SCHEDULE", "ENABLED", "OWNER", "TERM", "LAST SLOT"], rows))
+    columns = ["KIND", "KEY", "SCHEDULE", "ENABLED", "OWNER", "TERM", "LAST SLOT"]
+    _show(_table(columns, rows, wrap=("KIND", "KEY", "SCHEDULE", "OWNER")))
     return 0
 
 
@@ -643,20 +689,20 @@ def cmd_tasks_show(args: argparse.Namespace) -> int:
         ["enabled", "yes" if task.enabled else "no"],
         ["owner", _owner_text(task, cluster)],
         ["term", str(task.term)],
-        ["last slot", f"{_when(task.last_slot)} ({_ago(cluster.now, task.last_slot)})"],
-        ["next slot", f"{_when(upcoming)} ({_ago(cluster.now, upcoming)})" if upcoming else "-"],
+        ["last slot", _when_ago(task.last_slot, cluster.now)],
+        ["next slot", _when_ago(upcoming, cluster.now)],
         ["triggered", _ago(cluster.now, task.trigger_at) if task.trigger_at else "no"],
         ["params", json.dumps(task.params, sort_keys=True)],
         ["version", str(task.version)],
-        ["created", _when(task.created_at)],
-        ["updated", _when(task.updated_at)],
+        ["created", f"{_when(task.created_at)} UTC"],
+        ["updated", f"{_when(task.updated_at)} UTC"],
     ]
-    table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+    table = Table(box=box.SIMPLE, show_header=False, pad_edge=False, show_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for name, value in rows:
         table.add_row(name, Text(value))
-    _console().print(table)
+    _show(table)
     return 0
 
 
@@ -692,7 +738,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     elif not runs:
         print("no runs")
     else:
-        _console().print(_runs_table(runs, now))
+        _show(_runs_table(runs, now))
     return 0
 
 
@@ -720,20 +766,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    console = _console()
     expired = len(cluster.workers) - len(live)
-    console.print(f"store: {where}", markup=False)
-    console.print(f"workers: {len(live)} live" + (f", {expired} expired" if expired else ""), markup=False)
+    out: list[str | Table] = [
+        f"store: {where}",
+        f"workers: {len(live)} live" + (f", {expired} expired" if expired else ""),
+    ]
     if cluster.workers:
-        console.print(_workers_table(cluster.workers, cluster.now))
-    console.print(
-        "tasks: " + ", ".join(f"{counts[name]} {name}" for name in ("total", *STATES)), markup=False
-    )
+        out.append(_workers_table(cluster.workers, cluster.now))
+    out.append("tasks: " + ", ".join(f"{counts[name]} {name}" for name in ("total", *STATES)))
     if failures:
-        console.print("recent failures:", markup=False)
-        console.print(_runs_table(failures, cluster.now))
+        out += ["recent failures:", _runs_table(failures, cluster.now)]
     else:
-        console.print("recent failures: none", markup=False)
+        out.append("recent failures: none")
+    _show(*out)
     return 0
 
 
@@ -747,7 +792,7 @@ def cmd_workers_list(args: argparse.Namespace) -> int:
     elif not cluster.workers:
         print("no workers")
     else:
-        _console().print(_workers_table(cluster.workers, cluster.now))
+        _show(_workers_table(cluster.workers, cluster.now))
     return 0
 
 

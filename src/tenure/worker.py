@@ -107,6 +107,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._trusted_until = 0.0  # monotonic
         self._offset = 0.0  # database clock minus monotonic clock
+        self._offset_known = False
         self._draining = False
         self._changes_seen: int | None = None
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tenure-sync")
@@ -153,12 +154,15 @@ class Worker:
         self._watchdog = LoopWatchdog(self._loop, self._describe_blocker, threshold=0.5)
         self._watchdog.start()
         try:
-            await self._join()
+            if not await self._join():
+                return  # stopped before ever holding a lease: nothing to hand over
             background = [
                 asyncio.create_task(self._lease_loop(), name="tenure-lease"),
                 asyncio.create_task(self._task_loop(), name="tenure-tasks"),
                 asyncio.create_task(self._flush_loop(), name="tenure-flush"),
             ]
+            # Notifications only speed things up; a store without them returns at once.
+            listener = asyncio.create_task(self.store.listen(self._wake.set), name="tenure-listen")
             try:
                 stop = asyncio.create_task(self._stopping.wait())
                 try:
@@ -175,9 +179,9 @@ class Worker:
                         t.result()  # a background loop died: surface why
                 await self._shutdown()
             finally:
-                for t in background:
+                for t in [*background, listener]:
                     t.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
+                await asyncio.gather(*background, listener, return_exceptions=True)
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -185,8 +189,14 @@ class Worker:
             self._watchdog.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _join(self) -> None:
-        """Register, retrying while the store is down or our previous lease is still live."""
+    async def _join(self, *, rejoin: bool = False) -> bool:
+        """Register, retrying while the store is down; False if asked to stop first.
+
+        On a first join, an id held by a live worker is a mistake (two workers given the
+        same ``--id``) and raises :class:`WorkerIdInUse`. On a rejoin after self-fencing
+        it means our own last renewal landed late: that clears when the lease expires,
+        since nobody renews it now.
+        """
         delay = 0.1
         while not self._stopping.is_set():
             sent = time.monotonic()
@@ -194,16 +204,21 @@ class Worker:
                 lease = await self.store.register_worker(
                     worker_id=self.id, host=socket.gethostname(), pid=os.getpid(), ttl=self.settings.lease_ttl
                 )
-            except (StoreError, WorkerIdInUse) as exc:
-                # WorkerIdInUse after a self-fence means our own last renewal landed late:
-                # it clears when that lease expires, since nobody renews it now.
+            except WorkerIdInUse:
+                if not rejoin:
+                    raise
+                self._log(logging.WARNING, "waiting for our previous lease to expire before rejoining")
+                await self._sleep_or_stop(self.settings.heartbeat)
+                continue
+            except StoreError as exc:
                 self._log(logging.WARNING, "cannot join yet: %s", exc)
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, self.settings.heartbeat)
                 continue
             self._confirmed(sent, lease.db_now, lease.draining)
             self._log(logging.INFO, "joined; lease until %.3f (database clock)", lease.expires_at)
-            return
+            return True
+        return False
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -212,7 +227,16 @@ class Worker:
     def _confirmed(self, sent: float, db_now: float, draining: bool) -> None:
         received = time.monotonic()
         self._trusted_until = sent + self.settings.lease_ttl - self.settings.trust_margin
-        self._offset = db_now - (sent + received) / 2
+        # The database read its clock between sent and received, so the offset lies in
+        # [db_now - received, db_now - sent] (give or take the clock's 1 ms resolution).
+        # Keep the estimate while it fits: a renewal that waited for the write lock gives a
+        # wide interval, and must not move every timer by half its round trip; a quick one
+        # narrows the estimate down.
+        low, high = db_now - received - 0.001, db_now - sent + 0.001
+        if self._offset_known:
+            self._offset = min(max(self._offset, low), high)
+        else:
+            self._offset, self._offset_known = (low + high) / 2, True
         if draining and not self._draining:
             self._log(logging.INFO, "draining: handing tasks over and taking no more")
         self._draining = draining
@@ -284,7 +308,7 @@ class Worker:
         self._owned.clear()
         self._buffer.slots.clear()
         self._changes_seen = None
-        await self._join()
+        await self._join(rejoin=True)
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -349,13 +373,18 @@ class Worker:
             await self._release(to_release)
         if rows:  # ours in the store, unknown here: give them back rather than sit on them
             strays = [
-                SlotDone(kind=t.kind, key=t.key, term=t.term, slot=t.last_slot or 0.0) for t in rows.values()
+                SlotDone(kind=t.kind, key=t.key, term=t.term, slot=self._done_through(t, t.last_slot))
+                for t in rows.values()
             ]
             await self.store.release_tasks(self.id, strays)
 
     async def _release_surplus(self, count: int) -> None:
         # Idle tasks first: a running one would have its commit refused once released.
         ordered = sorted(self._owned.values(), key=lambda ot: (ot.running is not None, ot.name))
+        if self._stopping.is_set():
+            # Stopping: hand idle tasks over at once, but let running ones finish (and commit)
+            # within the grace period; _shutdown's leave() releases them afterwards.
+            ordered = [ot for ot in ordered if ot.running is None]
         await self._release(ordered[:count])
 
     async def _release(self, tasks: list[OwnedTask]) -> None:
@@ -404,9 +433,7 @@ class Worker:
         not_before = now
         if task.freed_how is Freed.EXPIRED and self.settings.takeover_delay > 0:
             not_before = now + self.settings.takeover_delay
-        self._log(
-            logging.INFO, "claimed (%s); first slot in %.3fs", task.freed_how.value, slot - now, task=ot
-        )
+        self._log(logging.INFO, "claimed (%s); first slot in %.3fs", task.freed_how.value, slot - now, task=ot)
         self._arm(ot, not_before=not_before)
         if task.trigger_at is not None:
             self._fire(ot, triggered=task.trigger_at)
@@ -544,7 +571,17 @@ class Worker:
             )
 
     def _slot_done(self, ot: OwnedTask) -> SlotDone:
-        return SlotDone(kind=ot.task.kind, key=ot.task.key, term=ot.term, slot=ot.last_slot or 0.0)
+        slot = self._done_through(ot.task, ot.last_slot)
+        return SlotDone(kind=ot.task.kind, key=ot.task.key, term=ot.term, slot=slot)
+
+    def _done_through(self, task: Task, last: float | None) -> float:
+        """The slot to record as done when letting a task go: the last one started here,
+        else the latest slot already past. Never 0.0: on a task with no last slot yet the
+        store would keep it, and the next owner would run a long-"missed" slot at once and
+        the next one right after, two runs inside one period."""
+        if last is not None:
+            return last
+        return latest_slot(task.schedule, task.kind, task.key, self.db_time())
 
     # -- run records ----------------------------------------------------------------------
 
@@ -580,18 +617,14 @@ class Worker:
         pruned = await self.store.prune_runs(older_than=self.settings.run_retention)
         reaped = await self.store.reap_workers(older_than=max(60.0, 6 * self.settings.lease_ttl))
         if pruned or reaped:
-            self._log(
-                logging.INFO, "housekeeping: pruned %d run records, removed %d dead workers", pruned, reaped
-            )
+            self._log(logging.INFO, "housekeeping: pruned %d run records, removed %d dead workers", pruned, reaped)
 
     # -- watchdog -------------------------------------------------------------------------
 
     def _describe_blocker(self, frame: FrameType | None) -> str:
         """Name the handler whose code is on the loop thread's stack, if any."""
         handlers = {
-            kind.handler.__code__: name
-            for name, kind in self._kinds.items()
-            if hasattr(kind.handler, "__code__")
+            kind.handler.__code__: name for name, kind in self._kinds.items() if hasattr(kind.handler, "__code__")
         }
         while frame is not None:
             kind = handlers.get(frame.f_code)

@@ -76,6 +76,10 @@ class Context:
         worker lost the task, or if its own clock says the lease can no longer be
         trusted, which spares a round trip that the database would refuse anyway.
         """
+        if self.is_cancelled:
+            # A run past its timeout (a sync handler's thread cannot be killed) or stopped
+            # by its worker is over: the task may already be running again.
+            raise LeaseLost(f"run of {self.kind}/{self.key} at term {self.token} was cancelled; not committing")
         if not self._lease_trusted():
             raise LeaseLost(f"worker {self.worker_id!r} cannot vouch for its lease on {self.kind}/{self.key}")
         async with self._store.fenced(

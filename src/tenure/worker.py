@@ -78,6 +78,8 @@ class OwnedTask:
     ctx: Context | None = None
     #: Trigger requests up to this database time have been answered.
     trigger_done: float = 0.0
+    #: To be handed over once its run in progress ends; starts no new run.
+    handover: bool = False
 
     @property
     def name(self) -> str:
@@ -282,7 +284,13 @@ class Worker:
             budget = self._trusted_until - sent
             try:
                 if budget <= 0:
-                    raise TimeoutError
+                    if self._owned or self._runs:
+                        raise TimeoutError
+                    # Holding nothing, there is nothing to fence: this is a join answered too
+                    # late to vouch for (it waited for the server to come back). Confirm the
+                    # lease afresh rather than fence and wait for our own new lease to expire;
+                    # the database refuses the renewal if the lease has expired meanwhile.
+                    budget = self.settings.lease_ttl - self.settings.trust_margin
                 async with asyncio.timeout(budget):
                     lease = await self.store.renew_lease(self.id, self.settings.lease_ttl)
                 self._confirmed(sent, lease.db_now, lease.draining)
@@ -379,13 +387,16 @@ class Worker:
             await self.store.release_tasks(self.id, strays)
 
     async def _release_surplus(self, count: int) -> None:
-        # Idle tasks first: a running one would have its commit refused once released.
-        ordered = sorted(self._owned.values(), key=lambda ot: (ot.running is not None, ot.name))
-        if self._stopping.is_set():
-            # Stopping: hand idle tasks over at once, but let running ones finish (and commit)
-            # within the grace period; _shutdown's leave() releases them afterwards.
-            ordered = [ot for ot in ordered if ot.running is None]
-        await self._release(ordered[:count])
+        """Hand over ``count`` tasks: idle ones now; running ones start no new run and go
+        at a later poll, once idle, so that a run in progress is never refused its commit
+        (when stopping, _shutdown's leave() releases them after the grace period)."""
+        idle = sorted((ot for ot in self._owned.values() if ot.running is None), key=lambda ot: ot.name)
+        if idle[:count]:
+            await self._release(idle[:count])
+        for ot in sorted((ot for ot in self._owned.values() if ot.running is not None), key=lambda ot: ot.name)[
+            : count - len(idle[:count])
+        ]:
+            ot.handover = True
 
     async def _release(self, tasks: list[OwnedTask]) -> None:
         for ot in tasks:  # no new runs while the release is on its way
@@ -448,6 +459,8 @@ class Worker:
 
     def _fire(self, ot: OwnedTask, triggered: float | None = None) -> None:
         """A slot (or a trigger) is due: start a run unless one is still going."""
+        if ot.handover:
+            return
         if triggered is None:
             slot = ot.next_slot
             ot.next_slot = self._following_slot(ot, slot)
@@ -677,7 +690,10 @@ class LoopWatchdog:
         while not self._stop.wait(self._threshold / 4):
             tick = self._tick_at
             stalled = time.monotonic() - tick
-            if stalled > self._threshold and tick != reported:
+            if reported and tick != reported:
+                log.warning("event loop ran again after being blocked for %.2fs", tick - reported)
+                reported = 0.0
+            if stalled > self._threshold and not reported:
                 reported = tick
                 frame = sys._current_frames().get(self._loop_thread)
                 log.warning(

@@ -10,13 +10,18 @@ JSON command per line on stdin and answers each with one JSON line on stdout:
 - ``claim {kinds, limit, ack?}``: one ``claim_tasks`` call. With ``ack``, a
   ``{"started": ...}`` line is printed just before the call, so the test knows the
   claim is in flight.
-- ``claim_all {kinds, limit}``: claim repeatedly until a call returns nothing.
-- ``release``: release every task this process holds.
+- ``claim_all {kinds, limit, barrier?}``: claim repeatedly until a call returns
+  nothing. With ``barrier``, first answer ``{"armed": true}`` and wait for a ``go`` line.
+- ``release``: release every task this process holds; ``leave``: leave the cluster.
 - ``write {kind, key, term, n, rows, slot?}``: one fenced transaction inserting ``rows``
-  rows into ``decisions`` (numbered from ``n``), then committing.
+  rows into ``decisions`` (numbered from ``n``), then committing. ``write_held {n}``:
+  one such transaction (of one row) for every task this process holds.
 - ``open {kind, key, term, n, slot?}``: a fenced transaction that inserts one row,
   answers ``{"in_tx": true}`` and stays open until the next command: ``commit`` (leave
   the block normally) or ``abort`` (raise inside it). Then answers how it ended.
+- ``give_up {kind, key, term, n, after}``: a fenced ``write`` cancelled after ``after``
+  seconds if it has not finished (as a run past its timeout is); prints
+  ``{"cancelling": true}`` when it cancels, then answers once the attempt has ended.
 - ``status``, ``exit``.
 
 Failures come back as ``{"ok": false, "error": "<exception class>", ...}``; for fenced
@@ -36,7 +41,7 @@ import time
 import traceback
 from typing import Any
 
-from tenure.errors import LeaseLost, TenureError
+from tenure.errors import LeaseLost, StoreError, TenureError
 from tenure.models import SlotDone
 from tenure.store import Store, make_store
 
@@ -57,6 +62,7 @@ class Child:
         self.heartbeat: asyncio.Task[None] | None = None
         self.heartbeat_state = "off"
         self.renewals = 0
+        self.renewal_errors = 0
 
     async def next_command(self) -> JSON | None:
         line = await self.commands.readline()
@@ -89,16 +95,29 @@ class Child:
                 except LeaseLost:
                     self.heartbeat_state = "lost"
                     return
-                self.renewals += 1
+                except StoreError:  # busy or briefly gone: try again, as a worker would
+                    self.renewal_errors += 1
+                else:
+                    self.renewals += 1
                 await asyncio.sleep(every)
 
         self.heartbeat_state = "running"
         self.heartbeat = asyncio.create_task(beat())
         return {}
 
+    async def op_leave(self, cmd: JSON) -> JSON:
+        freed = await self.store.leave(self.worker_id, [])
+        self.held.clear()
+        return {"freed": freed}
+
     async def op_status(self, cmd: JSON) -> JSON:
         held = [[k, key, t] for (k, key), t in sorted(self.held.items())]
-        return {"heartbeat": self.heartbeat_state, "renewals": self.renewals, "held": held}
+        return {
+            "heartbeat": self.heartbeat_state,
+            "renewals": self.renewals,
+            "renewal_errors": self.renewal_errors,
+            "held": held,
+        }
 
     # -- ownership --------------------------------------------------------------------
 
@@ -116,6 +135,11 @@ class Child:
         return {"claims": claims, "t_start": t_start, "t_end": time.time()}
 
     async def op_claim_all(self, cmd: JSON) -> JSON:
+        if cmd.get("barrier"):  # say so, then wait for "go": all racers start together
+            emit({"armed": True})
+            go = await self.next_command()
+            if go is None or go["op"] != "go":
+                raise RuntimeError(f"a racer expects go, got {go!r}")
         claims: list[list[Any]] = []
         while got := await self._claim(cmd):
             claims += got
@@ -144,6 +168,15 @@ class Child:
             return {"ok": False, "error": "LeaseLost", "stage": stage, "msg": str(exc)}
         return {"t": time.time()}
 
+    async def op_write_held(self, cmd: JSON) -> JSON:
+        """One fenced transaction per task held, each writing one row numbered ``n``."""
+        written: list[list[Any]] = []
+        refused: list[list[Any]] = []
+        for (kind, key), term in sorted(self.held.items()):
+            reply = await self.op_write({"kind": kind, "key": key, "term": term, "n": cmd["n"]})
+            (refused if reply.get("ok") is False else written).append([kind, key, term])
+        return {"written": written, "refused": refused}
+
     async def op_open(self, cmd: JSON) -> JSON:
         stage = "begin"
         t_commit = None
@@ -166,6 +199,24 @@ class Child:
         except _Abort:
             return {"ok": False, "error": "aborted", "stage": stage}
         return {"t_commit": t_commit, "t_done": time.time()}
+
+    async def op_give_up(self, cmd: JSON) -> JSON:
+        """A fenced ``write`` cancelled after ``after`` seconds if still unfinished, as a
+        run past its timeout is. Prints ``{"cancelling": true}`` as it cancels."""
+        attempt = asyncio.create_task(self.op_write(cmd))
+
+        def cancel() -> None:
+            if not attempt.done():
+                emit({"cancelling": True})
+                attempt.cancel()
+
+        timer = asyncio.get_running_loop().call_later(cmd["after"], cancel)
+        try:
+            return {"gave_up": False, **await attempt}
+        except asyncio.CancelledError:
+            return {"gave_up": True}
+        finally:
+            timer.cancel()
 
     def _fenced(self, cmd: JSON) -> contextlib.AbstractAsyncContextManager[Any]:
         return self.store.fenced(

@@ -1,0 +1,213 @@
+"""A real worker process for the runtime tests: a small tenure app run by ``App.run_worker``.
+
+Run as::
+
+    python worker_child.py STORE_URL --id NAME --scenario NAME --events FILE
+        [--ttl S] [--heartbeat S] [--poll S] [--grace S] [--trust-margin S] [--control DIR]
+
+It does not use the ``tenure`` CLI: it builds a :class:`tenure.App`, registers the
+scenario's kinds and calls ``asyncio.run(app.run_worker(settings=...))``, logging at INFO
+to stderr (``logging.basicConfig``), so the watchdog's reports land in the test's log file.
+
+What handlers decide goes to the test's ``commits`` table through ``ctx.fenced()``, one
+row per accepted run (``kind, key, term, worker, slot, started, at``; ``at`` is the
+database clock inside the transaction). What the database cannot show, because it was
+refused or never reached it, goes to the ``--events`` file: one JSON object per line
+(``{"ev": "start" | "committed" | "refused" | "cancelled" | "blocking" | ..., ...}``),
+written unbuffered so it survives SIGKILL.
+
+Scenarios (kinds registered):
+
+- ``tick``: ``tick`` (async; optional ``work`` seconds of ``asyncio.sleep`` before committing;
+  with ``stubborn``, it ignores being cancelled during that sleep and commits anyway).
+- ``faults``: ``tick``, plus ``hang`` (async, never returns; timeout 0.5 s), ``boom``
+  (async, raises) and ``nap`` (sync, ``time.sleep(params["sleep"])`` in its thread,
+  timeout 0.5 s, then a fenced commit through ``ctx.fenced_sync()``).
+- ``blocker``: ``tick``, plus ``block`` (async, but blocks the event loop with
+  ``time.sleep`` for the seconds written in ``CONTROL/block-<key>`` when that file exists,
+  which it deletes, at a moment when no process holds SQLite's write lock; then commits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import tenure
+from tenure import Context, LeaseLost, Settings
+from tenure.store.sqlite import parse_sqlite_url
+
+INSERT = (
+    "INSERT INTO commits (kind, key, term, worker, slot, started, at) "
+    "VALUES (?, ?, ?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0)"
+)
+
+
+class Events:
+    """The side channel: one JSON line per event, each in one write() (kept on SIGKILL)."""
+
+    def __init__(self, path: Path, worker: str) -> None:
+        self._out: IO[bytes] = path.open("ab", buffering=0)
+        self._worker = worker
+        self._lock = threading.Lock()
+
+    def note(self, ev: str, ctx: Context | None = None, **extra: Any) -> None:
+        rec: dict[str, Any] = {"ev": ev, "t": time.time(), "worker": self._worker}
+        if ctx is not None:
+            rec.update(kind=ctx.kind, key=ctx.key, term=ctx.token, slot=ctx.scheduled_at)
+        rec.update(extra)
+        with self._lock:
+            self._out.write((json.dumps(rec) + "\n").encode())
+
+
+def build(args: argparse.Namespace) -> tenure.App:
+    app = tenure.App(args.store)
+    events = Events(Path(args.events), args.id)
+    control = Path(args.control) if args.control else None
+    db_path, _ = parse_sqlite_url(args.store)
+
+    def write_lock_free() -> bool:
+        return _write_lock_free(db_path)
+
+    async def commit(ctx: Context, started: float) -> None:
+        try:
+            async with ctx.fenced() as tx:
+                await tx.execute(INSERT, (ctx.kind, ctx.key, ctx.token, ctx.worker_id, ctx.scheduled_at, started))
+        except LeaseLost as exc:
+            events.note("refused", ctx, error=str(exc))
+            raise
+        events.note("committed", ctx)
+
+    async def tick(ctx: Context) -> None:
+        started = time.time()
+        events.note("start", ctx)
+        try:
+            work = float(ctx.params.get("work", 0.0))
+            if work:
+                await asyncio.sleep(work)
+        except asyncio.CancelledError:
+            events.note("cancelled", ctx)
+            if not ctx.params.get("stubborn"):
+                raise
+            # A handler that ignores its cancellation and commits anyway: the fence must
+            # refuse what it writes once the lease is gone.
+        await commit(ctx, started)
+
+    app.task("tick", every=1.0)(tick)
+
+    if args.scenario == "faults":
+
+        async def hang(ctx: Context) -> None:
+            events.note("start", ctx)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                events.note("cancelled", ctx)
+                raise
+
+        async def boom(ctx: Context) -> None:
+            events.note("start", ctx)
+            raise RuntimeError(f"boom in {ctx.key}")
+
+        def nap(ctx: Context) -> None:
+            started = time.time()
+            events.note("start", ctx, thread=threading.current_thread().name)
+            time.sleep(float(ctx.params.get("sleep", 1.5)))
+            try:
+                with ctx.fenced_sync() as tx:
+                    tx.execute(INSERT, (ctx.kind, ctx.key, ctx.token, ctx.worker_id, ctx.scheduled_at, started))
+            except LeaseLost as exc:
+                events.note("refused", ctx, error=str(exc))
+                raise
+            events.note("committed", ctx, cancelled=ctx.is_cancelled)
+
+        app.task("hang", every=1.0, timeout=0.5)(hang)
+        app.task("boom", every=0.5)(boom)
+        app.task("nap", every=1.0, timeout=0.5)(nap)
+
+    elif args.scenario == "blocker":
+        assert control is not None, "the blocker scenario needs --control"
+
+        async def block(ctx: Context) -> None:
+            started = time.time()
+            events.note("start", ctx)
+            order = control / f"block-{ctx.key}"
+            if order.exists() and write_lock_free():
+                seconds = float(order.read_text())
+                order.unlink()
+                events.note("blocking", ctx, seconds=seconds)
+                time.sleep(seconds)  # noqa: ASYNC251 - blocking the event loop is the point
+                events.note("unblocked", ctx, lease_trusted=_trusted(ctx))
+            await commit(ctx, started)
+
+        app.task("block", every=1.0, timeout=10.0)(block)
+
+    elif args.scenario != "tick":
+        raise SystemExit(f"unknown scenario {args.scenario!r}")
+    return app
+
+
+def _write_lock_free(path: Path) -> bool:
+    """True if nobody (this process included) holds SQLite's write lock right now.
+
+    The blocking handler blocks only then: blocked while another coroutine of this worker
+    is inside a write transaction, it would hold SQLite's single write lock, and stall
+    every worker, for the whole block (a limit of the embedded store, not the subject).
+    Nothing can start one afterwards: the event loop is blocked from here on.
+    """
+    with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as db:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        db.execute("ROLLBACK")
+        return True
+
+
+def _trusted(ctx: Context) -> bool:
+    return bool(ctx._lease_trusted())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("store")
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--scenario", default="tick")
+    parser.add_argument("--events", required=True)
+    parser.add_argument("--control")
+    parser.add_argument("--ttl", type=float, default=1.5)
+    parser.add_argument("--heartbeat", type=float, default=0.3)
+    parser.add_argument("--poll", type=float, default=0.25)
+    parser.add_argument("--grace", type=float, default=1.0)
+    parser.add_argument("--trust-margin", type=float, default=0.3)
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    settings = Settings(
+        lease_ttl=args.ttl,
+        heartbeat=args.heartbeat,
+        poll=args.poll,
+        grace=args.grace,
+        trust_margin=args.trust_margin,
+        worker_id=args.id,
+    )
+    app = build(args)
+    logging.getLogger("worker_child").info("pid %d starting as %s (%s)", os.getpid(), args.id, args.scenario)
+    asyncio.run(app.run_worker(settings=settings))
+    logging.getLogger("worker_child").info("run_worker returned; exiting 0")
+
+
+if __name__ == "__main__":
+    main()

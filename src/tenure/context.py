@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from tenure import metrics
 from tenure.errors import LeaseLost
 from tenure.store.base import FencedTransaction, Store
 
@@ -77,15 +78,22 @@ class Context:
         trusted, which spares a round trip that the database would refuse anyway.
         """
         if self.is_cancelled:
+            metrics.FENCED_REFUSED.labels(self.kind).inc()
             # A run past its timeout (a sync handler's thread cannot be killed) or stopped
             # by its worker is over: the task may already be running again.
             raise LeaseLost(f"run of {self.kind}/{self.key} at term {self.token} was cancelled; not committing")
         if not self._lease_trusted():
+            metrics.FENCED_REFUSED.labels(self.kind).inc()
             raise LeaseLost(f"worker {self.worker_id!r} cannot vouch for its lease on {self.kind}/{self.key}")
-        async with self._store.fenced(
-            worker_id=self.worker_id, kind=self.kind, key=self.key, term=self.token, slot=self.scheduled_at
-        ) as tx:
-            yield tx
+        try:
+            async with self._store.fenced(
+                worker_id=self.worker_id, kind=self.kind, key=self.key, term=self.token, slot=self.scheduled_at
+            ) as tx:
+                yield tx
+        except LeaseLost:
+            metrics.FENCED_REFUSED.labels(self.kind).inc()
+            raise
+        metrics.FENCED_COMMITTED.labels(self.kind).inc()
 
     @contextmanager
     def fenced_sync(self) -> Iterator[SyncFencedTransaction]:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from tenure import metrics
 from tenure.context import Context
 from tenure.errors import LeaseLost, StoreError, TenureError, WorkerIdInUse
 from tenure.models import Claim, Freed, Outcome, Run, SlotDone, Task
@@ -293,6 +294,7 @@ class Worker:
                     budget = self.settings.lease_ttl - self.settings.trust_margin
                 async with asyncio.timeout(budget):
                     lease = await self.store.renew_lease(self.id, self.settings.lease_ttl)
+                metrics.RENEW_LATENCY.observe(time.monotonic() - sent)
                 self._confirmed(sent, lease.db_now, lease.draining)
             except LeaseLost as exc:
                 await self._self_fence(f"lease lost: {exc}")
@@ -307,6 +309,7 @@ class Worker:
     async def _self_fence(self, why: str) -> None:
         """Stop everything that could act on a lease we can no longer vouch for, then rejoin."""
         self._log(logging.ERROR, "self-fencing: %s; dropping %d tasks", why, len(self._owned))
+        metrics.SELF_FENCES.inc()
         self._trusted_until = 0.0
         for ot in self._owned.values():
             if ot.timer:
@@ -314,6 +317,7 @@ class Worker:
         await self._cancel_runs("lease lost")
         # Their records stay buffered (outcome lease_lost); their slots are not ours to advance.
         self._owned.clear()
+        metrics.TASKS_HELD.set(0)
         self._buffer.slots.clear()
         self._changes_seen = None
         await self._join(rejoin=True)
@@ -418,6 +422,7 @@ class Worker:
         """Forget a task locally. A run in progress finishes; its commit is refused by the
         database if the task has moved on."""
         self._owned.pop((ot.task.kind, ot.task.key), None)
+        metrics.TASKS_HELD.set(len(self._owned))
         if ot.timer:
             ot.timer.cancel()
             ot.timer = None
@@ -441,6 +446,8 @@ class Worker:
         ot = OwnedTask(task=task, kind=kind, term=task.term, next_slot=slot)
         ot.trigger_done = 0.0
         self._owned[k] = ot
+        metrics.TASKS_HELD.set(len(self._owned))
+        metrics.TERM_CHANGES.labels(task.freed_how.value).inc()
         not_before = now
         if task.freed_how is Freed.EXPIRED and self.settings.takeover_delay > 0:
             not_before = now + self.settings.takeover_delay
@@ -561,6 +568,11 @@ class Worker:
         triggered: bool = False,
     ) -> None:
         task = ot.task
+        ended = self.db_time()
+        metrics.RUNS.labels(task.kind, outcome.value).inc()
+        if outcome is not Outcome.SKIPPED:
+            metrics.LAG.labels(task.kind).observe(max(0.0, started - slot))
+            metrics.DURATION.labels(task.kind).observe(max(0.0, ended - started))
         runs = self._buffer.runs
         if len(runs) >= MAX_BUFFERED_RUNS:
             del runs[: len(runs) // 10]
@@ -573,7 +585,7 @@ class Worker:
                 term=ot.term,
                 scheduled_at=slot,
                 started_at=started,
-                ended_at=self.db_time(),
+                ended_at=ended,
                 outcome=outcome,
                 error=error,
             )
@@ -695,6 +707,7 @@ class LoopWatchdog:
                 reported = 0.0
             if stalled > self._threshold and not reported:
                 reported = tick
+                metrics.LOOP_STALLS.inc()
                 frame = sys._current_frames().get(self._loop_thread)
                 log.warning(
                     "event loop blocked for %.2fs by %s; async handlers must not block (use a sync one)",

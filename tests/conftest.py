@@ -8,8 +8,9 @@ database behind a store) live in ``tests/store_contract/dialect.py``.
 
 ``TENURE_TEST_STORES`` (comma-separated ids, default: all) chooses the kinds to run, e.g.
 ``TENURE_TEST_STORES=sqlite``; ``TENURE_TEST_POSTGRESQL`` is the server's maintenance URL
-(default ``postgresql://postgres@127.0.0.1:5432/postgres``), on which a scratch database
-is created and dropped for each test.
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``) and ``TENURE_TEST_MARIADB``
+the MariaDB/MySQL one (default ``mysql://root@127.0.0.1:3306/test``), on which a scratch
+database is created and dropped for each test.
 
 A server that does not answer fails its tests under CI (``CI`` set), so CI never passes
 by skipping them; on a developer machine they are skipped, and the run ends with a loud
@@ -55,10 +56,52 @@ def _postgresql_store(tmp_path: Path) -> Iterator[str]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def run_mysql_admin(admin_url: str, sql: str) -> None:
+    """Run one statement on a MySQL/MariaDB server (asyncmy is async; tests need it sync)."""
+    import asyncio
+    import concurrent.futures
+
+    import asyncmy
+
+    p = urlsplit(admin_url)
+
+    async def go() -> None:
+        conn = await asyncmy.connect(
+            host=p.hostname or "127.0.0.1",
+            port=p.port or 3306,
+            user=p.username or "root",
+            password=p.password or "",
+            autocommit=True,
+            connect_timeout=5,
+        )
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql)
+        finally:
+            conn.close()
+
+    # A fixture may run inside pytest-asyncio's loop: give asyncio.run a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
+
+
+@contextmanager
+def _mariadb_store(tmp_path: Path) -> Iterator[str]:
+    """A scratch database on the MariaDB (or MySQL) server, dropped after the test."""
+    admin = os.environ.get("TENURE_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
+    name = f"tenure_test_{uuid.uuid4().hex[:16]}"
+    run_mysql_admin(admin, f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+    finally:
+        run_mysql_admin(admin, f"DROP DATABASE IF EXISTS {name}")
+
+
 #: One factory per store kind: given a scratch folder, make an empty database and yield its URL.
 STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "sqlite": _sqlite_store,
     "postgresql": _postgresql_store,
+    "mariadb": _mariadb_store,
 }
 
 #: Store kinds every store-backed test runs against, in order.
@@ -132,3 +175,19 @@ async def app(store_url: str) -> AsyncIterator[tenure.App]:
         yield a
     finally:
         await a.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """Put the root logger back as it was: CLI commands run in-process (``tenure worker``,
+    ``tenure dashboard``) configure logging, and a handler left behind would write to a
+    capture stream closed after its test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

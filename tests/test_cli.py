@@ -182,7 +182,9 @@ def test_commands_refuse_a_store_that_does_not_exist(url: str, capsys: pytest.Ca
     ("store", "code"),
     [
         ("foo", 2),
-        ("mysql://user@db/tenure", 2),
+        ("redis://127.0.0.1/0", 2),
+        ("mysql://user@127.0.0.1:1/tenure", 1),  # a real store whose server does not answer
+        ("postgresql://user@127.0.0.1:1/tenure", 1),
         ("sqlite://somehost/x.db", 2),
         ("sqlite:///x.db?pool=many", 2),
         ("sqlite:///no/such/folder/x.db", 1),

@@ -104,6 +104,63 @@ class PostgreSQLRaw:
         return [str(r[0]) for r in self._execute(self.select_probe_sql)]
 
 
+class MySQLRaw:
+    dialect = "mysql"
+    clock_is_host = False
+    insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
+    select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
+
+    def __init__(self, url: str) -> None:
+        self._parts = urlsplit(url)
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import asyncio
+        import concurrent.futures
+
+        import asyncmy
+
+        p = self._parts
+
+        async def go() -> list[tuple[Any, ...]]:
+            conn = await asyncmy.connect(
+                host=p.hostname or "127.0.0.1",
+                port=p.port or 3306,
+                user=p.username or "root",
+                password=p.password or "",
+                database=p.path.lstrip("/"),
+                autocommit=True,
+            )
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute(sql, params or None)
+                    return [tuple(r) for r in await cur.fetchall()] if cur.description else []
+            finally:
+                conn.close()
+
+        # Tests call this from inside pytest-asyncio's loop: asyncio.run needs its own thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result()
+
+    def set_schema_version(self, version: int) -> None:
+        self._execute("UPDATE tenure_meta SET value = %s WHERE name = 'schema_version'", (str(version),))
+        assert self.read_schema_version() == version
+
+    def read_schema_version(self) -> int | None:
+        rows = self._execute("SELECT value FROM tenure_meta WHERE name = 'schema_version'")
+        return int(rows[0][0]) if rows else None
+
+    def count_rows(self, table: str) -> int:
+        return int(self._execute(f"SELECT count(*) FROM {table}")[0][0])
+
+    def create_probe_table(self) -> None:
+        self._execute(
+            f"CREATE TABLE {PROBE_TABLE} (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT NOT NULL) ENGINE=InnoDB"
+        )
+
+    def probe_notes(self) -> list[str]:
+        return [str(r[0]) for r in self._execute(self.select_probe_sql)]
+
+
 def raw_db(url: str) -> RawDB:
     """Raw access to the database a store URL names."""
     scheme = urlsplit(url).scheme
@@ -111,4 +168,6 @@ def raw_db(url: str) -> RawDB:
         return SQLiteRaw(url)
     if scheme in ("postgresql", "postgres"):
         return PostgreSQLRaw(url)
+    if scheme in ("mysql", "mariadb"):
+        return MySQLRaw(url)
     raise NotImplementedError(f"no raw test access for {scheme} stores yet")

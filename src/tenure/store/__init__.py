@@ -27,7 +27,15 @@ def make_store(url: str) -> Store:
 
         return PostgreSQLStore(url)
     if scheme in ("mysql", "mariadb"):
-        raise InvalidStoreURL(f"the {scheme} store is not available in this version of tenure yet")
+        try:
+            from tenure.store.mysql import MySQLStore
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "asyncmy":
+                raise
+            raise InvalidStoreURL(f"the {scheme} store needs the asyncmy driver: pip install 'tenure[mysql]'") from exc
+
+        return MySQLStore(url)
     raise InvalidStoreURL(
-        f"store URL {url!r} has unknown scheme {scheme or '(none)'!r}; use sqlite:///path.db or postgresql://host/db"
+        f"store URL {url!r} has unknown scheme {scheme or '(none)'!r}; "
+        "use sqlite:///path.db, postgresql://host/db or mysql://host/db"
     )

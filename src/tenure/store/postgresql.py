@@ -167,6 +167,12 @@ class PostgreSQLStore:
                 "application_name": f"tenure-{name}",
             },
             timeout=o["connect_timeout"],
+            # psycopg_pool retries a lost connection with a delay that doubles (1 s, 2 s, 4 s…)
+            # for this long, 5 minutes by default: after a long outage a worker could wait
+            # minutes for its next attempt while the server is back. A series as long as a
+            # request waits for a connection keeps attempts at most 2 s apart with the
+            # default 5 s (a request that timed out starts a new series at once).
+            reconnect_timeout=o["connect_timeout"],
             open=False,
             name=f"tenure-{name}",
         )
@@ -357,7 +363,11 @@ class PostgreSQLStore:
                 raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
             if live is not None:
                 await conn.execute(Q["free_expired_worker_tasks"].encode(), {"worker": worker_id})
-            row = await _one(conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl})
+            row = await _maybe_one(
+                conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
+            )
+            if row is None:
+                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
             return _lease(worker_id, row)
 
         return await self._tx(go, pool=self._lease_pool)

@@ -40,7 +40,12 @@ CREATE TABLE IF NOT EXISTS tenure_workers (
     PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation};
 
+-- Tasks are found by (kind, key), a unique key; the primary key is a short surrogate
+-- because an UPDATE joined to a JSON_TABLE (claims, slots) buffers the primary keys of
+-- the rows it changes in a temporary table, which stays in memory only for short keys
+-- (kind and key are up to 1060 bytes: that would be an on-disk table per statement).
 CREATE TABLE IF NOT EXISTS tenure_tasks (
+    id         BIGINT NOT NULL AUTO_INCREMENT,
     kind       VARCHAR(64) NOT NULL,
     `key`      VARCHAR(200) NOT NULL,
     every      DOUBLE,
@@ -56,7 +61,8 @@ CREATE TABLE IF NOT EXISTS tenure_tasks (
     version    BIGINT NOT NULL DEFAULT 1,
     created_at DOUBLE NOT NULL,
     updated_at DOUBLE NOT NULL,
-    PRIMARY KEY (kind, `key`),
+    PRIMARY KEY (id),
+    UNIQUE KEY tenure_tasks_task (kind, `key`),
     KEY tenure_tasks_owner (owner),
     CONSTRAINT tenure_tasks_one_schedule CHECK ((every IS NULL) <> (cron IS NULL))
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation};

@@ -180,8 +180,8 @@ UPDATE tenure_counters SET value = LAST_INSERT_ID(value + %(count)s) WHERE name 
 -- name: claim_apply
 -- One statement for every claimed task: %(claims)s is a JSON array of
 -- [kind, key, term, had_owner, old_expiry]. The JSON table is read first
--- (STRAIGHT_JOIN), then each task row by its primary key. Assignments read only their
--- own column and the JSON row, so their order does not matter.
+-- (STRAIGHT_JOIN), then each task row by its (kind, key) unique key. Assignments read
+-- only their own column and the JSON row, so their order does not matter.
 UPDATE JSON_TABLE(%(claims)s, '$[*]' COLUMNS (
            kind       VARCHAR(64)  PATH '$[0]',
            `key`      VARCHAR(200) PATH '$[1]',
@@ -217,6 +217,14 @@ FOR UPDATE;
 
 -- name: fence_check
 SELECT 1 FROM tenure_tasks t
+WHERE t.kind = %(kind)s AND t.`key` = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
+  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now});
+
+-- name: fence_advance
+-- fence_check and advance_slot in one statement, for a fenced commit that records its
+-- slot: it matches one row exactly when the fence still holds.
+UPDATE tenure_tasks t
+SET t.last_slot = GREATEST(COALESCE(t.last_slot, %(slot)s), %(slot)s)
 WHERE t.kind = %(kind)s AND t.`key` = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
   AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now});
 

@@ -68,6 +68,9 @@ VALUES (%(worker)s, %(host)s, %(pid)s, {now}, {now}, {now} + %(ttl)s, false)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
     heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = false
+-- Two processes registering the same new id at once: the second finds a live row here
+-- and gets no row back (WorkerIdInUse) instead of overwriting the first.
+WHERE tenure_workers.expires_at <= {now}
 RETURNING expires_at, heartbeat_at, draining;
 
 -- name: renew_lease

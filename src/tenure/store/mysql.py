@@ -1,0 +1,1104 @@
+"""The MySQL/MariaDB store, on asyncmy (async) with a connection pool.
+
+Supported servers: **MySQL 8.0.17+** and **MariaDB 10.6+**. Claims need
+``SKIP LOCKED`` (MySQL 8.0.1, MariaDB 10.6) and ``JSON_TABLE`` (MySQL 8.0.4, MariaDB
+10.6), and names compare byte for byte under a binary NO PAD collation
+(``utf8mb4_0900_bin``, MySQL 8.0.17; ``utf8mb4_nopad_bin``, MariaDB). :meth:`open`
+reads the server's version and refuses older ones.
+
+How the contract's guarantees are kept here:
+
+- **The clock.** Every lease decision uses ``SYSDATE(6)``, the server's clock when the
+  expression is *evaluated*. ``NOW(6)`` would be the time the *statement started*
+  (unlike PostgreSQL's ``now()`` it is not frozen for a whole transaction, but a
+  statement that waited on a row lock would still judge a lease by the time before the
+  wait: a renewal queued behind a lock past the lease's end would revive it). Sessions
+  run with ``time_zone = '+00:00'`` so that no daylight-saving jump ever falls inside a
+  statement, and the expression subtracts the session's offset anyway
+  (``NOW(6) - UTC_TIMESTAMP(6)``, exact: both are the statement's start), so a handler
+  that changes its session's time zone cannot skew the clock. (Handlers' own SQL thus
+  sees ``NOW()`` in UTC; ``TIMESTAMP`` columns hold the same instants.) ``TIMESTAMPDIFF`` from
+  1970 rather than ``UNIX_TIMESTAMP()``, which stops at 2038 on MariaDB before 11.5 and
+  MySQL before 8.0.28. Times are stored as ``DOUBLE`` epoch seconds, never
+  ``TIMESTAMP``. With ``--sysdate-is-now`` a server turns ``SYSDATE()`` into ``NOW()``:
+  still correct, only judged at statement start.
+- **Claims** lock free task rows with ``SELECT … FOR UPDATE SKIP LOCKED`` and write
+  owner and terms to all of them in one ``UPDATE`` joined to a ``JSON_TABLE`` of the
+  claimed keys (MySQL has no ``UPDATE … FROM`` nor ``RETURNING``); run records' slots are
+  advanced the same way, one statement per batch.
+- **Terms** come from one counter row, taken with
+  ``UPDATE … SET value = LAST_INSERT_ID(value + n)``. It commits (or rolls back) with
+  the claim that uses it, so the counter is never behind a stored term, even after a
+  crash. (An ``AUTO_INCREMENT`` table would not hand out a consecutive block per claim
+  under ``innodb_autoinc_lock_mode = 2`` and grows a table to clean; MariaDB's
+  sequences do not exist on MySQL.)
+- **Found rows.** Connections set ``CLIENT_FOUND_ROWS``: an ``UPDATE`` then counts the
+  rows its ``WHERE`` matched, not only those whose values changed, so a guarded update
+  that writes equal values (``set_draining`` twice) is not mistaken for a missing row
+  or a lost lease. Handlers' ``tx.execute`` counts the same way as on PostgreSQL.
+- **Isolation is READ COMMITTED** on every session. InnoDB's default, REPEATABLE READ,
+  makes plain reads see the snapshot taken at the transaction's first read while
+  locking reads and writes see the latest committed rows: a fenced transaction's
+  re-check before commit would judge the lease by the worker row as it was when the
+  transaction began, ignoring the renewals since (a handler longer than the TTL could
+  never commit). REPEATABLE READ also takes gap and next-key locks, and keeps the lock
+  on every row a locking scan examined; READ COMMITTED releases the rows that did not
+  match, so a claim scanning past tasks of live owners does not block their commits.
+- **Fenced transactions** lock the task row (``SELECT … FOR UPDATE``) after checking
+  owner, term and lease (liveness is a subquery, whose rows InnoDB does not lock), claims
+  pass over locked rows (``SKIP LOCKED``), and the lease is checked again on the server's
+  clock just before ``COMMIT``.
+- **A paused worker cannot block a takeover** past the failover bound: sessions carry
+  ``innodb_lock_wait_timeout`` and ``lock_wait_timeout`` (``lock_timeout``) and an idle
+  transaction limit (``idle_tx_timeout``): MariaDB's ``idle_transaction_timeout`` ends a
+  session left idle inside a transaction. MySQL has no such setting: its sessions get
+  ``wait_timeout = idle_tx_timeout`` instead, which ends *any* session idle that long,
+  so the pool recycles idle connections well before (and reconnects). Both get
+  ``net_read_timeout`` / ``net_write_timeout`` of the same length, for a client paused
+  in the middle of a packet. The server rolls back what a killed session held.
+- **Sessions** also pin each flavor's default ``sql_mode`` (strict), so a server
+  configured with ``ANSI_QUOTES``, ``ORACLE`` or a non-strict mode cannot change how
+  tenure's SQL parses or silently cut what it stores.
+- **Lease upkeep** has its own pool of one connection, so renewals never queue behind
+  handlers' transactions; a renewal is two autocommitted statements (the update, then a
+  read of it) rather than a transaction. Waiting for a free pooled connection is bounded
+  by ``connect_timeout`` (then :class:`~tenure.errors.StoreUnavailable`).
+- **No notifications**: :meth:`listen` returns at once and workers poll.
+
+Cancelling an operation mid-statement closes its connection (never reused, the server
+rolls back) and, if a statement was running, kills it on the server from a fresh
+connection, so it does not go on holding locks.
+
+URL: ``mysql://user:password@host:port/dbname?…`` (or ``mariadb://``). tenure's own
+options, removed before connecting: ``pool`` (connections, default 8),
+``idle_tx_timeout`` (seconds, default 10), ``lock_timeout`` (seconds, default 5),
+``connect_timeout`` (seconds, default 5); MySQL counts them in whole seconds, rounded
+up. Driver options: ``unix_socket`` (path), ``ssl`` (``true``/``false``), ``ssl_ca``,
+``ssl_cert``, ``ssl_key`` (paths; any of them turns TLS on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+import asyncmy
+import asyncmy.errors
+from asyncmy.connection import Connection
+from asyncmy.constants import CLIENT
+from asyncmy.pool import Pool
+
+from tenure.errors import (
+    InvalidStoreURL,
+    LeaseLost,
+    SchemaMissing,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+    TenureError,
+    WorkerIdInUse,
+)
+from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.schedule import Schedule
+from tenure.store.base import SCHEMA_VERSION
+from tenure.store.rows import (
+    TASK_COLUMNS,
+    done_before,
+    kind_from_row,
+    run_from_row,
+    run_params,
+    schedule_columns,
+    task_from_row,
+    worker_from_row,
+)
+from tenure.store.sqlfile import load_migrations, load_queries
+
+log = logging.getLogger("tenure.store.mysql")
+
+T = TypeVar("T")
+
+#: The server's clock at evaluation, in epoch seconds, whatever the session's time zone.
+_NOW = (
+    "((TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', SYSDATE(6))"
+    " - TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), NOW(6))) / 1e6)"
+)
+#: The statement's start, in epoch seconds: constant within a statement (index-friendly).
+_STMT_NOW = "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) / 1e6)"
+
+#: Oldest servers with SKIP LOCKED, JSON_TABLE and a binary NO PAD collation.
+MIN_MYSQL = (8, 0, 17)
+MIN_MARIADB = (10, 6, 0)
+
+_COLLATION = {"mysql": "utf8mb4_0900_bin", "mariadb": "utf8mb4_nopad_bin"}
+_Q = {
+    flavor: load_queries(
+        "mysql",
+        {
+            "now": _NOW,
+            "stmt_now": _STMT_NOW,
+            "collation": collation,
+            "task_columns": TASK_COLUMNS.replace(" key,", " `key`,"),
+        },
+    )
+    for flavor, collation in _COLLATION.items()
+}
+
+#: The SQL mode of every session: each flavor's own default, pinned, so that a server
+#: configured otherwise (ANSI_QUOTES, ORACLE, EMPTY_STRING_IS_NULL, non-strict, …) cannot
+#: change how tenure's SQL parses or what it stores. Strict: a value that does not fit is
+#: an error, never silently cut. Handlers' SQL in fenced transactions runs under it too.
+_SQL_MODE = {
+    "mysql": "ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
+    "mariadb": "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION",
+}
+
+_OWN_OPTIONS = {"pool", "idle_tx_timeout", "lock_timeout", "connect_timeout"}
+_DRIVER_OPTIONS = {"unix_socket", "ssl", "ssl_ca", "ssl_cert", "ssl_key"}
+
+# Error numbers that mean "the server or the connection is not there right now".
+_CONNECTION_ERRORS = {
+    1040,  # too many connections
+    1053,  # server shutdown in progress
+    1152,  # aborted connection
+    1158,  # net read error
+    1159,  # net read timeout
+    1160,  # net write error
+    1161,  # net write timeout
+    1927,  # MariaDB: connection was killed (idle_transaction_timeout, KILL)
+    4031,  # MySQL: disconnected by the server for inactivity (wait_timeout)
+}
+# Error numbers after which the connection is fine but the store could not do its work now.
+_TRANSIENT_ERRORS = {
+    1205,  # lock wait timeout
+    1213,  # deadlock (the server rolled the transaction back)
+    1290,  # --read-only (a failover in progress)
+    1792,  # read-only transaction
+    1836,  # read-only mode
+    1317,  # query interrupted (KILL QUERY)
+    1969,  # MariaDB: max_statement_time exceeded
+    3024,  # MySQL: max_execution_time exceeded
+}
+
+
+@dataclass(frozen=True)
+class MySQLOptions:
+    """What a mysql:// URL says: where to connect, and tenure's own settings."""
+
+    host: str | None
+    port: int
+    user: str | None
+    password: str
+    database: str
+    unix_socket: str | None
+    ssl: dict[str, Any] | bool | None
+    pool: int
+    idle_tx_timeout: int
+    lock_timeout: int
+    connect_timeout: int
+
+
+def parse_mysql_url(url: str) -> MySQLOptions:
+    """Parse a ``mysql://`` or ``mariadb://`` URL. Raises :class:`InvalidStoreURL`."""
+    shown = _hide_password(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise InvalidStoreURL(f"mysql URL {shown!r} does not parse: {exc}") from None
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise InvalidStoreURL(f"not a mysql URL: {shown!r}")
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise InvalidStoreURL(f"mysql URL {shown!r} names no database (mysql://user@host/dbname)")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    unknown = {k for k, _ in query} - _OWN_OPTIONS - _DRIVER_OPTIONS
+    if unknown:
+        raise InvalidStoreURL(
+            f"unknown mysql URL option(s): {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(_OWN_OPTIONS | _DRIVER_OPTIONS))})"
+        )
+    values = dict(query)
+    numbers = {"pool": 8.0, "idle_tx_timeout": 10.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
+    for k in _OWN_OPTIONS & values.keys():
+        try:
+            numbers[k] = float(values[k])
+        except ValueError:
+            raise InvalidStoreURL(f"mysql URL option {k}={values[k]!r} is not a number") from None
+        if not 0 < numbers[k] < 1e6:
+            raise InvalidStoreURL(f"mysql URL option {k} must be positive")
+    if numbers["pool"] != int(numbers["pool"]) or not 1 <= numbers["pool"] <= 1000:
+        raise InvalidStoreURL("mysql URL option pool must be a whole number of connections (1-1000)")
+    unix_socket = values.get("unix_socket") or None
+    if not parts.hostname and not unix_socket:
+        raise InvalidStoreURL(f"mysql URL {shown!r} names no host")
+    ssl: dict[str, Any] | bool | None = None
+    flag = values.get("ssl", "").lower()
+    if flag not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise InvalidStoreURL(f"mysql URL option ssl must be true or false, not {values['ssl']!r}")
+    files = {k[4:]: values[k] for k in ("ssl_ca", "ssl_cert", "ssl_key") if values.get(k)}
+    if files:
+        ssl = files
+    elif flag in ("true", "1", "yes"):
+        ssl = True
+    return MySQLOptions(
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else "",
+        database=database,
+        unix_socket=unix_socket,
+        ssl=ssl,
+        pool=int(numbers["pool"]),
+        idle_tx_timeout=math.ceil(numbers["idle_tx_timeout"]),
+        lock_timeout=math.ceil(numbers["lock_timeout"]),
+        connect_timeout=math.ceil(numbers["connect_timeout"]),
+    )
+
+
+def _hide_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+    if password is None:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class _Server:
+    """What :meth:`MySQLStore.open` learnt about the server."""
+
+    flavor: str  # "mysql" or "mariadb"
+    version: tuple[int, int, int]
+    banner: str
+
+
+def parse_server_version(banner: str) -> _Server:
+    """Tell MySQL from MariaDB and read the version from ``SELECT VERSION()``."""
+    flavor = "mariadb" if "mariadb" in banner.lower() else "mysql"
+    text = banner
+    if flavor == "mariadb" and text.startswith("5.5.5-"):  # old replication-compatible prefix
+        text = text[len("5.5.5-") :]
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", text)
+    if m is None:
+        raise StoreError(f"cannot read the server version from {banner!r}")
+    major, minor, patch = (int(g) for g in m.groups())
+    return _Server(flavor=flavor, version=(major, minor, patch), banner=banner)
+
+
+def check_server_version(server: _Server) -> None:
+    """Refuse servers without what this store relies on (raises :class:`StoreError`)."""
+    minimum = MIN_MARIADB if server.flavor == "mariadb" else MIN_MYSQL
+    if server.version < minimum:
+        raise StoreError(
+            f"{'MariaDB' if server.flavor == 'mariadb' else 'MySQL'} {server.banner} is too old for tenure: "
+            f"it needs MySQL {'.'.join(map(str, MIN_MYSQL))}+ or MariaDB {'.'.join(map(str, MIN_MARIADB))}+ "
+            "(SKIP LOCKED, JSON_TABLE and a binary NO PAD collation)"
+        )
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _errno(exc: BaseException) -> int:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else 0
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Is the connection unusable after ``exc`` (it must be closed, never reused)?"""
+    if isinstance(exc, OSError | asyncmy.errors.InterfaceError):
+        return True
+    if isinstance(exc, asyncmy.errors.Error):
+        n = _errno(exc)
+        return 2000 <= n < 3000 or n in _CONNECTION_ERRORS or n == 0
+    return False
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Does ``exc`` mean the store cannot answer right now (worth retrying later)?"""
+    return _connection_lost(exc) or (isinstance(exc, asyncmy.errors.Error) and _errno(exc) in _TRANSIENT_ERRORS)
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    if _unavailable(exc):
+        return StoreUnavailable(f"MySQL store unavailable {what}: {exc}")
+    return StoreError(f"MySQL error {what}: {exc}")
+
+
+_DRIVER_ERRORS = (asyncmy.errors.Error, OSError)
+
+
+# -- connections --------------------------------------------------------------------------
+
+
+class _Session:
+    """One connection taken from a pool, and what is known of its state.
+
+    ``busy``: a statement was sent and its answer not read (the task was cancelled
+    meanwhile); ``broken``: the connection failed. Either way it is closed, never reused.
+    ``error`` is the last driver error one of its statements raised.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.busy = False
+        self.broken = False
+        self.error: BaseException | None = None
+
+    @property
+    def reusable(self) -> bool:
+        return not (self.busy or self.broken)
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        self.busy = True
+        try:
+            result = await fn()
+        except _DRIVER_ERRORS as exc:
+            # The server answered with an error (the connection is fine), or the
+            # connection failed (it is not).
+            self.busy = False
+            self.broken = self.broken or _connection_lost(exc)
+            self.error = exc
+            raise
+        self.busy = False
+        return result
+
+    async def run(self, sql: str, args: Any = None) -> tuple[int, list[tuple[Any, ...]], int]:
+        """Run one statement: (row count, rows, last insert id)."""
+
+        async def go() -> tuple[int, list[tuple[Any, ...]], int]:
+            cur = self.conn.cursor()
+            rowcount = await cur.execute(sql, args)
+            rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
+            lastrowid = int(cur.lastrowid or 0)
+            await cur.close()
+            return rowcount, rows, lastrowid
+
+        return await self._call(go)
+
+    async def runmany(self, sql: str, rows: Sequence[Any]) -> None:
+        async def go() -> None:
+            cur = self.conn.cursor()
+            await cur.executemany(sql, rows)
+            await cur.close()
+
+        await self._call(go)
+
+    async def one(self, sql: str, args: Any = None) -> tuple[Any, ...] | None:
+        _, rows, _ = await self.run(sql, args)
+        return rows[0] if rows else None
+
+    async def all(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        return (await self.run(sql, args))[1]
+
+    async def count(self, sql: str, args: Any = None) -> int:
+        return (await self.run(sql, args))[0]
+
+    async def begin(self) -> None:
+        await self._call(self.conn.begin)
+
+    async def commit(self) -> None:
+        await self._call(self.conn.commit)
+
+    async def rollback(self) -> None:
+        """Roll back if the connection can; otherwise leave it to be closed (the server
+        rolls back a closed session). Never raises a driver error."""
+        if self.reusable:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await self._call(self.conn.rollback)
+
+
+class _Fenced:
+    """The FencedTransaction handed to a handler: one connection inside a transaction."""
+
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self._s.count(sql, _args(params))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self._s.runmany(sql, [tuple(r) for r in rows])
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._s.all(sql, _args(params))
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return await self._s.one(sql, _args(params))
+
+
+class MySQLStore:
+    """The MySQL/MariaDB store (see the module docstring)."""
+
+    dialect = "mysql"
+
+    def __init__(self, url: str) -> None:
+        self._options = parse_mysql_url(url)
+        self._display = _hide_password(url)
+        self._server: _Server | None = None
+        self._pool: Pool | None = None
+        self._lease_pool: Pool | None = None
+        self._schema_ok = False
+        self._kills: set[asyncio.Task[None]] = set()
+
+    @property
+    def display_url(self) -> str:
+        return self._display
+
+    @property
+    def _q(self) -> dict[str, str]:
+        return _Q[self._server.flavor if self._server else "mysql"]
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _connect_args(self, server: _Server | None) -> dict[str, Any]:
+        o = self._options
+        args: dict[str, Any] = {
+            "host": o.host,
+            "port": o.port,
+            "user": o.user,
+            "password": o.password,
+            "database": o.database,
+            "unix_socket": o.unix_socket,
+            "ssl": o.ssl,
+            "charset": "utf8mb4",
+            "autocommit": True,  # transactions are explicit: BEGIN … COMMIT
+            # Found rows, not changed rows: see the module docstring.
+            "client_flag": CLIENT.FOUND_ROWS,
+            "connect_timeout": o.connect_timeout,
+            "program_name": "tenure",
+        }
+        if server is not None:
+            args["init_command"] = self._session_setup(server)
+        return args
+
+    def _session_setup(self, server: _Server) -> str:
+        """One SET statement (asyncmy runs a single init command) for every new session."""
+        o = self._options
+        isolation = "transaction_isolation"
+        if server.flavor == "mariadb" and server.version < (11, 1, 0):
+            isolation = "tx_isolation"  # MariaDB's name before 11.1
+        assignments = [
+            f"SESSION {isolation} = 'READ-COMMITTED'",
+            f"SESSION sql_mode = '{_SQL_MODE[server.flavor]}'",
+            "SESSION time_zone = '+00:00'",
+            f"SESSION innodb_lock_wait_timeout = {o.lock_timeout}",
+            f"SESSION lock_wait_timeout = {o.lock_timeout}",
+            f"SESSION net_read_timeout = {max(o.idle_tx_timeout, 5)}",
+            f"SESSION net_write_timeout = {max(o.idle_tx_timeout, 5)}",
+        ]
+        if server.flavor == "mariadb":
+            assignments.append(f"SESSION idle_transaction_timeout = {o.idle_tx_timeout}")
+        else:
+            assignments.append(f"SESSION wait_timeout = {o.idle_tx_timeout}")
+        return "SET " + ", ".join(assignments)
+
+    def _recycle(self, server: _Server) -> int:
+        """Seconds a pooled connection may stay idle before the pool replaces it."""
+        if server.flavor == "mariadb":
+            return 600
+        # MySQL ends sessions idle for wait_timeout (= idle_tx_timeout): replace them before.
+        return max(1, self._options.idle_tx_timeout // 2)
+
+    async def _probe(self) -> _Server:
+        """Connect once to learn the server's flavor and version; refuse old ones."""
+        try:
+            async with asyncmy.connect(**self._connect_args(None)) as conn:
+                cur = conn.cursor()
+                await cur.execute("SELECT VERSION()")
+                row = await cur.fetchone()
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"cannot connect to MySQL store {self._display}: {exc}") from exc
+        server = parse_server_version(str(row[0]))
+        check_server_version(server)
+        return server
+
+    async def open(self, *, migrate: bool) -> None:
+        if self._pool is not None and self._schema_ok:
+            return
+        if self._pool is None:
+            server = await self._probe()
+            pool = lease_pool = None
+            try:
+                args = self._connect_args(server)
+                recycle = self._recycle(server)
+                pool = await asyncmy.create_pool(minsize=1, maxsize=self._options.pool, pool_recycle=recycle, **args)
+                lease_pool = await asyncmy.create_pool(minsize=1, maxsize=1, pool_recycle=recycle, **args)
+            except _DRIVER_ERRORS as exc:
+                for p in (pool, lease_pool):
+                    if p is not None:
+                        await _close_pool(p)
+                raise StoreUnavailable(f"cannot connect to MySQL store {self._display}: {exc}") from exc
+            self._server, self._pool, self._lease_pool = server, pool, lease_pool
+        # A schema refused here leaves the store connected (so migrate() can follow), but
+        # not open: the next open() checks or migrates again instead of returning early.
+        if migrate:
+            await self.migrate()
+        else:
+            await self._check_schema()
+        self._schema_ok = True
+
+    async def close(self) -> None:
+        pools = [p for p in (self._pool, self._lease_pool) if p is not None]
+        self._pool = self._lease_pool = None
+        self._schema_ok = False
+        for p in pools:
+            await _close_pool(p)
+        if self._kills:
+            await asyncio.wait(set(self._kills), timeout=self._options.connect_timeout + 1)
+
+    @asynccontextmanager
+    async def _session(self, pool: Pool | None = None, *, begin: bool = False) -> AsyncIterator[_Session]:
+        """A connection from ``pool`` (the main pool by default), returned when done.
+
+        With ``begin``, the connection is inside a transaction (BEGIN sent); if BEGIN
+        fails because the server had dropped the pooled connection (MySQL's
+        ``wait_timeout``, a restart), it is tried once more on another connection:
+        nothing had happened yet. The caller commits or rolls back.
+
+        A connection in an unknown state (cancelled mid-statement, broken, or left in a
+        transaction) is closed rather than reused: the server rolls back what it held.
+        """
+        pool = pool or self._pool
+        if pool is None:
+            raise StoreError("the store is not open")
+        for attempt in (1, 2):
+            session = _Session(await self._acquire(pool))
+            try:
+                if begin:
+                    await session.begin()
+            except BaseException as exc:
+                self._give_back(pool, session, exc)
+                if attempt == 1 and isinstance(exc, Exception) and session.broken:
+                    continue
+                if isinstance(exc, _DRIVER_ERRORS):
+                    raise _translate(exc, "starting a transaction") from exc
+                raise
+            break
+        try:
+            yield session
+        except BaseException as exc:
+            self._give_back(pool, session, exc)
+            raise
+        self._give_back(pool, session, None)
+
+    async def _acquire(self, pool: Pool) -> Connection:
+        """A connection from ``pool``, waiting at most ``connect_timeout`` for one to be free."""
+        try:
+            if pool.freesize:  # no waiting (a new connection has its own connect timeout)
+                return await pool.acquire()
+            getter = asyncio.ensure_future(_checkout(pool))
+            try:
+                done, _ = await asyncio.wait({getter}, timeout=self._options.connect_timeout)
+            except BaseException:  # cancelled while waiting
+                _abandon(pool, getter)
+                raise
+            if not done:
+                _abandon(pool, getter)
+                raise StoreUnavailable(
+                    f"no connection to MySQL store {self._display} free within {self._options.connect_timeout}s"
+                )
+            return getter.result()
+        except RuntimeError as exc:  # the pool was closed under us
+            raise StoreError("the store is not open") from exc
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"cannot connect to MySQL store {self._display}: {exc}") from exc
+
+    def _give_back(self, pool: Pool, session: _Session, exc: BaseException | None) -> None:
+        conn = session.conn
+        if session.busy and exc is not None and not isinstance(exc, Exception):
+            self._kill_later(conn)  # cancelled while the server runs a statement
+        if not session.reusable or not isinstance(exc, Exception | None) or conn.get_transaction_status():
+            conn.close()
+        pool.release(conn)
+
+    async def _tx(self, fn: Callable[[_Session], Awaitable[T]], *, pool: Pool | None = None, what: str = "") -> T:
+        """Run ``fn`` in one transaction, translating driver errors."""
+        async with self._session(pool, begin=True) as s:
+            try:
+                result = await fn(s)
+                await s.commit()
+            except TenureError:
+                await s.rollback()
+                raise
+            except _DRIVER_ERRORS as exc:
+                await s.rollback()
+                raise _translate(exc, what) from exc
+            return result
+
+    async def _autocommit(
+        self, fn: Callable[[_Session], Awaitable[T]], *, pool: Pool | None = None, what: str = ""
+    ) -> T:
+        """Run ``fn``'s statements each in its own transaction: for reads of a single
+        statement (one statement reads one consistent snapshot), and idempotent writes.
+
+        Retried once on another connection if the pooled one turns out to be dead.
+        """
+        for attempt in (1, 2):
+            async with self._session(pool) as s:
+                try:
+                    return await fn(s)
+                except _DRIVER_ERRORS as exc:
+                    if attempt == 1 and s.broken:
+                        continue
+                    raise _translate(exc, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _kill_later(self, conn: Connection) -> None:
+        """Kill, from a fresh connection, the server thread of a cancelled statement."""
+        try:
+            thread_id = conn.thread_id()
+        except Exception:  # never connected
+            return
+
+        async def kill() -> None:
+            with contextlib.suppress(Exception):
+                async with asyncmy.connect(**self._connect_args(None)) as other:
+                    cur = other.cursor()
+                    await cur.execute("KILL CONNECTION %s", (thread_id,))
+
+        task = asyncio.get_running_loop().create_task(kill(), name=f"tenure-mysql-kill-{thread_id}")
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+
+    # -- schema -------------------------------------------------------------------------
+
+    async def schema_version(self) -> int | None:
+        return await self._autocommit(self._schema_version, what="reading the schema version")
+
+    async def _schema_version(self, s: _Session) -> int | None:
+        exists = await s.one(self._q["meta_exists"])
+        if not exists or not exists[0]:
+            return None
+        row = await s.one(self._q["schema_version"])
+        return None if row is None else int(row[0])
+
+    async def _check_schema(self) -> None:
+        version = await self.schema_version()
+        if version is None:
+            raise SchemaMissing(f"{self._display} has no tenure schema; run `tenure migrate`")
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self._display} has schema version {version}, newer than this tenure "
+                f"({SCHEMA_VERSION}); upgrade tenure"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaMissing(
+                f"{self._display} has schema version {version}; run `tenure migrate` to reach {SCHEMA_VERSION}"
+            )
+
+    async def migrate(self) -> tuple[int, int]:
+        # DDL commits on its own in MySQL: no transaction around it. A named lock keeps
+        # concurrent migrations apart, and every migration statement can run again.
+        if self._server is None:
+            raise StoreError("the store is not open")
+        q = self._q
+        collation = _COLLATION[self._server.flavor]
+        wait = max(30, self._options.lock_timeout)
+        async with self._session() as s:
+            try:
+                got = await s.one(q["migrate_lock"], {"wait": wait})
+                if not got or got[0] != 1:
+                    raise StoreUnavailable(f"another `tenure migrate` held {self._display} for {wait}s")
+                try:
+                    if not (await s.one(q["meta_exists"]) or (0,))[0]:
+                        await s.run(q["create_meta"])
+                    before = await self._schema_version(s) or 0
+                    if before > SCHEMA_VERSION:
+                        raise SchemaTooNew(
+                            f"{self._display} has schema version {before}, newer than this tenure "
+                            f"({SCHEMA_VERSION}); upgrade tenure"
+                        )
+                    for version, script in load_migrations("mysql"):
+                        if version <= before:
+                            continue
+                        for statement in _split_statements(script.replace("{collation}", collation)):
+                            await s.run(statement)
+                        await s.run(q["set_schema_version"], {"version": str(version)})
+                        log.info("migrated %s to schema version %d", self._display, version)
+                    return before, SCHEMA_VERSION
+                finally:
+                    if s.reusable:
+                        await s.run(q["migrate_unlock"])
+            except _DRIVER_ERRORS as exc:
+                raise _translate(exc, "migrating the schema") from exc
+
+    async def now(self) -> float:
+        async def go(s: _Session) -> float:
+            row = await s.one(self._q["now"])
+            assert row is not None
+            return float(row[0])
+
+        return await self._autocommit(go, what="reading the clock")
+
+    # -- kinds and tasks ------------------------------------------------------------------
+
+    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        if not kinds:
+            return
+        rows = []
+        for k in kinds:
+            every, cron = schedule_columns(k.schedule) if k.schedule else (None, None)
+            rows.append({"kind": k.kind, "every": every, "cron": cron, "timeout": k.timeout})
+
+        async def go(s: _Session) -> None:
+            for row in rows:
+                await s.run(self._q["publish_kind"], row)
+
+        await self._tx(go, what="publishing kinds")
+
+    async def list_kinds(self) -> list[KindInfo]:
+        async def go(s: _Session) -> list[KindInfo]:
+            return [kind_from_row(r) for r in await s.all(self._q["list_kinds"])]
+
+        return await self._autocommit(go, what="listing kinds")
+
+    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
+        every, cron = schedule_columns(schedule)
+        args = {"kind": kind, "key": key, "every": every, "cron": cron, "params": params_json, "enabled": enabled}
+
+        async def go(s: _Session) -> Task:
+            try:
+                await s.run(self._q["insert_task"], args)
+            except asyncmy.errors.IntegrityError as exc:
+                if _errno(exc) == 1062:  # duplicate key
+                    raise TaskExists(f"task {kind}/{key} already exists") from exc
+                raise
+            await s.run(self._q["bump_changes"])
+            return await self._task(s, kind, key)
+
+        return await self._tx(go, what="adding a task")
+
+    async def _task(self, s: _Session, kind: str, key: str) -> Task:
+        row = await s.one(self._q["get_task"], {"kind": kind, "key": key})
+        if row is None:
+            raise TaskNotFound(f"no task {kind}/{key}")
+        return task_from_row(row)
+
+    async def get_task(self, kind: str, key: str) -> Task | None:
+        async def go(s: _Session) -> Task | None:
+            row = await s.one(self._q["get_task"], {"kind": kind, "key": key})
+            return None if row is None else task_from_row(row)
+
+        return await self._autocommit(go, what="reading a task")
+
+    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
+        async def go(s: _Session) -> list[Task]:
+            return [task_from_row(r) for r in await s.all(self._q["list_tasks"], {"kind": kind, "owner": owner})]
+
+        return await self._autocommit(go, what="listing tasks")
+
+    async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
+        async def go(s: _Session) -> Task:
+            if await s.count(self._q[query], {"kind": kind, "key": key, **extra}) != 1:
+                raise TaskNotFound(f"no task {kind}/{key}")
+            await s.run(self._q["bump_changes"])
+            return await self._task(s, kind, key)
+
+        return await self._tx(go, what="changing a task")
+
+    async def set_enabled(self, kind: str, key: str, enabled: bool) -> Task:
+        return await self._update_task("set_enabled", kind, key, enabled=enabled)
+
+    async def trigger(self, kind: str, key: str) -> Task:
+        return await self._update_task("trigger", kind, key)
+
+    async def remove_task(self, kind: str, key: str) -> None:
+        async def go(s: _Session) -> None:
+            if await s.count(self._q["delete_task"], {"kind": kind, "key": key}) != 1:
+                raise TaskNotFound(f"no task {kind}/{key}")
+            await s.run(self._q["bump_changes"])
+
+        await self._tx(go, what="removing a task")
+
+    # -- membership -----------------------------------------------------------------------
+
+    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
+        args = {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
+
+        async def go(s: _Session) -> Lease:
+            live = await s.one(self._q["worker_is_live"], {"worker": worker_id})
+            if live is not None and live[0]:
+                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+            if live is None:
+                try:
+                    await s.run(self._q["insert_worker"], args)
+                except asyncmy.errors.IntegrityError as exc:
+                    if _errno(exc) == 1062:  # registered by someone else meanwhile
+                        raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker") from exc
+                    raise
+            else:
+                # The same worker back after its lease expired: free its tasks as expired
+                # first, so none of its old terms can commit again.
+                await s.run(self._q["free_expired_worker_tasks"], {"worker": worker_id})
+                await s.run(self._q["revive_worker"], args)
+            return await self._lease(s, worker_id)
+
+        return await self._tx(go, pool=self._lease_pool, what="registering the worker")
+
+    async def _lease(self, s: _Session, worker_id: str) -> Lease:
+        row = await s.one(self._q["lease_of"], {"worker": worker_id})
+        if row is None:  # pragma: no cover - written in the same transaction
+            raise LeaseLost(f"lease of worker {worker_id!r} is gone")
+        return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
+
+    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+        # Two autocommitted statements rather than a transaction (half the round trips on
+        # the heartbeat path): only this worker renews its row, so the read that follows
+        # returns this renewal's times (and the latest draining flag). Running it again
+        # after a lost connection is harmless: it extends a live lease or refuses.
+        async def go(s: _Session) -> Lease:
+            if await s.count(self._q["renew_lease"], {"worker": worker_id, "ttl": ttl}) != 1:
+                raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
+            row = await s.one(self._q["lease_of"], {"worker": worker_id})
+            if row is None:
+                raise LeaseLost(f"worker {worker_id!r} left the cluster")
+            return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
+
+        return await self._autocommit(go, pool=self._lease_pool, what="renewing the lease")
+
+    async def set_draining(self, worker_id: str, draining: bool) -> bool:
+        async def go(s: _Session) -> bool:
+            # Found rows: 1 even when the worker was already in that state.
+            return await s.count(self._q["set_draining"], {"worker": worker_id, "draining": draining}) == 1
+
+        return await self._tx(go, what="setting draining")
+
+    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        async def go(s: _Session) -> int:
+            await self._advance_slots(s, slots)
+            freed = await s.count(self._q["release_all"], {"worker": worker_id})
+            await s.run(self._q["delete_worker"], {"worker": worker_id})
+            return freed
+
+        return await self._tx(go, what="leaving the cluster")
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async def go(s: _Session) -> list[WorkerInfo]:
+            return [worker_from_row(r) for r in await s.all(self._q["list_workers"])]
+
+        return await self._autocommit(go, what="listing workers")
+
+    async def reap_workers(self, older_than: float) -> int:
+        async def go(s: _Session) -> int:
+            ids = [r[0] for r in await s.all(self._q["reap_candidates"], {"older_than": older_than})]
+            if not ids:
+                return 0
+            return await s.count(self._q["reap_workers"], {"ids": tuple(ids), "older_than": older_than})
+
+        return await self._tx(go, what="reaping workers")
+
+    # -- ownership ------------------------------------------------------------------------
+
+    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
+        if limit <= 0 or not kinds:
+            return []
+
+        async def go(s: _Session) -> list[Claim]:
+            q = self._q
+            candidates = await s.all(
+                q["claim_candidates"], {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit)}
+            )
+            if not candidates:
+                live = await s.one(q["lease_is_live"], {"worker": worker_id})
+                if live is None or not live[0]:
+                    raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
+                return []
+            _, _, last = await s.run(q["take_terms"], {"count": len(candidates)})
+            first = last - len(candidates) + 1
+            claims = [
+                [kind, key, first + i, 1 if had_owner else 0, None if old_expiry is None else float(old_expiry)]
+                for i, (kind, key, had_owner, old_expiry) in enumerate(candidates)
+            ]
+            await s.run(q["claim_apply"], {"claims": json.dumps(claims, ensure_ascii=False), "worker": worker_id})
+            rows = await s.all(q["claimed_tasks"], {"worker": worker_id, "first": first, "last": last})
+            if len(rows) != len(candidates):  # pragma: no cover - the rows are locked
+                raise StoreError(f"claimed {len(candidates)} tasks but found {len(rows)} with their new terms")
+            tasks = [task_from_row(r) for r in rows]
+            return [Claim(task=t, done_before=done_before(t)) for t in tasks]
+
+        return await self._tx(go, what="claiming tasks")
+
+    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        if not slots:
+            return 0
+
+        async def go(s: _Session) -> int:
+            await self._advance_slots(s, slots)
+            released = 0
+            for slot in sorted(slots, key=lambda d: (d.kind, d.key)):
+                released += await s.count(
+                    self._q["release_one"], {"kind": slot.kind, "key": slot.key, "worker": worker_id, "term": slot.term}
+                )
+            return released
+
+        return await self._tx(go, what="releasing tasks")
+
+    async def owned_tasks(self, worker_id: str) -> list[Task]:
+        async def go(s: _Session) -> list[Task]:
+            return [task_from_row(r) for r in await s.all(self._q["owned_tasks"], {"worker": worker_id})]
+
+        return await self._autocommit(go, what="listing owned tasks")
+
+    async def cluster_view(self) -> ClusterView:
+        async def go(s: _Session) -> ClusterView:
+            rows = await s.all(self._q["cluster_view"])
+            counts = next(r for r in rows if r[0] is None)
+            workers = sorted(str(r[0]) for r in rows if r[0] is not None)
+            return ClusterView(changes=int(counts[1]), live_workers=workers, enabled_tasks=int(counts[2]))
+
+        return await self._autocommit(go, what="reading the cluster view")
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        return  # MySQL cannot notify: workers poll
+
+    # -- fencing --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def fenced(
+        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+    ) -> AsyncIterator[_Fenced]:
+        guard = {"kind": kind, "key": key, "worker": worker_id, "term": term}
+        what = f"{kind}/{key} at term {term}"
+        q = self._q
+        async with self._session(begin=True) as s:
+            try:
+                if await s.one(q["fence_lock"], guard) is None:
+                    raise LeaseLost(f"worker {worker_id!r} no longer owns {what}")
+            except LeaseLost:
+                await s.rollback()
+                raise
+            except _DRIVER_ERRORS as exc:
+                await s.rollback()
+                raise _translate(exc, f"fencing {what}") from exc
+            try:
+                yield _Fenced(s)
+            except Exception as exc:
+                # The handler failed (its own error, or its SQL's): nothing of it is kept.
+                await s.rollback()
+                if exc is s.error and _unavailable(exc):
+                    raise StoreUnavailable(
+                        f"MySQL store unavailable during the fenced commit of {what}: {exc}"
+                    ) from exc
+                raise
+            try:
+                # The row lock has been held since fence_lock, so nobody took the task
+                # over meanwhile; this second check is about the lease's own expiry.
+                if slot is None:
+                    still = await s.one(q["fence_check"], guard) is not None
+                else:
+                    # Check and advance the slot in one statement. Found rows: it counts 1
+                    # even when last_slot is already past ``slot`` and nothing changes.
+                    still = await s.count(q["fence_advance"], {**guard, "slot": slot}) == 1
+                if not still:
+                    raise LeaseLost(f"lease of worker {worker_id!r} expired before committing {what}")
+                await s.commit()
+            except LeaseLost:
+                await s.rollback()
+                raise
+            except _DRIVER_ERRORS as exc:
+                await s.rollback()
+                raise _translate(exc, f"committing {what}") from exc
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def _advance_slots(self, s: _Session, slots: Sequence[SlotDone]) -> None:
+        """Advance last slots (guarded by term) in one statement."""
+        if not slots:
+            return
+        merged: dict[tuple[str, str, int], list[Any]] = {}
+        for d in slots:
+            entry = merged.setdefault((d.kind, d.key, d.term), [d.kind, d.key, d.term, d.slot, None])
+            entry[3] = max(entry[3], d.slot)
+            if d.triggered:
+                entry[4] = d.slot if entry[4] is None else max(entry[4], d.slot)
+        # In key order, the order claims lock rows in too: fewer deadlocks between writers.
+        entries = [merged[k] for k in sorted(merged)]
+        await s.run(self._q["advance_slot"], {"slots": json.dumps(entries, ensure_ascii=False)})
+
+    async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
+        if not runs and not slots:
+            return
+
+        async def go(s: _Session) -> None:
+            if runs:
+                await s.runmany(self._q["insert_run"], [run_params(r) for r in runs])
+            await self._advance_slots(s, slots)
+
+        await self._tx(go, what="recording runs")
+
+    async def list_runs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        worker: str | None = None,
+        outcome: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": int(limit)}
+
+        async def go(s: _Session) -> list[Run]:
+            return [run_from_row(r) for r in await s.all(self._q["list_runs"], args)]
+
+        return await self._autocommit(go, what="listing runs")
+
+    async def prune_runs(self, *, older_than: float) -> int:
+        async def go(s: _Session) -> int:
+            return await s.count(self._q["prune_runs"], {"older_than": older_than})
+
+        return await self._tx(go, what="pruning runs")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def _checkout(pool: Pool) -> Connection:
+    return await pool.acquire()
+
+
+def _abandon(pool: Pool, getter: asyncio.Future[Connection]) -> None:
+    """Stop waiting for a connection; give it back if it arrives anyway."""
+
+    def give_back(f: asyncio.Future[Connection]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            pool.release(f.result())
+
+    getter.cancel()
+    getter.add_done_callback(give_back)
+
+
+async def _close_pool(pool: Pool) -> None:
+    with contextlib.suppress(Exception):
+        pool.close()
+        pool.terminate()  # connections still handed out (a cancelled operation) close too
+        await asyncio.wait_for(pool.wait_closed(), 5)
+
+
+def _args(params: Sequence[Any]) -> tuple[Any, ...] | None:
+    """Handlers' parameters; none at all means the SQL is sent as written (a literal %
+    needs no doubling), as DB-API drivers do."""
+    return tuple(params) if params else None
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration script on semicolons that end a line (our scripts keep to that)."""
+    body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";\n") if s.strip().rstrip(";").strip()]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tenure.config import Settings
 from tenure.context import Context
@@ -16,6 +16,9 @@ from tenure.errors import InvalidInput, InvalidSchedule, SchemaMissing, TaskNotF
 from tenure.models import KindInfo, Outcome, Run, Task, check_key, check_kind, encode_params, parse_params
 from tenure.schedule import Every, Misfire, Schedule, make_schedule
 from tenure.store import Store, make_store
+
+if TYPE_CHECKING:
+    from tenure.worker import Sidecar
 
 Handler: TypeAlias = Callable[[Context], Awaitable[None]] | Callable[[Context], None]
 
@@ -177,18 +180,21 @@ class App:
 
     # -- running --------------------------------------------------------------------------
 
-    async def run_worker(self, *, settings: Settings | None = None, handle_signals: bool = True) -> None:
+    async def run_worker(
+        self, *, settings: Settings | None = None, handle_signals: bool = True, sidecars: Sequence[Sidecar] = ()
+    ) -> None:
         """Run a worker for this app's kinds until SIGTERM/SIGINT (or cancellation).
 
         ``settings`` default to the app's. With ``handle_signals``, SIGTERM and SIGINT
         start a graceful stop: running handlers get ``grace`` seconds, tasks are
         released so other workers take them at once, the store is closed, and the
-        call returns.
+        call returns. ``sidecars`` run beside the worker until it has left, e.g. its
+        HTTP interface: ``sidecars=[tenure.web.WorkerHTTP("127.0.0.1", 8080)]``.
         """
         from tenure.worker import Worker  # the worker needs the app, not the other way round
 
         try:
-            await Worker(self, settings or self.settings).run(handle_signals=handle_signals)
+            await Worker(self, settings or self.settings, sidecars=sidecars).run(handle_signals=handle_signals)
         finally:
             await self.close()  # the store's connection threads would keep the process alive
 

@@ -4,7 +4,7 @@
 
     tenure [--store URL] migrate
     tenure [--store URL] worker APP [--ttl S] [--heartbeat S] [--poll S] [--grace S] [--id NAME]
-                                    [--http HOST:PORT]
+                                    [--http HOST:PORT] [--protect-reads] [--log-format human|json]
     tenure [--store URL] tasks add KIND KEY [--every S | --cron EXPR] [--params JSON] [--disabled]
     tenure [--store URL] tasks list [--kind K] [--owner WORKER] [--state STATE] [--json]
     tenure [--store URL] tasks show KIND KEY [--json]
@@ -13,6 +13,8 @@
     tenure [--store URL] status [--json]
     tenure [--store URL] workers list [--json]
     tenure [--store URL] workers drain WORKER
+    tenure [--store URL] dashboard [--host H] [--port P] [--protect-reads] [--log-format human|json]
+    tenure demo [--store URL] [--workers N] [--cities N] [--duration S] [--seed N] [--chaos | --no-chaos]
 
 The store is ``--store URL`` (accepted before or after the command), else the
 ``TENURE_STORE`` environment variable, else ``sqlite:///tenure.db``. Only ``migrate``
@@ -70,6 +72,7 @@ FAILURES = (Outcome.ERROR, Outcome.TIMEOUT, Outcome.LEASE_LOST)
 #: Task states ``tasks list --state`` filters on (``status`` counts them).
 STATES = ("enabled", "disabled", "owned", "unowned")
 RECENT_FAILURES = 10
+LOG_FORMATS = ("human", "json")
 #: Width tables are laid out at when the output is not a terminal: wide enough to cut nothing.
 UNCUT_WIDTH = 10_000
 #: Run errors are cut to their first line and this many characters in tables (--json has them whole).
@@ -127,9 +130,31 @@ def _whole(text: str) -> int:
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
     return host, int(port)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _add_http_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the commands that serve HTTP or run long: reads protection and log format."""
+    p.add_argument(
+        "--protect-reads",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reads (the JSON API and /metrics) need the admin token too (default: $TENURE_PROTECT_READS, else no)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="log lines on stderr, human or JSON (default: $TENURE_LOG_FORMAT, else human)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,9 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--http",
         type=_host_port,
         metavar="HOST:PORT",
-        help="address for the worker's dashboard and /metrics; checked now, served from the "
-        "release that brings the dashboard",
+        help="serve the dashboard, the JSON API and this worker's /metrics on this address "
+        "(e.g. 127.0.0.1:8080; port 0 picks a free one, logged)",
     )
+    _add_http_flags(p)
     p.set_defaults(func=cmd_worker)
 
     tasks = commands.add_parser("tasks", parents=common, help="add, list, show and change tasks")
@@ -239,6 +265,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = workers_sub.add_parser("drain", parents=common, help="make a worker hand its tasks over and take no more")
     p.add_argument("worker", metavar="WORKER")
     p.set_defaults(func=cmd_workers_drain)
+
+    p = commands.add_parser(
+        "dashboard",
+        parents=common,
+        help="serve the dashboard, the JSON API and /metrics for the store",
+        description="Serve the dashboard page, the JSON API and Prometheus /metrics (with the "
+        "store's task and worker gauges) until SIGTERM/SIGINT. Actions need "
+        "'Authorization: Bearer <TENURE_ADMIN_TOKEN>'; without that variable they are refused. "
+        "Binding to an address other than loopback is allowed, with a loud warning.",
+    )
+    p.add_argument("--host", default=None, metavar="H", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=None, metavar="P", help="port (default 8787; 0 picks a free one)")
+    _add_http_flags(p)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = commands.add_parser(
+        "demo",
+        parents=common,
+        help="courier dispatch on a cluster of workers, with chaos, and a proof at the end",
+        description="Run the courier-dispatch demo: worker processes dispatch couriers to orders in "
+        "every city through fenced commits while a seeded chaos monkey kills and pauses them; a "
+        "checker then reads the database and proves that no order went to two couriers, no courier "
+        "took two orders at once, every stale commit was refused and every city kept being "
+        "dispatched. Exit status 0 if every check holds, 1 otherwise. The store is --store URL, "
+        "else a fresh SQLite file in a temporary folder (never TENURE_STORE).",
+    )
+    p.add_argument("--workers", type=_whole, default=3, metavar="N", help="worker processes (default 3)")
+    p.add_argument("--cities", type=_whole, default=6, metavar="N", help="cities at the start (default 6)")
+    p.add_argument("--duration", type=_seconds, default=60.0, metavar="S", help="seconds to run (default 60)")
+    p.add_argument("--seed", type=_whole, default=7, metavar="N", help="seed of the orders and the chaos (default 7)")
+    p.add_argument(
+        "--chaos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="kill and pause workers, open and close cities (default: on)",
+    )
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -578,9 +641,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker_id=args.id,
     )
 
+    protect_reads = _protect_reads(args, os.environ)
+    _configure_logs(args, os.environ)
+    extra: dict[str, Any] = {}
+    http = None
+    if args.http is not None:
+        from tenure.web import WorkerHTTP  # the web stack loads only when asked for
+
+        http = WorkerHTTP(*args.http, protect_reads=protect_reads)
+        extra["sidecars"] = [http]
+
     async def go() -> None:
         try:
-            await app.run_worker(settings=settings)
+            await app.run_worker(settings=settings, **extra)
         finally:
             await app.close()
 
@@ -588,7 +661,50 @@ def cmd_worker(args: argparse.Namespace) -> int:
         asyncio.run(go())
     except NotImplementedError as exc:
         raise CommandFailed(f"this version of tenure cannot run workers: {exc}") from exc
+    finally:
+        if http is not None:
+            http.close()
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from tenure import web  # the web stack loads only when asked for
+
+    settings = Settings.from_env(os.environ)
+    protect_reads = _protect_reads(args, os.environ)
+    app = App(_store_url(args), settings=settings)
+    _refuse_missing_sqlite_file(app)
+    _configure_logs(args, os.environ)
+    host = web.DEFAULT_HOST if args.host is None else args.host
+    port = web.DEFAULT_PORT if args.port is None else args.port
+    if not host.strip():
+        raise InvalidInput("--host is empty; give an address such as 127.0.0.1")
+    web.run_dashboard(app, host=host, port=port, protect_reads=protect_reads)
+    return 0
+
+
+def _protect_reads(args: argparse.Namespace, env: Mapping[str, str]) -> bool:
+    """--protect-reads / --no-protect-reads, else TENURE_PROTECT_READS (1/true/yes/on, 0/false/no/off)."""
+    if args.protect_reads is not None:
+        return bool(args.protect_reads)
+    raw = env.get("TENURE_PROTECT_READS", "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidInput(f"TENURE_PROTECT_READS={raw!r} must be one of 1, true, yes, on, 0, false, no, off")
+
+
+def _configure_logs(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Send logs to stderr as --log-format, else TENURE_LOG_FORMAT, else human, says."""
+    from tenure import logs
+
+    chosen: str | None = args.log_format
+    if chosen is None:
+        chosen = env.get("TENURE_LOG_FORMAT", "").strip().lower() or "human"
+        if chosen not in LOG_FORMATS:
+            raise InvalidInput(f"TENURE_LOG_FORMAT={chosen!r} must be human or json")
+    logs.configure(json_lines=chosen == "json")
 
 
 def load_app(spec: str) -> App:
@@ -806,6 +922,23 @@ def cmd_workers_drain(args: argparse.Namespace) -> int:
         raise CommandFailed(f"no worker {worker!r}")
     print(f"worker {worker} is draining: it hands its tasks over and takes no more")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tenure.demo.runner import Options, run  # the demo's modules load only for the demo
+
+    store: str | None = args.store
+    if store is not None and not store.strip():
+        raise InvalidInput("--store is empty; give a store URL such as sqlite:///demo.db")
+    options = Options(
+        store=store,
+        workers=args.workers,
+        cities=args.cities,
+        duration=args.duration,
+        seed=args.seed,
+        chaos=args.chaos,
+    )
+    return run(options)
 
 
 if __name__ == "__main__":

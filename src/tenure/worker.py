@@ -32,11 +32,11 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tenure import metrics
 from tenure.context import Context
@@ -57,6 +57,23 @@ MAX_BUFFERED_RUNS = 200_000
 RECONCILE_EVERY = 30.0
 #: How often run retention and dead-worker clean-up happen (any worker may do it).
 HOUSEKEEPING_EVERY = 300.0
+#: How long sidecars get to stop once the worker has left; they are cancelled after that.
+SIDECAR_STOP_WITHIN = 5.0
+
+
+class Sidecar(Protocol):
+    """Something a worker runs beside its own loops for as long as it runs, such as its
+    HTTP interface (:class:`tenure.web.WorkerHTTP`).
+
+    ``serve`` is started once the worker's store is open and runs until ``stop`` is
+    called, which the worker does after it has left the cluster (so the sidecar outlives
+    the grace period); ``serve`` then returns within a few seconds or is cancelled. A
+    sidecar that fails is logged, and the worker carries on without it.
+    """
+
+    async def serve(self, worker: Worker) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def default_worker_id() -> str:
@@ -96,7 +113,7 @@ class _Buffer:
 class Worker:
     """One worker process's runtime. Use :meth:`tenure.App.run_worker` to start one."""
 
-    def __init__(self, app: App, settings: Settings) -> None:
+    def __init__(self, app: App, settings: Settings, *, sidecars: Sequence[Sidecar] = ()) -> None:
         self.app = app
         self.settings = settings
         self.store: Store = app.store
@@ -119,6 +136,7 @@ class Worker:
         self._housekeeping_at = 0.0
         self._reconcile_at = 0.0
         self.max_term_seen: dict[tuple[str, str], int] = {}
+        self._sidecars = list(sidecars)
 
     # -- clocks and trust -----------------------------------------------------------------
 
@@ -156,6 +174,7 @@ class Worker:
                 self._loop.add_signal_handler(sig, self.request_stop)
         self._watchdog = LoopWatchdog(self._loop, self._describe_blocker, threshold=0.5)
         self._watchdog.start()
+        sidecars = self._start_sidecars()
         try:
             if not await self._join():
                 return  # stopped before ever holding a lease: nothing to hand over
@@ -186,11 +205,36 @@ class Worker:
                     t.cancel()
                 await asyncio.gather(*background, listener, return_exceptions=True)
         finally:
+            await self._stop_sidecars(sidecars)
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self._loop.remove_signal_handler(sig)
             self._watchdog.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- sidecars (e.g. the HTTP interface) -----------------------------------------------
+
+    def _start_sidecars(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._sidecar(s), name=f"tenure-sidecar-{type(s).__name__}") for s in self._sidecars
+        ]
+
+    async def _sidecar(self, sidecar: Sidecar) -> None:
+        try:
+            await sidecar.serve(self)
+        except Exception:
+            log.exception("sidecar %s failed; the worker carries on without it", type(sidecar).__name__)
+
+    async def _stop_sidecars(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Ask every sidecar to stop, wait a bounded time, cancel the late ones."""
+        if not tasks:
+            return
+        for s in self._sidecars:
+            s.stop()
+        _, late = await asyncio.wait(tasks, timeout=SIDECAR_STOP_WITHIN)
+        for t in late:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _join(self, *, rejoin: bool = False) -> bool:
         """Register, retrying while the store is down; False if asked to stop first.

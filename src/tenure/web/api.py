@@ -1,0 +1,351 @@
+"""The JSON API under ``/api``: reads of the store, and the admin actions.
+
+::
+
+    GET    /api/status                          workers, task counts, recent failures
+    GET    /api/tasks?kind=&owner=&state=       tasks, with owner, term, next slot, last run
+    GET    /api/tasks/{kind}/{key}              one task and its recent runs
+    GET    /api/runs?kind=&key=&worker=&outcome=&limit=
+    GET    /api/workers
+    GET    /api/failovers?runs=N                changes of term seen in the last N run records
+    POST   /api/tasks                           add: {"kind", "key", "every"|"cron", "params", "enabled"}
+    POST   /api/tasks/{kind}/{key}/enable|disable|trigger
+    DELETE /api/tasks/{kind}/{key}
+    POST   /api/workers/{id}/drain
+
+Every change goes through :class:`tenure.App`, so the API validates exactly as the
+Python API and the CLI do. A call that fails answers ``{"error": {"code", "message"}}``
+with 400 (malformed input: unknown parameter, bad schedule, params or kind), 401/403
+(token), 404 (no such task or worker), 409 (the task exists), 413 (body too large) or
+503 (the store does not answer), and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tenure.app import App
+from tenure.errors import InvalidInput, StoreError, TaskExists, TaskNotFound, TenureError
+from tenure.store import Store
+from tenure.web import snapshot
+from tenure.web.auth import error, refusal
+
+log = logging.getLogger("tenure.web")
+
+#: Runs read to find each task's last run in task lists (one query, whatever the number of tasks).
+RECENT_RUNS = 1000
+#: Runs shown with one task.
+TASK_RUNS = 20
+#: Failures shown in the status.
+RECENT_FAILURES = 10
+#: Runs examined for changes of term by default, and at most.
+FAILOVER_RUNS, MAX_FAILOVER_RUNS = 2000, 10_000
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """How the HTTP interface is guarded and what it describes itself as."""
+
+    #: Bearer token actions need (None: actions are refused).
+    admin_token: str | None = None
+    #: Reads (API, /metrics) need the token too.
+    protect_reads: bool = False
+    #: The worker serving this interface, if a worker does.
+    worker_id: str | None = None
+    #: Largest request body accepted, in bytes.
+    max_body: int = 1024 * 1024
+
+
+class Api:
+    """The /api endpoints over one admin :class:`App`."""
+
+    def __init__(self, admin: App, options: Options) -> None:
+        self.admin = admin
+        self.options = options
+
+    def routes(self) -> list[Route]:
+        read, act = self._read, self._act
+        paths: dict[str, dict[str, Endpoint]] = {
+            "/api/status": {"GET": read(self.status)},
+            "/api/tasks": {"GET": read(self.tasks), "POST": act(self.add_task)},
+            **{
+                f"/api/tasks/{{kind}}/{{key:path}}/{action}": {"POST": act(self._changer(action))}
+                for action in ("enable", "disable", "trigger")
+            },
+            "/api/tasks/{kind}/{key:path}": {"GET": read(self.task), "DELETE": act(self.remove_task)},
+            "/api/runs": {"GET": read(self.runs)},
+            "/api/workers": {"GET": read(self.workers)},
+            "/api/workers/{worker:path}/drain": {"POST": act(self.drain)},
+            "/api/failovers": {"GET": read(self.failovers)},
+        }
+        # One route per path, so that a 405 lists every method the path takes.
+        return [Route(path, _by_method(endpoints), methods=list(endpoints)) for path, endpoints in paths.items()]
+
+    # -- guards ---------------------------------------------------------------------------
+
+    def _read(self, endpoint: Endpoint) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            if self.options.protect_reads:
+                refused = refusal(request, self.options.admin_token, what="reads")
+                if refused is not None:
+                    return refused
+            return await self._translated(endpoint, request)
+
+        return guarded
+
+    def _act(self, endpoint: Endpoint) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            refused = refusal(request, self.options.admin_token, what="actions")
+            if refused is not None:
+                client = request.client.host if request.client else "?"
+                log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, refused.status_code)
+                return refused
+            return await self._translated(endpoint, request)
+
+        return guarded
+
+    async def _translated(self, endpoint: Endpoint, request: Request) -> Response:
+        """Run ``endpoint`` on the opened store, answering tenure's errors as JSON errors."""
+        try:
+            # Never migrate from here: a store without a schema is an error to show.
+            await self.admin.open(migrate=False)
+            return await endpoint(request)
+        except InvalidInput as exc:
+            return error(400, _code(exc), str(exc))
+        except TaskNotFound as exc:
+            return error(404, "task_not_found", str(exc))
+        except TaskExists as exc:
+            return error(409, "task_exists", str(exc))
+        except _TooLarge as exc:
+            return error(413, "too_large", str(exc))
+        except StoreError as exc:
+            log.warning("%s %s: the store failed: %s", request.method, request.url.path, exc)
+            return error(503, "store_unavailable", f"the store failed: {exc}")
+
+    async def _store(self) -> Store:
+        await self.admin.open(migrate=False)
+        return self.admin.store
+
+    async def _cluster(self) -> snapshot.Cluster:
+        store = await self._store()
+        workers = await store.list_workers()
+        return snapshot.Cluster(now=await store.now(), workers=workers)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def status(self, request: Request) -> Response:
+        _query(request)
+        tasks = await self.admin.list_tasks()
+        cluster = await self._cluster()
+        failures = []
+        for outcome in snapshot.FAILURES:
+            failures += await self.admin.list_runs(outcome=outcome, limit=RECENT_FAILURES)
+        failures.sort(key=lambda r: (r.ended_at, r.id or 0), reverse=True)
+        store = await self._store()
+        return JSONResponse(
+            {
+                "store": store.display_url,
+                "now": cluster.now,
+                "served_by": self.options.worker_id,
+                "actions": bool(self.options.admin_token),
+                "workers": [snapshot.worker_json(w, cluster.now) for w in cluster.workers],
+                "tasks": snapshot.state_counts(tasks, cluster),
+                "recent_failures": [snapshot.run_json(r) for r in failures[:RECENT_FAILURES]],
+            }
+        )
+
+    async def tasks(self, request: Request) -> Response:
+        q = _query(request, "kind", "owner", "state")
+        state = q.get("state")
+        if state is not None and state not in snapshot.STATES:
+            raise InvalidInput(f"state {state!r} is not one of {', '.join(snapshot.STATES)}")
+        tasks = await self.admin.list_tasks(kind=q.get("kind"), owner=q.get("owner"))
+        cluster = await self._cluster()
+        if state is not None:
+            tasks = [t for t in tasks if snapshot.in_state(t, state, cluster)]
+        latest = snapshot.last_runs(await self.admin.list_runs(kind=q.get("kind"), limit=RECENT_RUNS))
+        return JSONResponse([snapshot.task_json(t, cluster, latest.get((t.kind, t.key))) for t in tasks])
+
+    async def task(self, request: Request) -> Response:
+        _query(request)
+        kind, key = request.path_params["kind"], request.path_params["key"]
+        task = await self.admin.get_task(kind, key)
+        runs = await self.admin.list_runs(kind=kind, key=key, limit=TASK_RUNS)
+        cluster = await self._cluster()
+        body = snapshot.task_json(task, cluster, runs[0] if runs else None)
+        body["runs"] = [snapshot.run_json(r) for r in runs]
+        return JSONResponse(body)
+
+    async def runs(self, request: Request) -> Response:
+        q = _query(request, "kind", "key", "worker", "outcome", "limit")
+        limit = _whole(q, "limit", default=50)
+        runs = await self.admin.list_runs(
+            kind=q.get("kind"), key=q.get("key"), worker=q.get("worker"), outcome=q.get("outcome"), limit=limit
+        )
+        return JSONResponse([snapshot.run_json(r) for r in runs])
+
+    async def workers(self, request: Request) -> Response:
+        _query(request)
+        cluster = await self._cluster()
+        return JSONResponse([snapshot.worker_json(w, cluster.now) for w in cluster.workers])
+
+    async def failovers(self, request: Request) -> Response:
+        q = _query(request, "runs")
+        limit = _whole(q, "runs", default=FAILOVER_RUNS)
+        if limit > MAX_FAILOVER_RUNS:
+            raise InvalidInput(f"runs must be a whole number from 1 to {MAX_FAILOVER_RUNS}, got {limit}")
+        runs = await self.admin.list_runs(limit=limit)
+        tasks = await self.admin.list_tasks()
+        store = await self._store()
+        return JSONResponse(
+            {
+                "now": await store.now(),
+                "runs_examined": len(runs),
+                "since": min((r.started_at for r in runs), default=None),
+                "events": snapshot.failovers(runs, tasks),
+            }
+        )
+
+    # -- actions --------------------------------------------------------------------------
+
+    async def add_task(self, request: Request) -> Response:
+        _query(request)
+        body = await _json_object(request, self.options.max_body)
+        unknown = sorted(set(body) - {"kind", "key", "every", "cron", "params", "enabled"})
+        if unknown:
+            raise InvalidInput(f"unknown field {unknown[0]!r}; fields are kind, key, every, cron, params, enabled")
+        for name in ("kind", "key"):
+            if name not in body:
+                raise InvalidInput(f"missing field {name!r}")
+        every, cron, params = body.get("every"), body.get("cron"), body.get("params")
+        enabled = body.get("enabled", True)
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int | float)):
+            raise InvalidInput(f"every must be a number of seconds, got {json.dumps(every)}")
+        if cron is not None and not isinstance(cron, str):
+            raise InvalidInput(f"cron must be a string, got {json.dumps(cron)}")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidInput(f"params must be a JSON object, got {json.dumps(params)[:100]}")
+        if not isinstance(enabled, bool):
+            raise InvalidInput(f"enabled must be true or false, got {json.dumps(enabled)}")
+        task = await self.admin.add_task(
+            body["kind"], body["key"], every=every, cron=cron, params=params, enabled=enabled
+        )
+        _audit(request, "added task %s/%s", task.kind, task.key)
+        cluster = await self._cluster()
+        return JSONResponse(snapshot.task_json(task, cluster), status_code=201)
+
+    def _changer(self, action: str) -> Endpoint:
+        """The endpoint of ``POST /api/tasks/{kind}/{key}/<action>``: enable, disable or trigger."""
+        change = {"enable": self.admin.enable, "disable": self.admin.disable, "trigger": self.admin.trigger}[action]
+        done = {"enable": "enabled", "disable": "disabled", "trigger": "triggered"}[action]
+
+        async def change_task(request: Request) -> Response:
+            _query(request)
+            kind, key = request.path_params["kind"], request.path_params["key"]
+            task = await change(kind, key)
+            _audit(request, "%s task %s/%s", done, kind, key)
+            return JSONResponse(snapshot.task_json(task, await self._cluster()))
+
+        return change_task
+
+    async def remove_task(self, request: Request) -> Response:
+        _query(request)
+        kind, key = request.path_params["kind"], request.path_params["key"]
+        await self.admin.remove(kind, key)
+        _audit(request, "removed task %s/%s", kind, key)
+        return JSONResponse({"removed": {"kind": kind, "key": key}})
+
+    async def drain(self, request: Request) -> Response:
+        _query(request)
+        worker = request.path_params["worker"]
+        if not await (await self._store()).set_draining(worker, True):
+            return error(404, "worker_not_found", f"no worker {worker!r}")
+        _audit(request, "worker %s set draining", worker)
+        return JSONResponse({"worker": worker, "draining": True})
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _by_method(endpoints: Mapping[str, Endpoint]) -> Endpoint:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return dispatch
+
+
+def _code(exc: TenureError) -> str:
+    """``InvalidSchedule`` -> ``invalid_schedule``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+class _TooLarge(TenureError):
+    """The request body is larger than the limit."""
+
+
+def _query(request: Request, *allowed: str) -> dict[str, str]:
+    """The query parameters, refusing unknown and repeated ones; empty values count as absent."""
+    params = request.query_params
+    for name in params:
+        if name not in allowed:
+            names = ", ".join(allowed) if allowed else "none"
+            raise InvalidInput(f"unknown query parameter {name!r}; this endpoint takes: {names}")
+        if len(params.getlist(name)) > 1:
+            raise InvalidInput(f"query parameter {name!r} is given more than once")
+    return {name: value for name, value in params.items() if value != ""}
+
+
+def _whole(query: Mapping[str, str], name: str, *, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise InvalidInput(f"{name} must be at least 1, got {value}")
+    return value
+
+
+async def _json_object(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise InvalidInput("the request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _audit(request: Request, msg: str, *args: object) -> None:
+    client = request.client.host if request.client else "?"
+    log.info("HTTP action from %s: " + msg, client, *args)

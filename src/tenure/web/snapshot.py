@@ -1,0 +1,185 @@
+"""What the HTTP interface says about the store: JSON shapes and figures derived from rows.
+
+Pure functions over snapshots the store returned (no I/O here). Field names match the
+``tenure ... --json`` output of the CLI, so scripts can switch between the two; times are
+epoch seconds on the database's clock and durations are seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from tenure.models import Freed, Outcome, Run, Task, WorkerInfo
+from tenure.schedule import Cron, Every, next_slot
+
+#: Task states the API filters on and counts (``enabled``/``disabled`` and ``owned``/``unowned`` overlap).
+STATES = ("enabled", "disabled", "owned", "unowned")
+#: Outcomes listed as failures.
+FAILURES = (Outcome.ERROR.value, Outcome.TIMEOUT.value, Outcome.LEASE_LOST.value)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The workers as of the database's clock ``now``."""
+
+    now: float
+    workers: Sequence[WorkerInfo]
+
+    @property
+    def live(self) -> set[str]:
+        return {w.id for w in self.workers if w.expires_at > self.now}
+
+    def owned(self, task: Task) -> bool:
+        """Owned means: by a worker whose lease is live."""
+        return task.owner is not None and task.owner in self.live
+
+
+def in_state(task: Task, state: str, cluster: Cluster) -> bool:
+    """Whether ``task`` is in ``state`` (one of :data:`STATES`)."""
+    if state == "enabled":
+        return task.enabled
+    if state == "disabled":
+        return not task.enabled
+    if state == "owned":
+        return cluster.owned(task)
+    return not cluster.owned(task)
+
+
+def state_counts(tasks: Sequence[Task], cluster: Cluster) -> dict[str, int]:
+    return {"total": len(tasks)} | {s: sum(in_state(t, s, cluster) for t in tasks) for s in STATES}
+
+
+def due_slot(task: Task) -> float | None:
+    """The slot after the last one started, i.e. the run the task owes now or next.
+
+    None while disabled or before its first run. Last slots reach the store with the run
+    records, once per poll of the worker, so a healthy task can look up to a poll late.
+    """
+    if not task.enabled or task.last_slot is None:
+        return None
+    return next_slot(task.schedule, task.kind, task.key, task.last_slot)
+
+
+def task_json(task: Task, cluster: Cluster, last_run: Run | None = None) -> dict[str, Any]:
+    """A task with its owner's liveness, its next slot, how overdue it is and its last run."""
+    due = due_slot(task)
+    upcoming: float | None = None
+    if task.enabled:
+        upcoming = due if due is not None and due > cluster.now else None
+        if upcoming is None:
+            upcoming = next_slot(task.schedule, task.kind, task.key, max(cluster.now, task.last_slot or cluster.now))
+    return {
+        "kind": task.kind,
+        "key": task.key,
+        "every": task.schedule.seconds if isinstance(task.schedule, Every) else None,
+        "cron": task.schedule.expr if isinstance(task.schedule, Cron) else None,
+        "schedule": task.schedule.describe(),
+        "params": task.params,
+        "enabled": task.enabled,
+        "owner": task.owner,
+        "owned": cluster.owned(task),
+        "term": task.term,
+        "last_slot": task.last_slot,
+        "next_slot": upcoming,
+        "overdue": max(0.0, cluster.now - due) if due is not None else None,
+        "last_run": run_json(last_run) if last_run is not None else None,
+        "trigger_at": task.trigger_at,
+        "freed_at": task.freed_at,
+        "freed_how": task.freed_how.value,
+        "version": task.version,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "key": run.key,
+        "worker": run.worker,
+        "term": run.term,
+        "scheduled_at": run.scheduled_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration": run.ended_at - run.started_at,
+        "lag": max(0.0, run.started_at - run.scheduled_at),
+        "outcome": run.outcome.value,
+        "error": run.error,
+    }
+
+
+def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "host": w.host,
+        "pid": w.pid,
+        "live": w.expires_at > now,
+        "draining": w.draining,
+        "tasks_held": w.tasks_held,
+        "started_at": w.started_at,
+        "heartbeat_at": w.heartbeat_at,
+        "expires_at": w.expires_at,
+        "age": now - w.started_at,
+        "lease_left": max(0.0, w.expires_at - now),
+    }
+
+
+def last_runs(runs: Iterable[Run]) -> dict[tuple[str, str], Run]:
+    """The latest run of each task among ``runs`` (by start time)."""
+    latest: dict[tuple[str, str], Run] = {}
+    for r in runs:
+        k = (r.kind, r.key)
+        if k not in latest or r.started_at > latest[k].started_at:
+            latest[k] = r
+    return latest
+
+
+def failovers(runs: Sequence[Run], tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """Changes of term seen in ``runs`` (a window of recent run records), newest first.
+
+    For each task, its runs in start order; wherever the term differs from the previous
+    run's, the task changed owner in between: one event, timed at the first run under the
+    new term. ``how`` (``expired``: a failover; ``released``: a handoff) is known only for
+    the latest change of a task still at that term, from its row's ``freed_how``; older
+    changes in the window say ``null``. A term lower than the one before it is flagged
+    ``backwards``: the store lost writes (see the README on durability).
+
+    Cheap and honest: one read of recent runs, no history table. What it cannot see: a
+    change of owner with no recorded run on one side of it (a task that moved twice
+    within one period, or whose dead owner's last records were never flushed, is still
+    seen, as one change between the runs that were recorded).
+    """
+    by_task: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        by_task.setdefault((r.kind, r.key), []).append(r)
+    rows = {(t.kind, t.key): t for t in tasks}
+    events: list[dict[str, Any]] = []
+    for k, task_runs in by_task.items():
+        task_runs.sort(key=lambda r: (r.started_at, r.id or 0))
+        changes = [(a, b) for a, b in pairwise(task_runs) if a.term != b.term]
+        for i, (before, after) in enumerate(changes):
+            row = rows.get(k)
+            latest = i == len(changes) - 1
+            how = None
+            if latest and row is not None and row.term == after.term and row.freed_how is not Freed.NEW:
+                how = row.freed_how.value
+            events.append(
+                {
+                    "kind": after.kind,
+                    "key": after.key,
+                    "at": after.started_at,
+                    "freed_at": row.freed_at if how is not None and row is not None else None,
+                    "from_worker": before.worker,
+                    "to_worker": after.worker,
+                    "from_term": before.term,
+                    "to_term": after.term,
+                    "how": how,
+                    "backwards": after.term < before.term,
+                }
+            )
+    events.sort(key=lambda e: e["at"], reverse=True)
+    return events

@@ -1,0 +1,194 @@
+"""``tenure dashboard`` and ``tenure worker --http`` as real processes on real sockets."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .procs import Procs, procs, wait_until
+
+__all__ = ["procs"]  # the fixture, used by name
+
+TOKEN = "tok-never-in-logs-3f9a"  # noqa: S105 - a test token
+
+
+def one_error_line(err: str) -> str:
+    assert err.startswith("tenure: error: "), err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def runs_ok(text: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "tenure_runs_total" and s.labels.get("outcome") == "ok"
+    )
+
+
+@pytest.mark.slow
+def test_dashboard_serves_on_loopback_quietly_and_stops_on_sigterm(procs: Procs) -> None:
+    dash = procs.start(
+        "dashboard", "dashboard", "--port", "0", "--log-format", "json", env={"TENURE_ADMIN_TOKEN": TOKEN}
+    )
+    url = dash.wait_for_url()
+    assert url.startswith("http://127.0.0.1:")
+    with httpx.Client(base_url=url, timeout=5) as http:
+        assert http.get("/api/status").json()["actions"] is True
+        assert http.get("/").status_code == 200
+        assert http.post("/api/workers/w/drain", headers={"Authorization": "Bearer wrong-" + TOKEN}).status_code == 403
+        assert http.post("/api/workers/w/drain", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+        assert "tenure_store_up 1.0" in http.get("/metrics").text
+        assert http.get("/api/status", headers={"Host": "rebound.example"}).status_code == 400
+    assert dash.stop() == 0
+    log = dash.log()
+    assert "NOT a loopback" not in log
+    assert TOKEN not in log, "the admin token reached the log"
+    records = dash.records()
+    assert records, log
+    assert all(set(r) >= {"time", "level", "logger", "message"} for r in records)
+    assert any(r["message"] == "dashboard stopped" for r in records)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "api/status", timeout=2)
+
+
+@pytest.mark.slow
+def test_dashboard_warns_loudly_off_loopback(procs: Procs) -> None:
+    dash = procs.start("dashboard", "dashboard", "--host", "0.0.0.0", "--port", "0", "--log-format", "json")  # noqa: S104
+    url = dash.wait_for_url()
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    warnings = [r for r in dash.records() if r["level"] == "WARNING" and "NOT a loopback" in r["message"]]
+    assert warnings, dash.log()
+    assert "--protect-reads" in warnings[0]["message"]
+    # It serves anyway (the operator asked for it); this test talks to it over loopback only.
+    assert httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 200
+    assert dash.stop() == 0
+
+
+@pytest.mark.slow
+def test_dashboard_human_logs_by_default(procs: Procs) -> None:
+    dash = procs.start("dashboard", "dashboard", "--port", "0", env={"TENURE_LOG_FORMAT": "json"})
+    dash.wait_for_url()  # the environment chose JSON
+    assert dash.stop() == 0
+    human = procs.start("human", "dashboard", "--port", "0")
+    wait_until(lambda: "INFO tenure.web dashboard on http://127.0.0.1:" in human.log(), within=20, what="a human line")
+    assert human.stop() == 0
+
+
+@pytest.mark.slow
+def test_dashboard_refusals(procs: Procs) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        r = procs.run("dashboard", "--port", str(port))
+        assert r.returncode == 1, r
+        assert "cannot listen on 127.0.0.1" in one_error_line(r.stderr)
+    finally:
+        taken.close()
+    r = procs.run("dashboard", "--port", "70000")
+    assert r.returncode == 2
+    assert "--port" in one_error_line(r.stderr)
+    r = procs.run("dashboard", "--host", "no-such-host.invalid", "--port", "0")
+    assert r.returncode == 1
+    assert "cannot listen on no-such-host.invalid" in one_error_line(r.stderr)
+    r = procs.run("dashboard", "--port", "0", env={"TENURE_LOG_FORMAT": "xml"})
+    assert r.returncode == 2
+    assert "TENURE_LOG_FORMAT" in one_error_line(r.stderr)
+    r = procs.run("dashboard", "--port", "0", env={"TENURE_PROTECT_READS": "maybe"})
+    assert r.returncode == 2
+    assert "TENURE_PROTECT_READS" in one_error_line(r.stderr)
+    r = procs.run("dashboard", "--port", "0", "--store", f"sqlite:///{procs.folder / 'missing.db'}")
+    assert r.returncode == 1
+    assert "no SQLite store" in one_error_line(r.stderr)
+    assert not (procs.folder / "missing.db").exists()
+
+
+@pytest.mark.slow
+def test_dashboard_protects_reads_by_option(procs: Procs) -> None:
+    dash = procs.start(
+        "dashboard",
+        "dashboard",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        env={"TENURE_PROTECT_READS": "yes", "TENURE_ADMIN_TOKEN": TOKEN},
+    )
+    url = dash.wait_for_url()
+    with httpx.Client(base_url=url, timeout=5) as http:
+        assert http.get("/api/tasks").status_code == 401
+        assert http.get("/metrics").status_code == 401
+        assert http.get("/api/tasks", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert dash.stop() == 0
+    # The flag wins over the environment.
+    dash = procs.start(
+        "open",
+        "dashboard",
+        "--port",
+        "0",
+        "--no-protect-reads",
+        "--log-format",
+        "json",
+        env={"TENURE_PROTECT_READS": "1"},
+    )
+    assert httpx.get(dash.wait_for_url() + "api/tasks", timeout=5).status_code == 200
+    assert dash.stop() == 0
+
+
+@pytest.mark.slow
+def test_worker_serves_its_metrics_and_stops_them_with_it(procs: Procs) -> None:
+    worker = procs.worker("w-http", "--http", "127.0.0.1:0")
+    url = worker.wait_for_url()
+    wait_until(lambda: procs.run("tasks", "add", "dispatch", "lisbon").returncode == 0, within=20, what="the kind")
+    assert procs.run("tasks", "add", "dispatch", "porto").returncode == 0
+    with httpx.Client(base_url=url, timeout=5) as http:
+        first = runs_ok(http.get("/metrics").text)
+        wait_until(lambda: runs_ok(http.get("/metrics").text) >= first + 4, within=20, what="runs to be counted")
+        status = http.get("/api/status").json()
+        assert status["served_by"] == "w-http"
+        assert status["actions"] is False  # no TENURE_ADMIN_TOKEN
+        r = http.post("/api/tasks/dispatch/lisbon/disable", headers={"Authorization": "Bearer x"})
+        assert r.status_code == 403
+        assert "TENURE_ADMIN_TOKEN" in r.json()["error"]["message"]
+    assert worker.stop() == 0
+    messages = [r["message"] for r in worker.records()]
+    assert any(m.startswith("left the cluster") for m in messages), messages
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "metrics", timeout=2)
+    # A worker's records carry its id.
+    assert all(r.get("worker") == "w-http" for r in worker.records() if r["logger"] == "tenure.worker")
+
+
+@pytest.mark.slow
+def test_worker_http_address_in_use_fails_before_joining(procs: Procs) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        r = procs.run("worker", "webapp:app", "--id", "w-x", "--http", f"127.0.0.1:{taken.getsockname()[1]}")
+    finally:
+        taken.close()
+    assert r.returncode == 1, r
+    assert "cannot listen on 127.0.0.1" in one_error_line(r.stderr)
+    workers = json.loads(procs.run("workers", "list", "--json").stdout)
+    assert workers == []
+
+
+@pytest.mark.slow
+def test_worker_sigint_also_stops_http(procs: Procs) -> None:
+    worker = procs.worker("w-int", "--http", "127.0.0.1:0")
+    url = worker.wait_for_url()
+    assert httpx.get(url + "api/workers", timeout=5).status_code == 200
+    worker.signal(signal.SIGINT)
+    assert worker.proc.wait(15) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "api/workers", timeout=2)

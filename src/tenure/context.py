@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -44,10 +43,11 @@ class Context:
         self.token = token
         self.scheduled_at = scheduled_at
         self.worker_id = worker_id
-        self.cancelled = asyncio.Event()
         self._store = store
         self._lease_trusted = lease_trusted
-        self._stop_flag = threading.Event()
+        # Made on first use: most handlers never wait on it, and a run's start is hot.
+        self._cancelled: asyncio.Event | None = None
+        self._stopped = False  # a plain bool: reads and writes are atomic across threads
         self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
@@ -59,14 +59,24 @@ class Context:
         return self._store.dialect
 
     @property
+    def cancelled(self) -> asyncio.Event:
+        """An event set when the run must stop; ``await ctx.cancelled.wait()``."""
+        if self._cancelled is None:
+            self._cancelled = asyncio.Event()
+            if self._stopped:
+                self._cancelled.set()
+        return self._cancelled
+
+    @property
     def is_cancelled(self) -> bool:
         """True once the run must stop. Safe to read from a handler's thread."""
-        return self._stop_flag.is_set()
+        return self._stopped
 
     def cancel(self) -> None:
         """Signal the handler to stop (called by the worker, on its event loop)."""
-        self._stop_flag.set()
-        self.cancelled.set()
+        self._stopped = True
+        if self._cancelled is not None:
+            self._cancelled.set()
 
     @asynccontextmanager
     async def fenced(self) -> AsyncIterator[FencedTransaction]:

@@ -6,6 +6,8 @@ Exposed on ``/metrics`` by the HTTP server of ``tenure worker --http`` and
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: The registry tenure's metrics live in; served by tenure's HTTP endpoints.
@@ -45,3 +47,19 @@ FENCED_REFUSED = Counter(
 )
 FENCED_COMMITTED = Counter("tenure_fenced_commits", "Fenced commits accepted.", ["kind"], registry=REGISTRY)
 LOOP_STALLS = Counter("tenure_event_loop_stalls", "Times the watchdog saw the event loop blocked.", registry=REGISTRY)
+
+
+@functools.cache
+def _run_metrics(kind: str, outcome: str) -> tuple[Counter, Histogram, Histogram]:
+    # labels() costs a lock and a dict lookup per call; a run's end is on the hot path.
+    return RUNS.labels(kind, outcome), LAG.labels(kind), DURATION.labels(kind)
+
+
+def record_run(kind: str, outcome: str, *, lag: float | None, duration: float | None) -> None:
+    """Count one run; lag and duration are left out for runs that did not start."""
+    runs, lag_hist, duration_hist = _run_metrics(kind, outcome)
+    runs.inc()
+    if lag is not None:
+        lag_hist.observe(lag)
+    if duration is not None:
+        duration_hist.observe(duration)

@@ -1,0 +1,444 @@
+"""Helpers shared by the bench scripts: stores, worker processes, /proc readings, reports.
+
+Benches measure; they never assert. Each script prints one JSON document, then a short
+human table comparing the figures with the targets of the worker-runtime issue.
+
+Worker processes run ``bench_worker.py`` with ``sys.executable``; set
+``BENCH_WORKER_SCRIPT`` to run another runner instead (a profiling wrapper, say).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tenure
+from tenure.store.sqlite import parse_sqlite_url
+
+BENCH_DIR = Path(__file__).resolve().parent
+WORKER_SCRIPT = Path(os.environ.get("BENCH_WORKER_SCRIPT", BENCH_DIR / "bench_worker.py"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEFAULTS = tenure.Settings()
+
+COMMITS_DDL = """
+CREATE TABLE IF NOT EXISTS bench_commits (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    worker       TEXT NOT NULL,
+    term         INTEGER NOT NULL,
+    scheduled_at REAL NOT NULL,
+    committed_at REAL NOT NULL
+)
+"""
+
+
+# -- arguments --------------------------------------------------------------------------
+
+
+def add_common_args(p: argparse.ArgumentParser, *, workers: int, duration: float) -> None:
+    """--store, --workers, --duration and the worker settings every bench takes."""
+    p.add_argument(
+        "--store",
+        default=None,
+        help="sqlite:///path store URL to bench on; its tenure tables are EMPTIED before each "
+        "scenario (default: a fresh temporary SQLite file per scenario)",
+    )
+    p.add_argument("--workers", type=int, default=workers, help="worker processes (default %(default)s)")
+    p.add_argument("--duration", type=float, default=duration, help="measured window, seconds")
+    p.add_argument("--ttl", type=float, default=DEFAULTS.lease_ttl, help="lease TTL (default %(default)s)")
+    p.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat, help="default %(default)s")
+    p.add_argument("--poll", type=float, default=DEFAULTS.poll, help="default %(default)s")
+    p.add_argument("--json-only", action="store_true", help="print the JSON only, no table")
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, float]:
+    tenure.Settings(lease_ttl=args.ttl, heartbeat=args.heartbeat, poll=args.poll)  # validate early
+    return {"lease_ttl": args.ttl, "heartbeat": args.heartbeat, "poll": args.poll}
+
+
+def int_list(text: str) -> list[int]:
+    return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+
+
+# -- stores -----------------------------------------------------------------------------
+
+
+@dataclass
+class BenchStore:
+    """One scenario's store: its URL and the SQLite file behind it."""
+
+    url: str
+    path: Path
+
+    def connect(self) -> sqlite3.Connection:
+        """A plain sqlite3 connection for the bench's own reads (never during a fenced test)."""
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self.connect()
+        try:
+            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+
+    def db_now(self) -> float:
+        return float(self.query("SELECT (julianday('now') - 2440587.5) * 86400.0")[0][0])
+
+
+@contextmanager
+def scenario_store(url: str | None, name: str) -> Iterator[BenchStore]:
+    """A fresh temporary SQLite store, or the given one emptied of tenure data."""
+    if url is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f"tenure-bench-{name}-"))
+        path = (tmp / "tenure.db").resolve()
+        try:
+            yield BenchStore(url=f"sqlite:///{path}", path=path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if not url.startswith("sqlite:"):
+        raise SystemExit(f"the benches read results straight from SQLite; {url!r} is not a sqlite URL")
+    path, _ = parse_sqlite_url(url)
+    store = BenchStore(url=url, path=path.resolve())
+    if path.exists():
+        conn = store.connect()
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for t in ("tenure_runs", "tenure_tasks", "tenure_workers", "bench_commits"):
+                if t in tables:
+                    conn.execute(f"DELETE FROM {t}")
+        finally:
+            conn.close()
+    yield store
+
+
+async def _create_tasks(url: str, kind: str, keys: Sequence[str], every: float) -> None:
+    app = tenure.App(url)
+    app.task("noop", every=1.0)(_never_called)
+    app.task("fenced", every=1.0)(_never_called)
+    async with app:
+        for key in keys:
+            await app.add_task(kind, key, every=every)
+
+
+async def _never_called(ctx: tenure.Context) -> None:  # pragma: no cover - registration only
+    raise AssertionError("the set-up app runs no tasks")
+
+
+def task_keys(n: int) -> list[str]:
+    return [f"t{i:06d}" for i in range(n)]
+
+
+def create_tasks(store: BenchStore, n: int, *, kind: str = "noop", every: float = 1.0) -> dict[str, Any]:
+    """Create the schema (migrating), ``bench_commits`` and N tasks through the public
+    ``App.add_task``, one transaction each. Returns how long that took.
+
+    The set-up connection uses ``synchronous=normal`` unless the URL says otherwise (no
+    fsync per added task: 10,000 tasks take ~6 s instead of 10-20 s); the workers use the
+    URL as given."""
+    url = store.url
+    if "synchronous=" not in url:
+        url += ("&" if "?" in url else "?") + "synchronous=normal"
+    t = time.perf_counter()
+    asyncio.run(_create_tasks(url, kind, task_keys(n), every))
+    elapsed = time.perf_counter() - t
+    conn = store.connect()
+    try:
+        conn.execute(COMMITS_DDL)
+    finally:
+        conn.close()
+    return {"tasks": n, "seconds": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1), "via": "App.add_task"}
+
+
+# -- worker processes -------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProc:
+    id: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    stats: Path | None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def read_stats(self) -> dict[str, Any] | None:
+        if self.stats is None:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self.stats.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+
+class Cluster:
+    """Worker processes of one scenario, started on ``bench_worker.py``."""
+
+    def __init__(self, store: BenchStore, settings: dict[str, float], *, stats: bool = False) -> None:
+        self.store = store
+        self.settings = settings
+        self.stats = stats
+        self.workers: list[WorkerProc] = []
+        self._serial = 0
+        self.logdir = Path(tempfile.mkdtemp(prefix="tenure-bench-logs-"))
+
+    def start(self, count: int = 1) -> list[WorkerProc]:
+        started = []
+        for _ in range(count):
+            self._serial += 1
+            wid = f"bench-w{self._serial}"
+            log = self.logdir / f"{wid}.log"
+            stats = self.logdir / f"{wid}.json" if self.stats else None
+            cmd = [
+                sys.executable,
+                str(WORKER_SCRIPT),
+                "--store",
+                self.store.url,
+                "--id",
+                wid,
+                "--ttl",
+                str(self.settings["lease_ttl"]),
+                "--heartbeat",
+                str(self.settings["heartbeat"]),
+                "--poll",
+                str(self.settings["poll"]),
+            ]
+            if stats is not None:
+                cmd += ["--stats", str(stats)]
+            with log.open("wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            w = WorkerProc(id=wid, proc=proc, log=log, stats=stats)
+            self.workers.append(w)
+            started.append(w)
+        return started
+
+    @property
+    def live(self) -> list[WorkerProc]:
+        return [w for w in self.workers if w.alive()]
+
+    def signal(self, w: WorkerProc, sig: signal.Signals) -> float:
+        """Send ``sig``; return the wall-clock time just before sending it."""
+        t = time.time()
+        w.proc.send_signal(sig)
+        return t
+
+    def stop_all(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every live worker, wait, SIGKILL what is left. Returns exit codes."""
+        for w in self.live:
+            w.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            try:
+                w.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+        return {w.id: w.proc.returncode for w in self.workers}
+
+    def tail_logs(self, lines: int = 5) -> dict[str, list[str]]:
+        out = {}
+        for w in self.workers:
+            try:
+                text = w.log.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            if text:
+                out[w.id] = text[-lines:]
+        return out
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.logdir, ignore_errors=True)
+
+    def owners(self) -> dict[str | None, int]:
+        rows = self.store.query("SELECT owner, count(*) FROM tenure_tasks WHERE enabled = 1 GROUP BY owner")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def balanced(self, workers: Sequence[WorkerProc] | None = None) -> bool:
+        """Every enabled task owned by one of ``workers`` (default: the live ones), each
+        holding its fair share (N/W, give or take one)."""
+        ws = list(workers) if workers is not None else self.live
+        ids = {w.id for w in ws}
+        owners = self.owners()
+        total = sum(owners.values())
+        if not ids or set(owners) - ids:
+            return False
+        share = total / len(ids)
+        return all(math.floor(share) <= owners.get(i, 0) <= math.ceil(share) for i in ids)
+
+    def wait_balanced(self, timeout: float, workers: Sequence[WorkerProc] | None = None) -> float | None:
+        """Seconds until :meth:`balanced`, or None if it did not happen within ``timeout``."""
+        t0 = time.monotonic()
+        ok = wait_until(lambda: self.balanced(workers), timeout, interval=0.05)
+        return round(time.monotonic() - t0, 3) if ok else None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+        self.cleanup()
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+# -- /proc -------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat; with
+    ``tid``, of that one thread (the event loop's thread is the main one: tid = pid)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    stat = Path(path).read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After "pid (comm) ", field 3 (state) is index 0: utime is field 14, stime 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size in MB (VmRSS), from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+# -- figures -----------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary(values: Sequence[float], digits: int = 3) -> dict[str, float | None]:
+    if not values:
+        return {"min": None, "median": None, "max": None, "n": 0}
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {
+        "min": round(ordered[0], digits),
+        "median": round(median, digits),
+        "max": round(ordered[-1], digits),
+        "n": len(ordered),
+    }
+
+
+@dataclass
+class Target:
+    """One target of the issue, the figure measured for it, and whether it is met."""
+
+    name: str
+    figure: str
+    met: bool | None  # None: not measured
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"target": self.name, "figure": self.figure, "met": self.met, "note": self.note}
+
+
+def machine() -> dict[str, Any]:
+    """The machine, and how busy it is: other processes skew every figure here."""
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+        "tenure": tenure.__version__,
+    }
+
+
+def report(
+    title: str,
+    results: dict[str, Any],
+    targets: Sequence[Target],
+    table: Sequence[Sequence[Any]],
+    *,
+    notes: Sequence[str] = (),
+    json_only: bool = False,
+) -> dict[str, Any]:
+    """Print the JSON document, then (unless ``json_only``) a short table."""
+    doc = {"bench": title, "machine": machine(), "results": results, "targets": [t.as_json() for t in targets]}
+    print(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
+    if not json_only:
+        print()
+        print_table(title, table)
+        for line in notes:
+            print(f"  {line}")
+        print_targets(targets)
+    sys.stdout.flush()
+    return doc
+
+
+def print_table(title: str, rows: Sequence[Sequence[Any]]) -> None:
+    if not rows:
+        return
+    cells = [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(max(len(r) for r in cells))]
+    print(f"== {title}")
+    for n, r in enumerate(cells):
+        print("  " + "  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(r)))
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def print_targets(targets: Sequence[Target]) -> None:
+    if not targets:
+        return
+    print()
+    width = max(len(t.name) for t in targets)
+    for t in targets:
+        verdict = {True: "PASS", False: "MISS", None: "n/a "}[t.met]
+        note = f"  ({t.note})" if t.note else ""
+        print(f"  [{verdict}] {t.name.ljust(width)}  {t.figure}{note}")
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)

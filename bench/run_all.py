@@ -1,0 +1,73 @@
+"""Run every bench with modest defaults (about 5 minutes on 2 cores) and print one
+combined JSON document, then each bench's table and every target, met or missed.
+
+    .venv/bin/python bench/run_all.py [--store sqlite:///scratch.db] [--json-only]
+
+With ``--store``, each scenario empties that store's tenure tables first: point it at a
+scratch database. By default every scenario gets a fresh temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import coordination
+import failover
+import throughput
+from common import machine, print_table, print_targets
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", default=None, help="sqlite:///path scratch store (default: temporary files)")
+    p.add_argument("--json-only", action="store_true")
+    p.add_argument("--only", default="throughput,coordination,failover", help="benches to run (default: %(default)s)")
+    args = p.parse_args(argv)
+    common = ["--store", args.store] if args.store else []
+    plan: dict[str, tuple[Any, list[str]]] = {
+        "throughput": (throughput, ["--tasks", "1000,10000", "--workers", "2", "--duration", "20", "--warmup", "5"]),
+        "coordination": (coordination, ["--tasks", "1000,10000", "--workers", "2", "--duration", "60"]),
+        "failover": (failover, ["--tasks", "300", "--workers", "3", "--repeats", "3"]),
+    }
+    wanted = [b.strip() for b in args.only.split(",") if b.strip()]
+    started = time.monotonic()
+    sections: dict[str, Any] = {}
+    outputs = []
+    for name in wanted:
+        module, bench_args = plan[name]
+        argv_used = bench_args + common
+        t = time.monotonic()
+        res = module.run(module.parser().parse_args(argv_used))
+        sections[name] = {
+            "command": " ".join([".venv/bin/python", f"bench/{name}.py", *argv_used]),
+            "seconds": round(time.monotonic() - t, 1),
+            "results": res.results,
+            "targets": [x.as_json() for x in res.targets],
+        }
+        outputs.append((name, res))
+    doc = {
+        "bench": "all",
+        "command": " ".join([".venv/bin/python", "bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "seconds": round(time.monotonic() - started, 1),
+        **sections,
+    }
+    print(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
+    if args.json_only:
+        return
+    for name, res in outputs:
+        print()
+        print_table(name, res.table)
+        for line in res.notes:
+            print(f"  {line}")
+    print()
+    print("== targets")
+    print_targets([t for _, res in outputs for t in res.targets])
+
+
+if __name__ == "__main__":
+    main()

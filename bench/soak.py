@@ -1,0 +1,177 @@
+"""Fault-injection soak: a seeded schedule of faults against real worker processes on each
+store, checked at the end by the fault suite's history checker (tests/faults/checker.py).
+
+    python bench/soak.py [--stores sqlite,postgresql,mariadb] [--seconds 600] [--seed 1]
+
+Reuses the fault suite's harness and workload (tests/faults): three workers, six tasks
+every 0.5 s and a ``victim`` task (blocking work, then a fenced transaction held open)
+where pauses are aimed. Faults, drawn with the seed: SIGKILL of a random worker (a new
+one replaces it), SIGSTOP past the TTL between runs, SIGSTOP mid-run (stale commit must be
+refused), SIGSTOP inside an open fenced transaction (its commit must be refused), and a
+join/leave (a worker joins, another one SIGTERMed). After each fault: the time until every
+task committed again (database clock), against the failover bound.
+
+Prints one JSON object (per fault and store: runs, commits attempted, stale commits
+refused, safety violations, worst recovery vs bound) and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from conftest import STORE_FACTORIES
+from faults.checker import stale_refusals
+from faults.harness import Faults
+from faults.test_faults import BOUND, TIMING, pause_at, taken_over, wait_refused
+from store_faults.harness import database_for
+from tenure.store import make_store
+
+FAULTS = ["sigkill", "sigstop-between", "sigstop-mid-run", "sigstop-in-tx", "join-leave"]
+
+
+class Soak:
+    def __init__(self, c: Faults, rng: random.Random) -> None:
+        self.c = c
+        self.rng = rng
+        self.n = 0
+        self.tasks: list[tuple[str, str]] = []
+
+    def live(self) -> list[str]:
+        return [n for n, w in self.c.workers.items() if w.alive() and not w.signalled]
+
+    def spawn(self) -> str:
+        self.n += 1
+        name = f"w{self.n}"
+        self.c.start(name, timing=TIMING)
+        return name
+
+    async def inject(self, fault: str) -> None:
+        c = self.c
+        victim = self.tasks[-1]
+        if fault == "sigkill":
+            c.workers[self.rng.choice(self.live())].kill()
+            self.spawn()
+        elif fault == "sigstop-between":
+            name = self.rng.choice(self.live())
+            c.stop(name)
+            try:
+                at = c.db.now()
+
+                async def expired() -> bool:
+                    return c.db.now() > at + TIMING.ttl + 1.0
+
+                await c.wait_for(expired, "the stopped worker's lease to expire", within=30)
+            finally:
+                c.cont(name)
+        elif fault in ("sigstop-mid-run", "sigstop-in-tx"):
+            name, e = await pause_at(c, victim, "working" if fault == "sigstop-mid-run" else "inserted")
+            try:
+                if fault == "sigstop-mid-run" or c.kind != "sqlite":
+                    await taken_over(c, victim, e["term"], within=30)
+                else:
+                    at = c.db.now()
+
+                    async def expired() -> bool:
+                        return c.db.now() > at + TIMING.ttl + 0.5
+
+                    await c.wait_for(expired, "the stopped worker's lease to expire", within=30)
+            finally:
+                c.cont(name)
+            await wait_refused(c, name, e)
+        elif fault == "join-leave":
+            self.spawn()
+            leaving = c.workers[self.rng.choice(self.live()[:-1])]
+            leaving.signalled = True
+            os.kill(leaving.pid, signal.SIGTERM)
+
+
+async def soak(kind: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
+    rng = random.Random(f"{seed}/{kind}")
+    with STORE_FACTORIES[kind](tmp) as base:
+        url = f"{base}?synchronous=normal" if kind == "sqlite" else base
+        store = make_store(url)
+        await store.open(migrate=True)
+        c = Faults(kind, url, store, database_for(url), tmp)
+        s = Soak(c, rng)
+        stats = {f: {"runs": 0, "attempts": 0, "stale_refused": 0, "worst_gap": 0.0} for f in FAULTS}
+        try:
+            c.create_tables()
+            s.tasks = await c.add_jobs([f"k{i}" for i in range(6)], every=0.5)
+            s.tasks += await c.add_jobs(["victim"], every=1.0, work=0.3, hold=0.3)
+            for _ in range(3):
+                s.spawn()
+            await c.wait_balanced(s.live(), within=60)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                fault = rng.choice(FAULTS)
+                before = c.attempts()
+                await s.inject(fault)
+                over = c.db.now()
+                await c.wait_all_commit_after(s.tasks, over, f"every task to run after {fault}", within=60)
+                gap = max(a.at - over for a in _firsts(c, s.tasks, over))
+                after = c.attempts()
+                stale_now = len(stale_refusals(after)) - len(stale_refusals(before))
+                st = stats[fault]
+                st["runs"] += 1
+                st["attempts"] += len(after) - len(before)
+                st["stale_refused"] += stale_now
+                st["worst_gap"] = max(st["worst_gap"], round(gap, 3))
+                pause = c.db.now() + rng.uniform(1.0, 3.0)
+
+                async def rested() -> bool:
+                    return c.db.now() > pause  # noqa: B023
+
+                await c.wait_for(rested, "a rest between faults", within=30)
+            report = c.check()
+        finally:
+            c.reap()
+            await store.close()
+    return {
+        "store": kind, "seconds": seconds, "seed": seed, "bound": BOUND, "attempts": report.attempts,
+        "accepted": report.accepted, "refused": report.refused, "stale_refused": report.stale_refused,
+        "violations": report.violations, "faults": stats,
+    }  # fmt: skip
+
+
+def _firsts(c: Faults, tasks: list[tuple[str, str]], after: float) -> list[Any]:
+    first: dict[tuple[str, str], Any] = {}
+    for a in sorted((a for a in c.attempts() if a.accepted and a.at > after), key=lambda a: a.at):
+        first.setdefault(a.task, a)
+    return [first[t] for t in tasks]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stores", default="sqlite,postgresql,mariadb")
+    p.add_argument("--seconds", type=float, default=600.0)
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    results = []
+    for kind in args.stores.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"soak-{kind}-") as tmp:
+            results.append(asyncio.run(soak(kind, args.seconds, args.seed, Path(tmp))))
+    print(json.dumps(results, indent=1))
+    head = f"{'fault':<18}{'store':<12}{'runs':>6}{'attempted':>11}{'stale refused':>15}{'violations':>12}"
+    print(head + f"{'worst gap / bound (s)':>24}")
+    for r in results:
+        for fault, st in r["faults"].items():
+            print(
+                f"{fault:<18}{r['store']:<12}{st['runs']:>6}{st['attempts']:>11}{st['stale_refused']:>15}"
+                f"{len(r['violations']):>12}{st['worst_gap']:>14.3f} / {r['bound']:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

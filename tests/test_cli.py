@@ -420,7 +420,7 @@ def test_runs(cluster: CLI) -> None:
     first = runs[0]
     assert set(first) == {
         "id", "kind", "key", "worker", "term", "scheduled_at", "started_at", "ended_at",
-        "duration", "outcome", "error",
+        "duration", "lag", "outcome", "error",
     }  # fmt: skip
     assert first["duration"] == pytest.approx(0.5)
     assert isinstance(first["started_at"], float)

@@ -50,7 +50,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -59,18 +59,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tenure import __version__
+from tenure import __version__, snapshot
 from tenure.app import DEFAULT_STORE, App
 from tenure.config import ENV_NAMES, Settings
 from tenure.errors import InvalidInput, StoreUnavailable, TenureError
 from tenure.models import Outcome, Run, Task, WorkerInfo
-from tenure.schedule import Cron, Every, next_slot
+from tenure.schedule import next_slot
 
 PROG = "tenure"
 #: Outcomes that ``status`` lists as recent failures.
-FAILURES = (Outcome.ERROR, Outcome.TIMEOUT, Outcome.LEASE_LOST)
+FAILURES = tuple(Outcome(o) for o in snapshot.FAILURES)
 #: Task states ``tasks list --state`` filters on (``status`` counts them).
-STATES = ("enabled", "disabled", "owned", "unowned")
+STATES = snapshot.STATES
 RECENT_FAILURES = 10
 LOG_FORMATS = ("human", "json")
 #: Width tables are laid out at when the output is not a terminal: wide enough to cut nothing.
@@ -458,57 +458,10 @@ def _describe(task: Task) -> str:
 # -- snapshots of the store ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Cluster:
-    """Workers as of the database's clock ``now``."""
-
-    now: float
-    workers: list[WorkerInfo]
-
-    @property
-    def live(self) -> set[str]:
-        return {w.id for w in self.workers if w.expires_at > self.now}
-
-    def owned(self, task: Task) -> bool:
-        """Owned means: by a worker whose lease is live."""
-        return task.owner is not None and task.owner in self.live
-
-
-async def _cluster(app: App) -> _Cluster:
+async def _cluster(app: App) -> snapshot.Cluster:
     store = app.store
     workers = await store.list_workers()
-    return _Cluster(now=await store.now(), workers=workers)
-
-
-def _in_state(task: Task, state: str, cluster: _Cluster) -> bool:
-    if state == "enabled":
-        return task.enabled
-    if state == "disabled":
-        return not task.enabled
-    if state == "owned":
-        return cluster.owned(task)
-    return not cluster.owned(task)
-
-
-def _task_json(task: Task, cluster: _Cluster) -> dict[str, Any]:
-    return {
-        "kind": task.kind,
-        "key": task.key,
-        "every": task.schedule.seconds if isinstance(task.schedule, Every) else None,
-        "cron": task.schedule.expr if isinstance(task.schedule, Cron) else None,
-        "params": task.params,
-        "enabled": task.enabled,
-        "owner": task.owner,
-        "owned": cluster.owned(task),
-        "term": task.term,
-        "last_slot": task.last_slot,
-        "trigger_at": task.trigger_at,
-        "freed_at": task.freed_at,
-        "freed_how": task.freed_how.value,
-        "version": task.version,
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-    }
+    return snapshot.Cluster(now=await store.now(), workers=workers)
 
 
 def _next_slot(task: Task, now: float) -> float | None:
@@ -518,26 +471,10 @@ def _next_slot(task: Task, now: float) -> float | None:
     return next_slot(task.schedule, task.kind, task.key, max(now, task.last_slot or now))
 
 
-def _owner_text(task: Task, cluster: _Cluster) -> str:
+def _owner_text(task: Task, cluster: snapshot.Cluster) -> str:
     if task.owner is None:
         return "-"
     return task.owner if cluster.owned(task) else f"{task.owner} (lease expired)"
-
-
-def _run_json(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "kind": run.kind,
-        "key": run.key,
-        "worker": run.worker,
-        "term": run.term,
-        "scheduled_at": run.scheduled_at,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "duration": run.ended_at - run.started_at,
-        "outcome": run.outcome.value,
-        "error": run.error,
-    }
 
 
 def _runs_table(runs: Sequence[Run], now: float) -> Table:
@@ -567,22 +504,6 @@ def _first_line(text: str, width: int) -> str:
     if len(line) > width or len(lines) > 1:
         return line[: width - 1] + "…"
     return line
-
-
-def _worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
-    return {
-        "id": w.id,
-        "host": w.host,
-        "pid": w.pid,
-        "live": w.expires_at > now,
-        "draining": w.draining,
-        "tasks_held": w.tasks_held,
-        "started_at": w.started_at,
-        "heartbeat_at": w.heartbeat_at,
-        "expires_at": w.expires_at,
-        "age": now - w.started_at,
-        "lease_left": max(0.0, w.expires_at - now),
-    }
 
 
 def _workers_table(workers: Sequence[WorkerInfo], now: float) -> Table:
@@ -758,15 +679,15 @@ def cmd_tasks_add(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_list(args: argparse.Namespace) -> int:
-    async def go(app: App) -> tuple[list[Task], _Cluster]:
+    async def go(app: App) -> tuple[list[Task], snapshot.Cluster]:
         tasks = await app.list_tasks(kind=args.kind, owner=args.owner)
         return tasks, await _cluster(app)
 
     tasks, cluster = _run_admin(args, go)
     if args.state:
-        tasks = [t for t in tasks if _in_state(t, args.state, cluster)]
+        tasks = [t for t in tasks if snapshot.in_state(t, args.state, cluster)]
     if args.json:
-        _print_json([_task_json(t, cluster) for t in tasks])
+        _print_json([snapshot.task_json(t, cluster) for t in tasks])
         return 0
     if not tasks:
         print("no tasks")
@@ -789,14 +710,14 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_show(args: argparse.Namespace) -> int:
-    async def go(app: App) -> tuple[Task, _Cluster]:
+    async def go(app: App) -> tuple[Task, snapshot.Cluster]:
         task = await app.get_task(args.kind, args.key)
         return task, await _cluster(app)
 
     task, cluster = _run_admin(args, go)
     upcoming = _next_slot(task, cluster.now)
     if args.json:
-        _print_json({**_task_json(task, cluster), "next_slot": upcoming})
+        _print_json({**snapshot.task_json(task, cluster), "next_slot": upcoming})
         return 0
     rows = [
         ["kind", task.kind],
@@ -850,7 +771,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     runs, now = _run_admin(args, go)
     if args.json:
-        _print_json([_run_json(r) for r in runs])
+        _print_json([snapshot.run_json(r) for r in runs])
     elif not runs:
         print("no runs")
     else:
@@ -859,7 +780,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    async def go(app: App) -> tuple[str, list[Task], _Cluster, list[Run]]:
+    async def go(app: App) -> tuple[str, list[Task], snapshot.Cluster, list[Run]]:
         tasks = await app.list_tasks()
         cluster = await _cluster(app)
         failures: list[Run] = []
@@ -869,16 +790,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         return app.store.display_url, tasks, cluster, failures[:RECENT_FAILURES]
 
     where, tasks, cluster, failures = _run_admin(args, go)
-    counts = {"total": len(tasks)} | {s: sum(_in_state(t, s, cluster) for t in tasks) for s in STATES}
+    counts = snapshot.state_counts(tasks, cluster)
     live = cluster.live
     if args.json:
         _print_json(
             {
                 "store": where,
                 "now": cluster.now,
-                "workers": [_worker_json(w, cluster.now) for w in cluster.workers],
+                "workers": [snapshot.worker_json(w, cluster.now) for w in cluster.workers],
                 "tasks": counts,
-                "recent_failures": [_run_json(r) for r in failures],
+                "recent_failures": [snapshot.run_json(r) for r in failures],
             }
         )
         return 0
@@ -899,12 +820,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_workers_list(args: argparse.Namespace) -> int:
-    async def go(app: App) -> _Cluster:
+    async def go(app: App) -> snapshot.Cluster:
         return await _cluster(app)
 
     cluster = _run_admin(args, go)
     if args.json:
-        _print_json([_worker_json(w, cluster.now) for w in cluster.workers])
+        _print_json([snapshot.worker_json(w, cluster.now) for w in cluster.workers])
     elif not cluster.workers:
         print("no workers")
     else:

@@ -20,11 +20,24 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from tenure.errors import SchemaMissing, SchemaTooNew
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = 1
+
+
+def require_current_schema(version: int | None, where: str) -> None:
+    """Raise unless ``version`` (read from the database ``where``) is :data:`SCHEMA_VERSION`."""
+    if version is None:
+        raise SchemaMissing(f"{where} has no tenure schema; run `tenure migrate`")
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{where} has schema version {version}, newer than this tenure ({SCHEMA_VERSION}); upgrade tenure"
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaMissing(f"{where} has schema version {version}; run `tenure migrate` to reach {SCHEMA_VERSION}")
 
 
 class FencedTransaction(Protocol):

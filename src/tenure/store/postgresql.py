@@ -36,7 +36,6 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
-    SchemaMissing,
     SchemaTooNew,
     StoreError,
     StoreUnavailable,
@@ -46,7 +45,7 @@ from tenure.errors import (
 )
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
-from tenure.store.base import SCHEMA_VERSION
+from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -230,18 +229,7 @@ class PostgreSQLStore:
         return await self._tx(_schema_version)
 
     async def _check_schema(self) -> None:
-        version = await self.schema_version()
-        if version is None:
-            raise SchemaMissing(f"{self._display} has no tenure schema; run `tenure migrate`")
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"{self._display} has schema version {version}, newer than this tenure "
-                f"({SCHEMA_VERSION}); upgrade tenure"
-            )
-        if version < SCHEMA_VERSION:
-            raise SchemaMissing(
-                f"{self._display} has schema version {version}; run `tenure migrate` to reach {SCHEMA_VERSION}"
-            )
+        require_current_schema(await self.schema_version(), self._display)
 
     async def migrate(self) -> tuple[int, int]:
         async def go(conn: Conn) -> tuple[int, int]:

@@ -31,7 +31,6 @@ import aiosqlite
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
-    SchemaMissing,
     SchemaTooNew,
     StoreError,
     StoreUnavailable,
@@ -41,7 +40,7 @@ from tenure.errors import (
 )
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
-from tenure.store.base import SCHEMA_VERSION
+from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -221,17 +220,7 @@ class SQLiteStore:
         return await self._run(go, write=False)
 
     async def _check_schema(self) -> None:
-        version = await self.schema_version()
-        if version is None:
-            raise SchemaMissing(f"{self._path} has no tenure schema; run `tenure migrate`")
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"{self._path} has schema version {version}, newer than this tenure ({SCHEMA_VERSION}); upgrade tenure"
-            )
-        if version < SCHEMA_VERSION:
-            raise SchemaMissing(
-                f"{self._path} has schema version {version}; run `tenure migrate` to reach {SCHEMA_VERSION}"
-            )
+        require_current_schema(await self.schema_version(), str(self._path))
 
     async def migrate(self) -> tuple[int, int]:
         async def go(conn: aiosqlite.Connection) -> tuple[int, int]:

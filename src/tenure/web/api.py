@@ -33,10 +33,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tenure import snapshot
 from tenure.app import App
 from tenure.errors import InvalidInput, StoreError, TaskExists, TaskNotFound, TenureError
 from tenure.store import Store
-from tenure.web import snapshot
 from tenure.web.auth import error, refusal
 
 log = logging.getLogger("tenure.web")

@@ -23,10 +23,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
-from tenure import metrics
+from tenure import metrics, snapshot
 from tenure.app import App
 from tenure.errors import StoreError
-from tenure.web import snapshot
 
 log = logging.getLogger("tenure.web")
 

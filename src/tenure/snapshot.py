@@ -1,7 +1,7 @@
-"""What the HTTP interface says about the store: JSON shapes and figures derived from rows.
+"""What tenure says about the store: JSON shapes and figures derived from rows.
 
-Pure functions over snapshots the store returned (no I/O here). Field names match the
-``tenure ... --json`` output of the CLI, so scripts can switch between the two; times are
+Pure functions over snapshots the store returned (no I/O here), shared by the CLI's
+``--json`` output and the HTTP API, so scripts can switch between the two; times are
 epoch seconds on the database's clock and durations are seconds.
 """
 

@@ -6,7 +6,7 @@ never imported by them. Kinds:
 - ``noop``: an async handler that does nothing (the cost of tenure itself);
 - ``fenced``: one fenced insert into ``bench_commits`` per run (the table must exist).
 
-With ``--stats PATH`` the app's store is a :class:`CountingSQLiteStore`, and every
+With ``--stats PATH`` the app's store is wrapped in a :class:`CountingStore`, and every
 ``--stats-every`` seconds the process writes its cumulative counters (store calls, rows
 and seconds per method, handler executions) to PATH as JSON, replaced atomically.
 """
@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import tenure
-from tenure.models import Claim, ClusterView, Lease, Run, SlotDone, Task
-from tenure.store.sqlite import SQLiteStore
 
 #: Store methods counted, by category. Writes take SQLite's write lock.
 COORDINATION_WRITES = (
@@ -44,16 +42,21 @@ RUN_RECORDS = ("record_runs",)
 EXECUTIONS = 0
 
 
-class CountingSQLiteStore(SQLiteStore):
-    """The SQLite store, counting calls, rows and time of the methods a worker uses.
+class CountingStore:
+    """A proxy around any store (SQLite, PostgreSQL, MySQL) counting calls, rows and time
+    of every async method a worker calls on it; ``fenced`` transactions are counted on
+    entry. Everything else passes straight through.
 
     ``rows`` is what the call wrote or read: 1 for a lease, the tasks claimed, released
     or read, and for ``record_runs`` the run rows; ``slot_rows`` the slot updates that
     ride along with them (one UPDATE per task that ran, in the same transaction).
+    A store call is one transaction: a few statements (on a server, one round trip
+    each, BEGIN/COMMIT included); ``listen`` is one long-lived call, not counted per
+    notification.
     """
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
         self.counts: dict[str, dict[str, float]] = {}
 
     def _count(self, name: str, started: float, rows: int, **extra: int) -> None:
@@ -64,65 +67,45 @@ class CountingSQLiteStore(SQLiteStore):
         for k, v in extra.items():
             c[k] = c.get(k, 0) + v
 
-    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
-        t = time.perf_counter()
-        lease = await super().register_worker(worker_id=worker_id, host=host, pid=pid, ttl=ttl)
-        self._count("register_worker", t, 1)
-        return lease
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name == "fenced":
 
-    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
-        t = time.perf_counter()
-        lease = await super().renew_lease(worker_id, ttl)
-        self._count("renew_lease", t, 1)
-        return lease
+            def fenced(*args: Any, **kwargs: Any) -> Any:
+                self._count("fenced", time.perf_counter(), 1)
+                return attr(*args, **kwargs)
 
-    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
-        t = time.perf_counter()
-        claims = await super().claim_tasks(worker_id, kinds=kinds, limit=limit)
-        self._count("claim_tasks", t, len(claims))
-        return claims
+            return fenced
+        if not inspect.iscoroutinefunction(attr) or name == "listen":
+            return attr
 
-    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        t = time.perf_counter()
-        released = await super().release_tasks(worker_id, slots)
-        self._count("release_tasks", t, released)
-        return released
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            result = await attr(*args, **kwargs)
+            if name == "record_runs":
+                runs, slots = args[0], args[1]  # record_runs(runs, slots)
+                if runs or slots:
+                    self._count(name, t, len(runs), slot_rows=len(slots))
+            else:
+                self._count(name, t, _rows(result))
+            return result
 
-    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        t = time.perf_counter()
-        freed = await super().leave(worker_id, slots)
-        self._count("leave", t, freed)
-        return freed
+        return counted
 
-    async def reap_workers(self, older_than: float) -> int:
-        t = time.perf_counter()
-        reaped = await super().reap_workers(older_than)
-        self._count("reap_workers", t, reaped)
-        return reaped
 
-    async def prune_runs(self, *, older_than: float) -> int:
-        t = time.perf_counter()
-        pruned = await super().prune_runs(older_than=older_than)
-        self._count("prune_runs", t, pruned)
-        return pruned
+def _rows(result: Any) -> int:
+    if isinstance(result, int) and not isinstance(result, bool):
+        return result
+    if isinstance(result, list | tuple):
+        return len(result)
+    return 1
 
-    async def cluster_view(self) -> ClusterView:
-        t = time.perf_counter()
-        view = await super().cluster_view()
-        self._count("cluster_view", t, 1)
-        return view
 
-    async def owned_tasks(self, worker_id: str) -> list[Task]:
-        t = time.perf_counter()
-        tasks = await super().owned_tasks(worker_id)
-        self._count("owned_tasks", t, len(tasks))
-        return tasks
-
-    async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
-        t = time.perf_counter()
-        await super().record_runs(runs, slots)
-        if runs or slots:
-            self._count("record_runs", t, len(runs), slot_rows=len(slots))
+FENCED_SQL = {
+    "sqlite": "VALUES (?, ?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0)",
+    "postgresql": "VALUES (%s, %s, %s, %s, %s, extract(epoch from clock_timestamp()))",
+    "mysql": "VALUES (%s, %s, %s, %s, %s, UNIX_TIMESTAMP(NOW(6)))",
+}
 
 
 def build_app(store: str, *, fenced_table: str = "bench_commits") -> tenure.App:
@@ -138,16 +121,17 @@ def build_app(store: str, *, fenced_table: str = "bench_commits") -> tenure.App:
         global EXECUTIONS
         EXECUTIONS += 1
         async with ctx.fenced() as tx:
+            key = "`key`" if ctx.dialect == "mysql" else "key"
             await tx.execute(
-                f"INSERT INTO {fenced_table} (kind, key, worker, term, scheduled_at, committed_at) "
-                "VALUES (?, ?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0)",
+                f"INSERT INTO {fenced_table} (kind, {key}, worker, term, scheduled_at, committed_at) "
+                + FENCED_SQL[ctx.dialect],
                 (ctx.kind, ctx.key, ctx.worker_id, ctx.token, ctx.scheduled_at),
             )
 
     return app
 
 
-async def write_stats(path: Path, store: CountingSQLiteStore, every: float) -> None:
+async def write_stats(path: Path, store: CountingStore, every: float) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     while True:
         snapshot: dict[str, Any] = {
@@ -163,10 +147,10 @@ async def write_stats(path: Path, store: CountingSQLiteStore, every: float) -> N
 
 async def main(args: argparse.Namespace) -> None:
     app = build_app(args.store)
-    counting: CountingSQLiteStore | None = None
+    counting: CountingStore | None = None
     if args.stats:
-        # App has no public way to take a ready-made store; the bench swaps it before open().
-        counting = CountingSQLiteStore(args.store)
+        # App has no public way to take a ready-made store; the bench wraps it before open().
+        counting = CountingStore(app._store)
         app._store = counting
     settings = tenure.Settings(
         lease_ttl=args.ttl,

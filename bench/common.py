@@ -15,6 +15,8 @@ import json
 import math
 import os
 import platform
+import re
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -27,6 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import psycopg
 
 import tenure
 from tenure.store.sqlite import parse_sqlite_url
@@ -36,7 +41,9 @@ WORKER_SCRIPT = Path(os.environ.get("BENCH_WORKER_SCRIPT", BENCH_DIR / "bench_wo
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULTS = tenure.Settings()
 
-COMMITS_DDL = """
+#: The fenced bench's own table, per dialect.
+COMMITS_DDL = {
+    "sqlite": """
 CREATE TABLE IF NOT EXISTS bench_commits (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     kind         TEXT NOT NULL,
@@ -46,7 +53,37 @@ CREATE TABLE IF NOT EXISTS bench_commits (
     scheduled_at REAL NOT NULL,
     committed_at REAL NOT NULL
 )
-"""
+""",
+    "postgresql": """
+CREATE TABLE IF NOT EXISTS bench_commits (
+    id           bigserial PRIMARY KEY,
+    kind         text NOT NULL,
+    key          text NOT NULL,
+    worker       text NOT NULL,
+    term         bigint NOT NULL,
+    scheduled_at double precision NOT NULL,
+    committed_at double precision NOT NULL
+)
+""",
+    "mysql": """
+CREATE TABLE IF NOT EXISTS bench_commits (
+    id           BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    kind         VARCHAR(64) NOT NULL,
+    `key`        VARCHAR(200) NOT NULL,
+    worker       VARCHAR(200) NOT NULL,
+    term         BIGINT NOT NULL,
+    scheduled_at DOUBLE NOT NULL,
+    committed_at DOUBLE NOT NULL
+) ENGINE=InnoDB
+""",
+}
+
+#: The database's clock in epoch seconds, per dialect (statement time, not transaction start).
+DB_NOW = {
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+    "postgresql": "extract(epoch from clock_timestamp())::double precision",
+    "mysql": "UNIX_TIMESTAMP(NOW(6))",
+}
 
 
 # -- arguments --------------------------------------------------------------------------
@@ -57,8 +94,10 @@ def add_common_args(p: argparse.ArgumentParser, *, workers: int, duration: float
     p.add_argument(
         "--store",
         default=None,
-        help="sqlite:///path store URL to bench on; its tenure tables are EMPTIED before each "
-        "scenario (default: a fresh temporary SQLite file per scenario)",
+        help="store URL to bench on. sqlite:///path: its tenure tables are EMPTIED before each "
+        "scenario; postgresql://... or mysql://...: each scenario creates a scratch database "
+        "tenure_bench_<name>_<random> on that server and drops it afterwards "
+        "(default: a fresh temporary SQLite file per scenario)",
     )
     p.add_argument("--workers", type=int, default=workers, help="worker processes (default %(default)s)")
     p.add_argument("--duration", type=float, default=duration, help="measured window, seconds")
@@ -80,33 +119,159 @@ def int_list(text: str) -> list[int]:
 # -- stores -----------------------------------------------------------------------------
 
 
+def dialect_of(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    if scheme in ("mysql", "mariadb"):
+        return "mysql"
+    raise SystemExit(f"store URL {url!r}: use sqlite:///path, postgresql://host/db or mysql://host/db")
+
+
 @dataclass
 class BenchStore:
-    """One scenario's store: its URL and the SQLite file behind it."""
+    """One scenario's store: its URL, dialect, and (SQLite) the file behind it.
+
+    :meth:`query` takes SQLite-style SQL (``?`` placeholders, a bare ``key`` column) and
+    translates it for the server dialects; the bench's reads use their own connection,
+    never one a worker uses."""
 
     url: str
-    path: Path
+    path: Path | None = None
+    dialect: str = "sqlite"
+    _pg: Any = field(default=None, repr=False)
 
     def connect(self) -> sqlite3.Connection:
         """A plain sqlite3 connection for the bench's own reads (never during a fenced test)."""
+        assert self.path is not None, "connect() is for SQLite stores"
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")
         return conn
 
+    def translate(self, sql: str) -> str:
+        if self.dialect == "sqlite":
+            return sql
+        sql = sql.replace("%", "%%").replace("?", "%s")
+        if self.dialect == "mysql":
+            sql = re.sub(r"(?<![`\w])key(?![`\w])", "`key`", sql)
+        return sql
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        conn = self.connect()
-        try:
-            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
-        finally:
-            conn.close()
+        if self.dialect == "sqlite":
+            conn = self.connect()
+            try:
+                return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+            finally:
+                conn.close()
+        text = self.translate(sql)
+        if self.dialect == "postgresql":
+            if self._pg is None or self._pg.closed:
+                self._pg = psycopg.connect(self.plain_url, autocommit=True)
+            cur = self._pg.execute(text, tuple(params))
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+        return asyncio.run(_mysql_fetch(self.url, [(text, tuple(params))]))[-1]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """A statement in its own transaction (autocommit)."""
+        if self.dialect == "sqlite":
+            conn = self.connect()
+            try:
+                conn.execute(sql, params)
+            finally:
+                conn.close()
+            return
+        self.query(sql, params)
+
+    @property
+    def plain_url(self) -> str:
+        """The URL without tenure's own options, for the bench's own driver connections."""
+        u = urlsplit(self.url)
+        return urlunsplit((u.scheme, u.netloc, u.path, "", ""))
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
 
     def db_now(self) -> float:
-        return float(self.query("SELECT (julianday('now') - 2440587.5) * 86400.0")[0][0])
+        return float(self.query(f"SELECT {DB_NOW[self.dialect]}")[0][0])
+
+
+def _mysql_params(url: str, database: str | None = None) -> dict[str, Any]:
+    u = urlsplit(url)
+    kw: dict[str, Any] = {
+        "host": u.hostname or "127.0.0.1",
+        "port": u.port or 3306,
+        "user": unquote(u.username or "root"),
+        "password": unquote(u.password or ""),
+        "autocommit": True,
+    }
+    db = database if database is not None else u.path.lstrip("/")
+    if db:
+        kw["db"] = db
+    return kw
+
+
+async def _mysql_fetch(
+    url: str, statements: Sequence[tuple[str, Sequence[Any]]], database: str | None = None
+) -> list[list[tuple[Any, ...]]]:
+    """Run statements on one fresh asyncmy connection; the rows of each."""
+    import asyncmy
+
+    conn = await asyncmy.connect(**_mysql_params(url, database))
+    try:
+        out = []
+        async with conn.cursor() as cur:
+            for sql, params in statements:
+                await cur.execute(sql, tuple(params))
+                rows = await cur.fetchall() if cur.description else ()
+                out.append([tuple(r) for r in rows or ()])
+        return out
+    finally:
+        conn.close()
+
+
+def _with_database(url: str, database: str, *, options: bool = True) -> str:
+    """``url`` naming ``database``; without ``options``, also without its query string (the
+    store's own options, such as ``pool``, which a plain driver connection rejects)."""
+    u = urlsplit(url)
+    return urlunsplit((u.scheme, u.netloc, "/" + database, u.query if options else "", ""))
+
+
+@contextmanager
+def server_database(url: str, name: str) -> Iterator[BenchStore]:
+    """A scratch database ``tenure_bench_<name>_<random>`` on the server ``url`` names,
+    dropped afterwards (even on failure)."""
+    dialect = dialect_of(url)
+    db = f"tenure_bench_{re.sub(r'[^a-z0-9]', '_', name.lower())}_{secrets.token_hex(4)}"
+    if dialect == "postgresql":
+        admin = _with_database(url, "postgres", options=False)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db}"')
+    else:
+        asyncio.run(_mysql_fetch(url, [(f"CREATE DATABASE `{db}`", ())], database=""))
+    store = BenchStore(url=_with_database(url, db), dialect=dialect)
+    print(f"[bench] scratch database {db} on {urlsplit(url).hostname}", file=sys.stderr, flush=True)
+    try:
+        yield store
+    finally:
+        store.close()
+        try:
+            if dialect == "postgresql":
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            else:
+                asyncio.run(_mysql_fetch(url, [(f"DROP DATABASE IF EXISTS `{db}`", ())], database=""))
+        except Exception as exc:  # report, never mask the scenario's own error
+            print(f"[bench] could not drop scratch database {db}: {exc}", file=sys.stderr, flush=True)
 
 
 @contextmanager
 def scenario_store(url: str | None, name: str) -> Iterator[BenchStore]:
-    """A fresh temporary SQLite store, or the given one emptied of tenure data."""
+    """A fresh temporary SQLite store, the given SQLite store emptied of tenure data, or
+    (postgresql:// or mysql:// URL) a scratch database on that server, dropped afterwards."""
     if url is None:
         tmp = Path(tempfile.mkdtemp(prefix=f"tenure-bench-{name}-"))
         path = (tmp / "tenure.db").resolve()
@@ -115,8 +280,10 @@ def scenario_store(url: str | None, name: str) -> Iterator[BenchStore]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
-    if not url.startswith("sqlite:"):
-        raise SystemExit(f"the benches read results straight from SQLite; {url!r} is not a sqlite URL")
+    if dialect_of(url) != "sqlite":
+        with server_database(url, name) as server_store:
+            yield server_store
+        return
     path, _ = parse_sqlite_url(url)
     store = BenchStore(url=url, path=path.resolve())
     if path.exists():
@@ -131,13 +298,19 @@ def scenario_store(url: str | None, name: str) -> Iterator[BenchStore]:
     yield store
 
 
-async def _create_tasks(url: str, kind: str, keys: Sequence[str], every: float) -> None:
+async def _create_tasks(url: str, kind: str, keys: Sequence[str], every: float, batch: int) -> None:
     app = tenure.App(url)
     app.task("noop", every=1.0)(_never_called)
     app.task("fenced", every=1.0)(_never_called)
+    if dialect_of(url) != "sqlite":
+        await app.migrate()  # only SQLite migrates on open
     async with app:
-        for key in keys:
-            await app.add_task(kind, key, every=every)
+        if batch <= 1:
+            for key in keys:
+                await app.add_task(kind, key, every=every)
+            return
+        for i in range(0, len(keys), batch):
+            await asyncio.gather(*(app.add_task(kind, key, every=every) for key in keys[i : i + batch]))
 
 
 async def _never_called(ctx: tenure.Context) -> None:  # pragma: no cover - registration only
@@ -152,21 +325,23 @@ def create_tasks(store: BenchStore, n: int, *, kind: str = "noop", every: float 
     """Create the schema (migrating), ``bench_commits`` and N tasks through the public
     ``App.add_task``, one transaction each. Returns how long that took.
 
-    The set-up connection uses ``synchronous=normal`` unless the URL says otherwise (no
-    fsync per added task: 10,000 tasks take ~6 s instead of 10-20 s); the workers use the
-    URL as given."""
+    On SQLite the set-up connection uses ``synchronous=normal`` unless the URL says
+    otherwise (no fsync per added task: 10,000 tasks take ~6 s instead of 10-20 s); the
+    workers use the URL as given. On a server, tasks are added 50 at a time concurrently
+    (``asyncio.gather`` over the store's pool)."""
     url = store.url
-    if "synchronous=" not in url:
-        url += ("&" if "?" in url else "?") + "synchronous=normal"
+    batch = 1
+    if store.dialect == "sqlite":
+        if "synchronous=" not in url:
+            url += ("&" if "?" in url else "?") + "synchronous=normal"
+    else:
+        batch = 50
     t = time.perf_counter()
-    asyncio.run(_create_tasks(url, kind, task_keys(n), every))
+    asyncio.run(_create_tasks(url, kind, task_keys(n), every, batch))
     elapsed = time.perf_counter() - t
-    conn = store.connect()
-    try:
-        conn.execute(COMMITS_DDL)
-    finally:
-        conn.close()
-    return {"tasks": n, "seconds": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1), "via": "App.add_task"}
+    store.execute(COMMITS_DDL[store.dialect])
+    via = "App.add_task" if batch == 1 else f"App.add_task, {batch} concurrent"
+    return {"tasks": n, "seconds": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1), "via": via}
 
 
 # -- worker processes -------------------------------------------------------------------
@@ -276,7 +451,7 @@ class Cluster:
         shutil.rmtree(self.logdir, ignore_errors=True)
 
     def owners(self) -> dict[str | None, int]:
-        rows = self.store.query("SELECT owner, count(*) FROM tenure_tasks WHERE enabled = 1 GROUP BY owner")
+        rows = self.store.query("SELECT owner, count(*) FROM tenure_tasks WHERE enabled GROUP BY owner")
         return {r[0]: int(r[1]) for r in rows}
 
     def balanced(self, workers: Sequence[WorkerProc] | None = None) -> bool:

@@ -1,8 +1,8 @@
 """Database work spent on coordination, against the number of tasks.
 
 For each N in ``--tasks`` (default 1,000 and 10,000): N ``noop`` tasks every second on
-``--workers`` worker processes (default 2) whose store is a counting subclass of the
-SQLite store (``bench_worker.CountingSQLiteStore``). Once the tasks are spread and a
+``--workers`` worker processes (default 2) whose store is wrapped in a counting proxy
+(``bench_worker.CountingStore``). Once the tasks are spread and a
 warm-up has passed, the counters are read at the start and the end of a ``--duration``
 window. Reported per second, per store method:
 

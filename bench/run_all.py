@@ -1,10 +1,12 @@
-"""Run every bench with modest defaults (about 5 minutes on 2 cores) and print one
+"""Run every bench with modest defaults (about 8 minutes on 2 cores) and print one
 combined JSON document, then each bench's table and every target, met or missed.
 
-    .venv/bin/python bench/run_all.py [--store sqlite:///scratch.db] [--json-only]
+    .venv/bin/python bench/run_all.py [--store URL] [--only fenced,idle] [--json-only]
 
-With ``--store``, each scenario empties that store's tenure tables first: point it at a
-scratch database. By default every scenario gets a fresh temporary SQLite file.
+With a ``sqlite:///`` ``--store``, each scenario empties that store's tenure tables
+first: point it at a scratch file. With a ``postgresql://`` or ``mysql://`` URL, each
+scenario creates a scratch database ``tenure_bench_<name>_<random>`` on that server and
+drops it afterwards. By default every scenario gets a fresh temporary SQLite file.
 """
 
 from __future__ import annotations
@@ -17,21 +19,32 @@ from typing import Any
 
 import coordination
 import failover
+import fenced
+import idle
 import throughput
 from common import machine, print_table, print_targets
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", default=None, help="sqlite:///path scratch store (default: temporary files)")
+    p.add_argument(
+        "--store",
+        default=None,
+        help="sqlite:///path scratch store, or a postgresql:// or mysql:// server URL (a scratch "
+        "database per scenario, dropped afterwards); default: temporary SQLite files",
+    )
     p.add_argument("--json-only", action="store_true")
-    p.add_argument("--only", default="throughput,coordination,failover", help="benches to run (default: %(default)s)")
+    p.add_argument(
+        "--only", default="throughput,coordination,failover,fenced,idle", help="benches to run (default: %(default)s)"
+    )
     args = p.parse_args(argv)
     common = ["--store", args.store] if args.store else []
     plan: dict[str, tuple[Any, list[str]]] = {
         "throughput": (throughput, ["--tasks", "1000,10000", "--workers", "2", "--duration", "20", "--warmup", "5"]),
         "coordination": (coordination, ["--tasks", "1000,10000", "--workers", "2", "--duration", "60"]),
         "failover": (failover, ["--tasks", "300", "--workers", "3", "--repeats", "3"]),
+        "fenced": (fenced, ["--levels", "1000@1,2500@1,5000@1,5000@0.5", "--workers", "2", "--duration", "10"]),
+        "idle": (idle, ["--tasks", "1000", "--workers", "2", "--duration", "30"]),
     }
     wanted = [b.strip() for b in args.only.split(",") if b.strip()]
     started = time.monotonic()

@@ -162,7 +162,7 @@ def main() -> None:
     for kind in args.stores.split(","):
         with tempfile.TemporaryDirectory(prefix=f"soak-{kind}-") as tmp:
             results.append(asyncio.run(soak(kind, args.seconds, args.seed, Path(tmp))))
-    print(json.dumps(results, indent=1))
+        print(json.dumps(results[-1]), flush=True)  # each store's figures as soon as they exist
     head = f"{'fault':<18}{'store':<12}{'runs':>6}{'attempted':>11}{'stale refused':>15}{'violations':>12}"
     print(head + f"{'worst gap / bound (s)':>24}")
     for r in results:

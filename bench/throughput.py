@@ -79,11 +79,13 @@ def expected_slots(kind: str, key: str, every: float, t0: float, t1: float) -> l
     return out
 
 
-def analyse_runs(store: BenchStore, n: int, every: float, t0: float, t1: float) -> dict[str, Any]:
+def analyse_runs(
+    store: BenchStore, n: int, every: float, t0: float, t1: float, *, kind: str = "noop"
+) -> dict[str, Any]:
     rows = store.query(
         "SELECT key, worker, scheduled_at, started_at, outcome FROM tenure_runs "
-        "WHERE kind = 'noop' AND ((scheduled_at >= ? AND scheduled_at < ?) OR (started_at >= ? AND started_at < ?))",
-        (t0, t1, t0, t1),
+        "WHERE kind = ? AND ((scheduled_at >= ? AND scheduled_at < ?) OR (started_at >= ? AND started_at < ?))",
+        (kind, t0, t1, t0, t1),
     )
     ran: dict[str, dict[float, int]] = defaultdict(lambda: defaultdict(int))
     lags: list[float] = []
@@ -103,7 +105,7 @@ def analyse_runs(store: BenchStore, n: int, every: float, t0: float, t1: float) 
     expected = delivered = duplicates = 0
     tasks_short = 0
     for key in task_keys(n):
-        slots = expected_slots("noop", key, every, t0, t1)
+        slots = expected_slots(kind, key, every, t0, t1)
         got = ran.get(key, {})
         hit = sum(1 for s in slots if round(s, 6) in got)
         expected += len(slots)
@@ -157,7 +159,9 @@ def run_one(args: argparse.Namespace, n: int) -> dict[str, Any]:
             load = [round(x, 2) for x in os.getloadavg()]
             rss = {w.id: round(rss_mb(w.pid), 1) for w in workers if w.alive()}
             alive = [w.id for w in workers if w.alive()]
-            time.sleep(0.5)  # the last slots of the window start
+            # The last slots of the window start, and the workers' regular flush (every poll)
+            # records them: a record lost to a failed flush at shutdown is not a missed slot.
+            time.sleep(args.poll + 1.0)
             exit_codes = cluster.stop_all()  # a graceful stop flushes the run records
             logs = cluster.tail_logs()
         result = analyse_runs(store, n, args.every, t0, t1)
@@ -230,6 +234,14 @@ def targets_for(s: dict[str, Any]) -> list[Target]:
                 f"{delivered}% delivered ({s['slots_delivered']:,}/{s['slots_expected']:,})",
                 delivered == 100.0,
                 "" if delivered == 100.0 else f"{s['slots_expected'] - s['slots_delivered']:,} slots missed",
+            )
+        )
+        out.append(
+            Target(
+                f"10,000 tasks/1 s ({w} workers): lag p99 <= 20 ms (server stores' target)",
+                f"p99 {p99} ms (p50 {s['lag_ms']['p50']} ms, max {s['lag_ms']['max']} ms)",
+                p99 is not None and p99 <= LAG_P99_TARGET_MS,
+                "" if p99 is not None and p99 <= LAG_P99_TARGET_MS else _miss_note(100.0, p99, LAG_P99_TARGET_MS),
             )
         )
     cpu = s["cpu_us_per_execution"]

@@ -129,6 +129,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_now = False
         self._wake = asyncio.Event()
+        self._polling = True  # the task loop runs until _shutdown stops it, before leave()
+        self._task_loop_task: asyncio.Task[None] | None = None
         self._trusted_until = 0.0  # monotonic
         self._offset = 0.0  # database clock minus monotonic clock
         self._offset_known = False
@@ -187,6 +189,7 @@ class Worker:
                 asyncio.create_task(self._task_loop(), name="tenure-tasks"),
                 asyncio.create_task(self._flush_loop(), name="tenure-flush"),
             ]
+            self._task_loop_task = background[1]
             # Notifications only speed things up; a store without them returns at once.
             listener = asyncio.create_task(self.store.listen(self._wake.set), name="tenure-listen")
             try:
@@ -307,12 +310,26 @@ class Worker:
         slots = [self._slot_done(ot) for ot in self._owned.values() if ot.last_slot is not None]
         with contextlib.suppress(StoreError):
             await self._flush()
+        await self._stop_polling()
         try:
             freed = await self.store.leave(self.id, slots)
             self._log(logging.INFO, "left the cluster; released %d tasks", freed)
         except StoreError as exc:
             self._log(logging.ERROR, "could not release tasks (they move after the lease TTL): %s", exc)
         self._owned.clear()
+
+    async def _stop_polling(self) -> None:
+        """Let the task loop finish the poll in progress, then stop, before leave(). A
+        release of ours still in flight while leave() frees the same tasks holds their rows
+        locked (its slot updates match by term, not owner): the other workers' claims,
+        woken by leave's notification, would skip them (SKIP LOCKED) until their next poll."""
+        self._polling = False
+        self._wake.set()
+        task = self._task_loop_task
+        if task is not None and not task.done():
+            _, pending = await asyncio.wait({task}, timeout=2.0)
+            for t in pending:
+                t.cancel()
 
     async def _cancel_runs(self, reason: str) -> None:
         for ot in self._owned.values():
@@ -373,14 +390,17 @@ class Worker:
     # -- ownership ------------------------------------------------------------------------
 
     async def _task_loop(self) -> None:
-        while True:
+        while self._polling:
+            # Clear before polling, not after: a wake-up (a notification, say a worker
+            # leaving) that arrives while this poll runs must cause another poll at once,
+            # not wait for the next poll interval.
+            self._wake.clear()
             try:
                 await self._poll_once()
             except StoreError as exc:
                 self._log(logging.WARNING, "task poll failed: %s", exc)
             except LeaseLost:
                 pass  # the lease loop notices and fences
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll)
 

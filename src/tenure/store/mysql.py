@@ -71,7 +71,7 @@ connection, so it does not go on holding locks.
 
 URL: ``mysql://user:password@host:port/dbname?…`` (or ``mariadb://``). tenure's own
 options, removed before connecting: ``pool`` (connections, default 8),
-``idle_tx_timeout`` (seconds, default 10), ``lock_timeout`` (seconds, default 5),
+``idle_tx_timeout`` (seconds, default 2), ``lock_timeout`` (seconds, default 5),
 ``connect_timeout`` (seconds, default 5); MySQL counts them in whole seconds, rounded
 up. Driver options: ``unix_socket`` (path), ``ssl`` (``true``/``false``), ``ssl_ca``,
 ``ssl_cert``, ``ssl_key`` (paths; any of them turns TLS on).
@@ -229,7 +229,7 @@ def parse_mysql_url(url: str) -> MySQLOptions:
             f"(known: {', '.join(sorted(_OWN_OPTIONS | _DRIVER_OPTIONS))})"
         )
     values = dict(query)
-    numbers = {"pool": 8.0, "idle_tx_timeout": 10.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
+    numbers = {"pool": 8.0, "idle_tx_timeout": 2.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
     for k in _OWN_OPTIONS & values.keys():
         try:
             numbers[k] = float(values[k])

@@ -15,7 +15,7 @@
 
 URL: ``postgresql://user:password@host:port/dbname?…``. tenure's own options, removed
 before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_timeout``
-(seconds, default 10), ``lock_timeout`` (seconds, default 5), ``connect_timeout``
+(seconds, default 2), ``lock_timeout`` (seconds, default 5), ``connect_timeout``
 (seconds, default 5).
 """
 
@@ -69,6 +69,8 @@ Q = load_queries(
         "task_columns_t": ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(",")),
     },
 )
+#: Attempts of a store transaction the server aborted as a deadlock victim.
+_DEADLOCK_RETRIES = 3
 #: Serialises concurrent `tenure migrate` runs (an arbitrary constant of ours).
 _MIGRATE_LOCK = 7_245_311_802
 
@@ -87,7 +89,7 @@ def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in query if k in _OWN_OPTIONS}
     rest = [(k, v) for k, v in query if k not in _OWN_OPTIONS]
-    options = {"pool": 8.0, "idle_tx_timeout": 10.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
+    options = {"pool": 8.0, "idle_tx_timeout": 2.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
     for k, v in ours.items():
         try:
             options[k] = float(v)
@@ -212,8 +214,17 @@ class PostgreSQLStore:
         if pool is None:
             raise StoreError("the store is not open")
         try:
-            async with pool.connection() as conn, conn.transaction():
-                return await fn(conn)
+            for attempt in range(_DEADLOCK_RETRIES):
+                try:
+                    async with pool.connection() as conn, conn.transaction():
+                        return await fn(conn)
+                except psycopg.errors.DeadlockDetected:
+                    # The server rolled the whole transaction back: running it again is
+                    # safe (two workers' releases and slot updates can cross on a row).
+                    if attempt == _DEADLOCK_RETRIES - 1:
+                        raise
+                    log.info("deadlock with another worker's transaction; retrying")
+            raise AssertionError("unreachable")  # pragma: no cover
         except PoolTimeout as exc:
             raise StoreUnavailable(f"PostgreSQL store did not answer: {exc}") from exc
         except psycopg.errors.LockNotAvailable as exc:
@@ -582,6 +593,7 @@ async def _advance_slots(conn: Conn, slots: Sequence[SlotDone]) -> None:
                 Q["advance_slot"].encode(),
                 [
                     {"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot, "triggered": s.triggered}
-                    for s in slots
+                    # In key order, like every other writer, so that two never wait on each other.
+                    for s in sorted(slots, key=lambda d: (d.kind, d.key))
                 ],
             )

@@ -94,12 +94,12 @@ class _Fenced:
         await self._conn.executemany(sql, rows)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = await self._conn.execute(sql, params)
-        return [tuple(r) for r in await cur.fetchall()]
+        async with self._conn.execute(sql, params) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        cur = await self._conn.execute(sql, params)
-        row = await cur.fetchone()
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
         return None if row is None else tuple(row)
 
 
@@ -197,10 +197,12 @@ class SQLiteStore:
             await _begin(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 result = await fn(conn)
+                await conn.execute("COMMIT")
             except BaseException:
+                # Also when COMMIT itself failed or was cancelled: a connection must never
+                # go back to the pool inside a transaction.
                 await asyncio.shield(_rollback(conn))
                 raise
-            await conn.execute("COMMIT")
             return result
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
@@ -543,14 +545,19 @@ async def _schema_version(conn: aiosqlite.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
+# Cursors are closed as soon as read: a statement left unfinished (a RETURNING or a
+# SELECT read for one row, kept alive by a traceback) makes SQLite refuse COMMIT with
+# "SQL statements in progress".
+
+
 async def _all(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> list[Any]:
-    cur = await conn.execute(sql, args)
-    return list(await cur.fetchall())
+    async with conn.execute(sql, args) as cur:
+        return list(await cur.fetchall())
 
 
 async def _maybe_one(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> Any:
-    cur = await conn.execute(sql, args)
-    return await cur.fetchone()
+    async with conn.execute(sql, args) as cur:
+        return await cur.fetchone()
 
 
 async def _one(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> Any:

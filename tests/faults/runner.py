@@ -1,0 +1,172 @@
+"""A real worker process for the fault suite: one tenure app run by ``App.run_worker``.
+
+Run as ``python runner.py STORE_URL --id NAME --events FILE [timing flags]`` (the flags
+of ``tests/store_faults/runner.py``, whose ``Events`` side channel this reuses).
+
+One kind, ``job``. Each run of its handler is one *commit attempt*, recorded in the
+workload's own tables, independent of tenure's:
+
+- accepted: inside the fenced transaction, a ``fault_attempts`` row (worker, task, term,
+  slot, accepted=1, the database clock) and a ``fault_decisions`` row;
+- refused (:class:`tenure.LeaseLost`, or the run cancelled inside its transaction): a
+  ``refused`` line in the events file (JSON lines, one write each, kept on SIGKILL).
+
+Task parameters shape a run: ``work`` seconds of *blocking* work before the commit (the
+event loop is blocked too, so a SIGSTOP landing there resumes straight into the commit,
+like a GC pause), ``hold`` seconds of blocking inside the open fenced transaction after
+the writes, ``fail``: ``"raise"`` or ``"hang"`` (an async sleep until cancelled).
+Events ``working`` and ``inserted`` announce those points, for tests that pause there.
+
+Calibration (test-only): with ``TENURE_FAULTS_UNFENCED=1`` in its environment, the
+handler writes the same two rows in a plain transaction of its own, outside
+``ctx.fenced()``: no fence, so the checker must catch the stale commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tenure
+from store_faults.runner import Events
+from tenure import Context, LeaseLost, Settings
+from tenure.errors import StoreError
+
+NOW = {
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+    "postgresql": "extract(epoch from clock_timestamp())",
+    "mysql": "UNIX_TIMESTAMP(NOW(6))",
+}
+#: A run past this is cancelled (the ``hang`` handlers); blocking ``work`` cannot be.
+TIMEOUT = 3.0
+
+MARK = {"sqlite": "?", "postgresql": "%s", "mysql": "%s"}
+
+
+def inserts(dialect: str) -> list[str]:
+    m, now = MARK[dialect], NOW[dialect]
+    cols = "(worker, kind, tkey, term, slot, at_db"
+    return [
+        f"INSERT INTO fault_attempts {cols}, accepted) VALUES ({m}, {m}, {m}, {m}, {m}, {now}, 1)",
+        f"INSERT INTO fault_decisions {cols}) VALUES ({m}, {m}, {m}, {m}, {m}, {now})",
+    ]
+
+
+def unfenced_write(url: str, dialect: str, values: tuple[Any, ...]) -> None:
+    """The calibration's unfenced commit: blocking, so no await lets the worker cancel it."""
+    if dialect == "sqlite":
+        import sqlite3
+
+        from tenure.store.sqlite import parse_sqlite_url
+
+        path, _ = parse_sqlite_url(url)
+        db = sqlite3.connect(path, timeout=10)
+        try:
+            with db:
+                for sql in inserts(dialect):
+                    db.execute(sql, values)
+        finally:
+            db.close()
+    elif dialect == "postgresql":
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            for sql in inserts(dialect):
+                conn.execute(sql.encode(), values)
+    else:
+        p = urlsplit(url)
+        lit = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values)
+        sql = "; ".join(s.replace(", ".join(["%s"] * 5), lit) for s in inserts(dialect))
+        argv = ["mariadb", "--protocol=TCP", "-h", p.hostname or "127.0.0.1", "-P", str(p.port or 3306)]
+        argv += ["-u", unquote(p.username or "root")]
+        if p.password:
+            argv.append(f"--password={unquote(p.password)}")
+        subprocess.run([*argv, p.path.lstrip("/"), "-e", f"START TRANSACTION; {sql}; COMMIT"], check=True)
+
+
+def build(store: str, events: Events) -> tenure.App:
+    app = tenure.App(store)
+    unfenced = os.environ.get("TENURE_FAULTS_UNFENCED") == "1"
+
+    @app.task("job", every=1.0, timeout=TIMEOUT)
+    async def job(ctx: Context) -> None:
+        work = float(ctx.params.get("work", 0.0))
+        if "jitter" in ctx.params:  # work in [work - jitter, work + jitter], seeded by the run
+            rnd = random.Random(f"{ctx.key}/{ctx.scheduled_at}")
+            work += rnd.uniform(-1.0, 1.0) * float(ctx.params["jitter"])
+        hold = float(ctx.params.get("hold", 0.0))
+        fail = ctx.params.get("fail")
+        values = (ctx.worker_id, ctx.kind, ctx.key, ctx.token, ctx.scheduled_at)
+        if fail == "raise":
+            raise RuntimeError("handler raised on purpose")
+        if fail == "hang":
+            await asyncio.sleep(3600)
+        if work:
+            events.note("working", ctx)
+            time.sleep(work)  # noqa: ASYNC251  # blocking on purpose: see the module docstring
+        if unfenced:
+            unfenced_write(store, ctx.dialect, values)
+            events.note("committed", ctx, unfenced=True)
+            return
+        inserted = False
+        try:
+            async with ctx.fenced() as tx:
+                for sql in inserts(ctx.dialect):
+                    await tx.execute(sql, values)
+                inserted = True
+                events.note("inserted", ctx)
+                if hold:
+                    time.sleep(hold)  # noqa: ASYNC251  # blocking on purpose
+        except LeaseLost as exc:
+            where = "db" if inserted or "no longer owns" in str(exc) or "expired" in str(exc) else "client"
+            events.note("refused", ctx, reason=where, error=str(exc))
+            raise
+        except asyncio.CancelledError:
+            events.note("refused", ctx, reason="cancelled", inserted=inserted)
+            raise
+        except StoreError as exc:
+            events.note("refused", ctx, reason="store_error", inserted=inserted, error=f"{type(exc).__name__}: {exc}")
+            raise
+        events.note("committed", ctx)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("store")
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--events", required=True)
+    parser.add_argument("--ttl", type=float, default=2.0)
+    parser.add_argument("--heartbeat", type=float, default=0.4)
+    parser.add_argument("--poll", type=float, default=0.3)
+    parser.add_argument("--trust-margin", type=float, default=0.5)
+    parser.add_argument("--grace", type=float, default=1.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    events = Events(Path(args.events), args.id)
+    events.note("clock", wall=time.time(), monotonic=time.monotonic(), pid=os.getpid())
+    settings = Settings(
+        lease_ttl=args.ttl,
+        heartbeat=args.heartbeat,
+        poll=args.poll,
+        trust_margin=args.trust_margin,
+        grace=args.grace,
+        worker_id=args.id,
+    )
+    asyncio.run(build(args.store, events).run_worker(settings=settings))
+
+
+if __name__ == "__main__":
+    main()

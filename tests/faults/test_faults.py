@@ -1,0 +1,344 @@
+"""Fault runs on every store: real worker processes under SIGKILL, SIGSTOP (between runs,
+mid-run and inside an open fenced transaction), commits racing lease expiry, join/leave
+storms, hanging and raising handlers and admin changes. Every run checks the recorded
+history (:mod:`.checker`) and that the dangerous interleaving really happened; a run where
+it did not is INCONCLUSIVE and fails, never passes.
+
+Interleavings are engineered, not hoped for: the test pauses a worker at a point its
+events file announces (``working``: blocking work before the commit; ``inserted``: the
+fenced transaction is open), and if the pause landed too late (the run had already
+ended), it continues the worker and tries the next run.
+
+Bound: a dead or paused worker's tasks run elsewhere within ``ttl + max(poll, period)``
+plus :data:`TOLERANCE` (scheduling slack on a busy two-core machine); liveness is checked
+over windows of ``period + BOUND`` once the faults are over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from conftest import STORE_KINDS
+from store_faults.harness import Timing
+
+from .checker import Report, stale_refusals
+from .harness import KIND, Faults
+
+pytestmark = pytest.mark.slow
+
+PERIOD = 0.5
+TIMING = Timing(ttl=2.0, heartbeat=0.4, poll=0.3, trust_margin=0.5)
+TOLERANCE = 1.0
+BOUND = TIMING.ttl + max(TIMING.poll, PERIOD) + TOLERANCE
+LIMIT = PERIOD + BOUND
+#: How long liveness is watched once the faults are over.
+QUIET = 3.0
+
+Task = tuple[str, str]
+stores = pytest.mark.parametrize("faults", STORE_KINDS, indirect=True)
+
+
+async def start(c: Faults, names: list[str], env: dict[str, str] | None = None) -> None:
+    for n in names:
+        c.start(n, timing=TIMING, env=env)
+    await c.wait_balanced(names)
+
+
+async def owner(c: Faults, task: Task) -> str:
+    async def owned() -> bool:
+        return (await c.tasks())[task].owner in c.workers
+
+    await c.wait_for(owned, f"{task} to have an owner")
+    o = (await c.tasks())[task].owner
+    assert o is not None
+    return o
+
+
+def run_of(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (e["key"], e["term"], e["slot"])
+
+
+def run_ended(c: Faults, name: str, e: dict[str, Any]) -> bool:
+    return any(run_of(x) == run_of(e) for ev in ("committed", "refused") for x in c.events_of(name, ev))
+
+
+async def pause_at(c: Faults, task: Task, ev: str) -> tuple[str, dict[str, Any]]:
+    """SIGSTOP the owner of ``task`` at its next ``ev`` event (``working``/``inserted``)
+    while that run is still open; return the worker and the event."""
+    for _ in range(8):
+        name = await owner(c, task)
+        seen = len([e for e in c.events_of(name, ev) if e["key"] == task[1]])
+
+        async def reached() -> bool:
+            return len([e for e in c.events_of(name, ev) if e["key"] == task[1]]) > seen  # noqa: B023
+
+        await c.wait_for(reached, f"{name} to reach {ev!r} on {task}", within=10)
+        e = [e for e in c.events_of(name, ev) if e["key"] == task[1]][-1]
+        c.stop(name)
+        if not run_ended(c, name, e):
+            return name, e
+        c.cont(name)  # too late: that run is over; try the next one
+    raise AssertionError(f"INCONCLUSIVE: could not pause {task}'s owner at {ev!r} in 8 tries")
+
+
+async def taken_over(c: Faults, task: Task, term: int, *, within: float) -> None:
+    async def higher() -> bool:
+        return any(a.task == task and a.term > term for a in c.attempts() if a.accepted)
+
+    await c.wait_for(higher, f"{task} to be committed by someone else at a term above {term}", within=within)
+
+
+async def wait_refused(c: Faults, name: str, e: dict[str, Any], *, within: float = 20) -> dict[str, Any]:
+    async def refused() -> bool:
+        return any(run_of(x) == run_of(e) for x in c.events_of(name, "refused"))
+
+    await c.wait_for(refused, f"{name}'s stale run {run_of(e)} to be refused", within=within)
+    return next(x for x in c.events_of(name, "refused") if run_of(x) == run_of(e))
+
+
+async def quiet_then_check(c: Faults, fault: str, tasks: list[Task], faults_over: float) -> Report:
+    """Let the cluster run QUIET + BOUND seconds (database clock) after the faults, then
+    check safety over the whole history and liveness from ``faults_over`` on."""
+    end = faults_over + BOUND + QUIET
+
+    async def past() -> bool:
+        return c.db.now() > end
+
+    await c.wait_for(past, "the quiet period to pass", within=BOUND + QUIET + 30)
+    report = c.check(windows={t: [(faults_over, end)] for t in tasks}, limit=LIMIT)
+    print(
+        "FAULT-RESULT "
+        + json.dumps(
+            {
+                "fault": fault, "store": c.kind, "attempts": report.attempts, "accepted": report.accepted,
+                "refused": report.refused, "stale_refused": report.stale_refused,
+                "violations": len(report.violations), "worst_gap": round(report.worst_gap, 3), "limit": LIMIT,
+            }
+        )
+    )  # fmt: skip
+    assert report.ok, "SAFETY/LIVENESS VIOLATED:\n" + "\n".join(report.violations[:20])
+    return report
+
+
+def accepted_run(c: Faults, name: str, e: dict[str, Any]) -> bool:
+    return any((a.worker, *run_of(e)) == (name, a.key, a.term, a.slot) for a in c.attempts() if a.accepted)
+
+
+@stores
+async def test_sigkill_inside_fenced_transaction(faults: Faults) -> None:
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(4)], every=PERIOD)
+    tasks += await c.add_jobs(["victim"], every=1.0, hold=0.4)
+    await start(c, ["w1", "w2", "w3"])
+    name, e = await pause_at(c, tasks[-1], "inserted")
+    c.workers[name].kill()  # SIGKILL, while stopped inside its open transaction
+    killed_at = c.db.now()
+    await taken_over(c, tasks[-1], e["term"], within=BOUND + 10)
+    assert not accepted_run(c, name, e), "INCONCLUSIVE/BROKEN: the killed run's transaction was accepted"
+    await quiet_then_check(c, "sigkill-in-tx", tasks, killed_at)
+
+
+@stores
+async def test_sigstop_between_runs_longer_than_ttl(faults: Faults) -> None:
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(6)], every=PERIOD)
+    await start(c, ["w1", "w2", "w3"])
+    held = [t for t, task in (await c.tasks()).items() if task.owner == "w2"]
+    seen = len(c.events_of("w2", "committed"))
+    await c.wait_event("w2", "committed", after=seen)
+    c.stop("w2")
+    terms = {t: (await c.tasks())[t].term for t in held}
+
+    async def moved() -> bool:
+        now = await c.tasks()
+        return all(now[t].owner != "w2" and now[t].term > terms[t] for t in held)
+
+    await c.wait_for(moved, "w2's tasks to move while it is stopped", within=BOUND + 10)
+    c.cont("w2")
+    resumed = c.db.now()
+    await c.wait_balanced(["w1", "w2", "w3"])
+    await quiet_then_check(c, "sigstop-between-runs", tasks, resumed)
+
+
+@stores
+async def test_sigstop_mid_run_stale_commit_refused(faults: Faults) -> None:
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(3)], every=PERIOD)
+    tasks += await c.add_jobs(["victim"], every=1.0, work=0.5)
+    await start(c, ["w1", "w2"])
+    name, e = await pause_at(c, tasks[-1], "working")
+    await taken_over(c, tasks[-1], e["term"], within=BOUND + 10)
+    c.cont(name)
+    resumed = c.db.now()
+    r = await wait_refused(c, name, e)
+    print(f"stale run {run_of(e)} of {name} refused: {r['reason']}: {r.get('error', '')}")
+    assert not accepted_run(c, name, e)
+    report = await quiet_then_check(c, "sigstop-mid-run", tasks, resumed)
+    assert report.stale_refused >= 1, "INCONCLUSIVE: no stale commit was refused"
+
+
+@stores
+async def test_sigstop_inside_open_fenced_transaction(faults: Faults) -> None:
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(3)], every=PERIOD)
+    tasks += await c.add_jobs(["victim"], every=1.0, hold=0.4)
+    await start(c, ["w1", "w2"])
+    name, e = await pause_at(c, tasks[-1], "inserted")
+    stopped = c.db.now()
+    if c.kind == "sqlite":
+        # The stopped worker holds SQLite's write lock: nobody can take over (the store's
+        # documented limit); the lease expires by the clock all the same.
+        async def expired() -> bool:
+            return c.db.now() > stopped + TIMING.ttl + 0.5
+
+        await c.wait_for(expired, "the stopped worker's lease to expire", within=30)
+    else:
+        # Its row lock must not block takeover past the failover bound: the server ends a
+        # session idle inside a transaction after idle_tx_timeout (2 s by default).
+        await taken_over(c, tasks[-1], e["term"], within=BOUND + TOLERANCE)
+        print(f"takeover past {name}'s open transaction after {c.db.now() - stopped:.2f}s (db clock)")
+    c.cont(name)
+    resumed = c.db.now()
+    r = await wait_refused(c, name, e)
+    print(f"run {run_of(e)} of {name}, stopped inside its transaction, refused: {r['reason']}: {r.get('error', '')}")
+    assert not accepted_run(c, name, e), "STALE COMMIT ACCEPTED after SIGCONT"
+    await quiet_then_check(c, "sigstop-in-tx", tasks, resumed)
+
+
+@pytest.mark.parametrize("faults", STORE_KINDS, indirect=True)
+async def test_commits_racing_lease_expiry(faults: Faults) -> None:
+    c = faults
+    # One task per worker, whose run blocks its worker's event loop for 0.8-1.8 s (a GC
+    # pause, a CPU-bound step): about the lease's trusted span (ttl - margin = 1.5 s),
+    # so on some runs the lease runs out before the commit, on others just after.
+    tasks = await c.add_jobs(["k0", "k1"], every=1.0, work=1.3, jitter=0.5)
+    for n in ["w1", "w2"]:
+        c.start(n, timing=TIMING)
+
+    def counts() -> tuple[int, int, int]:
+        at = c.attempts()
+        return len(stale_refusals(at)), sum(not a.accepted for a in at), sum(a.accepted for a in at)
+
+    async def raced() -> bool:
+        stale, _, accepted = counts()
+        return stale >= 2 and accepted >= 4
+
+    try:
+        await c.wait_for(raced, "stale commits to be refused and others accepted", within=60)
+    except AssertionError as exc:
+        stale, refused, accepted = counts()
+        raise AssertionError(
+            f"INCONCLUSIVE: {stale} stale refused, {refused} refused, {accepted} accepted; {exc}"
+        ) from exc
+    report = c.check()
+    reasons: dict[str, int] = {}
+    for a in c.attempts():
+        if not a.accepted:
+            reasons[a.reason] = reasons.get(a.reason, 0) + 1
+    print(f"lease race on {c.kind}: {report}; refusals by where: {reasons}")
+    assert report.ok, "\n".join(report.violations)
+    del tasks
+
+
+@stores
+async def test_join_leave_storm(faults: Faults) -> None:
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(8)], every=PERIOD)
+    await start(c, ["w1", "w2"])
+    for i, n in enumerate(["w3", "w4", "w5", "w6"]):
+        c.start(n, timing=TIMING)
+        seen = len(c.events_of(n, "committed"))
+        await c.wait_event(n, "committed", after=seen)
+        victim = c.workers[["w2", "w3", "w4"][i]] if i < 3 else None
+        if victim is not None:
+            if i % 2:
+                victim.kill()
+            else:
+                victim.signalled = True
+                os.kill(victim.pid, signal.SIGTERM)
+    storm_over = c.db.now()
+    await c.wait_balanced(["w1", "w5", "w6"])
+    terms = {t: task.term for t, task in (await c.tasks()).items()}
+    moved = sum(1 for t in tasks if terms[t] > 1)
+    assert moved >= len(tasks) // 2, f"INCONCLUSIVE: only {moved} tasks changed hands in the storm"
+    await quiet_then_check(c, "join-leave-storm", tasks, storm_over)
+
+
+@stores
+async def test_hanging_and_raising_handlers(faults: Faults) -> None:
+    c = faults
+    good = await c.add_jobs(["k0", "k1", "k2"], every=PERIOD)
+    await c.add_jobs(["raises"], every=PERIOD, fail="raise")
+    await c.add_jobs(["hangs"], every=PERIOD, fail="hang")
+    await start_unbalanced(c, ["w1", "w2"], good)
+    began = c.db.now()
+
+    async def both() -> bool:
+        outcomes = {(r.key, r.outcome) for r in await c.store.list_runs(kind=KIND, limit=500)}
+        return {("raises", "error"), ("hangs", "timeout")} <= outcomes
+
+    await c.wait_for(both, "a raising run and a timed-out hanging run to be recorded", within=30)
+    await quiet_then_check(c, "handlers-hang-raise", good, began)
+
+
+async def start_unbalanced(c: Faults, names: list[str], tasks: list[Task]) -> None:
+    for n in names:
+        c.start(n, timing=TIMING)
+    began = c.db.now()
+    await c.wait_all_commit_after(tasks, began, "every good task to commit", within=30)
+
+
+@stores
+async def test_admin_disable_remove_readd_during_runs(faults: Faults) -> None:
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(4)], every=PERIOD)
+    await start(c, ["w1", "w2"])
+    dis, rem = tasks[0], tasks[1]
+    old_term = (await c.tasks())[rem].term
+    await c.store.set_enabled(*dis, False)
+    disabled_at = c.db.now()
+    await c.store.remove_task(*rem)
+    removed_at = c.db.now()
+    await c.wait_all_commit_after(tasks[2:], removed_at, "the other tasks to run on", within=BOUND + 10)
+
+    async def settled() -> bool:  # a run already in flight may still commit; one more timeout
+        return c.db.now() > removed_at + 3.0 + PERIOD + 1.0
+
+    await c.wait_for(settled, "in-flight runs to end", within=30)
+    for task, at in ((dis, disabled_at), (rem, removed_at)):
+        late = [a for a in c.attempts() if a.accepted and a.task == task and a.at > at + 3.0 + PERIOD]
+        assert not late, f"{task} committed long after it was disabled/removed: {late}"
+    await c.add_jobs([rem[1]], every=PERIOD)
+    await c.store.set_enabled(*dis, True)
+    back = c.db.now()
+    await c.wait_all_commit_after([dis, rem], back, "the re-enabled and re-added tasks to run", within=BOUND + 10)
+    new_term = max(a.term for a in c.attempts() if a.accepted and a.task == rem and a.at > back)
+    assert new_term > old_term, f"re-added task got term {new_term}, not above its old {old_term}: a term reused"
+    await quiet_then_check(c, "admin-changes", tasks, back)
+
+
+@stores
+async def test_calibration_unfenced_commits_are_caught(faults: Faults) -> None:
+    """Fencing disabled in the test runner only: the same pause must yield a stale commit
+    that the checker reports. If it did not, the checker could not be trusted."""
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(2)], every=PERIOD)
+    tasks += await c.add_jobs(["victim"], every=1.0, work=0.5)
+    await start(c, ["w1", "w2"], env={"TENURE_FAULTS_UNFENCED": "1"})
+    name, e = await pause_at(c, tasks[-1], "working")
+    await taken_over(c, tasks[-1], e["term"], within=BOUND + 10)
+    c.cont(name)
+
+    async def stale_written() -> bool:
+        return accepted_run(c, name, e)
+
+    await c.wait_for(stale_written, "the unfenced stale commit to land", within=20)
+    report = c.check()
+    print("calibration violations:", report.violations[:5])
+    assert not report.ok, "the checker missed an unfenced stale commit"
+    assert any("after its lease was lost" in v or "term went back" in v for v in report.violations)

@@ -61,6 +61,8 @@ TIMER_GRID = 0.004
 RECONCILE_EVERY = 30.0
 #: How often run retention and dead-worker clean-up happen (any worker may do it).
 HOUSEKEEPING_EVERY = 300.0
+#: How long the background loops get to finish their round once the worker has left.
+LOOPS_STOP_WITHIN = 3.0
 #: How long sidecars get to stop once the worker has left; they are cancelled after that.
 SIDECAR_STOP_WITHIN = 5.0
 
@@ -129,6 +131,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_now = False
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()  # set once the worker has left: background loops end
         self._polling = True  # the task loop runs until _shutdown stops it, before leave()
         self._task_loop_task: asyncio.Task[None] | None = None
         self._trusted_until = 0.0  # monotonic
@@ -208,7 +211,12 @@ class Worker:
                         t.result()  # a background loop died: surface why
                 await self._shutdown()
             finally:
-                for t in [*background, listener]:
+                # Let the loops end between rounds rather than cancel a statement in flight:
+                # a cancelled query makes the driver cancel it on the server and wait, which
+                # can hold a stopping worker for seconds.
+                self._closing.set()
+                _, late = await asyncio.wait(background, timeout=LOOPS_STOP_WITHIN)
+                for t in [*late, listener]:
                     t.cancel()
                 await asyncio.gather(*background, listener, return_exceptions=True)
         finally:
@@ -273,6 +281,11 @@ class Worker:
             self._log(logging.INFO, "joined; lease until %.3f (database clock)", lease.expires_at)
             return True
         return False
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep between rounds of a background loop, waking early once the worker closes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=max(0.0, seconds))
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -344,7 +357,7 @@ class Worker:
     # -- lease ----------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        while True:
+        while not self._closing.is_set():
             next_beat = time.monotonic() + self.settings.heartbeat
             sent = time.monotonic()
             budget = self._trusted_until - sent
@@ -369,7 +382,7 @@ class Worker:
                 else:
                     self._log(logging.WARNING, "lease renewal failed, will retry: %r", exc)
                     next_beat = min(next_beat, time.monotonic() + self.settings.heartbeat / 4)
-            await asyncio.sleep(max(0.0, next_beat - time.monotonic()))
+            await self._idle(next_beat - time.monotonic())
 
     async def _self_fence(self, why: str) -> None:
         """Stop everything that could act on a lease we can no longer vouch for, then rejoin."""
@@ -685,8 +698,8 @@ class Worker:
     # -- run records ----------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.poll)
+        while not self._closing.is_set():
+            await self._idle(self.settings.poll)
             try:
                 await self._flush()
                 await self._housekeeping()

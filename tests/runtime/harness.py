@@ -1,4 +1,5 @@
-"""The runtime tests' harness: real worker processes (``worker_child.py``) on one SQLite file.
+"""The runtime tests' harness: real worker processes (``worker_child.py``) on one store
+(each kind in ``STORE_KINDS``: an SQLite file, a PostgreSQL or a MariaDB database).
 
 A :class:`Cluster` owns every worker process it starts; the ``cluster`` fixture
 (conftest.py) SIGKILLs and reaps them all when the test ends, passed or failed, and
@@ -7,9 +8,10 @@ prints each one's log tail so a failure can be read.
 Everything is observed through the database (tenure's own tables through the store
 API, the ``commits`` table the handlers write through fenced transactions) and the
 workers' event files; waits poll those with a deadline, never sleep a fixed time.
-All times are epoch seconds of the host's clock, which is also the embedded store's
-database clock (``julianday('now')``), so the test's ``time.time()`` marks and the
-database's timestamps are on one clock.
+All times are epoch seconds of the host's clock, which is also the database's clock: the
+embedded store's (``julianday('now')``), and the servers' under test, which run on this
+host (``127.0.0.1``); so the test's ``time.time()`` marks and the database's timestamps
+are on one clock.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import itertools
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ from tenure.models import Run, Task
 from tenure.schedule import Every
 from tenure.store import Store
 
+from .rawsql import COMMIT_COLUMNS, RawSQL, SQLiteSQL
+
 CHILD = Path(__file__).with_name("worker_child.py")
 #: How often waits re-check their condition.
 POLL = 0.02
@@ -41,12 +44,6 @@ POLL = 0.02
 DEFAULT_WITHIN = 20.0
 
 TaskId = tuple[str, str]
-
-COMMITS_DDL = (
-    "CREATE TABLE commits (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
-    "key TEXT NOT NULL, term INTEGER NOT NULL, worker TEXT NOT NULL, slot REAL NOT NULL, "
-    "started REAL NOT NULL, at REAL NOT NULL)"
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +117,10 @@ class WorkerProc:
         deadline = time.monotonic() + within
         while (code := self.proc.poll()) is None:
             if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGUSR1)  # it writes its threads' stacks to its log,
+                    os.kill(self.pid, signal.SIGUSR2)  # and its asyncio tasks' (worker_child.py)
+                await asyncio.sleep(0.3)
                 raise AssertionError(self.explain(f"did not exit within {within} s"))
             await asyncio.sleep(0.005)
         return code, time.time()
@@ -144,12 +145,14 @@ class WorkerProc:
 
 
 class Cluster:
-    """One SQLite store file, the test's store connection to it, and the workers using it."""
+    """One store, the test's connections to it (the store API, and raw SQL for the
+    ``commits`` table and the term counter), and the workers using it."""
 
-    def __init__(self, path: Path, url: str, store: Store, tmp: Path) -> None:
-        self.path = path
+    def __init__(self, url: str, store: Store, db: RawSQL, tmp: Path) -> None:
         self.url = url
         self.store = store
+        self.db = db
+        self.dialect = store.dialect
         self.tmp = tmp
         self.control = tmp / "control"
         self.control.mkdir()
@@ -198,56 +201,57 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(timeout=10)
 
-    async def pause_outside_write(self, w: WorkerProc, *, ready: Callable[[], bool] = lambda: True) -> float:
-        """SIGSTOP ``w`` at a moment when ``ready()`` holds and it holds no SQLite write lock.
+    async def pause_outside_transaction(self, w: WorkerProc, *, ready: Callable[[], bool] = lambda: True) -> float:
+        """SIGSTOP ``w`` at a moment when ``ready()`` holds and it is inside no transaction.
 
-        A process stopped inside a write transaction would keep SQLite's single write lock
-        (and every other worker waiting on it) for as long as it stays stopped: a limit of
-        the embedded store, not what these tests are about. So: stop, check the lock is
-        free, and if not, let it go on and try again. Returns when it was stopped.
+        A process stopped inside a write transaction would keep what it locked for as long
+        as it stays stopped: on SQLite the single write lock (stalling every worker); on a
+        server the rows it wrote (claims of them waiting up to ``lock_timeout``), until the
+        server ends the idle transaction (``idle_tx_timeout``). Neither is what these tests
+        are about. So: stop, check, and if it is inside one, let it go on and try again.
+        On SQLite the check is that the write lock is free (whoever holds it); on a server,
+        that none of ``w``'s own sessions has a transaction open. Returns when it was stopped.
         """
         deadline = time.monotonic() + DEFAULT_WITHIN
+        tries = 0
         while time.monotonic() < deadline:
             if ready():
                 at = w.send(signal.SIGSTOP)
+                tries += 1
                 await asyncio.sleep(0.01)  # let the signal land
-                if self.write_lock_free(wait=0.5):  # others' short transactions may hold it briefly
+                if self._outside_transaction(w):
+                    print(f"{w.name} stopped outside a transaction at try {tries}")
                     return at
                 w.send(signal.SIGCONT)
             await asyncio.sleep(POLL)
-        raise AssertionError(w.explain("found no moment to stop it outside a write transaction"))
+        raise AssertionError(w.explain("found no moment to stop it outside a transaction"))
+
+    def _outside_transaction(self, w: WorkerProc) -> bool:
+        if isinstance(self.db, SQLiteSQL):
+            return self.db.write_lock_free(wait=0.5)  # others' short transactions may hold it briefly
+        # A statement it sent just before the stop may still be reaching the server.
+        time.sleep(0.05)
+        return not self.db.in_transaction(w.pid)
 
     # -- database -------------------------------------------------------------------------
 
-    def _db(self, timeout: float = 10.0) -> contextlib.closing[sqlite3.Connection]:
-        return contextlib.closing(sqlite3.connect(self.path, timeout=timeout, isolation_level=None))
-
     def commits(self) -> list[Commit]:
-        """Every accepted fenced commit, in commit order (ids follow the write lock's order)."""
-        with self._db() as db:
-            rows = db.execute("SELECT id, kind, key, term, worker, slot, started, at FROM commits ORDER BY id")
-            return [
-                Commit(id=i, kind=k, key=key, term=t, worker=w, slot=s, started=st, at=at)
-                for i, k, key, t, w, s, st, at in rows.fetchall()
-            ]
+        """Every accepted fenced commit, in id order (per task, the order they committed in:
+        a task's commits are serialized by its fence)."""
+        rows = self.db.rows(f"SELECT {COMMIT_COLUMNS} FROM commits ORDER BY id")
+        return [
+            Commit(id=int(i), kind=k, key=key, term=int(t), worker=w, slot=float(s), started=float(st), at=float(at))
+            for i, k, key, t, w, s, st, at in rows
+        ]
 
     def term_counter(self) -> int:
         """How many terms were ever handed out: one per change of owner."""
-        with self._db() as db:
-            (value,) = db.execute("SELECT value FROM tenure_counters WHERE name = 'term'").fetchone()
+        if self.dialect == "postgresql":  # a sequence: last_value counts only once called
+            sql = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tenure_term_seq"
+        else:
+            sql = "SELECT value FROM tenure_counters WHERE name = 'term'"
+        ((value,),) = self.db.rows(sql)
         return int(value)
-
-    def write_lock_free(self, wait: float = 0.0) -> bool:
-        """True if SQLite's write lock can be taken within ``wait`` seconds (then given back)."""
-        with self._db(timeout=wait) as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    return False
-                raise
-            db.execute("ROLLBACK")
-            return True
 
     async def add_tasks(
         self, kind: str, keys: Iterable[str], *, every: float, params: dict[str, Any] | None = None

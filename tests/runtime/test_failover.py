@@ -1,6 +1,7 @@
 """A worker dies, pauses or stops: its tasks run elsewhere, in time, and it never commits stale.
 
-Real worker processes on one SQLite file, real signals. Bounds come from the settings:
+Real worker processes on one store (of each kind under test), real signals. Bounds come
+from the settings:
 
 - A lease that nobody renews ends at most ``ttl`` after the last renewal, which came
   before the fault; survivors look at the next ``poll`` and claim; the claimed task's
@@ -11,7 +12,8 @@ Real worker processes on one SQLite file, real signals. Bounds come from the set
   ``ttl`` term gone: ``max(poll, period)`` after its exit, plus :data:`TOLERANCE`.
 
 :data:`TOLERANCE` is scheduling slack on a busy two-core machine: process wake-ups, the
-claim and commit transactions queueing on SQLite's single write lock.
+claim and commit transactions queueing on SQLite's single write lock, or on a server's
+round trips.
 
 "Runs elsewhere" is measured at the new owner's handler start (the ``started`` column of
 its accepted commit), since the commit itself comes after the handler's own work.
@@ -106,7 +108,7 @@ async def test_sigstop_past_ttl_then_sigcont_late_commits_refused(cluster: Clust
         return bool(evs) and evs[-1]["ev"] == "start" and evs[-1]["t"] > time.time() - 0.15
 
     last_id = cluster.commits()[-1].id
-    stopped_at = await cluster.pause_outside_write(victim, ready=run_in_flight)
+    stopped_at = await cluster.pause_outside_transaction(victim, ready=run_in_flight)
     held = await cluster.owned_by("w2")
     assert len(held) == 2, held
     outcomes = ("committed", "refused")

@@ -10,9 +10,10 @@ scenario's kinds and calls ``asyncio.run(app.run_worker(settings=...))``, loggin
 to stderr (``logging.basicConfig``), so the watchdog's reports land in the test's log file.
 
 What handlers decide goes to the test's ``commits`` table through ``ctx.fenced()``, one
-row per accepted run (``kind, key, term, worker, slot, started, at``; ``at`` is the
-database clock inside the transaction). What the database cannot show, because it was
-refused or never reached it, goes to the ``--events`` file: one JSON object per line
+row per accepted run (``kind, tkey, term, worker, slot, started, at``; ``at`` is the
+database clock inside the transaction; the SQL is the store's dialect, ``ctx.dialect``).
+What the database cannot show, because it was refused or never reached it, goes to the
+``--events`` file: one JSON object per line
 (``{"ev": "start" | "committed" | "refused" | "cancelled" | "blocking" | ..., ...}``),
 written unbuffered so it survives SIGKILL.
 
@@ -25,18 +26,21 @@ Scenarios (kinds registered):
   timeout 0.5 s, then a fenced commit through ``ctx.fenced_sync()``).
 - ``blocker``: ``tick``, plus ``block`` (async, but blocks the event loop with
   ``time.sleep`` for the seconds written in ``CONTROL/block-<key>`` when that file exists,
-  which it deletes, at a moment when no process holds SQLite's write lock; then commits).
+  which it deletes, at a moment when it is inside no transaction: on SQLite, when no
+  process holds the write lock; on a server, when none of its sessions has a transaction
+  open; then commits).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import faulthandler
 import json
 import logging
 import os
-import sqlite3
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -44,12 +48,9 @@ from typing import IO, Any
 
 import tenure
 from tenure import Context, LeaseLost, Settings
-from tenure.store.sqlite import parse_sqlite_url
 
-INSERT = (
-    "INSERT INTO commits (kind, key, term, worker, slot, started, at) "
-    "VALUES (?, ?, ?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0)"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for runtime.rawsql
+from runtime.rawsql import insert_commit_sql, no_transaction_open
 
 
 class Events:
@@ -73,15 +74,25 @@ def build(args: argparse.Namespace) -> tenure.App:
     app = tenure.App(args.store)
     events = Events(Path(args.events), args.id)
     control = Path(args.control) if args.control else None
-    db_path, _ = parse_sqlite_url(args.store)
 
-    def write_lock_free() -> bool:
-        return _write_lock_free(db_path)
+    def outside_transactions() -> bool:
+        """True if this process is inside no transaction right now (on SQLite: nobody,
+        this process included, holds the write lock).
+
+        The blocking handler blocks only then: blocked while another coroutine of this
+        worker is inside a write transaction, it would keep what that one locked for the
+        whole block (SQLite's single write lock, stalling every worker; a server's rows,
+        stalling claims of them): a limit of blocking the event loop, not the subject.
+        Nothing can start one afterwards: the event loop is blocked from here on (the check
+        itself is synchronous, so no coroutine runs between it and the block).
+        """
+        return no_transaction_open(args.store, os.getpid())
 
     async def commit(ctx: Context, started: float) -> None:
         try:
+            values = (ctx.kind, ctx.key, ctx.token, ctx.worker_id, ctx.scheduled_at, started)
             async with ctx.fenced() as tx:
-                await tx.execute(INSERT, (ctx.kind, ctx.key, ctx.token, ctx.worker_id, ctx.scheduled_at, started))
+                await tx.execute(insert_commit_sql(ctx.dialect), values)
         except LeaseLost as exc:
             events.note("refused", ctx, error=str(exc))
             raise
@@ -123,8 +134,9 @@ def build(args: argparse.Namespace) -> tenure.App:
             events.note("start", ctx, thread=threading.current_thread().name)
             time.sleep(float(ctx.params.get("sleep", 1.5)))
             try:
+                values = (ctx.kind, ctx.key, ctx.token, ctx.worker_id, ctx.scheduled_at, started)
                 with ctx.fenced_sync() as tx:
-                    tx.execute(INSERT, (ctx.kind, ctx.key, ctx.token, ctx.worker_id, ctx.scheduled_at, started))
+                    tx.execute(insert_commit_sql(ctx.dialect), values)
             except LeaseLost as exc:
                 events.note("refused", ctx, error=str(exc))
                 raise
@@ -141,7 +153,7 @@ def build(args: argparse.Namespace) -> tenure.App:
             started = time.time()
             events.note("start", ctx)
             order = control / f"block-{ctx.key}"
-            if order.exists() and write_lock_free():
+            if order.exists() and outside_transactions():
                 seconds = float(order.read_text())
                 order.unlink()
                 events.note("blocking", ctx, seconds=seconds)
@@ -156,25 +168,22 @@ def build(args: argparse.Namespace) -> tenure.App:
     return app
 
 
-def _write_lock_free(path: Path) -> bool:
-    """True if nobody (this process included) holds SQLite's write lock right now.
-
-    The blocking handler blocks only then: blocked while another coroutine of this worker
-    is inside a write transaction, it would hold SQLite's single write lock, and stall
-    every worker, for the whole block (a limit of the embedded store, not the subject).
-    Nothing can start one afterwards: the event loop is blocked from here on.
-    """
-    with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as db:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            return False
-        db.execute("ROLLBACK")
-        return True
-
-
 def _trusted(ctx: Context) -> bool:
     return bool(ctx._lease_trusted())
+
+
+def _dump_tasks() -> None:
+    """Write every asyncio task's stack to the log (on SIGUSR2, like SIGUSR1 for threads)."""
+    tasks = asyncio.all_tasks()
+    print(f"--- {len(tasks)} asyncio tasks (SIGUSR2) ---", file=sys.stderr, flush=True)
+    for t in tasks:
+        t.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+async def _run(app: tenure.App, settings: Settings) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
+    await app.run_worker(settings=settings)
 
 
 def main() -> None:
@@ -190,6 +199,9 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=1.0)
     parser.add_argument("--trust-margin", type=float, default=0.3)
     args = parser.parse_args()
+    # SIGUSR1 writes every thread's stack to the log: the test sends it to a worker that
+    # does not exit in time, to show where it is stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s",
@@ -205,7 +217,7 @@ def main() -> None:
     )
     app = build(args)
     logging.getLogger("worker_child").info("pid %d starting as %s (%s)", os.getpid(), args.id, args.scenario)
-    asyncio.run(app.run_worker(settings=settings))
+    asyncio.run(_run(app, settings))
     logging.getLogger("worker_child").info("run_worker returned; exiting 0")
 
 

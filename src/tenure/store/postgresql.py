@@ -508,6 +508,11 @@ class PostgreSQLStore:
             raise StoreUnavailable(f"PostgreSQL store did not answer: {exc}") from exc
         except psycopg.errors.LockNotAvailable as exc:
             raise StoreUnavailable(f"task {what} is locked by another transaction: {exc}") from exc
+        except psycopg.errors.IdleInTransactionSessionTimeout as exc:
+            # The server ended the transaction because it sat idle past idle_tx_timeout (a
+            # paused or stalled worker): that is what lets a takeover proceed, so this run's
+            # ownership cannot be vouched for. Nothing it wrote was kept.
+            raise LeaseLost(f"fenced transaction of {what} was idle too long and ended by the server") from exc
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostgreSQL store unavailable during fenced commit: {exc}") from exc
 

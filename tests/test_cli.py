@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 import tenure
+from store_contract.helpers import wait_past
 from tenure.cli import load_app, main, worker_settings
 from tenure.models import Outcome, Run, Task, WorkerInfo
 
@@ -127,8 +128,8 @@ def cluster(cli: CLI) -> CLI:
     assert cli("tasks", "add", "report", "daily", "--cron", "0 6 * * *", "--disabled").code == 0
 
     async def go(store: tenure.Store) -> None:
-        await store.register_worker(worker_id="w-gone", host="old-host", pid=7, ttl=0.5)
-        await asyncio.sleep(0.6)
+        gone = await store.register_worker(worker_id="w-gone", host="old-host", pid=7, ttl=0.5)
+        await wait_past(store, gone.expires_at)  # on the database's clock, not a fixed sleep
         await store.register_worker(worker_id="w-live", host="host-a", pid=4242, ttl=60)
         claims = await store.claim_tasks("w-live", kinds=["dispatch", "report"], limit=10)
         assert sorted(c.task.key for c in claims) == ["barcelona", "lisbon"]

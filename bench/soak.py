@@ -8,8 +8,13 @@ every 0.5 s and a ``victim`` task (blocking work, then a fenced transaction held
 where pauses are aimed. Faults, drawn with the seed: SIGKILL of a random worker (a new
 one replaces it), SIGSTOP past the TTL between runs, SIGSTOP mid-run (stale commit must be
 refused), SIGSTOP inside an open fenced transaction (its commit must be refused), and a
-join/leave (a worker joins, another one SIGTERMed). After each fault: the time until every
-task committed again (database clock), against the failover bound.
+join/leave (a worker joins, another one SIGTERMed). On PostgreSQL and MariaDB two of the
+three workers are special (tests/faults/network.py): one runs in a network namespace of
+its own, and ``partition`` cuts it off from the database for 2.5 to 5 s; one reaches the
+database through a relay adding 100 ± 50 ms each way, and ``latency-spike`` stalls that
+relay for 3 s. After each fault: the time until every task committed again (database
+clock), against the failover bound. The history is checked once at the end, over the
+whole soak.
 
 Prints one JSON object (per fault and store: runs, commits attempted, stale commits
 refused, safety violations, worst recovery vs bound) and a table.
@@ -34,35 +39,61 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import STORE_FACTORIES
 from faults.checker import stale_refusals
 from faults.harness import Faults
-from faults.test_faults import BOUND, TIMING, pause_at, taken_over, wait_refused
+from faults.test_faults import BOUND, TIMING, pause_at, taken_over_or_stalled, wait_refused
 from store_faults.harness import database_for
 from tenure.store import make_store
 
 FAULTS = ["sigkill", "sigstop-between", "sigstop-mid-run", "sigstop-in-tx", "join-leave"]
+#: Faults on a worker's network: servers only (an embedded SQLite store has no network).
+NETWORK_FAULTS = ["partition", "latency-spike"]
 
 
 class Soak:
-    def __init__(self, c: Faults, rng: random.Random) -> None:
+    """The cluster under soak: plain workers, and on a server one worker in a network
+    namespace of its own (``cut``, for partitions) and one behind a relay adding
+    100 ± 50 ms each way (``slow``, for latency spikes). A special worker that is killed
+    or leaves is replaced by one of the same sort."""
+
+    def __init__(self, c: Faults, rng: random.Random, *, network: bool) -> None:
         self.c = c
         self.rng = rng
         self.n = 0
         self.tasks: list[tuple[str, str]] = []
+        self.sort: dict[str, str] = {}
+        self.net = c.isolated() if network else None
+        self.relay = c.delayed(delay=0.1, jitter=0.05, spike=3.0, seed=rng.randrange(1 << 30)) if network else None
 
     def live(self) -> list[str]:
         return [n for n, w in self.c.workers.items() if w.alive() and not w.signalled]
 
-    def spawn(self) -> str:
+    def spawn(self, sort: str = "plain") -> str:
         self.n += 1
         name = f"w{self.n}"
-        self.c.start(name, timing=TIMING)
+        if sort == "cut" and self.net is not None:
+            self.c.start(name, timing=TIMING, prefix=self.net.prefix, url=self.net.url)
+        elif sort == "slow" and self.relay is not None:
+            self.c.start(name, timing=TIMING, url=self.relay.url)
+        else:
+            self.c.start(name, timing=TIMING)
+        self.sort[name] = sort
         return name
+
+    def replace_specials(self) -> None:
+        live = {self.sort[n] for n in self.live()}
+        for sort in ("cut", "slow") if self.net is not None else ():
+            if sort not in live:
+                self.spawn(sort)
+
+    def of_sort(self, sort: str) -> str:
+        return next(n for n in self.live() if self.sort[n] == sort)
 
     async def inject(self, fault: str) -> None:
         c = self.c
         victim = self.tasks[-1]
         if fault == "sigkill":
-            c.workers[self.rng.choice(self.live())].kill()
-            self.spawn()
+            name = self.rng.choice(self.live())
+            c.workers[name].kill()
+            self.spawn(self.sort[name])
         elif fault == "sigstop-between":
             name = self.rng.choice(self.live())
             c.stop(name)
@@ -78,15 +109,7 @@ class Soak:
         elif fault in ("sigstop-mid-run", "sigstop-in-tx"):
             name, e = await pause_at(c, victim, "working" if fault == "sigstop-mid-run" else "inserted")
             try:
-                if fault == "sigstop-mid-run" or c.kind != "sqlite":
-                    await taken_over(c, victim, e["term"], within=30)
-                else:
-                    at = c.db.now()
-
-                    async def expired() -> bool:
-                        return c.db.now() > at + TIMING.ttl + 0.5
-
-                    await c.wait_for(expired, "the stopped worker's lease to expire", within=30)
+                await taken_over_or_stalled(c, victim, e["term"], c.db.now())
             finally:
                 c.cont(name)
             await wait_refused(c, name, e)
@@ -95,6 +118,30 @@ class Soak:
             leaving = c.workers[self.rng.choice(self.live()[:-1])]
             leaving.signalled = True
             os.kill(leaving.pid, signal.SIGTERM)
+        elif fault == "partition":
+            assert self.net is not None
+            name = self.of_sort("cut")
+            self.net.cut()
+            try:
+                at = c.db.now()
+                cut_for = self.rng.uniform(TIMING.ttl + 0.5, 2 * TIMING.ttl + 1.0)
+
+                async def long_enough() -> bool:
+                    return c.db.now() > at + cut_for
+
+                await c.wait_for(long_enough, f"{name}'s partition to last {cut_for:.1f}s", within=30)
+            finally:
+                self.net.heal()
+        elif fault == "latency-spike":
+            assert self.relay is not None
+            self.relay.spike()
+            at = c.db.now()
+
+            async def spike_over() -> bool:
+                return c.db.now() > at + 3.0
+
+            await c.wait_for(spike_over, "the latency spike to end", within=30)
+        self.replace_specials()
 
 
 async def soak(kind: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
@@ -104,18 +151,21 @@ async def soak(kind: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any
         store = make_store(url)
         await store.open(migrate=True)
         c = Faults(kind, url, store, database_for(url), tmp)
-        s = Soak(c, rng)
-        stats = {f: {"runs": 0, "attempts": 0, "stale_refused": 0, "worst_gap": 0.0} for f in FAULTS}
+        network = kind != "sqlite"
+        faults = FAULTS + (NETWORK_FAULTS if network else [])
+        stats = {f: {"runs": 0, "attempts": 0, "stale_refused": 0, "worst_gap": 0.0} for f in faults}
         try:
+            s = Soak(c, rng, network=network)
             c.create_tables()
             s.tasks = await c.add_jobs([f"k{i}" for i in range(6)], every=0.5)
             s.tasks += await c.add_jobs(["victim"], every=1.0, work=0.3, hold=0.3)
-            for _ in range(3):
+            for _ in range(3 if not network else 2):
                 s.spawn()
+            s.replace_specials()
             await c.wait_balanced(s.live(), within=60)
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                fault = rng.choice(FAULTS)
+                fault = rng.choice(faults)
                 before = c.attempts()
                 await s.inject(fault)
                 over = c.db.now()

@@ -33,11 +33,11 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tenure import metrics
 from tenure.context import Context
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from tenure.store import Store
 
 log = logging.getLogger("tenure.worker")
+T = TypeVar("T")
 
 #: Most run records kept in memory while the store cannot take them; older ones are dropped.
 MAX_BUFFERED_RUNS = 200_000
@@ -127,6 +128,7 @@ class Worker:
         self._kinds = dict(app.kinds)
         self._owned: dict[tuple[str, str], OwnedTask] = {}
         self._runs: set[asyncio.Task[None]] = set()
+        self._abandoned: set[asyncio.Task[Any]] = set()  # timed-out store calls still unwinding
         self._buffer = _Buffer()
         self._stopping = asyncio.Event()
         self._stop_now = False
@@ -135,6 +137,7 @@ class Worker:
         self._polling = True  # the task loop runs until _shutdown stops it, before leave()
         self._task_loop_task: asyncio.Task[None] | None = None
         self._trusted_until = 0.0  # monotonic
+        self._fences = 0  # self-fencings so far: a claim sent before one is not adopted
         self._offset = 0.0  # database clock minus monotonic clock
         self._offset_known = False
         self._draining = False
@@ -219,6 +222,8 @@ class Worker:
                 for t in [*late, listener]:
                     t.cancel()
                 await asyncio.gather(*background, listener, return_exceptions=True)
+                if self._abandoned:
+                    await asyncio.wait(self._abandoned, timeout=LOOPS_STOP_WITHIN)
         finally:
             await self._stop_sidecars(sidecars)
             if handle_signals:
@@ -362,33 +367,63 @@ class Worker:
             sent = time.monotonic()
             budget = self._trusted_until - sent
             try:
-                if budget <= 0:
-                    if self._owned or self._runs:
-                        raise TimeoutError
-                    # Holding nothing, there is nothing to fence: this is a join answered too
-                    # late to vouch for (it waited for the server to come back). Confirm the
-                    # lease afresh rather than fence and wait for our own new lease to expire;
-                    # the database refuses the renewal if the lease has expired meanwhile.
-                    budget = self.settings.lease_ttl - self.settings.trust_margin
-                async with asyncio.timeout(budget):
-                    lease = await self.store.renew_lease(self.id, self.settings.lease_ttl)
+                if not self._holding():
+                    # Holding nothing, there is nothing to fence: give the renewal its whole
+                    # span (a slow network, a join answered late) rather than fence for want
+                    # of time and then wait for our own lease to expire before rejoining. The
+                    # database refuses the renewal if the lease has expired meanwhile.
+                    budget = max(budget, self.settings.lease_ttl - self.settings.trust_margin)
+                elif budget <= 0:
+                    raise TimeoutError
+                lease = await self._within(budget, self.store.renew_lease(self.id, self.settings.lease_ttl))
                 metrics.RENEW_LATENCY.observe(time.monotonic() - sent)
                 self._confirmed(sent, lease.db_now, lease.draining)
             except LeaseLost as exc:
                 await self._self_fence(f"lease lost: {exc}")
             except (TimeoutError, StoreError) as exc:
-                if not self.lease_trusted():
+                if not self.lease_trusted() and self._holding():
                     await self._self_fence(f"lease could not be renewed in time ({exc!r})")
                 else:
                     self._log(logging.WARNING, "lease renewal failed, will retry: %r", exc)
                     next_beat = min(next_beat, time.monotonic() + self.settings.heartbeat / 4)
             await self._idle(next_beat - time.monotonic())
 
+    def _holding(self) -> bool:
+        """True while this worker owns tasks or has runs in progress: what a lost lease fences."""
+        return bool(self._owned or self._runs)
+
+    async def _within(self, budget: float, call: Coroutine[Any, Any, T]) -> T:
+        """``call``'s result, or :class:`TimeoutError` once ``budget`` seconds have passed.
+
+        Not ``asyncio.timeout``: a driver may take far longer than asked to give a call up
+        when the server cannot be reached (psycopg, cancelled mid-query, tries for 5 s to
+        cancel it on the server and waits 5 s more), and a lease deadline cannot wait for
+        that. The call runs as a task of its own; on time-out it is cancelled and left to
+        unwind in the background."""
+        task = asyncio.ensure_future(call)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=budget)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._forget_abandoned)
+        raise TimeoutError(f"no answer within {budget:.2f}s")
+
+    def _forget_abandoned(self, task: asyncio.Task[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("abandoned store call ended with %r", task.exception())
+
     async def _self_fence(self, why: str) -> None:
         """Stop everything that could act on a lease we can no longer vouch for, then rejoin."""
         self._log(logging.ERROR, "self-fencing: %s; dropping %d tasks", why, len(self._owned))
         metrics.SELF_FENCES.inc()
         self._trusted_until = 0.0
+        self._fences += 1
         for ot in self._owned.values():
             if ot.timer:
                 ot.timer.cancel()
@@ -431,7 +466,15 @@ class Worker:
         if held > target:
             await self._release_surplus(held - target)
         elif held < target and self.lease_trusted():
+            fences = self._fences
             claims = await self.store.claim_tasks(self.id, kinds=list(self._kinds), limit=target - held)
+            if fences != self._fences:
+                # This worker fenced itself while the claim was on its way: the tasks are
+                # ours in the store, under a lease we no longer vouch for. Running them
+                # would only fence us again at the next renewal; the reconcile after the
+                # rejoin hands them back as strays.
+                self._changes_seen = None
+                return
             for claim in claims:
                 self._adopt(claim)
 

@@ -7,16 +7,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from store_faults.harness import Commit, FaultCluster, Timing, WorkerProc
+from store_faults.harness import Commit, FaultCluster
 from tenure.schedule import Every
 
 from .checker import Attempt, Decision, Report, check
+from .network import DelayProxy, Isolated
 
 RUNNER = Path(__file__).with_name("runner.py")
 KIND = "job"
@@ -29,7 +28,30 @@ _TYPES = {
 
 
 class Faults(FaultCluster):
-    """A :class:`FaultCluster` running the fault suite's workload."""
+    """A :class:`FaultCluster` running the fault suite's workload, and the network faults
+    (:mod:`.network`) set up for its workers, torn down by :meth:`reap`."""
+
+    runner = RUNNER
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.networks: list[Isolated | DelayProxy] = []
+
+    def isolated(self) -> Isolated:
+        """A network namespace a worker can be started in (``prefix=net.prefix,
+        url=net.url``) and cut off from the database."""
+        net = Isolated(self.url)
+        self.networks.append(net)
+        return net
+
+    def delayed(self, *, delay: float, jitter: float, spike: float = 3.0, seed: int = 1) -> DelayProxy:
+        """A relay adding ``delay ± jitter`` seconds each way, and stalls of ``spike``
+        seconds on demand (start a worker with ``url=proxy.url``)."""
+        proxy = DelayProxy(
+            self.url, delay=delay, jitter=jitter, spike=spike, seed=seed, log=self.tmp / "delay-proxy.log"
+        )
+        self.networks.append(proxy)
+        return proxy
 
     def _sql(self, sql: str) -> list[Any]:
         rows: list[Any] = self.db._rows(sql)  # type: ignore[attr-defined]
@@ -41,27 +63,6 @@ class Faults(FaultCluster):
         cols += f"slot {real} NOT NULL, at_db {real} NOT NULL"
         self._sql(f"CREATE TABLE fault_attempts (id {pk}, {cols}, accepted INTEGER NOT NULL){engine}")
         self._sql(f"CREATE TABLE fault_decisions (id {pk}, {cols}){engine}")
-
-    def start(
-        self,
-        name: str,
-        *,
-        timing: Timing | None = None,
-        prefix: list[str] | None = None,
-        env: dict[str, str] | None = None,
-    ) -> WorkerProc:
-        assert name not in self.workers, f"{name} already started"
-        log = self.tmp / f"worker-{name}.log"
-        events = self.tmp / f"events-{name}.jsonl"
-        argv = [*(prefix or []), sys.executable, str(RUNNER), self.url, "--id", name, "--events", str(events)]
-        argv += (timing or Timing()).argv()
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-            )
-        w = WorkerProc(name, proc, log, events)
-        self.workers[name] = w
-        return w
 
     async def add_jobs(self, keys: Iterable[str], *, every: float, **params: Any) -> list[tuple[str, str]]:
         out = []
@@ -144,4 +145,8 @@ class Faults(FaultCluster):
         for w in self.workers.values():  # a stopped process must be continued to die cleanly
             if w.alive():
                 os.kill(w.pid, signal.SIGCONT)
-        super().reap()
+        try:
+            super().reap()
+        finally:
+            for net in self.networks:
+                net.close()

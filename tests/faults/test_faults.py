@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -67,9 +71,18 @@ def run_ended(c: Faults, name: str, e: dict[str, Any]) -> bool:
     return any(run_of(x) == run_of(e) for ev in ("committed", "refused") for x in c.events_of(name, ev))
 
 
-async def pause_at(c: Faults, task: Task, ev: str) -> tuple[str, dict[str, Any]]:
-    """SIGSTOP the owner of ``task`` at its next ``ev`` event (``working``/``inserted``)
-    while that run is still open; return the worker and the event."""
+async def pause_at(
+    c: Faults,
+    task: Task,
+    ev: str,
+    *,
+    halt: Callable[[str], None] | None = None,
+    resume: Callable[[str], None] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Halt the owner of ``task`` at its next ``ev`` event (``working``/``inserted``)
+    while that run is still open; return the worker and the event. ``halt``/``resume``
+    default to SIGSTOP/SIGCONT (a partition test cuts and heals the network instead)."""
+    halt, resume = halt or c.stop, resume or c.cont
     for _ in range(8):
         name = await owner(c, task)
         seen = len([e for e in c.events_of(name, ev) if e["key"] == task[1]])
@@ -79,16 +92,38 @@ async def pause_at(c: Faults, task: Task, ev: str) -> tuple[str, dict[str, Any]]
 
         await c.wait_for(reached, f"{name} to reach {ev!r} on {task}", within=10)
         e = [e for e in c.events_of(name, ev) if e["key"] == task[1]][-1]
-        c.stop(name)
+        halt(name)
         if not run_ended(c, name, e):
             return name, e
-        c.cont(name)  # too late: that run is over; try the next one
-    raise AssertionError(f"INCONCLUSIVE: could not pause {task}'s owner at {ev!r} in 8 tries")
+        resume(name)  # too late: that run is over; try the next one
+    raise AssertionError(f"INCONCLUSIVE: could not halt {task}'s owner at {ev!r} in 8 tries")
+
+
+async def taken_over_or_stalled(c: Faults, task: Task, term: int, stopped_at: float) -> bool:
+    """After pausing ``task``'s owner: on a server, wait for the takeover (True). On
+    SQLite the paused process may hold the store's only write lock (one of its other
+    runs was inside its fenced transaction when the pause landed), which stalls every
+    worker, the documented limit of an embedded store: wait for the takeover or for the
+    paused worker's lease to have expired by the clock, whichever comes first (False if
+    the latter)."""
+    if c.kind != "sqlite":
+        await taken_over(c, task, term, within=BOUND + 10)
+        return True
+
+    async def over() -> bool:
+        return c.db.now() > stopped_at + TIMING.ttl + 1.0 or taken(c, task, term)
+
+    await c.wait_for(over, f"{task} to be taken over or the paused lease to expire", within=30)
+    return taken(c, task, term)
+
+
+def taken(c: Faults, task: Task, term: int) -> bool:
+    return any(a.task == task and a.term > term for a in c.attempts() if a.accepted)
 
 
 async def taken_over(c: Faults, task: Task, term: int, *, within: float) -> None:
     async def higher() -> bool:
-        return any(a.task == task and a.term > term for a in c.attempts() if a.accepted)
+        return taken(c, task, term)
 
     await c.wait_for(higher, f"{task} to be committed by someone else at a term above {term}", within=within)
 
@@ -148,17 +183,31 @@ async def test_sigstop_between_runs_longer_than_ttl(faults: Faults) -> None:
     c = faults
     tasks = await c.add_jobs([f"k{i}" for i in range(6)], every=PERIOD)
     await start(c, ["w1", "w2", "w3"])
-    held = [t for t, task in (await c.tasks()).items() if task.owner == "w2"]
-    seen = len(c.events_of("w2", "committed"))
-    await c.wait_event("w2", "committed", after=seen)
-    c.stop("w2")
-    terms = {t: (await c.tasks())[t].term for t in held}
+    for _ in range(3):
+        held = [t for t, task in (await c.tasks()).items() if task.owner == "w2"]
+        seen = len(c.events_of("w2", "committed"))
+        await c.wait_event("w2", "committed", after=seen)
+        c.stop("w2")
+        stopped = c.db.now()
+        terms = {t: (await c.tasks())[t].term for t in held}
 
-    async def moved() -> bool:
-        now = await c.tasks()
-        return all(now[t].owner != "w2" and now[t].term > terms[t] for t in held)
+        async def moved() -> bool:
+            now = await c.tasks()
+            return all(now[t].owner != "w2" and now[t].term > terms[t] for t in held)  # noqa: B023
 
-    await c.wait_for(moved, "w2's tasks to move while it is stopped", within=BOUND + 10)
+        async def moved_or_stalled() -> bool:
+            # On SQLite, w2 may have been stopped inside another run's transaction: it
+            # holds the only write lock and nothing can move (see taken_over_or_stalled).
+            return await moved() or (c.kind == "sqlite" and c.db.now() > stopped + TIMING.ttl + 1.0)  # noqa: B023
+
+        await c.wait_for(moved_or_stalled, "w2's tasks to move while it is stopped", within=BOUND + 10)
+        if await moved():
+            break
+        print("w2 was stopped holding SQLite's write lock; continuing it and trying again")
+        c.cont("w2")
+        await c.wait_balanced(["w1", "w2", "w3"])
+    else:
+        raise AssertionError("INCONCLUSIVE: w2 held SQLite's write lock at each of 3 pauses")
     c.cont("w2")
     resumed = c.db.now()
     await c.wait_balanced(["w1", "w2", "w3"])
@@ -172,9 +221,10 @@ async def test_sigstop_mid_run_stale_commit_refused(faults: Faults) -> None:
     tasks += await c.add_jobs(["victim"], every=1.0, work=0.5)
     await start(c, ["w1", "w2"])
     name, e = await pause_at(c, tasks[-1], "working")
-    await taken_over(c, tasks[-1], e["term"], within=BOUND + 10)
+    moved = await taken_over_or_stalled(c, tasks[-1], e["term"], c.db.now())
     c.cont(name)
     resumed = c.db.now()
+    print(f"{name} paused mid-run; victim {'taken over' if moved else 'not taken over (write lock held)'} meanwhile")
     r = await wait_refused(c, name, e)
     print(f"stale run {run_of(e)} of {name} refused: {r['reason']}: {r.get('error', '')}")
     assert not accepted_run(c, name, e)
@@ -322,6 +372,145 @@ async def test_admin_disable_remove_readd_during_runs(faults: Faults) -> None:
     await quiet_then_check(c, "admin-changes", tasks, back)
 
 
+servers = pytest.mark.parametrize("faults", [k for k in STORE_KINDS if k != "sqlite"], indirect=True)
+
+
+def require_network_faults() -> None:
+    """Network namespaces need root and iproute2, the relay socat: fail under CI without
+    them, skip loudly elsewhere."""
+    missing = [t for t in ("ip", "socat") if shutil.which(t) is None]
+    why = f"{', '.join(missing)} not installed" if missing else ("not root" if os.geteuid() != 0 else "")
+    if not why:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"network faults cannot run: {why}; CI must run them")
+    pytest.skip(f"NETWORK FAULTS NOT TESTED: {why}")
+
+
+@servers
+async def test_worker_cut_off_from_database_inside_open_transaction(faults: Faults) -> None:
+    """w1 reaches the database only through its own network namespace. The network is
+    cut while w1 holds a fenced transaction open (its row lock taken): the server must
+    end that transaction (idle_tx_timeout) so the task moves within the failover bound,
+    w1 must fence itself, and once healed its stale commit is refused and it rejoins."""
+    require_network_faults()
+    c = faults
+    net = c.isolated()
+    victim = await c.add_jobs(["victim"], every=1.0, hold=0.4)
+    c.start("w1", timing=TIMING, prefix=net.prefix, url=net.url)
+    await c.wait_all_commit_after(victim, c.db.now(), "w1 to run the victim through its namespace", within=30)
+    for n in ["w2", "w3"]:  # one task, held by the first id: they take nothing yet
+        c.start(n, timing=TIMING)
+
+    async def joined() -> bool:
+        return {"w1", "w2", "w3"} <= set((await c.store.cluster_view()).live_workers)
+
+    await c.wait_for(joined, "w2 and w3 to join")
+    tasks = victim + await c.add_jobs([f"k{i}" for i in range(5)], every=PERIOD)
+    await c.wait_balanced(["w1", "w2", "w3"])
+    assert (await c.tasks())[victim[0]].owner == "w1", "w1 handed the victim over"
+
+    def cut(_: str) -> None:
+        net.cut()
+
+    def heal(_: str) -> None:
+        net.heal()
+
+    name, e = await pause_at(c, victim[0], "inserted", halt=cut, resume=heal)
+    cut_at, cut_wall = c.db.now(), time.time()
+    await taken_over(c, victim[0], e["term"], within=BOUND + TOLERANCE)
+    took = min(a.at for a in c.attempts() if a.accepted and a.task == victim[0] and a.term > e["term"]) - cut_at
+    print(f"victim taken over {took:.2f}s (db clock) after {name} was cut off inside its transaction")
+
+    async def fenced_itself() -> bool:
+        return "self-fencing" in c.workers[name].log()
+
+    await c.wait_for(fenced_itself, f"{name} to fence itself while cut off", within=10)
+    # Its lease is trusted ttl - trust_margin after the last renewal was sent, so it must
+    # drop everything by then, however long its driver takes to give up a call.
+    fenced_after = logged_at(c.workers[name].log(), "self-fencing") - cut_wall
+    print(f"{name} fenced itself {fenced_after:.2f}s after the cut")
+    assert fenced_after <= TIMING.ttl - TIMING.trust_margin + TOLERANCE, f"{name} fenced itself late"
+    still = [t for t, task in (await c.tasks()).items() if task.owner == name]
+    assert not still, f"{name}'s tasks {still} still held by it while it is cut off"
+    net.heal()
+    healed = c.db.now()
+    r = await wait_refused(c, name, e, within=30)
+    print(f"run {run_of(e)} of {name}, cut off inside its transaction, refused: {r['reason']}: {r.get('error', '')}")
+    assert not accepted_run(c, name, e), "STALE COMMIT ACCEPTED after the network came back"
+    await c.wait_balanced(["w1", "w2", "w3"], within=30)
+    report = await quiet_then_check(c, "partition-in-tx", tasks, healed)
+    assert report.stale_refused >= 1, "INCONCLUSIVE: no stale commit was refused"
+
+
+def logged_at(log: str, text: str) -> float:
+    """The wall-clock time of the first line of a worker's log containing ``text``."""
+    line = next(line for line in log.splitlines() if text in line)
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+@servers
+async def test_latency_jitter_and_a_spike_on_workers_database_traffic(faults: Faults) -> None:
+    """w1 reaches the database through a relay adding 100 ± 50 ms each way (round trips
+    of 100 to 300 ms), w2 through one adding 60 ± 50 ms, w3 directly. First, latency well
+    inside the lease costs nothing: w1 and w2 keep their tasks, no lease is lost, nothing
+    is refused, every task runs. Then, while w1 holds a fenced transaction open, its
+    relay stalls for 3 s (a latency spike): its commit is in flight when its lease runs
+    out; the server ends the transaction, the task moves within the failover bound, and
+    the late commit is refused."""
+    require_network_faults()
+    c = faults
+    slow = c.delayed(delay=0.1, jitter=0.05, spike=3.0, seed=7)
+    slowish = c.delayed(delay=0.06, jitter=0.05, seed=8)
+    victim = await c.add_jobs(["victim"], every=1.0, hold=0.3)
+    c.start("w1", timing=TIMING, url=slow.url)
+    await c.wait_all_commit_after(victim, c.db.now(), "w1 to run the victim through its relay", within=30)
+    c.start("w2", timing=TIMING, url=slowish.url)
+    c.start("w3", timing=TIMING)
+
+    async def joined() -> bool:
+        return {"w1", "w2", "w3"} <= set((await c.store.cluster_view()).live_workers)
+
+    await c.wait_for(joined, "w2 and w3 to join")
+    tasks = victim + await c.add_jobs([f"k{i}" for i in range(5)], every=PERIOD)
+    await c.wait_balanced(["w1", "w2", "w3"])
+    steady_from = c.db.now()
+    held = {t: (task.owner, task.term) for t, task in (await c.tasks()).items()}
+    assert held[victim[0]][0] == "w1", "w1 handed the victim over"
+
+    async def steady_done() -> bool:
+        return c.db.now() > steady_from + 5.0
+
+    await c.wait_for(steady_done, "five seconds of steady running", within=30)
+    now = {t: (task.owner, task.term) for t, task in (await c.tasks()).items()}
+    assert now == held, f"tasks changed hands with no fault but latency: {held} -> {now}"
+    assert not [a for a in c.attempts() if not a.accepted], "a commit was refused with no fault but latency"
+    assert not any("self-fencing" in w.log() for w in c.workers.values()), "a worker fenced itself over latency"
+    steady = c.check(windows={t: [(steady_from, steady_from + 5.0)] for t in tasks}, limit=LIMIT)
+    assert steady.ok, "\n".join(steady.violations)
+
+    def spike(_: str) -> None:
+        slow.spike()
+
+    def no_undo(_: str) -> None:
+        pass  # the spike ends by itself; the next try waits for the next run
+
+    name, e = await pause_at(c, victim[0], "inserted", halt=spike, resume=no_undo)
+    spiked_at = c.db.now()
+    await taken_over(c, victim[0], e["term"], within=BOUND + 10)
+    took = min(a.at for a in c.attempts() if a.accepted and a.task == victim[0] and a.term > e["term"]) - spiked_at
+    print(f"victim taken over {took:.2f}s (db clock) after {name}'s relay stalled inside its transaction")
+    # The bound, plus the claimer's own latency if it is w2: its claim and the first run's
+    # commit are a dozen round trips of up to 220 ms between them.
+    assert took <= BOUND + 2.5, f"victim taken over {took:.2f}s after the spike, past {BOUND + 2.5}s"
+    r = await wait_refused(c, name, e, within=30)
+    print(f"run {run_of(e)} of {name}, in flight through the spike, refused: {r['reason']}: {r.get('error', '')}")
+    assert not accepted_run(c, name, e), "STALE COMMIT ACCEPTED after the latency spike"
+    await c.wait_balanced(["w1", "w2", "w3"], within=30)
+    report = await quiet_then_check(c, "latency-spike", tasks, c.db.now())
+    assert report.stale_refused >= 1, "INCONCLUSIVE: no stale commit was refused"
+
+
 @stores
 async def test_calibration_unfenced_commits_are_caught(faults: Faults) -> None:
     """Fencing disabled in the test runner only: the same pause must yield a stale commit
@@ -330,9 +519,14 @@ async def test_calibration_unfenced_commits_are_caught(faults: Faults) -> None:
     tasks = await c.add_jobs([f"k{i}" for i in range(2)], every=PERIOD)
     tasks += await c.add_jobs(["victim"], every=1.0, work=0.5)
     await start(c, ["w1", "w2"], env={"TENURE_FAULTS_UNFENCED": "1"})
-    name, e = await pause_at(c, tasks[-1], "working")
-    await taken_over(c, tasks[-1], e["term"], within=BOUND + 10)
-    c.cont(name)
+    for _ in range(3):
+        name, e = await pause_at(c, tasks[-1], "working")
+        moved = await taken_over_or_stalled(c, tasks[-1], e["term"], c.db.now())
+        c.cont(name)
+        if moved:
+            break
+    else:
+        raise AssertionError("INCONCLUSIVE: the paused worker held SQLite's write lock at each of 3 pauses")
 
     async def stale_written() -> bool:
         return accepted_run(c, name, e)

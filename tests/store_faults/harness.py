@@ -460,6 +460,9 @@ class WorkerProc:
 class FaultCluster:
     """A store of one kind, raw access to its database, and the workers started on it."""
 
+    #: The worker program :meth:`start` runs.
+    runner: Path = RUNNER
+
     def __init__(self, kind: str, url: str, store: Store, db: Database, tmp: Path) -> None:
         self.kind = kind
         self.url = url
@@ -475,15 +478,18 @@ class FaultCluster:
         timing: Timing | None = None,
         prefix: list[str] | None = None,
         env: dict[str, str] | None = None,
+        url: str | None = None,
     ) -> WorkerProc:
-        """Start a worker process with id ``name`` (``prefix``: e.g. a ``faketime`` command
-        line that execs the worker, so the process keeps its pid)."""
+        """Start a worker process with id ``name`` running :attr:`runner` (``prefix``: e.g.
+        a ``faketime`` or ``ip netns exec`` command line that execs the worker, so the
+        process keeps its pid; ``url``: the store as this worker reaches it, say through a
+        relay, instead of :attr:`url`)."""
         assert name not in self.workers, f"{name} already started"
         log = self.tmp / f"worker-{name}.log"
         events = self.tmp / f"events-{name}.jsonl"
         argv = [
-            *(prefix or []), sys.executable, str(RUNNER), self.url, "--id", name, "--events", str(events),
-            *(timing or Timing()).argv(),
+            *(prefix or []), sys.executable, str(self.runner), url or self.url, "--id", name,
+            "--events", str(events), *(timing or Timing()).argv(),
         ]  # fmt: skip
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -546,12 +552,12 @@ class FaultCluster:
             await asyncio.sleep(POLL)
 
     async def wait_balanced(self, names: Iterable[str], *, within: float = DEFAULT_WITHIN) -> dict[str, int]:
-        """Wait until the named workers hold every task between them, fairly (counts differ
-        by at most one), and every task has committed at its current term."""
+        """Wait until the named workers hold every enabled task between them, fairly
+        (counts differ by at most one), and every one has committed at its current term."""
         names = sorted(names)
 
         async def balanced() -> bool:
-            tasks = await self.tasks()
+            tasks = {k: t for k, t in (await self.tasks()).items() if t.enabled}
             counts = dict.fromkeys(names, 0)
             for t in tasks.values():
                 if t.owner not in counts:
@@ -564,7 +570,7 @@ class FaultCluster:
 
         await self.wait_for(balanced, f"{names} to share the tasks and commit", within=within)
         tasks = await self.tasks()
-        return {n: sum(1 for t in tasks.values() if t.owner == n) for n in names}
+        return {n: sum(1 for t in tasks.values() if t.owner == n and t.enabled) for n in names}
 
     async def wait_all_commit_after(self, tasks: Collection[TaskId], after: float, what: str, *, within: float) -> None:
         """Wait until every task has a commit whose database time is after ``after``."""

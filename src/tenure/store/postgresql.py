@@ -210,14 +210,29 @@ class PostgreSQLStore:
 
     async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, pool: AsyncConnectionPool[Conn] | None = None) -> T:
         """Run ``fn`` in one transaction, translating driver errors."""
+        return await self._call(fn, pool, transaction=True)
+
+    async def _auto(self, fn: Callable[[Conn], Awaitable[T]], *, pool: AsyncConnectionPool[Conn] | None = None) -> T:
+        """Run ``fn``'s statements each in its own transaction (the pool's connections
+        autocommit): for single-statement reads and writes, one round trip instead of
+        three (BEGIN, the statement, COMMIT). That matters on a slow network, where a
+        renewal must come back well within the lease."""
+        return await self._call(fn, pool, transaction=False)
+
+    async def _call(
+        self, fn: Callable[[Conn], Awaitable[T]], pool: AsyncConnectionPool[Conn] | None, *, transaction: bool
+    ) -> T:
         pool = pool or self._pool
         if pool is None:
             raise StoreError("the store is not open")
         try:
             for attempt in range(_DEADLOCK_RETRIES):
                 try:
-                    async with pool.connection() as conn, conn.transaction():
-                        return await fn(conn)
+                    async with pool.connection() as conn:
+                        if not transaction:
+                            return await fn(conn)
+                        async with conn.transaction():
+                            return await fn(conn)
                 except psycopg.errors.DeadlockDetected:
                     # The server rolled the whole transaction back: running it again is
                     # safe (two workers' releases and slot updates can cross on a row).
@@ -237,7 +252,7 @@ class PostgreSQLStore:
     # -- schema -------------------------------------------------------------------------
 
     async def schema_version(self) -> int | None:
-        return await self._tx(_schema_version)
+        return await self._auto(_schema_version)
 
     async def _check_schema(self) -> None:
         require_current_schema(await self.schema_version(), self._display)
@@ -270,7 +285,7 @@ class PostgreSQLStore:
         async def go(conn: Conn) -> float:
             return float((await _one(conn, Q["now"], {}))[0])
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     # -- kinds and tasks ------------------------------------------------------------------
 
@@ -290,7 +305,7 @@ class PostgreSQLStore:
         async def go(conn: Conn) -> list[KindInfo]:
             return [kind_from_row(r) for r in await _all(conn, Q["list_kinds"], {})]
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
         every, cron = schedule_columns(schedule)
@@ -320,13 +335,13 @@ class PostgreSQLStore:
             row = await _maybe_one(conn, Q["get_task"], {"kind": kind, "key": key})
             return None if row is None else task_from_row(row)
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
         async def go(conn: Conn) -> list[Task]:
             return [task_from_row(r) for r in await _all(conn, Q["list_tasks"], {"kind": kind, "owner": owner})]
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
         async def go(conn: Conn) -> Task:
@@ -372,13 +387,14 @@ class PostgreSQLStore:
         return await self._tx(go, pool=self._lease_pool)
 
     async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+        # One autocommitted UPDATE … RETURNING: one round trip on the heartbeat path.
         async def go(conn: Conn) -> Lease:
             row = await _maybe_one(conn, Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
             if row is None:
                 raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
             return _lease(worker_id, row)
 
-        return await self._tx(go, pool=self._lease_pool)
+        return await self._auto(go, pool=self._lease_pool)
 
     async def set_draining(self, worker_id: str, draining: bool) -> bool:
         async def go(conn: Conn) -> bool:
@@ -402,14 +418,14 @@ class PostgreSQLStore:
         async def go(conn: Conn) -> list[WorkerInfo]:
             return [worker_from_row(r) for r in await _all(conn, Q["list_workers"], {})]
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     async def reap_workers(self, older_than: float) -> int:
         async def go(conn: Conn) -> int:
             cur = await conn.execute(Q["reap_workers"].encode(), {"older_than": older_than})
             return cur.rowcount
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -448,7 +464,7 @@ class PostgreSQLStore:
         async def go(conn: Conn) -> list[Task]:
             return [task_from_row(r) for r in await _all(conn, Q["owned_tasks"], {"worker": worker_id})]
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     async def cluster_view(self) -> ClusterView:
         async def go(conn: Conn) -> ClusterView:
@@ -456,7 +472,7 @@ class PostgreSQLStore:
             workers = [r[0] for r in await _all(conn, Q["live_workers"], {})]
             return ClusterView(changes=int(changes), live_workers=workers, enabled_tasks=int(tasks))
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
@@ -544,14 +560,14 @@ class PostgreSQLStore:
         async def go(conn: Conn) -> list[Run]:
             return [run_from_row(r) for r in await _all(conn, Q["list_runs"], args)]
 
-        return await self._tx(go)
+        return await self._auto(go)
 
     async def prune_runs(self, *, older_than: float) -> int:
         async def go(conn: Conn) -> int:
             cur = await conn.execute(Q["prune_runs"].encode(), {"older_than": older_than})
             return cur.rowcount
 
-        return await self._tx(go)
+        return await self._auto(go)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Fault-injection soak: a seeded schedule of faults against real worker processes on each
 store, checked at the end by the fault suite's history checker (tests/faults/checker.py).
 
-    python bench/soak.py [--stores sqlite,postgresql,mariadb] [--seconds 600] [--seed 1]
+    python bench/soak.py [--stores sqlite,postgresql,mariadb] [--seconds 600] [--seed 1] [--faults a,b]
 
 Reuses the fault suite's harness and workload (tests/faults): three workers, six tasks
 every 0.5 s and a ``victim`` task (blocking work, then a fenced transaction held open)
@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -144,7 +145,7 @@ class Soak:
         self.replace_specials()
 
 
-async def soak(kind: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
+async def soak(kind: str, seconds: float, seed: int, tmp: Path, only: list[str] | None = None) -> dict[str, Any]:
     rng = random.Random(f"{seed}/{kind}")
     with STORE_FACTORIES[kind](tmp) as base:
         url = f"{base}?synchronous=normal" if kind == "sqlite" else base
@@ -152,9 +153,10 @@ async def soak(kind: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any
         await store.open(migrate=True)
         c = Faults(kind, url, store, database_for(url), tmp)
         network = kind != "sqlite"
-        faults = FAULTS + (NETWORK_FAULTS if network else [])
+        faults = [f for f in FAULTS + (NETWORK_FAULTS if network else []) if not only or f in only]
         stats: dict[str, dict[str, Any]] = {
-            f: {"runs": 0, "attempts": 0, "stale_refused": 0, "worst_gap": 0.0, "worst_task": ""} for f in faults
+            f: {"runs": 0, "attempts": 0, "stale_refused": 0, "worst_gap": 0.0, "worst_task": "", "stalls": 0}
+            for f in faults
         }
         try:
             s = Soak(c, rng, network=network)
@@ -171,13 +173,20 @@ async def soak(kind: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any
                 before = c.attempts()
                 await s.inject(fault)
                 over = c.db.now()
-                await c.wait_all_commit_after(s.tasks, over, f"every task to run after {fault}", within=60)
+                st = stats[fault]
+                st["runs"] += 1
+                try:
+                    await c.wait_all_commit_after(s.tasks, over, f"every task to run after {fault}", within=60)
+                except AssertionError:
+                    # A liveness failure: recorded with what the cluster looked like, and
+                    # the soak goes on (the next faults may shake it loose, or show more).
+                    st["stalls"] += 1
+                    await _diagnose(c, s.tasks, over)
+                    continue
                 slowest = max(_firsts(c, s.tasks, over), key=lambda a: a.at)
                 gap = slowest.at - over
                 after = c.attempts()
                 stale_now = len(stale_refusals(after)) - len(stale_refusals(before))
-                st = stats[fault]
-                st["runs"] += 1
                 st["attempts"] += len(after) - len(before)
                 st["stale_refused"] += stale_now
                 if gap > st["worst_gap"]:
@@ -201,6 +210,21 @@ async def soak(kind: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any
     }  # fmt: skip
 
 
+async def _diagnose(c: Faults, tasks: list[tuple[str, str]], over: float) -> None:
+    """What a stalled soak left behind, on stderr: the tasks that did not run, every
+    task's row, the workers' leases, and each live worker's last log lines."""
+    now = c.db.now()
+    done = {a.task for a in c.attempts() if a.accepted and a.at > over}
+    print(f"STALLED {now - over:.1f}s after the fault; not run since: {sorted(set(tasks) - done)}", file=sys.stderr)
+    for t in (await c.tasks()).values():
+        print(f"  task {t}", file=sys.stderr)
+    for w in await c.store.list_workers():
+        print(f"  lease {w} (expires in {w.expires_at - now:.2f}s)", file=sys.stderr)
+    for name, proc in c.workers.items():
+        if proc.alive():
+            print(f"--- {name} ---\n" + "\n".join(proc.log().splitlines()[-40:]), file=sys.stderr)
+
+
 def _firsts(c: Faults, tasks: list[tuple[str, str]], after: float) -> list[Any]:
     first: dict[tuple[str, str], Any] = {}
     for a in sorted((a for a in c.attempts() if a.accepted and a.at > after), key=lambda a: a.at):
@@ -213,19 +237,26 @@ def main() -> None:
     p.add_argument("--stores", default="sqlite,postgresql,mariadb")
     p.add_argument("--seconds", type=float, default=600.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--faults", help="only these faults, comma-separated (to reproduce one)")
     args = p.parse_args()
+    only = args.faults.split(",") if args.faults else None
     results = []
     for kind in args.stores.split(","):
-        with tempfile.TemporaryDirectory(prefix=f"soak-{kind}-") as tmp:
-            results.append(asyncio.run(soak(kind, args.seconds, args.seed, Path(tmp))))
+        tmp = tempfile.mkdtemp(prefix=f"soak-{kind}-")
+        try:
+            results.append(asyncio.run(soak(kind, args.seconds, args.seed, Path(tmp), only)))
+        except BaseException:
+            print(f"soak on {kind} failed; worker logs and events kept in {tmp}", file=sys.stderr)
+            raise
+        shutil.rmtree(tmp)
         print(json.dumps(results[-1]), flush=True)  # each store's figures as soon as they exist
     head = f"{'fault':<18}{'store':<12}{'runs':>6}{'attempted':>11}{'stale refused':>15}{'violations':>12}"
-    print(head + f"{'worst gap / bound (s)':>24}")
+    print(head + f"{'worst gap / bound (s)':>24}{'stalls':>8}")
     for r in results:
         for fault, st in r["faults"].items():
             print(
                 f"{fault:<18}{r['store']:<12}{st['runs']:>6}{st['attempts']:>11}{st['stale_refused']:>15}"
-                f"{len(r['violations']):>12}{st['worst_gap']:>14.3f} / {r['bound']:.2f}"
+                f"{len(r['violations']):>12}{st['worst_gap']:>14.3f} / {r['bound']:.2f}{st['stalls']:>8}"
             )
 
 

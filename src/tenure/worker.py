@@ -381,7 +381,13 @@ class Worker:
             except LeaseLost as exc:
                 await self._self_fence(f"lease lost: {exc}")
             except (TimeoutError, StoreError) as exc:
-                if not self.lease_trusted() and self._holding():
+                # Holding nothing, a late renewal is retried rather than fenced, but not for
+                # ever: renewals that keep landing too late to vouch for still keep the lease
+                # alive in the store, and the other workers would leave this one's share of
+                # the tasks to it. Past a TTL without trust it stops renewing and joins
+                # afresh once that lease has expired.
+                stranded = time.monotonic() > self._trusted_until + self.settings.lease_ttl
+                if not self.lease_trusted() and (self._holding() or stranded):
                     await self._self_fence(f"lease could not be renewed in time ({exc!r})")
                 else:
                     self._log(logging.WARNING, "lease renewal failed, will retry: %r", exc)

@@ -469,6 +469,13 @@ class Worker:
             self._reconcile_at = now + RECONCILE_EVERY
         target = self._fair_share(view.live_workers, view.enabled_tasks)
         held = len(self._owned)
+        if held <= target:
+            # A task marked for handover while it ran is no longer surplus (a worker left
+            # since): keep it, and let it run again.
+            for ot in self._owned.values():
+                if ot.handover:
+                    self._log(logging.INFO, "handover called off: no longer surplus", task=ot)
+                    ot.handover = False
         if held > target:
             await self._release_surplus(held - target)
         elif held < target and self.lease_trusted():
@@ -530,6 +537,8 @@ class Worker:
         for ot in sorted((ot for ot in self._owned.values() if ot.running is not None), key=lambda ot: ot.name)[
             : count - len(idle[:count])
         ]:
+            if not ot.handover:
+                self._log(logging.INFO, "handing over once its run ends", task=ot)
             ot.handover = True
 
     async def _release(self, tasks: list[OwnedTask]) -> None:
@@ -599,16 +608,14 @@ class Worker:
 
     def _fire(self, ot: OwnedTask, triggered: float | None = None) -> None:
         """A slot (or a trigger) is due: start a run unless one is still going."""
-        if ot.handover:
-            return
         if triggered is None:
             slot = ot.next_slot
             ot.next_slot = self._following_slot(ot, slot)
-            self._arm(ot)
+            self._arm(ot)  # even when not running this one: a handover can be called off
         else:
             slot = triggered
             ot.trigger_done = max(ot.trigger_done, triggered)
-        if self._stopping.is_set() or not self.lease_trusted():
+        if ot.handover or self._stopping.is_set() or not self.lease_trusted():
             return
         if ot.running is not None:
             self._record(ot, slot, self.db_time(), Outcome.SKIPPED, "previous run still in progress")

@@ -11,7 +11,8 @@ workload's own tables, independent of tenure's:
 - refused (:class:`tenure.LeaseLost`, or the run cancelled inside its transaction): a
   ``refused`` line in the events file (JSON lines, one write each, kept on SIGKILL).
 
-Task parameters shape a run: ``work`` seconds of *blocking* work before the commit (the
+Task parameters shape a run: ``sleep`` seconds awaited before the commit (a long run
+that leaves the worker free), ``work`` seconds of *blocking* work before the commit (the
 event loop is blocked too, so a SIGSTOP landing there resumes straight into the commit,
 like a GC pause), ``hold`` seconds of blocking inside the open fenced transaction after
 the writes, ``fail``: ``"raise"`` or ``"hang"`` (an async sleep until cancelled).
@@ -112,6 +113,8 @@ def build(store: str, events: Events) -> tenure.App:
             raise RuntimeError("handler raised on purpose")
         if fail == "hang":
             await asyncio.sleep(3600)
+        if "sleep" in ctx.params:  # awaited, not blocking: the worker goes on meanwhile
+            await asyncio.sleep(float(ctx.params["sleep"]))
         if work:
             events.note("working", ctx)
             time.sleep(work)  # noqa: ASYNC251  # blocking on purpose: see the module docstring

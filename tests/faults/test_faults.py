@@ -320,6 +320,40 @@ async def test_join_leave_storm(faults: Faults) -> None:
 
 
 @stores
+async def test_handover_called_off_when_a_worker_leaves_again(faults: Faults) -> None:
+    """A joining worker makes w1 mark a running task for handover (a task is handed over
+    once its run ends); the joiner leaves before that. The task is no longer surplus, and
+    must go on running on w1. (The soak found it stopped for good: its timer chain ended
+    at the first slot after the mark.)"""
+    c = faults
+    tasks = await c.add_jobs(["long0", "long1"], every=PERIOD, sleep=2.0)
+    c.start("w1", timing=TIMING)
+    await c.wait_all_commit_after(tasks, c.db.now(), "w1 to run both tasks", within=30)
+    for attempt in range(4):
+        joiner = f"j{attempt}"
+        seen = c.workers["w1"].log().count("handing over once its run ends")
+        c.start(joiner, timing=TIMING)
+
+        async def marked_or_moved() -> bool:
+            log = c.workers["w1"].log()
+            return log.count("handing over once its run ends") > seen or "released" in log  # noqa: B023
+
+        await c.wait_for(marked_or_moved, "w1 to hand a task over", within=30)
+        c.workers[joiner].signalled = True
+        os.kill(c.workers[joiner].pid, signal.SIGTERM)
+        c.workers[joiner].proc.wait(timeout=30)
+        if c.workers["w1"].log().count("handing over once its run ends") > seen:
+            break
+        print(f"attempt {attempt}: both tasks were idle at w1's poll; one was released at once")
+        await c.wait_balanced(["w1"])
+    else:
+        raise AssertionError("INCONCLUSIVE: w1 never had to mark a running task for handover")
+    left = c.db.now()
+    await c.wait_balanced(["w1"])
+    await quiet_then_check(c, "handover-called-off", tasks, left)
+
+
+@stores
 async def test_hanging_and_raising_handlers(faults: Faults) -> None:
     c = faults
     good = await c.add_jobs(["k0", "k1", "k2"], every=PERIOD)

@@ -23,6 +23,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +43,7 @@ BOUND = TIMING.ttl + max(TIMING.poll, PERIOD) + TOLERANCE
 LIMIT = PERIOD + BOUND
 #: How long liveness is watched once the faults are over.
 QUIET = 3.0
+RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "fault-results.jsonl"
 
 Task = tuple[str, str]
 stores = pytest.mark.parametrize("faults", STORE_KINDS, indirect=True)
@@ -146,16 +148,18 @@ async def quiet_then_check(c: Faults, fault: str, tasks: list[Task], faults_over
 
     await c.wait_for(past, "the quiet period to pass", within=BOUND + QUIET + 30)
     report = c.check(windows={t: [(faults_over, end)] for t in tasks}, limit=LIMIT)
-    print(
-        "FAULT-RESULT "
-        + json.dumps(
-            {
-                "fault": fault, "store": c.kind, "attempts": report.attempts, "accepted": report.accepted,
-                "refused": report.refused, "stale_refused": report.stale_refused,
-                "violations": len(report.violations), "worst_gap": round(report.worst_gap, 3), "limit": LIMIT,
-            }
-        )
+    line = json.dumps(
+        {
+            "fault": fault, "store": c.kind, "attempts": report.attempts, "accepted": report.accepted,
+            "refused": report.refused, "stale_refused": report.stale_refused,
+            "violations": len(report.violations), "worst_gap": round(report.worst_gap, 3), "limit": LIMIT,
+        }
     )  # fmt: skip
+    print("FAULT-RESULT " + line)
+    # Every run's figures, for the README's results table (test-artifacts/ is not committed).
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as out:
+        out.write(line + "\n")
     assert report.ok, "SAFETY/LIVENESS VIOLATED:\n" + "\n".join(report.violations[:20])
     return report
 

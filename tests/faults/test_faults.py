@@ -148,6 +148,12 @@ async def quiet_then_check(c: Faults, fault: str, tasks: list[Task], faults_over
 
     await c.wait_for(past, "the quiet period to pass", within=BOUND + QUIET + 30)
     report = c.check(windows={t: [(faults_over, end)] for t in tasks}, limit=LIMIT)
+    record_result(c, fault, report)
+    assert report.ok, "SAFETY/LIVENESS VIOLATED:\n" + "\n".join(report.violations[:20])
+    return report
+
+
+def record_result(c: Faults, fault: str, report: Report) -> None:
     line = json.dumps(
         {
             "fault": fault, "store": c.kind, "attempts": report.attempts, "accepted": report.accepted,
@@ -160,8 +166,6 @@ async def quiet_then_check(c: Faults, fault: str, tasks: list[Task], faults_over
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as out:
         out.write(line + "\n")
-    assert report.ok, "SAFETY/LIVENESS VIOLATED:\n" + "\n".join(report.violations[:20])
-    return report
 
 
 def accepted_run(c: Faults, name: str, e: dict[str, Any]) -> bool:
@@ -295,6 +299,7 @@ async def test_commits_racing_lease_expiry(faults: Faults) -> None:
         if not a.accepted:
             reasons[a.reason] = reasons.get(a.reason, 0) + 1
     print(f"lease race on {c.kind}: {report}; refusals by where: {reasons}")
+    record_result(c, "commits-racing-lease-expiry", report)
     assert report.ok, "\n".join(report.violations)
     del tasks
 

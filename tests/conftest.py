@@ -136,10 +136,24 @@ def require_store(kind: str, tmp_path: Path) -> None:
     pytest.skip(f"NOT TESTED ON {kind.upper()}: {message}")
 
 
+#: Seconds spent per test folder (setup, call and teardown), shown at the end of the run:
+#: issue 7 asks the fault suite to stay under ten minutes for all three stores.
+_seconds_by_folder: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    folder = report.nodeid.split("::")[0].rpartition("/")[0]
+    _seconds_by_folder[folder] = _seconds_by_folder.get(folder, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     missing = {k: why for k, why in _unavailable.items() if why is not None}
     for kind, why in missing.items():
         terminalreporter.write_sep("!", f"{kind.upper()} WAS NOT TESTED: server unreachable ({why})", red=True)
+    if _seconds_by_folder:
+        terminalreporter.write_sep("-", "seconds by test folder")
+        for folder, seconds in sorted(_seconds_by_folder.items()):
+            terminalreporter.write_line(f"{folder or '.':<24}{seconds:8.1f}")
 
 
 @pytest.fixture(params=STORE_KINDS)

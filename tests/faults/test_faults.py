@@ -338,20 +338,24 @@ async def test_handover_called_off_when_a_worker_leaves_again(faults: Faults) ->
     tasks = await c.add_jobs(["long0", "long1"], every=PERIOD, sleep=2.0)
     c.start("w1", timing=TIMING)
     await c.wait_all_commit_after(tasks, c.db.now(), "w1 to run both tasks", within=30)
+
+    def w1_says(what: str) -> int:
+        return sum(line.endswith(what) for line in c.workers["w1"].log().splitlines())
+
     for attempt in range(4):
         joiner = f"j{attempt}"
-        seen = c.workers["w1"].log().count("handing over once its run ends")
+        seen = w1_says("handing over once its run ends")
+        released = w1_says("tenure.worker released")
         c.start(joiner, timing=TIMING)
 
         async def marked_or_moved() -> bool:
-            log = c.workers["w1"].log()
-            return log.count("handing over once its run ends") > seen or "released" in log  # noqa: B023
+            return w1_says("handing over once its run ends") > seen or w1_says("tenure.worker released") > released  # noqa: B023
 
         await c.wait_for(marked_or_moved, "w1 to hand a task over", within=30)
         c.workers[joiner].signalled = True
         os.kill(c.workers[joiner].pid, signal.SIGTERM)
         c.workers[joiner].proc.wait(timeout=30)
-        if c.workers["w1"].log().count("handing over once its run ends") > seen:
+        if w1_says("handing over once its run ends") > seen:
             break
         print(f"attempt {attempt}: both tasks were idle at w1's poll; one was released at once")
         await c.wait_balanced(["w1"])

@@ -25,7 +25,6 @@ handler writes the same two rows in a plain transaction of its own, outside
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -40,8 +39,8 @@ from urllib.parse import unquote, urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tenure
-from store_faults.runner import Events
-from tenure import Context, LeaseLost, Settings
+from store_faults.runner import Events, worker_from_argv
+from tenure import Context, LeaseLost
 from tenure.errors import StoreError
 
 NOW = {
@@ -147,27 +146,8 @@ def build(store: str, events: Events) -> tenure.App:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("store")
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--events", required=True)
-    parser.add_argument("--ttl", type=float, default=2.0)
-    parser.add_argument("--heartbeat", type=float, default=0.4)
-    parser.add_argument("--poll", type=float, default=0.3)
-    parser.add_argument("--trust-margin", type=float, default=0.5)
-    parser.add_argument("--grace", type=float, default=1.0)
-    args = parser.parse_args()
+    args, events, settings = worker_from_argv()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    events = Events(Path(args.events), args.id)
-    events.note("clock", wall=time.time(), monotonic=time.monotonic(), pid=os.getpid())
-    settings = Settings(
-        lease_ttl=args.ttl,
-        heartbeat=args.heartbeat,
-        poll=args.poll,
-        trust_margin=args.trust_margin,
-        grace=args.grace,
-        worker_id=args.id,
-    )
     asyncio.run(build(args.store, events).run_worker(settings=settings))
 
 

@@ -114,7 +114,10 @@ def _dump_tasks() -> None:
     logging.getLogger("runner").warning("asyncio tasks on SIGUSR1:\n%s", out.getvalue())
 
 
-def main() -> None:
+def worker_from_argv() -> tuple[argparse.Namespace, Events, Settings]:
+    """The command line both fault runners take (see the module docstring): the arguments,
+    the events side channel (its first line notes the process's clocks) and the settings.
+    Logging is left to the caller."""
     parser = argparse.ArgumentParser()
     parser.add_argument("store")
     parser.add_argument("--id", required=True)
@@ -125,11 +128,6 @@ def main() -> None:
     parser.add_argument("--trust-margin", type=float, default=0.5)
     parser.add_argument("--grace", type=float, default=1.0)
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
     events = Events(Path(args.events), args.id)
     events.note("clock", wall=time.time(), monotonic=time.monotonic(), pid=os.getpid())
     settings = Settings(
@@ -139,6 +137,16 @@ def main() -> None:
         trust_margin=args.trust_margin,
         grace=args.grace,
         worker_id=args.id,
+    )
+    return args, events, settings
+
+
+def main() -> None:
+    args, events, settings = worker_from_argv()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
     )
     app = build(args.store, events)
     logging.getLogger("runner").info("pid %d starting as %s", os.getpid(), args.id)

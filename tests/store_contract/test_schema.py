@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -46,6 +48,21 @@ async def test_concurrent_migrations_agree(store_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_sqlite_new_file_opened_by_many_stores_at_once(tmp_path: Path) -> None:
+    # The first opens of a new file race to switch it to WAL, and SQLite answers the
+    # losers "database is locked" at once (no busy handler): about one round in fifteen
+    # failed before they retried. A failed open must not leave a connection thread behind.
+    threads = threading.active_count()
+    for i in range(40):
+        stores = [make_store(f"sqlite:///{tmp_path}/new{i}.db") for _ in range(6)]
+        try:
+            await asyncio.gather(*(s.open(migrate=True) for s in stores))
+        finally:
+            for s in stores:
+                await s.close()
+    assert threading.active_count() == threads, "connection threads left running after close"
 
 
 async def test_open_without_migrate_on_empty_database_is_schema_missing(store_url: str) -> None:

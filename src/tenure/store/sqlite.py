@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -136,12 +137,37 @@ class SQLiteStore:
     async def _connect(self) -> aiosqlite.Connection:
         try:
             conn = await aiosqlite.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute(f"PRAGMA synchronous={self._synchronous}")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {str(self._path)!r}: {exc}") from exc
+        try:
+            await self._use_wal(conn)
+            await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except BaseException as exc:
+            # Its thread would outlive the store (and the event loop) otherwise.
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"cannot open SQLite store {str(self._path)!r}: {exc}") from exc
+            raise
         self._all.append(conn)
         return conn
+
+    async def _use_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch the file to WAL, waiting for other openers as any other statement would.
+
+        Several processes opening a new file at once race to switch its journal mode, and
+        SQLite answers the losers "database is locked" at once, without the busy handler:
+        they retry until the busy timeout instead.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.01)
 
     async def open(self, *, migrate: bool) -> None:
         if self._all and self._schema_ok:

@@ -246,8 +246,13 @@ class Store(Protocol):
     # -- runs ---------------------------------------------------------------------------
 
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
-        """Append run records and advance tasks' last slots (guarded by owner term),
-        in one transaction."""
+        """Advance tasks' last slots (guarded by owner term), then append run records.
+
+        The slots are written first and committed at once, apart from the runs: a task
+        row is never left locked while the store waits on this process (a slow or cut-off
+        worker would otherwise keep the task from claimers). If appending the runs fails,
+        the slots may stay advanced; calling again with the same arguments is harmless, as a
+        slot only moves forward."""
         ...
 
     async def list_runs(

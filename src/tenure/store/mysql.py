@@ -1025,12 +1025,16 @@ class MySQLStore:
         if not runs and not slots:
             return
 
-        async def go(s: _Session) -> None:
-            if runs:
-                await s.runmany(self._q["insert_run"], [run_params(r) for r in runs])
-            await self._advance_slots(s, slots)
+        async def insert_runs(s: _Session) -> None:
+            await s.runmany(self._q["insert_run"], [run_params(r) for r in runs])
 
-        await self._tx(go, what="recording runs")
+        # Slots first, in one statement that commits on the server at once: a task row is
+        # then never locked across a round trip to this worker, which may be slow or cut
+        # off (claims skip locked rows, so such a lock would hold the task from them).
+        if slots:
+            await self._autocommit(lambda s: self._advance_slots(s, slots), what="recording slots")
+        if runs:
+            await self._tx(insert_runs, what="recording runs")
 
     async def list_runs(
         self,

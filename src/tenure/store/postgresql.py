@@ -538,13 +538,17 @@ class PostgreSQLStore:
         if not runs and not slots:
             return
 
-        async def go(conn: Conn) -> None:
-            if runs:
-                async with conn.cursor() as cur:
-                    await cur.executemany(Q["insert_run"].encode(), [run_params(r) for r in runs])
-            await _advance_slots(conn, slots)
+        async def insert_runs(conn: Conn) -> None:
+            async with conn.cursor() as cur:
+                await cur.executemany(Q["insert_run"].encode(), [run_params(r) for r in runs])
 
-        await self._tx(go)
+        # Slots first, each update committing on the server at once: a task row is then
+        # never locked across a round trip to this worker, which may be slow or cut off
+        # (a claimer skips locked rows, so such a lock would hold the task from it).
+        if slots:
+            await self._auto(lambda conn: _advance_slots(conn, slots))
+        if runs:
+            await self._tx(insert_runs)
 
     async def list_runs(
         self,

@@ -1022,9 +1022,6 @@ class MySQLStore:
         await s.run(self._q["advance_slot"], {"slots": json.dumps(entries, ensure_ascii=False)})
 
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
-        if not runs and not slots:
-            return
-
         async def insert_runs(s: _Session) -> None:
             await s.runmany(self._q["insert_run"], [run_params(r) for r in runs])
 

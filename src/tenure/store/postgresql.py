@@ -535,9 +535,6 @@ class PostgreSQLStore:
     # -- runs -----------------------------------------------------------------------------
 
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
-        if not runs and not slots:
-            return
-
         async def insert_runs(conn: Conn) -> None:
             async with conn.cursor() as cur:
                 await cur.executemany(Q["insert_run"].encode(), [run_params(r) for r in runs])

@@ -137,18 +137,16 @@ class SQLiteStore:
     async def _connect(self) -> aiosqlite.Connection:
         try:
             conn = await aiosqlite.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+            try:
+                await self._use_wal(conn)
+                await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            except BaseException:
+                # Its thread would outlive the store (and the event loop) otherwise.
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await conn.close()
+                raise
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {str(self._path)!r}: {exc}") from exc
-        try:
-            await self._use_wal(conn)
-            await conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        except BaseException as exc:
-            # Its thread would outlive the store (and the event loop) otherwise.
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise StoreUnavailable(f"cannot open SQLite store {str(self._path)!r}: {exc}") from exc
-            raise
         self._all.append(conn)
         return conn
 

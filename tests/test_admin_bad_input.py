@@ -3,11 +3,11 @@ and leaves everything already stored exactly as it was."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from reprlib import Repr
 from typing import Any
 
 import pytest
@@ -20,24 +20,22 @@ from tenure.errors import (
     InvalidKind,
     InvalidParams,
     InvalidSchedule,
+    InvalidSettings,
     InvalidStoreURL,
     StoreUnavailable,
     TaskExists,
     TaskNotFound,
     UnknownKind,
 )
-from tenure.models import KindInfo, Task
+from tenure.inputs import quote
+from tenure.models import STORED, UNREADABLE, KindInfo, Task
 
 Snapshot = tuple[list[Task], list[KindInfo], list[tenure.Run]]
-
-_repr = Repr()
-_repr.maxstring = _repr.maxother = 40
-_repr.maxlevel = 3
 
 
 def short(value: object) -> str:
     """A bounded repr of a bad input, for failure messages."""
-    return _repr.repr(value)
+    return quote(value, limit=40)
 
 
 @pytest.fixture
@@ -108,6 +106,17 @@ BAD_KEYS: list[tuple[Any, str]] = [
     ("private\ue000use", "control"),
     ("right\u202eto-left override", "invisible"),
     ("zero\u200bwidth", "invisible"),
+    # Default-ignorable and format characters, refused as a class (issue 16).
+    ("soft\u00adhyphen", "U+00AD (SOFT HYPHEN)"),
+    ("left\u200eto-right mark", "U+200E (LEFT-TO-RIGHT MARK)"),
+    ("\u3164filler", "U+3164 (HANGUL FILLER)"),
+    ("a\u034fgrapheme joiner", "U+034F"),
+    ("variation\ufe0fselector", "U+FE0F"),
+    ("word\u2060joiner", "invisible"),
+    ("tag\U000e0041", "invisible"),
+    ("arabic letter\u061cmark", "invisible"),
+    ("latin\u200djoiner", "U+200D (ZERO WIDTH JOINER)"),
+    ("latin\u200cnon-joiner", "U+200C (ZERO WIDTH NON-JOINER)"),
     (" leading", "whitespace"),
     ("trailing ", "whitespace"),
     ("\u00a0nbsp", "whitespace"),
@@ -117,7 +126,10 @@ BAD_KEYS: list[tuple[Any, str]] = [
     (b"bytes", "must be a string"),
 ]
 
-BAD_EVERY: list[Any] = [0, 0.0, -0.0, -1, -5.0, math.nan, math.inf, -math.inf, True, False, "5", 0.001, 1e12]
+BAD_EVERY: list[Any] = [
+    *(0, 0.0, -0.0, -1, -5.0, math.nan, math.inf, -math.inf, True, False, "5", 0.001, 1e12),
+    *(10**400, -(10**400), 2**1024, 10**5000),  # ints no float can hold (issue 16)
+]
 
 BAD_CRON: list[tuple[Any, str]] = [
     ("", "empty"),
@@ -155,7 +167,7 @@ BAD_PARAMS: list[tuple[Any, str]] = [
     ('"text"', "JSON object"),
     ("42", "JSON object"),
     ("null", "JSON object"),
-    ("[" * 100_000, "not valid JSON"),
+    ("[" * 100_000, "nest deeper than 32 levels"),
     ([1, 2], "JSON object"),
     ([("zone", 1)], "JSON object"),
     (42, "JSON object"),
@@ -163,7 +175,7 @@ BAD_PARAMS: list[tuple[Any, str]] = [
     ({"a": math.inf}, "JSON"),
     ({"a": {1, 2}}, "JSON"),
     ({"a": object()}, "JSON"),
-    (DEEP, "JSON"),
+    (DEEP, "nest deeper than 32 levels"),
 ]
 
 
@@ -201,7 +213,7 @@ async def test_add_task_bad_interval(seeded: tenure.App) -> None:
     for every in BAD_EVERY:
         await assert_refused(
             seeded,
-            f"every={every!r}",
+            f"every={short(every)}",
             partial(seeded.add_task, "dispatch", "x", every=every),
             InvalidSchedule,
             "period",
@@ -335,7 +347,7 @@ async def test_list_runs_bad_input(seeded: tenure.App) -> None:
         await assert_refused(seeded, f"kind {kind!r}", partial(seeded.list_runs, kind=kind), InvalidKind, fragment)
     for key, fragment in BAD_KEYS[:-2]:  # so does None for keys (and bytes is like None below)
         await assert_refused(seeded, f"key {key!r}", partial(seeded.list_runs, key=key), InvalidKey, fragment)
-    bad_limits: list[Any] = [0, -1, 10_001, True, 1.5, "10", None]
+    bad_limits: list[Any] = [0, -1, 10_001, True, 1.5, "10", None, 10**400, math.nan, math.inf]
     for limit in bad_limits:
         await assert_refused(seeded, f"limit {limit!r}", partial(seeded.list_runs, limit=limit), InvalidInput, "limit")
     for outcome in ("meh", "OK", "", "ok "):
@@ -364,7 +376,7 @@ DECORATOR_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"kind": "new", "every": 5.0, "cron": "* * * * *"}, InvalidSchedule, "not both"),
     *[
         ({"kind": "new", "every": 5.0, "timeout": t}, InvalidSchedule, "timeout")
-        for t in (0, -1, math.nan, math.inf, True, "4")
+        for t in (0, -1, math.nan, math.inf, True, "4", 10**400, 2**1024, 1e300)
     ],
     ({"kind": "new", "every": 5.0, "misfire": "sometimes"}, InvalidSchedule, "misfire"),
     ({"kind": "new", "every": 5.0, "misfire": None}, InvalidSchedule, "misfire"),
@@ -380,7 +392,7 @@ async def test_task_decorator_bad_input(seeded: tenure.App) -> None:
         async def register() -> None:
             seeded.task(kind, **options)(_handler)  # noqa: B023 - awaited within this iteration
 
-        await assert_refused(seeded, f"@app.task({kwargs!r})", register, error, fragment)
+        await assert_refused(seeded, f"@app.task({short(kwargs)})", register, error, fragment)
         assert seeded.kinds == kinds_before
     assert list(seeded.kinds) == ["dispatch"]
 
@@ -407,9 +419,9 @@ async def test_task_decorator_refuses_a_non_callable(seeded: tenure.App) -> None
         ("sqlite://host/tenure.db", "host"),
         ("sqlite:///:memory:", "memory"),
         ("sqlite:///x.db?bogus=1", "bogus"),
-        ("sqlite:///x.db?busy_timeout=soon", "not a number"),
+        ("sqlite:///x.db?busy_timeout=soon", "busy_timeout must be a number of seconds, got 'soon'"),
         ("sqlite:///x.db?synchronous=off", "synchronous"),
-        ("sqlite:///x.db?pool=0", "out of range"),
+        ("sqlite:///x.db?pool=0", "pool must be from 1 to 64 connections, got 0"),
         ("http://[::1", "does not parse"),
     ],
 )
@@ -472,3 +484,187 @@ async def test_odd_keys_are_valid_and_stored_verbatim(seeded: tenure.App, store_
     for key in ODD_KEYS:
         await seeded.remove("dispatch", key)
     assert await seeded.list_tasks() == before
+
+
+# -- parameters: nesting, and what JSON reads back equal (issue 16) ------------------------
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """{"x": {"x": … {}}}: ``levels`` objects deep (the outer one is level 1)."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"x": value}
+    return value
+
+
+def nested_text(levels: int, inner: str = "{}") -> str:
+    return '{"x":' * (levels - 1) + inner + "}" * (levels - 1)
+
+
+async def test_params_nest_at_most_32_levels(seeded: tenure.App) -> None:
+    deepest = nested(32)
+    assert (await seeded.add_task("dispatch", "deep32", params=deepest)).params == deepest
+    assert (await seeded.get_task("dispatch", "deep32")).params == deepest
+    as_text = nested_text(32, "[]")  # an array is a level too
+    assert (await seeded.add_task("dispatch", "deep32-text", params=as_text)).params == json.loads(as_text)
+    for levels in (33, 964, 5000):
+        for given in (nested(levels), nested_text(levels), {"list": [nested(levels - 1)]}):
+            await assert_refused(
+                seeded,
+                f"params {levels} levels deep",
+                partial(seeded.add_task, "dispatch", f"deep{levels}", params=given),
+                InvalidParams,
+                "nest deeper than 32 levels",
+            )
+
+
+async def test_params_refuse_what_json_would_not_read_back_equal(seeded: tenure.App) -> None:
+    cases: list[tuple[Any, str]] = [
+        ({1: "one"}, "keys must be strings"),
+        ({"a": {None: 1}}, "keys must be strings"),
+        ({"a": "lone \ud800 surrogate"}, "lone surrogate"),
+        ({"lone \udfff": 1}, "lone surrogate"),
+        ('{"a": "\\ud800"}', "lone surrogate"),
+        ({"a": 10**5000}, "not JSON-serialisable"),
+        ({"a": b"bytes"}, "not a JSON value"),
+        ({"a": [1, {2}]}, "not a JSON value"),
+    ]
+    for params, fragment in cases:
+        await assert_refused(
+            seeded,
+            f"params {short(params)}",
+            partial(seeded.add_task, "dispatch", "x", params=params),
+            InvalidParams,
+            fragment,
+        )
+    # What JSON does hold comes back equal, huge numbers and odd text included.
+    fine = {"big": 10**400, "small": -(10**300), "tiny": 5e-324, "text": "é\u0000\u2028😀", "": [None, True, 0.5]}
+    assert (await seeded.add_task("dispatch", "fine", params=fine)).params == fine
+    assert (await seeded.get_task("dispatch", "fine")).params == fine
+
+
+#: Params text an older version or a direct write may have left, and what tenure shows.
+STORED_PARAMS: list[tuple[str, Any]] = [
+    (nested_text(40), nested(40)),  # deeper than accepted today, still decoded as it was
+    (nested_text(300), None),  # None: shown as stored, not decoded
+    (nested_text(5000), None),
+    ("[" * 5000 + "]" * 5000, None),
+    ("not json", None),
+    ("[1, 2]", None),
+    ('{"a": NaN}', None),
+    ('{"a": "\\ud800"}', {"a": "\ud800"}),
+    ('{"big": ' + "9" * 5000 + "}", None),
+]
+
+
+@pytest.mark.parametrize(("text", "decoded"), STORED_PARAMS, ids=[f"stored{i}" for i in range(len(STORED_PARAMS))])
+async def test_any_stored_params_read_back(seeded: tenure.App, store_url: str, text: str, decoded: Any) -> None:
+    raw_db(store_url).set_task_params("dispatch", "existing", text)
+    for task in (await seeded.get_task("dispatch", "existing"), *(await seeded.list_tasks(kind="dispatch"))[1:]):
+        assert task.key == "existing"
+        if decoded is not None:
+            assert task.params == decoded
+        else:
+            assert task.params[STORED] == text
+            assert "the stored params" in task.params[UNREADABLE]
+    # The task can still be changed and removed; nothing else was touched.
+    assert (await seeded.disable("dispatch", "existing")).enabled is False
+    await seeded.remove("dispatch", "existing")
+    assert [t.key for t in await seeded.list_tasks()] == ["dormant"]
+
+
+# -- numbers no float can hold (issue 16) ---------------------------------------------------
+
+
+async def test_huge_numbers_are_refused_cleanly(seeded: tenure.App) -> None:
+    for every in (10**400, 10**5000, -(10**400)):
+        await assert_refused(
+            seeded, "huge every", partial(seeded.add_task, "dispatch", "x", every=every), InvalidSchedule, "period"
+        )
+    await assert_refused(seeded, "huge limit", partial(seeded.list_runs, limit=10**400), InvalidInput, "limit")
+    with pytest.raises(InvalidSchedule, match="timeout must be positive and at most"):
+        seeded.task("other", every=5.0, timeout=10**400)
+    with pytest.raises(InvalidSettings, match="lease_ttl"):
+        tenure.Settings(lease_ttl=10**400)
+
+
+# -- look-alike keys (issue 16) ---------------------------------------------------------------
+
+DECOMPOSED, COMPOSED = "Sa\u0303o Jose\u0301", "São José"
+
+
+async def test_keys_are_normalised_so_either_spelling_is_one_key(seeded: tenure.App) -> None:
+    assert DECOMPOSED != COMPOSED
+    added = await seeded.add_task("dispatch", DECOMPOSED, params={"n": 1})
+    assert added.key == COMPOSED
+    await assert_refused(
+        seeded, "the other spelling", lambda: seeded.add_task("dispatch", COMPOSED), TaskExists, "already exists"
+    )
+    for spelling in (DECOMPOSED, COMPOSED):
+        assert (await seeded.get_task("dispatch", spelling)).params == {"n": 1}
+        assert (await seeded.trigger("dispatch", spelling)).key == COMPOSED
+        assert await seeded.list_runs(key=spelling) == []
+    assert [t.key for t in await seeded.list_tasks()].count(COMPOSED) == 1
+    await seeded.remove("dispatch", DECOMPOSED)
+    with pytest.raises(TaskNotFound):
+        await seeded.get_task("dispatch", COMPOSED)
+
+
+async def test_joiners_are_kept_where_they_change_the_word(seeded: tenure.App) -> None:
+    # IDNA's CONTEXTJ: after a virama (Devanagari half forms), and a non-joiner between
+    # joining Arabic-script letters (Persian "mi-khaham" is written with one).
+    for key in ("क्\u200dष", "क्\u200cष", "می\u200cخواهم"):
+        assert (await seeded.add_task("dispatch", key)).key == key
+        assert (await seeded.get_task("dispatch", key)).key == key
+
+
+async def test_a_row_stored_under_an_old_spelling_stays_reachable(seeded: tenure.App, store_url: str) -> None:
+    # Rows written before keys were normalised, or before a character was refused.
+    raw = raw_db(store_url)
+    raw.set_task_key("dispatch", "existing", DECOMPOSED)
+    raw.set_task_key("dispatch", "dormant", "soft\u00adhyphen")
+    assert (await seeded.get_task("dispatch", DECOMPOSED)).params == {"zone": 1, "name": "Zürich"}
+    assert (await seeded.disable("dispatch", "soft\u00adhyphen")).enabled is False
+    await seeded.remove("dispatch", DECOMPOSED)
+    await seeded.remove("dispatch", "soft\u00adhyphen")
+    assert await seeded.list_tasks() == []
+    # A refused key that names no row is still refused as such.
+    with pytest.raises(InvalidKey, match="invisible"):
+        await seeded.get_task("dispatch", "soft\u00adhyphen")
+
+
+async def test_worker_ids_are_normalised_and_checked(seeded: tenure.App) -> None:
+    with pytest.raises(InvalidSettings, match=r"worker_id.*U\+3164"):
+        tenure.Settings(worker_id="w\u3164")
+    assert tenure.Settings(worker_id="we\u0301").worker_id == "wé"
+    await seeded.store.register_worker(worker_id="wé", host="h", pid=1, ttl=30)
+    assert await seeded.drain("we\u0301") is True
+    assert [w.draining for w in await seeded.store.list_workers()] == [True]
+    assert await seeded.drain("nobody") is False
+    for bad in ("w\u00ad1", "", " w", "w\n"):
+        with pytest.raises(InvalidInput, match="worker id"):
+            await seeded.drain(bad)
+    with pytest.raises(InvalidInput, match="owner"):
+        await seeded.list_tasks(owner="w\u200e")
+
+
+# -- long input is named, not echoed (issue 16) ----------------------------------------------
+
+
+async def test_messages_cut_what_they_quote(seeded: tenure.App) -> None:
+    long_kind, long_key, long_cron = "k" * 12_000, "é" * 12_000, "* " * 6000
+    calls: list[tuple[Callable[[], Awaitable[object]], type[Exception]]] = [
+        (partial(seeded.add_task, long_kind, "x"), InvalidKind),
+        (partial(seeded.get_task, "dispatch", long_key), InvalidKey),
+        (partial(seeded.add_task, "dispatch", "x", cron=long_cron), InvalidSchedule),
+        (partial(seeded.add_task, "dispatch", "x", params={"k" * 12_000: "\ud800"}), InvalidParams),
+        (partial(seeded.list_runs, outcome="o" * 12_000), InvalidInput),
+        (partial(seeded.drain, "w\n" * 6000), InvalidInput),
+    ]
+    for call, error in calls:
+        with pytest.raises(error) as info:
+            await call()
+        assert len(str(info.value)) < 300, str(info.value)
+    with pytest.raises(InvalidKind) as kind_info:
+        await seeded.add_task(long_kind, "x")
+    assert "…' (12000 characters)" in str(kind_info.value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,9 +11,21 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tenure.config import Settings
 from tenure.context import Context
-from tenure.errors import InvalidInput, InvalidSchedule, SchemaMissing, TaskNotFound, UnknownKind
-from tenure.models import KindInfo, Outcome, Run, Task, check_key, check_kind, encode_params, parse_params
-from tenure.schedule import Every, Misfire, Schedule, make_schedule
+from tenure.errors import InvalidInput, InvalidKey, InvalidSchedule, SchemaMissing, TaskNotFound, UnknownKind
+from tenure.inputs import check_number, clip, quote
+from tenure.models import (
+    KindInfo,
+    Outcome,
+    Run,
+    Task,
+    check_key,
+    check_kind,
+    check_worker_id,
+    encode_params,
+    parse_params,
+    storable_key,
+)
+from tenure.schedule import MAX_PERIOD, Every, Misfire, Schedule, make_schedule
 from tenure.store import Store, make_store
 
 if TYPE_CHECKING:
@@ -23,6 +34,10 @@ if TYPE_CHECKING:
 Handler: TypeAlias = Callable[[Context], Awaitable[None]] | Callable[[Context], None]
 
 DEFAULT_STORE = "sqlite:///tenure.db"
+#: Most runs one call lists.
+MAX_RUNS_LISTED = 10_000
+#: Known kinds named in an "unknown kind" message; the rest are counted.
+KINDS_LISTED = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,23 +97,20 @@ class App:
         """
         check_kind(kind)
         if kind in self._kinds:
-            raise InvalidInput(f"kind {kind!r} is already registered")
+            raise InvalidInput(f"kind {quote(kind)} is already registered")
         schedule = None if every is None and cron is None else make_schedule(every=every, cron=cron)
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise InvalidSchedule(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if timeout is not None:
+            check_number(
+                timeout, "timeout", unit="seconds", low=0, high=MAX_PERIOD, low_open=True, error=InvalidSchedule
+            )
         try:
             policy = Misfire(misfire)
         except ValueError:
-            raise InvalidSchedule(f"misfire must be 'skip' or 'catch_up', got {misfire!r}") from None
+            raise InvalidSchedule(f"misfire must be 'skip' or 'catch_up', got {quote(misfire)}") from None
 
         def register(fn: Handler) -> Handler:
             if not callable(fn):
-                raise InvalidInput(f"handler of {kind!r} is not callable")
+                raise InvalidInput(f"handler of {quote(kind)} is not callable")
             self._kinds[kind] = TaskKind(kind=kind, handler=fn, schedule=schedule, timeout=timeout, misfire=policy)
             return fn
 
@@ -218,7 +230,7 @@ class App:
         or :class:`~tenure.errors.TaskExists`; nothing is stored then.
         """
         check_kind(kind)
-        check_key(key)
+        key = check_key(key)
         limit = self.settings.max_params_bytes
         if isinstance(params, str):
             params_json = encode_params(parse_params(params, max_bytes=limit), max_bytes=limit)
@@ -229,12 +241,12 @@ class App:
         else:  # a list, a number…: refused by encode_params as not a JSON object
             params_json = encode_params(params, max_bytes=limit)
         if not isinstance(enabled, bool):
-            raise InvalidInput(f"enabled must be True or False, got {enabled!r}")
+            raise InvalidInput(f"enabled must be True or False, got {quote(enabled)}")
         store = await self._ready()
         default = await self._default_schedule(store, kind)
         if every is None and cron is None:
             if default is None:
-                raise InvalidSchedule(f"kind {kind!r} has no default schedule; give every= or cron=")
+                raise InvalidSchedule(f"kind {quote(kind)} has no default schedule; give every= or cron=")
             schedule = default
         else:
             schedule = make_schedule(every=every, cron=cron)
@@ -246,45 +258,78 @@ class App:
         published = {k.kind: k for k in await store.list_kinds()}
         if kind not in published:
             known = sorted(set(self._kinds) | set(published))
+            listed = ", ".join(known[:KINDS_LISTED]) + (
+                f" and {len(known) - KINDS_LISTED} more" if known[KINDS_LISTED:] else ""
+            )
             raise UnknownKind(
-                f"unknown kind {kind!r}; known kinds: {', '.join(known) or 'none yet'} "
+                f"unknown kind {quote(kind)}; known kinds: {listed or 'none yet'} "
                 "(a kind becomes known when an app registering it opens the store)"
             )
         return published[kind].schedule
 
     async def get_task(self, kind: str, key: str) -> Task:
         """One task. Raises :class:`~tenure.errors.TaskNotFound`."""
-        task = await (await self._store_for(kind, key)).get_task(kind, key)
+        store, key = await self._locate(kind, key)
+        task = await store.get_task(kind, key)
         if task is None:
-            raise TaskNotFound(f"no task {kind}/{key}")
+            raise TaskNotFound(f"no task {kind}/{clip(key)}")
         return task
 
     async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
         """All tasks, by kind and key, optionally only one kind's or one worker's."""
         if kind is not None:
             check_kind(kind)
+        if owner is not None:
+            owner = check_worker_id(owner, what="owner")
         return await (await self._ready()).list_tasks(kind=kind, owner=owner)
 
     async def enable(self, kind: str, key: str) -> Task:
         """Let a task run again; a worker claims it within one poll interval."""
-        return await (await self._store_for(kind, key)).set_enabled(kind, key, True)
+        store, key = await self._locate(kind, key)
+        return await store.set_enabled(kind, key, True)
 
     async def disable(self, kind: str, key: str) -> Task:
         """Stop a task's runs; its owner lets it go within one poll interval."""
-        return await (await self._store_for(kind, key)).set_enabled(kind, key, False)
+        store, key = await self._locate(kind, key)
+        return await store.set_enabled(kind, key, False)
 
     async def trigger(self, kind: str, key: str) -> Task:
         """Ask for one extra run of a task as soon as its owner sees the request."""
-        return await (await self._store_for(kind, key)).trigger(kind, key)
+        store, key = await self._locate(kind, key)
+        return await store.trigger(kind, key)
 
     async def remove(self, kind: str, key: str) -> None:
         """Delete a task. Its owner stops running it; its terms are never reused."""
-        await (await self._store_for(kind, key)).remove_task(kind, key)
+        store, key = await self._locate(kind, key)
+        await store.remove_task(kind, key)
 
-    async def _store_for(self, kind: str, key: str) -> Store:
+    async def _locate(self, kind: str, key: str) -> tuple[Store, str]:
+        """The store, and the spelling of ``key`` under which its task row is stored.
+
+        Keys are normalised (NFC) on the way in, so either spelling of "é" finds the
+        task. A row stored before that (or before a character was refused) keeps the
+        exact spelling it was stored under, and is found by that spelling, so it can
+        still be shown, changed and removed.
+        """
         check_kind(kind)
-        check_key(key)
-        return await self._ready()
+        try:
+            normal = check_key(key)
+        except InvalidKey:
+            if not storable_key(key):
+                raise
+            store = await self._ready()
+            if await store.get_task(kind, key) is None:
+                raise
+            return store, key
+        store = await self._ready()
+        if normal != key and await store.get_task(kind, normal) is None and await store.get_task(kind, key) is not None:
+            return store, key
+        return store, normal
+
+    async def drain(self, worker_id: str) -> bool:
+        """Ask a worker to hand its tasks over and take no more; False if there is no such worker."""
+        worker_id = check_worker_id(worker_id)
+        return await (await self._ready()).set_draining(worker_id, True)
 
     async def list_runs(
         self,
@@ -299,11 +344,12 @@ class App:
         if kind is not None:
             check_kind(kind)
         if key is not None:
-            check_key(key)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInput(f"limit must be a whole number from 1 to 10000, got {limit!r}")
+            key = check_key(key)
+        if worker is not None:
+            worker = check_worker_id(worker)
+        check_number(limit, "limit", unit="runs", low=1, high=MAX_RUNS_LISTED, whole=True)
         if outcome is not None:
             valid = [o.value for o in Outcome]
             if outcome not in valid:
-                raise InvalidInput(f"outcome {outcome!r} is not one of {', '.join(valid)}")
+                raise InvalidInput(f"outcome {quote(outcome)} is not one of {', '.join(valid)}")
         return await (await self._ready()).list_runs(kind=kind, key=key, worker=worker, outcome=outcome, limit=limit)

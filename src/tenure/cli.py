@@ -47,7 +47,9 @@ import asyncio
 import importlib
 import io
 import json
+import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
@@ -63,8 +65,10 @@ from tenure import __version__, snapshot
 from tenure.app import DEFAULT_STORE, App
 from tenure.config import ENV_NAMES, Settings
 from tenure.errors import InvalidInput, StoreUnavailable, TenureError
-from tenure.models import Outcome, Run, Task, WorkerInfo
+from tenure.inputs import ECHO_LIMIT, clip, cut, quote
+from tenure.models import Outcome, Run, Task, WorkerInfo, check_worker_id
 from tenure.schedule import next_slot
+from tenure.store.urls import shown
 
 PROG = "tenure"
 #: Outcomes that ``status`` lists as recent failures.
@@ -77,6 +81,8 @@ LOG_FORMATS = ("human", "json")
 UNCUT_WIDTH = 10_000
 #: Run errors are cut to their first line and this many characters in tables (--json has them whole).
 ERROR_WIDTH = 60
+#: A run of characters in an argparse message long enough to be an echoed argument.
+_LONG_WORD = re.compile(rf"\S{{{ECHO_LIMIT + 1},}}")
 
 T = TypeVar("T")
 
@@ -104,6 +110,8 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that reports instead of exiting, so main() returns a status."""
 
     def error(self, message: str) -> NoReturn:
+        # argparse quotes what it refuses (an unknown choice, leftover arguments) whole.
+        message = _LONG_WORD.sub(lambda m: clip(m.group()), message)
         raise _UsageError(f"{message} (see '{self.prog} --help')")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
@@ -117,27 +125,31 @@ def _seconds(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {quote(text)}") from None
 
 
 def _whole(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {quote(text)}") from None
 
 
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+    if not sep or not host or not _is_port(port):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {quote(text)}")
     return host, int(port)
 
 
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
+
+
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    if not _is_port(text):
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {quote(text)}")
     return int(text)
 
 
@@ -310,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    # psycopg's pool logs each failed connection attempt; with no logging configured
+    # (admin commands) Python would print them on stderr before tenure's one-line error.
+    # Workers and the dashboard configure logging, and still see them there.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -337,8 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    one_line = " ".join(message.split())
-    sys.stderr.write(f"{PROG}: error: {one_line}\n")
+    sys.stderr.write(f"{PROG}: error: {cut(message)}\n")
 
 
 def _store_url(args: argparse.Namespace) -> str:
@@ -372,7 +387,9 @@ def _refuse_missing_sqlite_file(app: App) -> None:
 
     path, _ = parse_sqlite_url(app.store_url)
     if not path.exists():
-        raise StoreUnavailable(f"no SQLite store at {str(path)!r}; run `tenure migrate` to create one, or give --store")
+        raise StoreUnavailable(
+            f"no SQLite store at {quote(str(path))}; run `tenure migrate` to create one, or give --store"
+        )
 
 
 # -- output -------------------------------------------------------------------------------
@@ -402,6 +419,8 @@ def _show(*items: str | Table) -> None:
     encoding = sys.stdout.encoding or "utf-8"
     if not encoding.lower().replace("-", "").startswith("utf"):
         text = text.replace("─", "-").encode(encoding, "replace").decode(encoding)
+    else:  # a lone surrogate in stored text (a run's error) must not end the command
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
     sys.stdout.write(text)
 
 
@@ -549,7 +568,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     if args.store is not None and _store_url(args) != app.store_url:
         raise InvalidInput(
-            f"--store {args.store} differs from the store {args.app} names ({app.store_url}); "
+            f"--store {shown(args.store)} differs from the store {quote(args.app)} names ({shown(app.store_url)}); "
             "a worker runs on its App's store (set it in code or with TENURE_STORE)"
         )
     settings = worker_settings(
@@ -613,7 +632,7 @@ def _protect_reads(args: argparse.Namespace, env: Mapping[str, str]) -> bool:
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
-    raise InvalidInput(f"TENURE_PROTECT_READS={raw!r} must be one of 1, true, yes, on, 0, false, no, off")
+    raise InvalidInput(f"TENURE_PROTECT_READS={quote(raw)} must be one of 1, true, yes, on, 0, false, no, off")
 
 
 def _configure_logs(args: argparse.Namespace, env: Mapping[str, str]) -> None:
@@ -624,7 +643,7 @@ def _configure_logs(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     if chosen is None:
         chosen = env.get("TENURE_LOG_FORMAT", "").strip().lower() or "human"
         if chosen not in LOG_FORMATS:
-            raise InvalidInput(f"TENURE_LOG_FORMAT={chosen!r} must be human or json")
+            raise InvalidInput(f"TENURE_LOG_FORMAT={quote(chosen)} must be human or json")
     logs.configure(json_lines=chosen == "json")
 
 
@@ -632,7 +651,7 @@ def load_app(spec: str) -> App:
     """Import ``module:attribute`` (the current folder first on the path) and check it is an App."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
-        raise InvalidInput(f"APP must be module:attribute, e.g. myapp:app; got {spec!r}")
+        raise InvalidInput(f"APP must be module:attribute, e.g. myapp:app; got {quote(spec)}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -642,15 +661,15 @@ def load_app(spec: str) -> App:
         # is a bug in their code, best shown with its traceback.
         if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise
-        raise CommandFailed(f"cannot import {module_name!r}: no module named {exc.name!r}") from exc
+        raise CommandFailed(f"cannot import {quote(module_name)}: no module named {quote(exc.name)}") from exc
     target: object = module
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise CommandFailed(f"module {module_name!r} has no attribute {attr_path!r}") from None
+            raise CommandFailed(f"module {quote(module_name)} has no attribute {quote(attr_path)}") from None
     if not isinstance(target, App):
-        raise CommandFailed(f"{spec} is a {type(target).__name__}, not a tenure.App")
+        raise CommandFailed(f"{clip(spec)} is a {type(target).__name__}, not a tenure.App")
     return target
 
 
@@ -837,11 +856,11 @@ def cmd_workers_drain(args: argparse.Namespace) -> int:
     worker: str = args.worker
 
     async def go(app: App) -> bool:
-        return await app.store.set_draining(worker, True)
+        return await app.drain(worker)
 
     if not _run_admin(args, go):
-        raise CommandFailed(f"no worker {worker!r}")
-    print(f"worker {worker} is draining: it hands its tasks over and takes no more")
+        raise CommandFailed(f"no worker {quote(check_worker_id(worker))}")
+    print(f"worker {check_worker_id(worker)} is draining: it hands its tasks over and takes no more")
     return 0
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tenure.errors import InvalidSettings
-from tenure.models import DEFAULT_MAX_PARAMS_BYTES
+from tenure.inputs import check_number, quote
+from tenure.models import DEFAULT_MAX_PARAMS_BYTES, check_worker_id
 
 #: Environment variable for each setting read by :meth:`Settings.from_env`.
 ENV_NAMES = {
@@ -24,6 +24,12 @@ ENV_NAMES = {
     "worker_id": "TENURE_WORKER_ID",
     "admin_token": "TENURE_ADMIN_TOKEN",
 }
+
+#: Longest lease, interval, grace or delay accepted: a day (longer ones are mistakes, and
+#: some would overflow the event loop's timers).
+MAX_SECONDS = 86400.0
+#: Longest run retention accepted: ten years.
+MAX_RETENTION = 3650 * 86400.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,9 +63,10 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("lease_ttl", "heartbeat", "poll", "grace", "trust_margin", "run_retention"):
-            _positive(name, getattr(self, name))
-        _non_negative("takeover_delay", self.takeover_delay)
+        for name in ("lease_ttl", "heartbeat", "poll", "grace", "trust_margin"):
+            _seconds(name, getattr(self, name), low=0, high=MAX_SECONDS, low_open=True)
+        _seconds("takeover_delay", self.takeover_delay, low=0, high=MAX_SECONDS)
+        _seconds("run_retention", self.run_retention, low=0, high=MAX_RETENTION, low_open=True)
         if self.lease_ttl < 0.5:
             raise InvalidSettings(f"lease_ttl {self.lease_ttl}s is below the minimum of 0.5s")
         if self.heartbeat > self.lease_ttl / 2:
@@ -72,17 +79,22 @@ class Settings:
                 f"trust_margin {self.trust_margin}s must be below lease_ttl - heartbeat "
                 f"({self.lease_ttl - self.heartbeat}s), or the worker would never trust its lease"
             )
-        if isinstance(self.max_params_bytes, bool) or not isinstance(self.max_params_bytes, int):
-            raise InvalidSettings("max_params_bytes must be a whole number")
-        if not 2 <= self.max_params_bytes <= 16 * 1024 * 1024:
-            raise InvalidSettings("max_params_bytes must be between 2 and 16 MiB")
-        if self.worker_id is not None and not (
-            isinstance(self.worker_id, str)
-            and 0 < len(self.worker_id) <= 200
-            and self.worker_id.isprintable()
-            and self.worker_id.strip()
-        ):
-            raise InvalidSettings(f"worker_id {self.worker_id!r} must be 1-200 printable characters")
+        check_number(
+            self.max_params_bytes,
+            "max_params_bytes",
+            unit="bytes",
+            low=2,
+            high=16 * 1024 * 1024,
+            whole=True,
+            error=InvalidSettings,
+        )
+        if self.worker_id is not None:
+            # Normalised (NFC) like keys, so either spelling names the same worker.
+            object.__setattr__(
+                self, "worker_id", check_worker_id(self.worker_id, what="worker_id", error=InvalidSettings)
+            )
+        if self.admin_token is not None:
+            _check_admin_token(self.admin_token)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -100,7 +112,7 @@ class Settings:
         except InvalidSettings as exc:
             # Name the variables behind the refused settings: that is what the user must fix.
             culprits = [
-                ENV_NAMES[name] if name == "admin_token" else f"{ENV_NAMES[name]}={raw!r}"
+                ENV_NAMES[name] if name == "admin_token" else f"{ENV_NAMES[name]}={quote(raw)}"
                 for name, raw in from_env.items()
                 if re.search(rf"\b{name}\b", str(exc))
             ]
@@ -119,14 +131,29 @@ def _parse(name: str, raw: str) -> Any:
     try:
         return int(raw) if name == "max_params_bytes" else float(raw)
     except ValueError:
-        raise InvalidSettings(f"{ENV_NAMES[name]}={raw!r} is not a number") from None
+        whole = " whole" if name == "max_params_bytes" else ""
+        raise InvalidSettings(f"{ENV_NAMES[name]}={quote(raw)} is not a{whole} number") from None
 
 
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise InvalidSettings(f"{name} must be a positive number of seconds, got {value!r}")
+def _seconds(name: str, value: object, *, low: float, high: float, low_open: bool = False) -> None:
+    check_number(value, name, unit="seconds", low=low, high=high, low_open=low_open, error=InvalidSettings)
 
 
-def _non_negative(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise InvalidSettings(f"{name} must be zero or a positive number of seconds, got {value!r}")
+def _check_admin_token(token: object) -> None:
+    """Refuse a token no HTTP request could present.
+
+    Header values travel as bytes that servers decode as Latin-1, so a token outside
+    printable ASCII would never compare equal to what a client sends: every action
+    would be refused with 403. Refused here, at start-up, it is one clear line instead.
+    The token itself is never echoed.
+    """
+    if not isinstance(token, str):
+        raise InvalidSettings(f"admin_token must be a string, got {type(token).__name__}")
+    bad = next((i for i, ch in enumerate(token) if not " " <= ch <= "~"), None)
+    if bad is not None:
+        raise InvalidSettings(
+            f"admin_token holds a character that is not printable ASCII (character {bad + 1}); an HTTP "
+            "header cannot carry it, so the token could never match: use letters, digits and punctuation"
+        )
+    if token != token.strip():
+        raise InvalidSettings("admin_token starts or ends with a space, which an HTTP header drops")

@@ -1,27 +1,59 @@
 """Value objects that cross the store boundary, and the checks on user-given names and data.
 
 Everything here is frozen: a store returns snapshots, never live rows.
+
+Names users give (task keys, worker ids) are compared after Unicode normalisation (NFC),
+so ``e`` + U+0301 and ``é`` are one key, and may not hold characters that render as
+nothing: Unicode's default-ignorable code points and format characters (category Cf),
+as a class. Zero-width joiners (U+200C, U+200D) are allowed only where IDNA allows them
+(RFC 5892, CONTEXTJ): after a virama, and a non-joiner between joining letters (Persian,
+Arabic), where they change how the word is drawn; anywhere else they are invisible.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from tenure.errors import InvalidKey, InvalidKind, InvalidParams
+import regex
+
+from tenure.errors import InvalidInput, InvalidKey, InvalidKind, InvalidParams
+from tenure.inputs import ECHO_LIMIT, cut, quote
 from tenure.schedule import Schedule
 
-#: Bidirectional overrides and invisible spaces make two keys look alike in tables and logs
-#: (Trojan Source). Joiners (U+200C, U+200D) stay allowed: some scripts need them.
-_DECEPTIVE = frozenset("\u200b\u2060\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 KIND_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 MAX_KEY_LENGTH = 200
+MAX_WORKER_ID_LENGTH = 200
 #: Default ceiling on a task's parameters, as UTF-8 JSON.
 DEFAULT_MAX_PARAMS_BYTES = 64 * 1024
+#: Deepest nesting of objects and arrays accepted in parameters ({"a": 1} is 1 level).
+MAX_PARAMS_DEPTH = 32
+#: Deepest nesting decoded when parameters are read back. Far above what is accepted,
+#: so values stored by older versions keep their meaning; far below what would exhaust
+#: the interpreter's stack wherever a value is decoded or shown (worker, CLI, HTTP).
+MAX_STORED_PARAMS_DEPTH = 256
+#: Keys of the parameters a task shows when its stored text cannot be read back.
+UNREADABLE, STORED = "$unreadable", "$stored"
+
+#: Characters that draw nothing: every default-ignorable code point and every format
+#: character, except the joiners IDNA's CONTEXTJ rule allows (see the module docstring).
+_INVISIBLE = regex.compile(
+    r"""
+    (?!
+        (?<=\p{ccc=Virama})[\u200c\u200d]
+      | (?<=[\p{jt=L}\p{jt=D}]\p{jt=T}*)\u200c(?=\p{jt=T}*[\p{jt=R}\p{jt=D}])
+    )
+    [\p{Default_Ignorable_Code_Point}\p{Cf}]
+    """,
+    regex.VERBOSE,
+)
+#: Controls, surrogates, private use, unassigned, line and paragraph separators.
+_CONTROL = frozenset(("Cc", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
 class Outcome(StrEnum):
@@ -43,62 +75,192 @@ class Freed(StrEnum):
 
 
 def check_kind(kind: object) -> str:
-    """Return ``kind`` if it is a valid kind name, else raise :class:`InvalidKind`."""
+    """Return ``kind`` if it is a valid kind name, else raise :class:`InvalidKind`.
+
+    Kinds are ASCII names (they name code), so they need no normalisation.
+    """
     if not isinstance(kind, str):
         raise InvalidKind(f"kind must be a string, got {type(kind).__name__}")
     if not KIND_PATTERN.fullmatch(kind):
         raise InvalidKind(
-            f"kind {kind!r} is not valid: use 1-64 characters, letters, digits, '_', '.', '-', "
+            f"kind {quote(kind)} is not valid: use 1-64 characters, letters, digits, '_', '.', '-', "
             "starting with a letter or '_'"
         )
     return kind
 
 
 def check_key(key: object) -> str:
-    """Return ``key`` if it is a valid task key, else raise :class:`InvalidKey`.
+    """Return ``key`` normalised to NFC if it is a valid task key, else raise :class:`InvalidKey`.
 
     Keys are free text (city names have quotes and accents) stored verbatim through
-    parameterised SQL; only what breaks tables, logs and terminals is refused.
+    parameterised SQL; only what breaks tables, logs and terminals, and what would make
+    two keys look alike (see the module docstring), is refused.
     """
-    if not isinstance(key, str):
-        raise InvalidKey(f"key must be a string, got {type(key).__name__}")
-    if not key:
-        raise InvalidKey("key is empty")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"key is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}")
-    if key != key.strip():
-        raise InvalidKey(f"key {key!r} starts or ends with whitespace")
-    for ch in key:
-        if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or ch in _DECEPTIVE:
-            raise InvalidKey(f"key {key!r} holds a control, invisible or unassigned character {ch!r}")
-    return key
+    return _check_name(key, "key", MAX_KEY_LENGTH, InvalidKey)
+
+
+def check_worker_id(worker_id: object, *, what: str = "worker id", error: type[InvalidInput] = InvalidInput) -> str:
+    """Return ``worker_id`` normalised to NFC if it is a valid worker id, else raise ``error``.
+
+    The rules of keys, and every character must print (no spaces other than U+0020).
+    """
+    name = _check_name(worker_id, what, MAX_WORKER_ID_LENGTH, error)
+    if not name.isprintable():
+        bad = next(ch for ch in name if not ch.isprintable())
+        raise error(f"{what} {quote(name)} holds {describe_char(bad)}, which does not print")
+    return name
+
+
+def _check_name(value: object, what: str, limit: int, error: type[InvalidInput]) -> str:
+    if not isinstance(value, str):
+        raise error(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise error(f"{what} is empty")
+    if len(value) > 3 * limit:  # NFC composes at most three characters into one
+        raise error(f"{what} is {len(value)} characters long; the limit is {limit}")
+    for ch in value:
+        if unicodedata.category(ch) in _CONTROL:
+            raise error(f"{what} {quote(value)} holds a control, unassigned or separator character {describe_char(ch)}")
+    normal = unicodedata.normalize("NFC", value)
+    if len(normal) > limit:
+        raise error(f"{what} is {len(normal)} characters long; the limit is {limit}")
+    if normal != normal.strip():
+        raise error(f"{what} {quote(normal)} starts or ends with whitespace")
+    invisible = _INVISIBLE.search(normal)
+    if invisible is not None:
+        raise error(f"{what} {quote(normal)} holds the invisible character {describe_char(invisible.group())}")
+    return normal
+
+
+def storable_key(key: object) -> bool:
+    """Whether ``key`` is text a task row might hold although :func:`check_key` refuses it
+    now (stored by an older version, or directly): worth one look-up by exact spelling."""
+    return (
+        isinstance(key, str)
+        and 0 < len(key) <= MAX_KEY_LENGTH
+        and not any(unicodedata.category(ch) in _CONTROL for ch in key)
+    )
+
+
+def describe_char(ch: str) -> str:
+    """``U+00AD (SOFT HYPHEN)``."""
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
 
 
 def encode_params(params: object, *, max_bytes: int = DEFAULT_MAX_PARAMS_BYTES) -> str:
-    """Serialise task parameters (a JSON object) to text, enforcing the size limit."""
+    """Serialise task parameters (a JSON object) to text, enforcing the size and depth limits.
+
+    Parameters hold what JSON text reads back equal: objects with string keys, arrays
+    (lists or tuples), strings (valid Unicode: no lone surrogates), finite numbers,
+    booleans and null, nested at most :data:`MAX_PARAMS_DEPTH` levels.
+    """
     if not isinstance(params, dict):
         raise InvalidParams(f"params must be a JSON object (a dict), got {type(params).__name__}")
+    _check_json_value(params)
     try:
         text = json.dumps(params, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidParams(f"params are not JSON-serialisable: {exc}") from exc
+        raise InvalidParams(f"params are not JSON-serialisable: {cut(str(exc), ECHO_LIMIT)}") from exc
     size = len(text.encode())
     if size > max_bytes:
         raise InvalidParams(f"params are {size} bytes as JSON; the limit is {max_bytes}")
     return text
 
 
+def _check_json_value(value: object) -> None:
+    """Refuse what JSON cannot hold or read back equal; walks without recursion."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > MAX_PARAMS_DEPTH:
+                raise InvalidParams(f"params nest deeper than {MAX_PARAMS_DEPTH} levels of objects and arrays")
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    if not isinstance(k, str):
+                        raise InvalidParams(f"params keys must be strings, got {quote(k)}")
+                    _check_text(k)
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidParams(f"params hold {item!r}, which JSON cannot represent")
+        elif not (item is None or isinstance(item, bool | int | float)):
+            raise InvalidParams(f"params hold a {type(item).__name__}, which is not a JSON value")
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise InvalidParams(f"params hold the text {quote(text)}, which has a lone surrogate (not Unicode)") from None
+
+
 def parse_params(text: str, *, max_bytes: int = DEFAULT_MAX_PARAMS_BYTES) -> dict[str, Any]:
     """Parse user-given JSON text into task parameters, with the same checks as on write."""
-    if len(text.encode()) > max_bytes * 4:  # don't even parse absurd input
+    if len(text.encode(errors="surrogatepass")) > max_bytes * 4:  # don't even parse absurd input
         raise InvalidParams(f"params are larger than the limit of {max_bytes} bytes")
+    if nests_deeper(text, MAX_PARAMS_DEPTH):
+        raise InvalidParams(f"params nest deeper than {MAX_PARAMS_DEPTH} levels of objects and arrays")
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        raise InvalidParams(f"params are not valid JSON: {exc}") from exc
+        raise InvalidParams(f"params are not valid JSON: {cut(str(exc), ECHO_LIMIT)}") from exc
     encode_params(value, max_bytes=max_bytes)
     assert isinstance(value, dict)
     return value
+
+
+def decode_stored_params(text: object) -> dict[str, Any]:
+    """The parameters a task row holds; never raises, whatever was stored.
+
+    Rows written by tenure decode to what was given. Text that is not a JSON object,
+    holds NaN or infinity, or nests deeper than :data:`MAX_STORED_PARAMS_DEPTH` (written
+    by an older version, or directly into the database) is not decoded: the task shows
+    ``{"$unreadable": <why>, "$stored": <the stored text>}`` instead, so every view can
+    still list and show it; remove the task and add it again to repair it.
+    """
+    if isinstance(text, bytes | bytearray | memoryview):
+        text = bytes(text).decode(errors="replace")
+    if not isinstance(text, str):
+        return _unreadable(f"are stored as {type(text).__name__}, not text", repr(text))
+    if nests_deeper(text, MAX_STORED_PARAMS_DEPTH):
+        return _unreadable(f"nest deeper than {MAX_STORED_PARAMS_DEPTH} levels", text)
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        return _unreadable(f"are not valid JSON ({cut(str(exc), ECHO_LIMIT)})", text)
+    if not isinstance(value, dict):
+        return _unreadable(f"are a JSON {type(value).__name__}, not an object", text)
+    return value
+
+
+def _unreadable(why: str, text: str) -> dict[str, Any]:
+    return {UNREADABLE: f"the stored params {why}; shown as stored", STORED: text}
+
+
+#: A JSON string literal (an unrolled loop: linear time on any input).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def nests_deeper(text: str, levels: int) -> bool:
+    """Whether JSON ``text`` nests objects and arrays deeper than ``levels``; no recursion.
+
+    Brackets inside strings do not count. Only a guard before decoding: text that is not
+    JSON may get either answer, and the decoder refuses it anyway.
+    """
+    if text.count("[") + text.count("{") <= levels:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > levels:
+            return True
+    return False
 
 
 def _refuse_constant(name: str) -> None:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from cronsim import CronSim, CronSimError
 
 from tenure.errors import InvalidSchedule
+from tenure.inputs import ECHO_LIMIT, cut, is_number, quote
 
 #: Shortest period accepted; below this the per-run overhead dominates any work.
 MIN_PERIOD = 0.01
@@ -47,14 +48,15 @@ class Every:
 
     def __post_init__(self) -> None:
         s = self.seconds
-        if isinstance(s, bool) or not isinstance(s, int | float):
-            raise InvalidSchedule(f"period must be a number of seconds, got {s!r}")
-        if not math.isfinite(s) or s <= 0:
-            raise InvalidSchedule(f"period must be a positive number of seconds, got {s!r}")
+        if not is_number(s):
+            raise InvalidSchedule(f"period must be a number of seconds, got {quote(s)}")
+        # Compared as given: an int of any size never goes through float() (which overflows).
+        if not s > 0 or s == math.inf:  # NaN fails `s > 0`
+            raise InvalidSchedule(f"period must be a positive number of seconds, got {quote(s)}")
         if s < MIN_PERIOD:
-            raise InvalidSchedule(f"period {s!r}s is shorter than the minimum {MIN_PERIOD}s")
+            raise InvalidSchedule(f"period {quote(s)}s is shorter than the minimum {MIN_PERIOD}s")
         if s > MAX_PERIOD:
-            raise InvalidSchedule(f"period {s!r}s is longer than the maximum {MAX_PERIOD:.0f}s; use cron")
+            raise InvalidSchedule(f"period {quote(s)}s is longer than the maximum {MAX_PERIOD:.0f}s; use cron")
 
     def describe(self) -> str:
         return f"every {self.seconds:g}s"
@@ -75,12 +77,14 @@ class Cron:
             raise InvalidSchedule("cron expression is longer than 200 characters")
         if len(self.expr.split()) != 5:
             raise InvalidSchedule(
-                f"cron expression {self.expr!r} must have five fields (minute hour day-of-month month day-of-week)"
+                f"cron expression {quote(self.expr)} must have five fields (minute hour day-of-month month day-of-week)"
             )
         try:
             next(CronSim(self.expr, datetime(2000, 1, 1, tzinfo=UTC)))
         except (CronSimError, StopIteration, ValueError) as exc:
-            raise InvalidSchedule(f"cron expression {self.expr!r} does not parse: {exc}") from exc
+            raise InvalidSchedule(
+                f"cron expression {quote(self.expr)} does not parse: {cut(str(exc), ECHO_LIMIT)}"
+            ) from exc
 
     def describe(self) -> str:
         return f"cron {self.expr}"

@@ -36,8 +36,34 @@ class RawDB(Protocol):
 
     def probe_notes(self) -> list[str]: ...
 
+    def set_task_params(self, kind: str, key: str, text: str) -> None:
+        """Overwrite a task's stored params text, as an older version or a direct write could."""
 
-class SQLiteRaw:
+    def set_task_key(self, kind: str, key: str, new_key: str) -> None:
+        """Rename a task's key in place, bypassing every check tenure makes."""
+
+
+class _TaskRows:
+    """Direct writes to task rows, shared by the dialects (``?`` becomes the dialect's placeholder)."""
+
+    placeholder = "?"
+    key_column = "key"
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _update_task(self, assignment: str, kind: str, key: str, value: str) -> None:
+        p, k = self.placeholder, self.key_column
+        self._execute(f"UPDATE tenure_tasks SET {assignment} = {p} WHERE kind = {p} AND {k} = {p}", (value, kind, key))
+
+    def set_task_params(self, kind: str, key: str, text: str) -> None:
+        self._update_task("params", kind, key, text)
+
+    def set_task_key(self, kind: str, key: str, new_key: str) -> None:
+        self._update_task(self.key_column, kind, key, new_key)
+
+
+class SQLiteRaw(_TaskRows):
     dialect = "sqlite"
     clock_is_host = True
     insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (?)"
@@ -70,8 +96,9 @@ class SQLiteRaw:
         return [str(r[0]) for r in self._execute(self.select_probe_sql)]
 
 
-class PostgreSQLRaw:
+class PostgreSQLRaw(_TaskRows):
     dialect = "postgresql"
+    placeholder = "%s"
     clock_is_host = False  # the server's clock; on 127.0.0.1 it is the host's anyway
     insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
     select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
@@ -104,8 +131,10 @@ class PostgreSQLRaw:
         return [str(r[0]) for r in self._execute(self.select_probe_sql)]
 
 
-class MySQLRaw:
+class MySQLRaw(_TaskRows):
     dialect = "mysql"
+    placeholder = "%s"
+    key_column = "`key`"
     clock_is_host = False
     insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
     select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"

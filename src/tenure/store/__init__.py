@@ -5,7 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from tenure.errors import InvalidStoreURL
+from tenure.inputs import quote
 from tenure.store.base import SCHEMA_VERSION, FencedTransaction, Store
+from tenure.store.urls import shown
 
 __all__ = ["SCHEMA_VERSION", "FencedTransaction", "Store", "make_store"]
 
@@ -17,7 +19,7 @@ def make_store(url: str) -> Store:
     try:
         scheme = urlsplit(url).scheme
     except ValueError as exc:
-        raise InvalidStoreURL(f"store URL {url!r} does not parse: {exc}") from exc
+        raise InvalidStoreURL(f"store URL {shown(url)} does not parse: {exc}") from exc
     if scheme == "sqlite":
         from tenure.store.sqlite import SQLiteStore
 
@@ -36,6 +38,6 @@ def make_store(url: str) -> Store:
 
         return MySQLStore(url)
     raise InvalidStoreURL(
-        f"store URL {url!r} has unknown scheme {scheme or '(none)'!r}; "
+        f"store URL {shown(url)} has unknown scheme {quote(scheme) if scheme else '(none)'}; "
         "use sqlite:///path.db, postgresql://host/db or mysql://host/db"
     )

@@ -89,7 +89,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncmy
 import asyncmy.errors
@@ -108,6 +108,7 @@ from tenure.errors import (
     TenureError,
     WorkerIdInUse,
 )
+from tenure.inputs import quote
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
@@ -122,6 +123,7 @@ from tenure.store.rows import (
     worker_from_row,
 )
 from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
 
 log = logging.getLogger("tenure.store.mysql")
 
@@ -163,7 +165,17 @@ _SQL_MODE = {
     "mariadb": "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION",
 }
 
-_OWN_OPTIONS = {"pool", "idle_tx_timeout", "lock_timeout", "connect_timeout"}
+#: The servers take these timeouts in whole seconds, from 1 to a year (lock_wait_timeout,
+#: wait_timeout and idle_transaction_timeout all stop at 31536000).
+_SECONDS_WHY = "MySQL and MariaDB count it in whole seconds (rounded up), up to a year"
+#: tenure's own options, removed before connecting.
+OPTIONS = (
+    NumberOption(name="pool", default=8, unit="connections", low=1, high=1000, whole=True),
+    NumberOption(name="idle_tx_timeout", default=2.0, unit="seconds", low=MIN_TIMEOUT, high=31536000, why=_SECONDS_WHY),
+    NumberOption(name="lock_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=31536000, why=_SECONDS_WHY),
+    NumberOption(name="connect_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=MAX_CONNECT_TIMEOUT),
+)
+_OWN_OPTIONS = {o.name for o in OPTIONS}
 _DRIVER_OPTIONS = {"unix_socket", "ssl", "ssl_ca", "ssl_cert", "ssl_key"}
 
 # Error numbers that mean "the server or the connection is not there right now".
@@ -210,42 +222,33 @@ class MySQLOptions:
 
 def parse_mysql_url(url: str) -> MySQLOptions:
     """Parse a ``mysql://`` or ``mariadb://`` URL. Raises :class:`InvalidStoreURL`."""
-    shown = _hide_password(url)
+    url_shown = shown(url)
     try:
         parts = urlsplit(url)
         port = parts.port or 3306
     except ValueError as exc:
-        raise InvalidStoreURL(f"mysql URL {shown!r} does not parse: {exc}") from None
+        raise InvalidStoreURL(f"mysql URL {url_shown} does not parse: {exc}") from None
     if parts.scheme not in ("mysql", "mariadb"):
-        raise InvalidStoreURL(f"not a mysql URL: {shown!r}")
+        raise InvalidStoreURL(f"not a mysql URL: {url_shown}")
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
-        raise InvalidStoreURL(f"mysql URL {shown!r} names no database (mysql://user@host/dbname)")
+        raise InvalidStoreURL(f"mysql URL {url_shown} names no database (mysql://user@host/dbname)")
     query = parse_qsl(parts.query, keep_blank_values=True)
     unknown = {k for k, _ in query} - _OWN_OPTIONS - _DRIVER_OPTIONS
     if unknown:
         raise InvalidStoreURL(
-            f"unknown mysql URL option(s): {', '.join(sorted(unknown))} "
+            f"unknown mysql URL option(s): {', '.join(quote(u) for u in sorted(unknown)[:5])} "
             f"(known: {', '.join(sorted(_OWN_OPTIONS | _DRIVER_OPTIONS))})"
         )
     values = dict(query)
-    numbers = {"pool": 8.0, "idle_tx_timeout": 2.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
-    for k in _OWN_OPTIONS & values.keys():
-        try:
-            numbers[k] = float(values[k])
-        except ValueError:
-            raise InvalidStoreURL(f"mysql URL option {k}={values[k]!r} is not a number") from None
-        if not 0 < numbers[k] < 1e6:
-            raise InvalidStoreURL(f"mysql URL option {k} must be positive")
-    if numbers["pool"] != int(numbers["pool"]) or not 1 <= numbers["pool"] <= 1000:
-        raise InvalidStoreURL("mysql URL option pool must be a whole number of connections (1-1000)")
+    numbers = number_options("mysql", query, OPTIONS)
     unix_socket = values.get("unix_socket") or None
     if not parts.hostname and not unix_socket:
-        raise InvalidStoreURL(f"mysql URL {shown!r} names no host")
+        raise InvalidStoreURL(f"mysql URL {url_shown} names no host")
     ssl: dict[str, Any] | bool | None = None
     flag = values.get("ssl", "").lower()
     if flag not in ("", "true", "false", "1", "0", "yes", "no"):
-        raise InvalidStoreURL(f"mysql URL option ssl must be true or false, not {values['ssl']!r}")
+        raise InvalidStoreURL(f"mysql URL option ssl must be true or false, not {quote(values['ssl'])}")
     files = {k[4:]: values[k] for k in ("ssl_ca", "ssl_cert", "ssl_key") if values.get(k)}
     if files:
         ssl = files
@@ -264,18 +267,6 @@ def parse_mysql_url(url: str) -> MySQLOptions:
         lock_timeout=math.ceil(numbers["lock_timeout"]),
         connect_timeout=math.ceil(numbers["connect_timeout"]),
     )
-
-
-def _hide_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
-    if password is None:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -450,7 +441,7 @@ class MySQLStore:
 
     def __init__(self, url: str) -> None:
         self._options = parse_mysql_url(url)
-        self._display = _hide_password(url)
+        self._display = hide_password(url)
         self._server: _Server | None = None
         self._pool: Pool | None = None
         self._lease_pool: Pool | None = None

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from tenure.errors import (
@@ -43,6 +44,7 @@ from tenure.errors import (
     TaskNotFound,
     WorkerIdInUse,
 )
+from tenure.inputs import ECHO_LIMIT, cut
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
@@ -57,6 +59,7 @@ from tenure.store.rows import (
     worker_from_row,
 )
 from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
 
 log = logging.getLogger("tenure.store.postgresql")
 
@@ -76,37 +79,43 @@ _MIGRATE_LOCK = 7_245_311_802
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
-_OWN_OPTIONS = {"pool", "idle_tx_timeout", "lock_timeout", "connect_timeout"}
+#: PostgreSQL takes both timeouts as whole milliseconds in a 32-bit integer, and 0 turns them off.
+_MS_WHY = "PostgreSQL counts it in whole milliseconds, up to 2147483647, and 0 would turn it off"
+#: tenure's own options, removed before the rest of the URL goes to libpq.
+OPTIONS = (
+    NumberOption(name="pool", default=8, unit="connections", low=1, high=1000, whole=True),
+    NumberOption(name="idle_tx_timeout", default=2.0, unit="seconds", low=MIN_TIMEOUT, high=2147483.647, why=_MS_WHY),
+    NumberOption(name="lock_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=2147483.647, why=_MS_WHY),
+    NumberOption(name="connect_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=MAX_CONNECT_TIMEOUT),
+)
 
 
 def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
-    """Split our options off a PostgreSQL URL; return (libpq URL, our options)."""
-    parts = urlsplit(url)
+    """Split our options off a PostgreSQL URL; return (libpq URL, our options).
+
+    Timeouts come back rounded to the millisecond, as the server will take them. The
+    rest of the URL is checked by libpq's own parser (unknown parameters are refused).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidStoreURL(f"postgresql URL {shown(url)} does not parse: {exc}") from None
     if parts.scheme not in ("postgresql", "postgres"):
-        raise InvalidStoreURL(f"not a postgresql URL: {_hide_password(url)!r}")
+        raise InvalidStoreURL(f"not a postgresql URL: {shown(url)}")
     if not parts.hostname and "host=" not in parts.query:
-        raise InvalidStoreURL(f"postgresql URL {_hide_password(url)!r} names no host")
+        raise InvalidStoreURL(f"postgresql URL {shown(url)} names no host")
     query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in _OWN_OPTIONS}
-    rest = [(k, v) for k, v in query if k not in _OWN_OPTIONS]
-    options = {"pool": 8.0, "idle_tx_timeout": 2.0, "lock_timeout": 5.0, "connect_timeout": 5.0}
-    for k, v in ours.items():
-        try:
-            options[k] = float(v)
-        except ValueError:
-            raise InvalidStoreURL(f"postgresql URL option {k}={v!r} is not a number") from None
-        if options[k] <= 0:
-            raise InvalidStoreURL(f"postgresql URL option {k} must be positive")
+    options = number_options("postgresql", query, OPTIONS)
+    for name in ("idle_tx_timeout", "lock_timeout", "connect_timeout"):
+        options[name] = round(options[name] * 1000) / 1000
+    ours = {o.name for o in OPTIONS}
+    rest = [(k, v) for k, v in query if k not in ours]
     libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    try:
+        conninfo_to_dict(libpq)
+    except psycopg.Error as exc:
+        raise InvalidStoreURL(f"postgresql URL {shown(url)} does not parse: {cut(str(exc), ECHO_LIMIT)}") from None
     return libpq, options
-
-
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class _Fenced:
@@ -140,7 +149,7 @@ class PostgreSQLStore:
 
     def __init__(self, url: str) -> None:
         self._libpq_url, self._options = parse_postgresql_url(url)
-        self._display = _hide_password(url)
+        self._display = hide_password(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lease_pool: AsyncConnectionPool[Conn] | None = None
         self._schema_ok = False
@@ -154,8 +163,8 @@ class PostgreSQLStore:
     def _make_pool(self, size: int, name: str) -> AsyncConnectionPool[Conn]:
         o = self._options
         session = (
-            f"-c idle_in_transaction_session_timeout={int(o['idle_tx_timeout'] * 1000)} "
-            f"-c lock_timeout={int(o['lock_timeout'] * 1000)}"
+            f"-c idle_in_transaction_session_timeout={round(o['idle_tx_timeout'] * 1000)} "
+            f"-c lock_timeout={round(o['lock_timeout'] * 1000)}"
         )
         return AsyncConnectionPool(
             self._libpq_url,

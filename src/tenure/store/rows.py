@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from tenure.models import Freed, KindInfo, Outcome, Run, Task, WorkerInfo
+from tenure.models import Freed, KindInfo, Outcome, Run, Task, WorkerInfo, decode_stored_params
 from tenure.schedule import Cron, Every, Schedule
 
 #: Columns every store selects for a task, in this order.
@@ -41,7 +40,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         kind=kind,
         key=key,
         schedule=schedule_from_columns(every, cron),
-        params=json.loads(params),
+        params=decode_stored_params(params),  # never raises: any stored text can be shown
         enabled=bool(enabled),
         owner=owner,
         term=int(term),

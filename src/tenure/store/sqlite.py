@@ -23,6 +23,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -39,6 +40,7 @@ from tenure.errors import (
     TaskNotFound,
     WorkerIdInUse,
 )
+from tenure.inputs import quote
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
@@ -53,6 +55,7 @@ from tenure.store.rows import (
     worker_from_row,
 )
 from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.urls import MIN_TIMEOUT, NumberOption, number_options
 
 log = logging.getLogger("tenure.store.sqlite")
 
@@ -62,23 +65,60 @@ Q = load_queries("sqlite", {"now": _NOW, "task_columns": TASK_COLUMNS})
 T = TypeVar("T")
 
 
-def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
+#: tenure's options of a sqlite URL, besides ``synchronous``.
+OPTIONS = (
+    NumberOption(
+        name="busy_timeout",
+        default=5.0,
+        unit="seconds",
+        low=MIN_TIMEOUT,
+        high=600,
+        why="SQLite counts it in whole milliseconds, and 0 would not wait at all",
+    ),
+    NumberOption(name="pool", default=4, unit="connections", low=1, high=64, whole=True),
+)
+
+
+@dataclass(frozen=True)
+class SQLiteOptions:
+    """What a sqlite:// URL says besides the file."""
+
+    busy_timeout: float
+    synchronous: str  # FULL or NORMAL
+    pool: int
+
+
+def parse_sqlite_url(url: str) -> tuple[Path, SQLiteOptions]:
     """Split a ``sqlite:///path`` URL into a file path and its options."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidStoreURL(f"sqlite URL {quote(url)} does not parse: {exc}") from None
     if parts.scheme != "sqlite":
-        raise InvalidStoreURL(f"not a sqlite URL: {url!r}")
+        raise InvalidStoreURL(f"not a sqlite URL: {quote(url)}")
     if parts.netloc:
-        raise InvalidStoreURL(f"sqlite URL {url!r} has a host part; write sqlite:///relative.db or sqlite:////abs.db")
+        raise InvalidStoreURL(
+            f"sqlite URL {quote(url)} has a host part; write sqlite:///relative.db or sqlite:////abs.db"
+        )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
-        raise InvalidStoreURL(f"sqlite URL {url!r} names no file")
+        raise InvalidStoreURL(f"sqlite URL {quote(url)} names no file")
     if path == ":memory:":
         raise InvalidStoreURL("the embedded store needs a file shared by processes, not :memory:")
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = set(options) - {"busy_timeout", "synchronous", "pool"}
+    if "\x00" in path:
+        raise InvalidStoreURL(f"sqlite URL {quote(url)} names a file with a NUL character")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    unknown = {k for k, _ in query} - {"busy_timeout", "synchronous", "pool"}
     if unknown:
-        raise InvalidStoreURL(f"unknown sqlite URL option(s): {', '.join(sorted(unknown))}")
-    return Path(path), options
+        raise InvalidStoreURL(f"unknown sqlite URL option(s): {', '.join(quote(u) for u in sorted(unknown)[:5])}")
+    numbers = number_options("sqlite", query, OPTIONS)
+    synchronous = [v for k, v in query if k == "synchronous"]
+    if len(synchronous) > 1:
+        raise InvalidStoreURL("sqlite URL option synchronous is given more than once")
+    sync = (synchronous[0] if synchronous else "full").upper()
+    if sync not in ("FULL", "NORMAL"):
+        raise InvalidStoreURL(f"sqlite URL option synchronous must be full or normal, got {quote(synchronous[0])}")
+    return Path(path), SQLiteOptions(busy_timeout=numbers["busy_timeout"], synchronous=sync, pool=int(numbers["pool"]))
 
 
 class _Fenced:
@@ -112,16 +152,9 @@ class SQLiteStore:
     def __init__(self, url: str) -> None:
         self._path, options = parse_sqlite_url(url)
         self._url = url
-        try:
-            self._busy_timeout = float(options.get("busy_timeout", "5"))
-            self._pool_size = int(options.get("pool", "4"))
-        except ValueError as exc:
-            raise InvalidStoreURL(f"sqlite URL option is not a number: {exc}") from exc
-        self._synchronous = options.get("synchronous", "full").upper()
-        if self._synchronous not in ("FULL", "NORMAL"):
-            raise InvalidStoreURL("sqlite URL option synchronous must be full or normal")
-        if not 0 < self._busy_timeout <= 600 or not 1 <= self._pool_size <= 64:
-            raise InvalidStoreURL("sqlite URL options out of range (busy_timeout 0-600 s, pool 1-64)")
+        self._busy_timeout = options.busy_timeout
+        self._pool_size = options.pool
+        self._synchronous = options.synchronous
         self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all: list[aiosqlite.Connection] = []
         self._lease_conn: aiosqlite.Connection | None = None

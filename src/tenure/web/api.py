@@ -30,14 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from tenure import snapshot
-from tenure.app import App
+from tenure.app import MAX_RUNS_LISTED, App
 from tenure.errors import InvalidInput, StoreError, TaskExists, TaskNotFound, TenureError
+from tenure.inputs import clip, parse_number, quote
+from tenure.models import MAX_PARAMS_DEPTH, check_key, check_worker_id, nests_deeper
 from tenure.store import Store
-from tenure.web.auth import error, refusal
+from tenure.web.auth import refusal
+from tenure.web.responses import JSON, error
 
 log = logging.getLogger("tenure.web")
 
@@ -153,7 +156,7 @@ class Api:
             failures += await self.admin.list_runs(outcome=outcome, limit=RECENT_FAILURES)
         failures.sort(key=lambda r: (r.ended_at, r.id or 0), reverse=True)
         store = await self._store()
-        return JSONResponse(
+        return JSON(
             {
                 "store": store.display_url,
                 "now": cluster.now,
@@ -169,13 +172,13 @@ class Api:
         q = _query(request, "kind", "owner", "state")
         state = q.get("state")
         if state is not None and state not in snapshot.STATES:
-            raise InvalidInput(f"state {state!r} is not one of {', '.join(snapshot.STATES)}")
+            raise InvalidInput(f"state {quote(state)} is not one of {', '.join(snapshot.STATES)}")
         tasks = await self.admin.list_tasks(kind=q.get("kind"), owner=q.get("owner"))
         cluster = await self._cluster()
         if state is not None:
             tasks = [t for t in tasks if snapshot.in_state(t, state, cluster)]
         latest = snapshot.last_runs(await self.admin.list_runs(kind=q.get("kind"), limit=RECENT_RUNS))
-        return JSONResponse([snapshot.task_json(t, cluster, latest.get((t.kind, t.key))) for t in tasks])
+        return JSON([snapshot.task_json(t, cluster, latest.get((t.kind, t.key))) for t in tasks])
 
     async def task(self, request: Request) -> Response:
         _query(request)
@@ -185,30 +188,28 @@ class Api:
         cluster = await self._cluster()
         body = snapshot.task_json(task, cluster, runs[0] if runs else None)
         body["runs"] = [snapshot.run_json(r) for r in runs]
-        return JSONResponse(body)
+        return JSON(body)
 
     async def runs(self, request: Request) -> Response:
         q = _query(request, "kind", "key", "worker", "outcome", "limit")
-        limit = _whole(q, "limit", default=50)
+        limit = _whole(q, "limit", default=50, high=MAX_RUNS_LISTED)
         runs = await self.admin.list_runs(
             kind=q.get("kind"), key=q.get("key"), worker=q.get("worker"), outcome=q.get("outcome"), limit=limit
         )
-        return JSONResponse([snapshot.run_json(r) for r in runs])
+        return JSON([snapshot.run_json(r) for r in runs])
 
     async def workers(self, request: Request) -> Response:
         _query(request)
         cluster = await self._cluster()
-        return JSONResponse([snapshot.worker_json(w, cluster.now) for w in cluster.workers])
+        return JSON([snapshot.worker_json(w, cluster.now) for w in cluster.workers])
 
     async def failovers(self, request: Request) -> Response:
         q = _query(request, "runs")
-        limit = _whole(q, "runs", default=FAILOVER_RUNS)
-        if limit > MAX_FAILOVER_RUNS:
-            raise InvalidInput(f"runs must be a whole number from 1 to {MAX_FAILOVER_RUNS}, got {limit}")
+        limit = _whole(q, "runs", default=FAILOVER_RUNS, high=MAX_FAILOVER_RUNS)
         runs = await self.admin.list_runs(limit=limit)
         tasks = await self.admin.list_tasks()
         store = await self._store()
-        return JSONResponse(
+        return JSON(
             {
                 "now": await store.now(),
                 "runs_examined": len(runs),
@@ -224,26 +225,26 @@ class Api:
         body = await _json_object(request, self.options.max_body)
         unknown = sorted(set(body) - {"kind", "key", "every", "cron", "params", "enabled"})
         if unknown:
-            raise InvalidInput(f"unknown field {unknown[0]!r}; fields are kind, key, every, cron, params, enabled")
+            raise InvalidInput(f"unknown field {quote(unknown[0])}; fields are kind, key, every, cron, params, enabled")
         for name in ("kind", "key"):
             if name not in body:
                 raise InvalidInput(f"missing field {name!r}")
         every, cron, params = body.get("every"), body.get("cron"), body.get("params")
         enabled = body.get("enabled", True)
         if every is not None and (isinstance(every, bool) or not isinstance(every, int | float)):
-            raise InvalidInput(f"every must be a number of seconds, got {json.dumps(every)}")
+            raise InvalidInput(f"every must be a number of seconds, got {_json_quote(every)}")
         if cron is not None and not isinstance(cron, str):
-            raise InvalidInput(f"cron must be a string, got {json.dumps(cron)}")
+            raise InvalidInput(f"cron must be a string, got {_json_quote(cron)}")
         if params is not None and not isinstance(params, dict):
-            raise InvalidInput(f"params must be a JSON object, got {json.dumps(params)[:100]}")
+            raise InvalidInput(f"params must be a JSON object, got {_json_quote(params)}")
         if not isinstance(enabled, bool):
-            raise InvalidInput(f"enabled must be true or false, got {json.dumps(enabled)}")
+            raise InvalidInput(f"enabled must be true or false, got {_json_quote(enabled)}")
         task = await self.admin.add_task(
             body["kind"], body["key"], every=every, cron=cron, params=params, enabled=enabled
         )
         _audit(request, "added task %s/%s", task.kind, task.key)
         cluster = await self._cluster()
-        return JSONResponse(snapshot.task_json(task, cluster), status_code=201)
+        return JSON(snapshot.task_json(task, cluster), status_code=201)
 
     def _changer(self, action: str) -> Endpoint:
         """The endpoint of ``POST /api/tasks/{kind}/{key}/<action>``: enable, disable or trigger."""
@@ -255,7 +256,7 @@ class Api:
             kind, key = request.path_params["kind"], request.path_params["key"]
             task = await change(kind, key)
             _audit(request, "%s task %s/%s", done, kind, key)
-            return JSONResponse(snapshot.task_json(task, await self._cluster()))
+            return JSON(snapshot.task_json(task, await self._cluster()))
 
         return change_task
 
@@ -263,16 +264,18 @@ class Api:
         _query(request)
         kind, key = request.path_params["kind"], request.path_params["key"]
         await self.admin.remove(kind, key)
+        key = check_key(key)  # as stored (NFC), the way every other answer shows it
         _audit(request, "removed task %s/%s", kind, key)
-        return JSONResponse({"removed": {"kind": kind, "key": key}})
+        return JSON({"removed": {"kind": kind, "key": key}})
 
     async def drain(self, request: Request) -> Response:
         _query(request)
         worker = request.path_params["worker"]
-        if not await (await self._store()).set_draining(worker, True):
-            return error(404, "worker_not_found", f"no worker {worker!r}")
+        if not await self.admin.drain(worker):
+            return error(404, "worker_not_found", f"no worker {quote(check_worker_id(worker))}")
+        worker = check_worker_id(worker)
         _audit(request, "worker %s set draining", worker)
-        return JSONResponse({"worker": worker, "draining": True})
+        return JSON({"worker": worker, "draining": True})
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -301,29 +304,23 @@ def _query(request: Request, *allowed: str) -> dict[str, str]:
     for name in params:
         if name not in allowed:
             names = ", ".join(allowed) if allowed else "none"
-            raise InvalidInput(f"unknown query parameter {name!r}; this endpoint takes: {names}")
+            raise InvalidInput(f"unknown query parameter {quote(name)}; this endpoint takes: {names}")
         if len(params.getlist(name)) > 1:
-            raise InvalidInput(f"query parameter {name!r} is given more than once")
+            raise InvalidInput(f"query parameter {quote(name)} is given more than once")
     return {name: value for name, value in params.items() if value != ""}
 
 
-def _whole(query: Mapping[str, str], name: str, *, default: int) -> int:
+def _whole(query: Mapping[str, str], name: str, *, default: int, high: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise InvalidInput(f"{name} must be at least 1, got {value}")
-    return value
+    return int(parse_number(raw, name, unit="runs", low=1, high=high, whole=True))
 
 
 async def _json_object(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared[:20]) > limit:
+        raise _TooLarge(f"the request body is {clip(declared, 20)} bytes; the limit is {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -333,6 +330,9 @@ async def _json_object(request: Request, limit: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         raise InvalidInput("the request body is empty; send a JSON object")
+    # The body is an object holding params: one level more than params may have.
+    if nests_deeper(raw.decode(errors="replace"), MAX_PARAMS_DEPTH + 1):
+        raise InvalidInput(f"the request body nests too deep: params may nest at most {MAX_PARAMS_DEPTH} levels")
     try:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
@@ -340,6 +340,15 @@ async def _json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput(f"the request body must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def _json_quote(value: object) -> str:
+    """A JSON value from a request, as a message quotes it (cut)."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        return quote(value)
+    return clip(text)
 
 
 def _refuse_constant(name: str) -> None:

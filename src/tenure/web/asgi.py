@@ -13,10 +13,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tenure.app import App
 from tenure.config import Settings
+from tenure.inputs import clip, quote
 from tenure.web import prometheus
 from tenure.web.api import Api, Options
-from tenure.web.auth import error, refusal
+from tenure.web.auth import refusal
 from tenure.web.dashboard import dashboard
+from tenure.web.responses import error
 
 
 def create_app(
@@ -60,9 +62,12 @@ def create_app(
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
             return error(
-                405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}", exc.headers
+                405,
+                "method_not_allowed",
+                f"{clip(request.method)} is not allowed on {clip(request.url.path)}",
+                exc.headers,
             )
-        return error(exc.status_code, "not_found", f"nothing at {request.url.path}")
+        return error(exc.status_code, "not_found", f"nothing at {clip(request.url.path)}")
 
     routes = [
         Route("/", dashboard, methods=["GET"]),
@@ -84,7 +89,7 @@ class HostCheck:
         if scope["type"] == "http":
             host = host_of(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
             if host not in self.allowed:
-                response = error(400, "host_not_allowed", f"this server does not answer for host {host!r}")
+                response = error(400, "host_not_allowed", f"this server does not answer for host {quote(host)}")
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

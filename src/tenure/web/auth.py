@@ -9,21 +9,19 @@ protected. Answers, in the order checked:
 - no ``Authorization: Bearer`` header: 401, with ``WWW-Authenticate: Bearer``;
 - a token that does not match: 403.
 
-Tokens are compared in constant time and never logged, echoed or stored.
+Tokens are compared in constant time and never logged, echoed or stored. A token must
+be printable ASCII (settings refuse any other at start-up): header values travel as
+bytes that servers decode as Latin-1, so no request could present anything else.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-
-def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The JSON error body every failing API call returns: ``{"error": {"code", "message"}}``."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+from tenure.web.responses import error
 
 
 def refusal(request: Request, token: str | None, *, what: str) -> JSONResponse | None:
@@ -48,6 +46,8 @@ def refusal(request: Request, token: str | None, *, what: str) -> JSONResponse |
             f"{what} need the header 'Authorization: Bearer <token>' with the admin token",
             headers={"WWW-Authenticate": 'Bearer realm="tenure"'},
         )
+    # Header values arrive decoded as Latin-1, so only an ASCII token can ever match what
+    # a client sends: Settings refuse any other at start-up (TENURE_ADMIN_TOKEN).
     if not hmac.compare_digest(given.encode(), token.encode()):
         return error(403, "forbidden", "the bearer token does not match the admin token")
     return None

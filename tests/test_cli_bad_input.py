@@ -1,0 +1,147 @@
+"""Bad input to the ``tenure`` command line on every store (issue 16): exit 2 and one line
+naming the problem, no traceback, the store unchanged; and whatever a task row holds can
+be listed and shown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tenure
+from store_contract.dialect import raw_db
+from tenure.models import STORED
+from test_cli import CLI, assert_one_error_line
+
+
+async def publish_kinds(url: str) -> None:
+    app = tenure.App(url)
+
+    @app.task("dispatch", every=5.0)
+    async def dispatch(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
+        pass
+
+    await app.open(migrate=True)
+    await app.close()
+
+
+@pytest.fixture
+def cli(store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CLI:
+    """The CLI on a migrated store of each kind, with kind ``dispatch`` and one task, ``existing``."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("TENURE_STORE", *tenure.config.ENV_NAMES.values()):
+        monkeypatch.delenv(name, raising=False)
+    asyncio.run(publish_kinds(store_url))
+    c = CLI(store_url, capsys)
+    assert c("tasks", "add", "dispatch", "existing", "--params", '{"keep": [1, {"me": true}]}').code == 0
+    return c
+
+
+def nested_text(levels: int) -> str:
+    return '{"x":' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def test_deep_params_are_refused(cli: CLI) -> None:
+    assert cli("tasks", "add", "dispatch", "deep32", "--params", nested_text(32)).code == 0
+    assert cli("tasks", "show", "dispatch", "deep32", "--json").json()["params"] == json.loads(nested_text(32))
+    for levels in (33, 964, 5000):
+        err = cli.fails(2, "tasks", "add", "dispatch", f"deep{levels}", "--params", nested_text(levels))
+        assert "nest deeper than 32 levels" in err
+
+
+@pytest.mark.parametrize("levels", [964, 5000])
+def test_stored_deep_params_are_listed_and_shown(cli: CLI, levels: int) -> None:
+    text = nested_text(levels)
+    raw_db(cli.url).set_task_params("dispatch", "existing", text)
+    for argv in (["tasks", "list"], ["tasks", "show", "dispatch", "existing"], ["status"], ["runs"]):
+        result = cli(*argv)
+        assert (result.code, result.err) == (0, ""), result
+        result = cli(*argv, "--json")
+        assert (result.code, result.err) == (0, ""), result
+    assert cli("tasks", "show", "dispatch", "existing", "--json").json()["params"][STORED] == text
+    assert cli("tasks", "remove", "dispatch", "existing").code == 0
+
+
+def test_huge_numbers_are_refused(cli: CLI) -> None:
+    for argv in (
+        ["tasks", "add", "dispatch", "x", "--every", "9" * 400],
+        ["tasks", "add", "dispatch", "x", "--every", "1e400"],
+        ["tasks", "add", "dispatch", "x", "--every", "-" + "9" * 5000],
+        ["runs", "--limit", "9" * 400],
+        ["runs", "--limit", "9" * 5000],
+    ):
+        err = cli.fails(2, *argv)
+        assert len(err) < 300, err
+
+
+DECOMPOSED, COMPOSED = "Sa\u0303o Jose\u0301", "São José"
+
+
+def test_keys_are_normalised_and_look_alikes_refused(cli: CLI) -> None:
+    assert cli("tasks", "add", "dispatch", DECOMPOSED).code == 0
+    for spelling in (DECOMPOSED, COMPOSED):
+        assert cli("tasks", "show", "dispatch", spelling, "--json").json()["key"] == COMPOSED
+    assert "already exists" in cli.fails(1, "tasks", "add", "dispatch", COMPOSED)
+    for key in ("soft\u00adhyphen", "lrm\u200emark", "\u3164filler"):
+        assert "invisible" in cli.fails(2, "tasks", "add", "dispatch", key)
+        assert "invisible" in cli.fails(2, "tasks", "show", "dispatch", key)
+    assert "U+00AD" in cli.fails(2, "workers", "drain", "w\u00ad1")
+
+
+@pytest.mark.parametrize(
+    "query", ["idle_tx_timeout=0.0004", "lock_timeout=inf", "pool=0.5", "idle_tx_timeout=1e10", "pool=1&pool=2"]
+)
+def test_bad_store_url_options(cli: CLI, query: str) -> None:
+    if cli.url.startswith("sqlite"):
+        query = query.replace("idle_tx_timeout", "busy_timeout").replace("lock_timeout", "busy_timeout")
+    err = cli.fails(2, "--store", f"{cli.url}?{query}", "tasks", "list", store=False)
+    assert "URL option" in err
+
+
+def test_long_input_is_named_not_echoed(cli: CLI) -> None:
+    long = "k" * 12_000
+    for argv in (
+        ["tasks", "add", long, "x"],
+        ["tasks", "add", "dispatch", long],
+        ["tasks", "add", "dispatch", "x", "--cron", long],
+        ["tasks", "add", "dispatch", "x", "--every", long],
+        ["tasks", "show", "dispatch", long],
+        ["tasks", "list", "--state", long],
+        ["runs", "--outcome", long],
+        ["runs", "--limit", long],
+        ["tasks", "list", long],
+        [long],
+    ):
+        err = cli.fails(2, *argv)
+        assert len(err) < 400, err[:500]
+
+
+def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENURE_ADMIN_TOKEN", "pässwörd-for-tests")
+    err = cli.fails(2, "dashboard", "--port", "0")
+    assert "admin_token" in err
+    assert "TENURE_ADMIN_TOKEN" in err
+    assert "pässwörd" not in err
+
+
+def test_an_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
+    """Run as a real process: under pytest its log capture would hide psycopg's warnings."""
+    tenure_bin = Path(sys.executable).parent / "tenure"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENURE_")}
+    result = subprocess.run(
+        [str(tenure_bin), "--store", "postgresql://tenure@127.0.0.1:1/tenure?connect_timeout=0.5", "tasks", "list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result
+    assert_one_error_line(result.stderr)
+    assert "cannot connect to PostgreSQL store" in result.stderr

@@ -1,0 +1,127 @@
+"""Store URL options (issue 16): every number is checked the same way on every store, a
+refusal is one line naming the option, its range and its unit, and what is accepted is
+what the server's sessions then carry (a timeout never reaches the server as 0 = off)."""
+
+from __future__ import annotations
+
+import pytest
+
+from store_contract.helpers import add, register
+from tenure.errors import InvalidStoreURL
+from tenure.store import make_store
+
+#: A URL of each store with a password (it must never show in a message); nothing listens.
+BASES = {
+    "postgresql": "postgresql://tenure:s3cret-pw@127.0.0.1:1/tenure",
+    "mysql": "mysql://tenure:s3cret-pw@127.0.0.1:1/tenure",
+    "sqlite": "sqlite:///never-created.db",
+}
+
+#: (store, query, what the message must say)
+BAD_OPTIONS: list[tuple[str, str, str]] = [
+    # What issue 16 found: timeouts that became 0 ms (= off), and tracebacks.
+    ("postgresql", "idle_tx_timeout=0.0004", "idle_tx_timeout must be from 0.001 to 2147483.647 seconds, got 0.0004"),
+    ("postgresql", "lock_timeout=0.0009", "lock_timeout must be from 0.001 to 2147483.647 seconds"),
+    ("postgresql", "idle_tx_timeout=inf", "got inf"),
+    ("postgresql", "lock_timeout=nan", "got nan"),
+    ("postgresql", "pool=0.5", "pool must be a whole number of connections, got '0.5'"),
+    ("postgresql", "idle_tx_timeout=1e10", "0 would turn it off"),
+    ("postgresql", "pool=0", "pool must be from 1 to 1000 connections"),
+    ("postgresql", "pool=1001", "from 1 to 1000"),
+    ("postgresql", "pool=" + "9" * 5000, "pool must be from 1 to 1000 connections"),
+    ("postgresql", "connect_timeout=-1", "connect_timeout must be from 0.001 to 3600 seconds"),
+    ("postgresql", "connect_timeout=1e400", "got inf"),
+    ("postgresql", "lock_timeout=", "lock_timeout must be a number of seconds, got ''"),
+    ("postgresql", "lock_timeout=soon", "got 'soon'"),
+    ("postgresql", "pool=2&pool=3", "pool is given more than once"),
+    ("postgresql", "bogus=1", 'invalid URI query parameter: "bogus"'),
+    ("mysql", "idle_tx_timeout=0.0004", "idle_tx_timeout must be from 0.001 to 31536000 seconds"),
+    ("mysql", "lock_timeout=inf", "got inf"),
+    ("mysql", "lock_timeout=31536001", "up to a year"),
+    ("mysql", "pool=0.5", "pool must be a whole number of connections"),
+    ("mysql", "connect_timeout=nan", "connect_timeout must be from 0.001 to 3600 seconds, got nan"),
+    ("mysql", "pool=8&pool=9", "given more than once"),
+    ("sqlite", "busy_timeout=0.0004", "busy_timeout must be from 0.001 to 600 seconds, got 0.0004"),
+    ("sqlite", "busy_timeout=inf", "got inf"),
+    ("sqlite", "busy_timeout=nan", "got nan"),
+    ("sqlite", "pool=0.5", "pool must be a whole number of connections"),
+    ("sqlite", "pool=65", "from 1 to 64"),
+    ("sqlite", "busy_timeout=1&busy_timeout=2", "given more than once"),
+    ("sqlite", "synchronous=full&synchronous=off", "given more than once"),
+]
+
+
+@pytest.mark.parametrize(("store", "query", "needle"), BAD_OPTIONS)
+def test_bad_options_are_one_clear_line(store: str, query: str, needle: str) -> None:
+    url = f"{BASES[store]}?{query}"
+    with pytest.raises(InvalidStoreURL) as info:
+        make_store(url)  # refused before any connection is tried
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+    assert len(message) < 400
+    assert "s3cret-pw" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tenure:s3cret-pw@/tenure",  # no host
+        "postgresql://tenure:s3cret-pw@127.0.0.1/tenure?bogus=1",
+        "postgres://tenure:s3cret-pw@[::1/tenure",
+        "mysql://tenure:s3cret-pw@127.0.0.1/",  # no database
+        "mysql://tenure:s3cret-pw@127.0.0.1:99999/tenure",
+        "mariadb://tenure:s3cret-pw@/tenure",  # no host
+    ],
+)
+def test_the_password_is_hidden_in_every_message(url: str) -> None:
+    with pytest.raises(InvalidStoreURL) as info:
+        make_store(url)
+    assert "s3cret-pw" not in str(info.value)
+    assert "tenure:***@" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("store", "query"),
+    [
+        ("postgresql", "pool=1&idle_tx_timeout=0.001&lock_timeout=2147483.647&connect_timeout=3600"),
+        ("postgresql", "pool=8.0&idle_tx_timeout=2e0"),
+        ("mysql", "pool=1000&idle_tx_timeout=0.001&lock_timeout=31536000"),
+        ("sqlite", "busy_timeout=0.001&pool=64&synchronous=NORMAL"),
+    ],
+)
+def test_the_limits_themselves_are_accepted(store: str, query: str) -> None:
+    make_store(f"{BASES[store]}?{query}")
+
+
+#: Options at their smallest, and how each store's session reports them (rounded as sent).
+SMALLEST = {
+    "sqlite": ("busy_timeout=0.001", ["PRAGMA busy_timeout"], [(1,)]),
+    "postgresql": (
+        "idle_tx_timeout=0.001&lock_timeout=0.0024",
+        ["SHOW idle_in_transaction_session_timeout", "SHOW lock_timeout"],
+        [("1ms",), ("2ms",)],
+    ),
+    "mysql": (
+        "idle_tx_timeout=0.001&lock_timeout=0.001",
+        ["SELECT @@SESSION.innodb_lock_wait_timeout, @@SESSION.lock_wait_timeout"],
+        [(1, 1)],
+    ),
+}
+
+
+async def test_the_smallest_timeouts_reach_the_server_switched_on(store_url: str) -> None:
+    dialect = make_store(store_url).dialect
+    query, statements, expected = SMALLEST[dialect]
+    assert "?" not in store_url
+    store = make_store(f"{store_url}?{query}")
+    await store.open(migrate=True)
+    try:
+        await register(store, "w1")
+        await add(store, "dispatch", "barcelona")
+        (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+            seen = [await tx.fetchone(sql) for sql in statements]
+    finally:
+        await store.close()
+    assert seen == expected

@@ -117,6 +117,11 @@ BAD_KEYS: list[tuple[Any, str]] = [
     ("arabic letter\u061cmark", "invisible"),
     ("latin\u200djoiner", "U+200D (ZERO WIDTH JOINER)"),
     ("latin\u200cnon-joiner", "U+200C (ZERO WIDTH NON-JOINER)"),
+    # Names the HTTP API could not address: clients resolve dot segments in URL paths.
+    (".", "URLs drop"),
+    ("..", "URLs drop"),
+    ("a/../b", "URLs drop"),
+    ("north/.", "URLs drop"),
     (" leading", "whitespace"),
     ("trailing ", "whitespace"),
     ("\u00a0nbsp", "whitespace"),

@@ -8,6 +8,7 @@ nothing: Unicode's default-ignorable code points and format characters (category
 as a class. Zero-width joiners (U+200C, U+200D) are allowed only where IDNA allows them
 (RFC 5892, CONTEXTJ): after a virama, and a non-joiner between joining letters (Persian,
 Arabic), where they change how the word is drawn; anywhere else they are invisible.
+A name may not have ``.`` or ``..`` between slashes: URLs resolve those away.
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ def _check_name(value: object, what: str, limit: int, error: type[InvalidInput])
     invisible = _INVISIBLE.search(normal)
     if invisible is not None:
         raise error(f"{what} {quote(normal)} holds the invisible character {describe_char(invisible.group())}")
+    if any(part in (".", "..") for part in normal.split("/")):
+        # Clients resolve these in URL paths (RFC 3986; browsers even for %2E): the HTTP
+        # API and the dashboard could never name such a task or worker.
+        raise error(f"{what} {quote(normal)} has a '.' or '..' part between slashes, which URLs drop")
     return normal
 
 

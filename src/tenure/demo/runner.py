@@ -33,6 +33,7 @@ from tenure.demo.cluster import Cluster
 from tenure.demo.db import Connection
 from tenure.demo.view import CityRow, Frame, View, WorkerRow
 from tenure.errors import InvalidInput, TenureError
+from tenure.inputs import quote
 from tenure.models import Freed, Task
 from tenure.store import make_store
 
@@ -70,9 +71,9 @@ class Options:
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 16:
-            raise InvalidInput(f"--workers must be from 1 to 16, got {self.workers}")
+            raise InvalidInput(f"--workers must be from 1 to 16, got {quote(self.workers)}")
         if not 1 <= self.cities <= len(CITY_NAMES) - 4:
-            raise InvalidInput(f"--cities must be from 1 to {len(CITY_NAMES) - 4}, got {self.cities}")
+            raise InvalidInput(f"--cities must be from 1 to {len(CITY_NAMES) - 4}, got {quote(self.cities)}")
         if not (math.isfinite(self.duration) and 10 <= self.duration <= 3600):
             raise InvalidInput(f"--duration must be from 10 to 3600 seconds, got {self.duration:g}")
 

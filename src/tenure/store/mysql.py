@@ -73,7 +73,7 @@ URL: ``mysql://user:password@host:port/dbname?…`` (or ``mariadb://``). tenure'
 options, removed before connecting: ``pool`` (connections, default 8),
 ``idle_tx_timeout`` (seconds, default 2), ``lock_timeout`` (seconds, default 5),
 ``connect_timeout`` (seconds, default 5); MySQL counts them in whole seconds, rounded
-up. Driver options: ``unix_socket`` (path), ``ssl`` (``true``/``false``), ``ssl_ca``,
+up; their ranges are :data:`OPTIONS`. Driver options: ``unix_socket`` (path), ``ssl`` (``true``/``false``), ``ssl_ca``,
 ``ssl_cert``, ``ssl_key`` (paths; any of them turns TLS on).
 """
 

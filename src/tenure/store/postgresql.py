@@ -16,7 +16,8 @@
 URL: ``postgresql://user:password@host:port/dbname?…``. tenure's own options, removed
 before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_timeout``
 (seconds, default 2), ``lock_timeout`` (seconds, default 5), ``connect_timeout``
-(seconds, default 5).
+(seconds, default 5); their ranges are :data:`OPTIONS` (timeouts reach the server in
+whole milliseconds, never as 0, which would mean "no limit").
 """
 
 from __future__ import annotations

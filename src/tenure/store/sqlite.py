@@ -10,7 +10,7 @@ URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with opt
 ``busy_timeout`` (seconds a writer waits for the lock, default 5), ``synchronous``
 (``full`` by default, so a committed term survives power loss; ``normal`` is faster and
 survives process crashes only) and ``pool`` (connections for fenced transactions and
-admin work, default 4).
+admin work, default 4); the ranges are :data:`OPTIONS`.
 """
 
 from __future__ import annotations

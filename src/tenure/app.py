@@ -298,10 +298,14 @@ class App:
         store, key = await self._locate(kind, key)
         return await store.trigger(kind, key)
 
-    async def remove(self, kind: str, key: str) -> None:
-        """Delete a task. Its owner stops running it; its terms are never reused."""
+    async def remove(self, kind: str, key: str) -> str:
+        """Delete a task. Its owner stops running it; its terms are never reused.
+
+        Returns the key as it was stored (normalised, or a stored row's own spelling).
+        """
         store, key = await self._locate(kind, key)
         await store.remove_task(kind, key)
+        return key
 
     async def _locate(self, kind: str, key: str) -> tuple[Store, str]:
         """The store, and the spelling of ``key`` under which its task row is stored.
@@ -344,7 +348,8 @@ class App:
         if kind is not None:
             check_kind(kind)
         if key is not None:
-            key = check_key(key)
+            # With a kind, a task stored under an older spelling finds its runs too.
+            key = check_key(key) if kind is None else (await self._locate(kind, key))[1]
         if worker is not None:
             worker = check_worker_id(worker)
         check_number(limit, "limit", unit="runs", low=1, high=MAX_RUNS_LISTED, whole=True)

@@ -112,6 +112,19 @@ async def test_any_stored_params_show_in_every_view(
     assert (await http.delete(task_path("dispatch", "odd"), headers=AUTH)).status_code == 200
 
 
+async def test_a_row_under_a_refused_spelling_can_be_removed(
+    http: httpx.AsyncClient, app: tenure.App, store_url: str
+) -> None:
+    await app.add_task("dispatch", "legacy")
+    raw_db(store_url).set_task_key("dispatch", "legacy", "soft\u00adhyphen")
+    r = await http.get(task_path("dispatch", "soft\u00adhyphen"))
+    assert r.status_code == 200, r.text
+    assert r.json()["key"] == "soft\u00adhyphen"
+    r = await http.delete(task_path("dispatch", "soft\u00adhyphen"), headers=AUTH)
+    assert r.json() == {"removed": {"kind": "dispatch", "key": "soft\u00adhyphen"}}
+    assert await app.list_tasks() == []
+
+
 async def test_huge_numbers_are_a_400(http: httpx.AsyncClient, app: tenure.App) -> None:
     await app.add_task("dispatch", "existing")
     before = await snapshot(app)

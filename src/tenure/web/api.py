@@ -37,7 +37,7 @@ from tenure import snapshot
 from tenure.app import MAX_RUNS_LISTED, App
 from tenure.errors import InvalidInput, StoreError, TaskExists, TaskNotFound, TenureError
 from tenure.inputs import clip, parse_number, quote
-from tenure.models import MAX_PARAMS_DEPTH, check_key, check_worker_id, nests_deeper
+from tenure.models import MAX_PARAMS_DEPTH, check_worker_id, nests_deeper
 from tenure.store import Store
 from tenure.web.auth import refusal
 from tenure.web.responses import JSON, error
@@ -263,8 +263,7 @@ class Api:
     async def remove_task(self, request: Request) -> Response:
         _query(request)
         kind, key = request.path_params["kind"], request.path_params["key"]
-        await self.admin.remove(kind, key)
-        key = check_key(key)  # as stored (NFC), the way every other answer shows it
+        key = await self.admin.remove(kind, key)  # as it was stored, the way other answers show it
         _audit(request, "removed task %s/%s", kind, key)
         return JSON({"removed": {"kind": kind, "key": key}})
 

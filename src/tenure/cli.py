@@ -325,7 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # psycopg's pool logs each failed connection attempt; with no logging configured
     # (admin commands) Python would print them on stderr before tenure's one-line error.
     # Workers and the dashboard configure logging, and still see them there.
-    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    driver_log = logging.getLogger("psycopg")
+    if not any(isinstance(h, logging.NullHandler) for h in driver_log.handlers):
+        driver_log.addHandler(logging.NullHandler())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

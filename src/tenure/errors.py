@@ -15,6 +15,11 @@
     ├── TaskExists
     ├── WorkerIdInUse
     ├── LeaseLost                          a fenced commit was refused, or a lease could not be kept
+    ├── FencedTransactionError             a handler's use of its fenced transaction could let a write
+    │   │                                  past the fence: nothing written in the block is kept
+    │   ├── StatementRefused               a statement that ends or changes the transaction or session
+    │   ├── TransactionBroken              the database says the transaction ended inside the block
+    │   └── TransactionClosed              the transaction is over (its block ended, or it broke)
     └── StoreError                         the database failed, or its schema does not fit this code
         ├── StoreUnavailable
         └── SchemaError
@@ -82,6 +87,31 @@ class LeaseLost(TenureError):
     Raised by a fenced commit that the database refused (nothing written inside it is
     kept) and by lease renewal once the lease has already expired.
     """
+
+
+class FencedTransactionError(TenureError):
+    """A handler used its fenced transaction in a way that could let a write past the
+    fence. The transaction is rolled back: nothing written inside the block is kept, and
+    the block raises even if the handler caught the error."""
+
+
+class StatementRefused(FencedTransactionError):
+    """A statement in a fenced transaction would end or change the transaction or the
+    session (``COMMIT``, ``ROLLBACK``, ``BEGIN``, savepoints, session ``SET``, and on
+    MySQL/MariaDB anything outside plain DML, since so many statements commit implicitly).
+    Refused before it reached the database."""
+
+
+class TransactionBroken(FencedTransactionError):
+    """The database reports that a fenced transaction ended inside its block (a statement
+    committed or rolled it back). The connection is discarded; nothing after the break is
+    kept."""
+
+
+class TransactionClosed(FencedTransactionError):
+    """A fenced transaction was used after its block ended, after it was ended by tenure
+    (a refused statement, a break, the run's cancellation), or once a statement in it had
+    failed. No connection is touched."""
 
 
 class StoreError(TenureError):

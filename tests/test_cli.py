@@ -25,6 +25,7 @@ import tenure
 from store_contract.helpers import wait_past
 from tenure.cli import load_app, main, worker_settings
 from tenure.models import Outcome, Run, Task, WorkerInfo
+from tenure.store import SCHEMA_VERSION
 
 # -- helpers --------------------------------------------------------------------------------
 
@@ -162,10 +163,10 @@ def test_migrate_reports_versions_before_and_after(url: str, capsys: pytest.Capt
     cli = CLI(url, capsys)
     first = cli("migrate")
     assert first.code == 0
-    assert "from version 0 to 1" in first.out
+    assert f"from version 0 to {SCHEMA_VERSION}" in first.out
     again = cli("migrate")
     assert again.code == 0
-    assert "up to date at version 1" in again.out
+    assert f"up to date at version {SCHEMA_VERSION}" in again.out
     assert cli("tasks", "list", "--json").json() == []
 
 
@@ -634,7 +635,7 @@ def test_console_script_exit_statuses(url: str, tmp_path: Path) -> None:
     started = time.monotonic()
     migrated = run("migrate")
     assert migrated.returncode == 0, migrated.stderr
-    assert "from version 0 to 1" in migrated.stdout
+    assert f"from version 0 to {SCHEMA_VERSION}" in migrated.stdout
 
     missing = run("tasks", "show", "dispatch", "nowhere")
     assert missing.returncode == 1

@@ -25,6 +25,9 @@ class RawDB(Protocol):
     insert_probe_sql: str
     #: ``SELECT note FROM contract_probe ORDER BY note`` in the store's dialect.
     select_probe_sql: str
+    #: An INSERT of one probe row (note given as a parameter) that takes about 0.2 s of
+    #: the database's time: a statement still in flight when something else happens.
+    slow_insert_probe_sql: str
 
     def set_schema_version(self, version: int) -> None: ...
 
@@ -35,6 +38,10 @@ class RawDB(Protocol):
     def create_probe_table(self) -> None: ...
 
     def probe_notes(self) -> list[str]: ...
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run one statement on a connection of its own (autocommit); return its rows."""
+        ...
 
     def set_task_params(self, kind: str, key: str, text: str) -> None:
         """Overwrite a task's stored params text, as an older version or a direct write could."""
@@ -68,6 +75,10 @@ class SQLiteRaw(_TaskRows):
     clock_is_host = True
     insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (?)"
     select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
+    slow_insert_probe_sql = (
+        f"INSERT INTO {PROBE_TABLE} (note) SELECT ? FROM (WITH RECURSIVE c(x) AS "
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000) SELECT count(*) FROM c)"
+    )
 
     def __init__(self, url: str) -> None:
         self._path, _ = parse_sqlite_url(url)
@@ -95,6 +106,9 @@ class SQLiteRaw(_TaskRows):
     def probe_notes(self) -> list[str]:
         return [str(r[0]) for r in self._execute(self.select_probe_sql)]
 
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self._execute(sql)
+
 
 class PostgreSQLRaw(_TaskRows):
     dialect = "postgresql"
@@ -102,6 +116,7 @@ class PostgreSQLRaw(_TaskRows):
     clock_is_host = False  # the server's clock; on 127.0.0.1 it is the host's anyway
     insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
     select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
+    slow_insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) SELECT %s FROM pg_sleep(0.2)"
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -130,6 +145,9 @@ class PostgreSQLRaw(_TaskRows):
     def probe_notes(self) -> list[str]:
         return [str(r[0]) for r in self._execute(self.select_probe_sql)]
 
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self._execute(sql)
+
 
 class MySQLRaw(_TaskRows):
     dialect = "mysql"
@@ -138,6 +156,7 @@ class MySQLRaw(_TaskRows):
     clock_is_host = False
     insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
     select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
+    slow_insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) SELECT %s FROM (SELECT SLEEP(0.2)) AS pause"
 
     def __init__(self, url: str) -> None:
         self._parts = urlsplit(url)
@@ -188,6 +207,9 @@ class MySQLRaw(_TaskRows):
 
     def probe_notes(self) -> list[str]:
         return [str(r[0]) for r in self._execute(self.select_probe_sql)]
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self._execute(sql)
 
 
 def raw_db(url: str) -> RawDB:

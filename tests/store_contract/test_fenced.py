@@ -51,14 +51,21 @@ async def test_fenced_not_owner_is_lease_lost(store: Store, probe: RawDB) -> Non
 
     async def commit() -> None:
         nonlocal ran
+        # Entering sends nothing: the fence is checked with the first statement, which
+        # runs only if it holds.
         async with store.fenced(worker_id="w2", kind="dispatch", key="barcelona", term=claim.term) as tx:
-            ran = True
             await tx.execute(probe.insert_probe_sql, ("stale",))
+            ran = True
 
     with pytest.raises(LeaseLost, match="w2"):
         await commit()
     assert not ran
     assert probe.probe_notes() == []
+    # A block with no statement is checked at its end all the same.
+    with pytest.raises(LeaseLost, match="w2"):
+        async with store.fenced(worker_id="w2", kind="dispatch", key="barcelona", term=claim.term, slot=9.0):
+            pass
+    assert (await task_of(store, "dispatch", "barcelona")).last_slot is None
 
 
 @pytest.mark.parametrize("delta", [-1, 1])

@@ -10,7 +10,7 @@ Every store module implements :class:`Store`, and one test suite
 - **Guarded statements carry the term.** A write that depends on ownership names the
   owner and the term in its ``WHERE`` and treats zero rows as :class:`~tenure.LeaseLost`.
 - **Fenced transactions check inside the transaction**, holding a lock that stops a
-  takeover until they end, and check the lease again just before commit.
+  takeover until they end, and check the lease again in the same step as the commit.
 - **Driver errors are translated** into :mod:`tenure.errors` at this boundary.
 """
 
@@ -25,7 +25,7 @@ from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Ta
 from tenure.schedule import Schedule
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def require_current_schema(version: int | None, where: str) -> None:
@@ -44,7 +44,17 @@ class FencedTransaction(Protocol):
     """An open database transaction, valid only while its task's ownership holds.
 
     SQL and its placeholders are the store's own dialect (``?`` on SQLite, ``%s`` on
-    PostgreSQL and MySQL). Pass values as parameters, never in the SQL text.
+    PostgreSQL and MySQL). Pass values as parameters, never in the SQL text. One
+    statement per call.
+
+    The transaction is tenure's: a statement that would end or change it, or the
+    session, is refused before it reaches the database
+    (:class:`~tenure.errors.StatementRefused`; :mod:`tenure.store.statements` says which
+    per store), and one that ends it anyway is detected right after
+    (:class:`~tenure.errors.TransactionBroken`); either way nothing written in the block
+    is kept and the block raises. Calls from several tasks take turns. Once the block has
+    ended, every call raises :class:`~tenure.errors.TransactionClosed` and touches no
+    connection.
     """
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -61,6 +71,13 @@ class FencedTransaction(Protocol):
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """Run a query and return its first row, or None."""
+        ...
+
+    async def abort(self, reason: str) -> None:
+        """End the transaction now, from outside its block (tenure's worker calls it when
+        the run is cancelled, say a sync handler past its timeout): roll it back once any
+        statement in flight has ended. Every later call raises, and the block's end
+        raises :class:`~tenure.errors.LeaseLost` with ``reason``."""
         ...
 
 
@@ -232,14 +249,34 @@ class Store(Protocol):
     # -- fencing ------------------------------------------------------------------------
 
     def fenced(
-        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+        self,
+        *,
+        worker_id: str,
+        kind: str,
+        key: str,
+        term: int,
+        slot: float | None = None,
+        precommit: Callable[[], None] | None = None,
     ) -> AbstractAsyncContextManager[FencedTransaction]:
         """A transaction that commits only while ``worker_id`` owns the task at ``term``
-        with a live lease, checked at its start (taking a lock that blocks any takeover
-        until it ends) and again just before commit, on the database's clock. If the
-        check fails, raises :class:`~tenure.errors.LeaseLost` and rolls back everything
-        written inside. If the body raises, rolls back and re-raises. With ``slot``, the
-        task's last slot is advanced in the same transaction.
+        with a live lease, on the database's clock.
+
+        Entering sends nothing. The first statement begins the transaction and checks the
+        fence in the same round trip, taking a lock that blocks any takeover until the
+        transaction ends (the task row's, or SQLite's write lock); the statement runs only
+        if the check holds. At the end of the block the fence is checked again and the
+        transaction committed *in one step*: the check and ``COMMIT`` reach the database
+        together and the check failing stops the commit, so no pause or delay of this
+        process can come between them (on SQLite, which has no server, they run back to
+        back on the connection's thread). A block with no statement is checked the same
+        way. If a check fails, raises :class:`~tenure.errors.LeaseLost` (at the first
+        statement, or at the end) and keeps nothing written inside. If the body raises,
+        rolls back and re-raises. With ``slot``, the task's last slot is advanced in the
+        same step as the final check.
+
+        ``precommit`` is called at the end of the block, immediately before the final
+        check and the commit are sent; if it raises (the run is past its timeout or was
+        cancelled), nothing is committed and the error propagates.
         """
         ...
 

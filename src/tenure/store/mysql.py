@@ -94,7 +94,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import asyncmy
 import asyncmy.errors
 from asyncmy.connection import Connection
-from asyncmy.constants import CLIENT
+from asyncmy.constants import CLIENT, SERVER_STATUS
 from asyncmy.pool import Pool
 
 from tenure.errors import (
@@ -112,6 +112,7 @@ from tenure.inputs import quote
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
+from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -413,25 +414,135 @@ class _Session:
             with contextlib.suppress(*_DRIVER_ERRORS):
                 await self._call(self.conn.rollback)
 
+    async def batch(self, sql: str) -> tuple[int, list[tuple[Any, ...]]]:
+        """Run statements sent as one text, in one round trip (the server runs them in
+        order and stops at the first error); return the last one's (row count, rows)."""
 
-class _Fenced:
-    """The FencedTransaction handed to a handler: one connection inside a transaction."""
+        async def go() -> tuple[int, list[tuple[Any, ...]]]:
+            cur = self.conn.cursor()
+            await cur.execute(sql)  # no arguments: the text is sent as it is
+            while True:
+                rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
+                count: int = cur.rowcount  # type: ignore[assignment]  # an int; asyncmy types it object
+                last = (count, rows)
+                if not await cur.nextset():
+                    break
+            await cur.close()
+            return last
 
-    def __init__(self, session: _Session) -> None:
-        self._s = session
+        return await self._call(go)
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return await self._s.count(sql, _args(params))
+    def mogrify(self, sql: str, args: Any) -> str:
+        """``sql`` with ``args`` quoted into it, as the driver would send it."""
+        text: str = self.conn.cursor().mogrify(sql, args)
+        return text
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            await self._s.runmany(sql, [tuple(r) for r in rows])
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return await self._s.all(sql, _args(params))
+def _fence_refused(exc: BaseException) -> bool:
+    """Is ``exc`` the tenure_fence procedure saying the fence does not hold?"""
+    return isinstance(exc, asyncmy.errors.Error) and _errno(exc) == 1644 and "tenure: fence" in str(exc)
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        return await self._s.one(sql, _args(params))
+
+class _Fenced(FencedSession):
+    """The FencedTransaction handed to a handler (see :class:`FencedSession`).
+
+    Its connection is taken from the pool at the first statement, never before. Round
+    trips: ``START TRANSACTION``, the fence (``CALL tenure_fence``, which locks the task
+    row or fails) and the handler's first statement go as one text; each later statement
+    is one round trip; the final fence check (which records the slot) and ``COMMIT`` go
+    as one text, the check stopping the batch if it fails, so the commit never runs then.
+    A block with no statement commits in one round trip too.
+    """
+
+    dialect = "mysql"
+
+    def __init__(self, store: MySQLStore, pool: Pool, fence: Fence) -> None:
+        super().__init__(fence)
+        self._store = store
+        self._pool = pool
+        self.session: _Session | None = None
+
+    def _call_fence(self, s: _Session, slot: float | None) -> str:
+        f = self.fence
+        return s.mogrify(self._store._q["fence"], {"kind": f.kind, "key": f.key, "worker": f.worker_id,
+                                                    "term": f.term, "slot": slot})  # fmt: skip
+
+    def backslash_escapes(self) -> bool | None:
+        if self.session is None:
+            return None  # tenure's sessions pin a sql_mode without NO_BACKSLASH_ESCAPES
+        status: int = getattr(self.session.conn, "server_status", 0)  # not in asyncmy's stubs
+        return not status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
+
+    def in_transaction(self) -> bool:
+        return self.session is not None and bool(self.session.conn.get_transaction_status())
+
+    async def _begin_with(self, text: Callable[[_Session], str]) -> tuple[int, list[tuple[Any, ...]]]:
+        """Send ``START TRANSACTION`` and ``text(session)`` as one batch, on a connection
+        taken now. If the pooled connection turns out dead (MySQL ends sessions idle for
+        ``wait_timeout``), try once more on another: everything in the batch ran inside
+        the transaction it began, which the server rolls back with a dead session."""
+        for attempt in (1, 2):
+            self.session = s = _Session(await self._store._acquire(self._pool))
+            self.begun = True
+            try:
+                return await s.batch("START TRANSACTION;\n" + text(s))
+            except _DRIVER_ERRORS:
+                if attempt == 2 or not s.broken:
+                    raise
+                self._store._give_back(self._pool, s, None)
+                self.session, self.begun = None, False
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send(self, op: Op, sql: str, params: Any) -> Any:
+        if op == "executemany":
+            rows = [tuple(r) for r in params]
+            if not self.begun:
+                await self._lock(lambda s: self._call_fence(s, None))
+            if rows:
+                assert self.session is not None
+                await self.session.runmany(sql, rows)
+            return None
+        args = _args(params)
+        if not self.begun:
+            count, rows = await self._lock(lambda s: self._call_fence(s, None) + ";\n" + s.mogrify(sql, args))
+        else:
+            assert self.session is not None
+            count, rows, _ = await self.session.run(sql, args)
+        if op == "execute":
+            return count
+        if op == "fetchall":
+            return rows
+        return rows[0] if rows else None
+
+    async def _lock(self, text: Callable[[_Session], str]) -> tuple[int, list[tuple[Any, ...]]]:
+        try:
+            return await self._begin_with(text)
+        except asyncmy.errors.Error as exc:
+            if _fence_refused(exc):
+                raise self.fence.not_owner() from exc
+            raise
+
+    async def commit(self) -> None:
+        begun = self.begun
+        try:
+            if begun:
+                assert self.session is not None
+                await self.session.batch(self._call_fence(self.session, self.fence.slot) + ";\nCOMMIT")
+            else:
+                await self._begin_with(lambda s: self._call_fence(s, self.fence.slot) + ";\nCOMMIT")
+        except asyncmy.errors.Error as exc:
+            if _fence_refused(exc):
+                raise (self.fence.expired() if begun else self.fence.not_owner()) from exc
+            raise
+        assert self.session is not None
+        self.reusable = self.session.reusable and not self.in_transaction()
+
+    async def roll_back(self) -> None:
+        if self.session is None:
+            self.reusable = True
+            return
+        await self.session.rollback()
+        self.reusable = self.session.reusable and not self.in_transaction()
 
 
 class MySQLStore:
@@ -611,11 +722,11 @@ class MySQLStore:
         except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"cannot connect to MySQL store {self._display}: {exc}") from exc
 
-    def _give_back(self, pool: Pool, session: _Session, exc: BaseException | None) -> None:
+    def _give_back(self, pool: Pool, session: _Session, exc: BaseException | None, *, retire: bool = False) -> None:
         conn = session.conn
         if session.busy and exc is not None and not isinstance(exc, Exception):
             self._kill_later(conn)  # cancelled while the server runs a statement
-        if not session.reusable or not isinstance(exc, Exception | None) or conn.get_transaction_status():
+        if retire or not session.reusable or not isinstance(exc, Exception | None) or conn.get_transaction_status():
             conn.close()
         pool.release(conn)
 
@@ -708,7 +819,8 @@ class MySQLStore:
                     for version, script in load_migrations("mysql"):
                         if version <= before:
                             continue
-                        for statement in _split_statements(script.replace("{collation}", collation)):
+                        script = script.replace("{collation}", collation).replace("{now}", _NOW)
+                        for statement in _split_statements(script):
                             await s.run(statement)
                         await s.run(q["set_schema_version"], {"version": str(version)})
                         log.info("migrated %s to schema version %d", self._display, version)
@@ -952,49 +1064,37 @@ class MySQLStore:
 
     @asynccontextmanager
     async def fenced(
-        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+        self,
+        *,
+        worker_id: str,
+        kind: str,
+        key: str,
+        term: int,
+        slot: float | None = None,
+        precommit: Callable[[], None] | None = None,
     ) -> AsyncIterator[_Fenced]:
-        guard = {"kind": kind, "key": key, "worker": worker_id, "term": term}
-        what = f"{kind}/{key} at term {term}"
-        q = self._q
-        async with self._session(begin=True) as s:
-            try:
-                if await s.one(q["fence_lock"], guard) is None:
-                    raise LeaseLost(f"worker {worker_id!r} no longer owns {what}")
-            except LeaseLost:
-                await s.rollback()
-                raise
-            except _DRIVER_ERRORS as exc:
-                await s.rollback()
-                raise _translate(exc, f"fencing {what}") from exc
-            try:
-                yield _Fenced(s)
-            except Exception as exc:
-                # The handler failed (its own error, or its SQL's): nothing of it is kept.
-                await s.rollback()
-                if exc is s.error and _unavailable(exc):
-                    raise StoreUnavailable(
-                        f"MySQL store unavailable during the fenced commit of {what}: {exc}"
-                    ) from exc
-                raise
-            try:
-                # The row lock has been held since fence_lock, so nobody took the task
-                # over meanwhile; this second check is about the lease's own expiry.
-                if slot is None:
-                    still = await s.one(q["fence_check"], guard) is not None
-                else:
-                    # Check and advance the slot in one statement. Found rows: it counts 1
-                    # even when last_slot is already past ``slot`` and nothing changes.
-                    still = await s.count(q["fence_advance"], {**guard, "slot": slot}) == 1
-                if not still:
-                    raise LeaseLost(f"lease of worker {worker_id!r} expired before committing {what}")
-                await s.commit()
-            except LeaseLost:
-                await s.rollback()
-                raise
-            except _DRIVER_ERRORS as exc:
-                await s.rollback()
-                raise _translate(exc, f"committing {what}") from exc
+        pool = self._pool
+        if pool is None:
+            raise StoreError("the store is not open")
+        fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
+        tx = _Fenced(self, pool, fence)
+        failure: BaseException | None = None
+        try:
+            async with tx.lifetime(precommit):
+                yield tx
+        except BaseException as exc:
+            failure = exc
+            s = tx.session
+            if isinstance(exc, _DRIVER_ERRORS) and s is not None and exc is s.error and _unavailable(exc):
+                raise StoreUnavailable(
+                    f"MySQL store unavailable during the fenced commit of {fence.what}: {exc}"
+                ) from exc
+            raise
+        finally:
+            if tx.session is not None:
+                # A connection whose session may carry state past the transaction (user
+                # variables, named locks) is closed: the server drops that state with it.
+                self._give_back(pool, tx.session, failure, retire=tx.touched_session or not tx.reusable)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -1079,6 +1179,25 @@ def _args(params: Sequence[Any]) -> tuple[Any, ...] | None:
 
 
 def _split_statements(script: str) -> list[str]:
-    """Split a migration script on semicolons that end a line (our scripts keep to that)."""
-    body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
-    return [s.strip() for s in body.split(";\n") if s.strip().rstrip(";").strip()]
+    """Split a migration script into statements: each ends with a `;` that ends a line
+    (our scripts keep to that), or, between ``DELIMITER //`` and ``DELIMITER ;`` lines
+    (the mysql client's convention, for routine bodies full of `;`), with ``//``."""
+    statements: list[str] = []
+    delimiter = ";"
+    lines: list[str] = []
+    for line in script.splitlines():
+        stripped = line.strip()
+        if stripped.upper().startswith("DELIMITER "):
+            delimiter = stripped.split(None, 1)[1]
+            continue
+        if stripped.startswith("--") or (not stripped and not lines):
+            continue
+        if stripped.endswith(delimiter):
+            lines.append(line.rstrip()[: -len(delimiter)])
+            statements.append("\n".join(lines).strip())
+            lines = []
+        else:
+            lines.append(line)
+    if "\n".join(lines).strip():
+        statements.append("\n".join(lines).strip())
+    return [s for s in statements if s]

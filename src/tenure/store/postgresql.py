@@ -43,12 +43,14 @@ from tenure.errors import (
     StoreUnavailable,
     TaskExists,
     TaskNotFound,
+    TransactionClosed,
     WorkerIdInUse,
 )
 from tenure.inputs import ECHO_LIMIT, cut
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
+from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -119,28 +121,120 @@ def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
     return libpq, options
 
 
-class _Fenced:
-    """The FencedTransaction handed to a handler: one connection inside a transaction."""
+#: The SQLSTATE tenure_fence() raises when the fence does not hold (schema version 2).
+FENCE_REFUSED = "TN001"
+_INTRANS = psycopg.pq.TransactionStatus.INTRANS
+_INERROR = psycopg.pq.TransactionStatus.INERROR
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
-    def __init__(self, conn: Conn) -> None:
+
+class _Fenced(FencedSession):
+    """The FencedTransaction handed to a handler (see :class:`FencedSession`).
+
+    Two round trips for a block of one statement: ``BEGIN``, the fence (``tenure_fence``,
+    which locks the task row or fails) and the handler's first statement travel as one
+    query string; the final fence check (which records the slot), ``COMMIT`` and
+    ``RESET ALL`` travel as another, the check failing the transaction if the fence no
+    longer holds, so that the ``COMMIT`` behind it never runs. Each other statement is
+    one round trip (an ``executemany`` too); a block with no statement, one.
+
+    Why query strings (values quoted in by psycopg, as its client-side cursors do) rather
+    than pipeline mode: psycopg ends a pipeline with a Flush after its Sync, and a message
+    after the Sync switches off the server's ``idle_in_transaction_session_timeout`` for
+    the rest of the transaction, the very timeout that ends a paused worker's transaction
+    and frees its task. A query string ends with the server's ReadyForQuery, which arms it.
+    """
+
+    dialect = "postgresql"
+
+    def __init__(self, conn: Conn, fence: Fence) -> None:
+        super().__init__(fence)
         self._conn = conn
+        self._quoter = psycopg.AsyncClientCursor(conn)
+        self._guard = {"kind": fence.kind, "key": fence.key, "worker": fence.worker_id, "term": fence.term}
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(sql, params)
-        return cur.rowcount
+    def backslash_escapes(self) -> bool | None:
+        return self._conn.info.parameter_status("standard_conforming_strings") == "off"
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self._conn.cursor() as cur:
-            await cur.executemany(sql, rows)
+    def in_transaction(self) -> bool:
+        return self._conn.info.transaction_status in (_INTRANS, _INERROR)
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = await self._conn.execute(sql, params)
-        return [tuple(r) for r in await cur.fetchall()]
+    def _quoted(self, sql: str, params: Any) -> str:
+        return self._quoter.mogrify(sql, params)
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        cur = await self._conn.execute(sql, params)
-        row = await cur.fetchone()
-        return None if row is None else tuple(row)
+    def _fence_sql(self, slot: float | None) -> str:
+        return self._quoted(Q["fence"], {**self._guard, "slot": slot})
+
+    async def send(self, op: Op, sql: str, params: Any) -> Any:
+        cur = self._conn.cursor()
+        statements = [self._quoted(sql, row) for row in params] if op == "executemany" else []
+        if self.begun:
+            if op == "executemany":
+                if statements:
+                    await cur.execute(";\n".join(statements).encode(), prepare=False)
+            else:
+                await cur.execute(sql, params)
+        else:
+            self.begun = True
+            # psycopg forgets its prepared statements when it sees DROP or ALTER succeed,
+            # as it must (the objects they name may come back different): it sees that
+            # only in a statement of its own.
+            alone = self.checked.lead in ("drop", "alter") and op != "executemany"
+            batch = ["BEGIN", self._fence_sql(None)]
+            if op == "executemany":
+                batch += statements
+            elif not alone:
+                batch.append(self._quoted(sql, params))
+            try:
+                await cur.execute(";\n".join(batch).encode(), prepare=False)
+            except psycopg.Error as exc:
+                if exc.sqlstate == FENCE_REFUSED:
+                    raise self.fence.not_owner() from exc
+                raise
+            if alone:
+                await cur.execute(sql, params)
+            while cur.nextset():  # to the handler's result, the last one
+                pass
+        if op == "execute":
+            return cur.rowcount
+        if op == "fetchall":
+            return [tuple(r) for r in await cur.fetchall()]
+        if op == "fetchone":
+            row = await cur.fetchone()
+            return None if row is None else tuple(row)
+        return None
+
+    async def commit(self) -> None:
+        conn = self._conn
+        begun = self.begun
+        if begun and conn.info.transaction_status == _INERROR:
+            raise TransactionClosed(
+                f"a statement in the fenced transaction of {self.fence.what} failed, which ended it; "
+                "nothing written in the block was kept"
+            )
+        # Without BEGIN (nothing was written), the check is a transaction of its own. After
+        # COMMIT, a setting changed for the session (set_config(…, false) inside a
+        # function, say) must not outlive the transaction on a pooled connection.
+        text = self._fence_sql(self.fence.slot)
+        if begun:
+            text += ";\nCOMMIT;\nRESET ALL"
+        try:
+            await conn.cursor().execute(text.encode(), prepare=False)
+        except psycopg.Error as exc:
+            if exc.sqlstate == FENCE_REFUSED:
+                raise (self.fence.expired() if begun else self.fence.not_owner()) from exc
+            raise
+        self.reusable = conn.info.transaction_status == _IDLE
+
+    async def roll_back(self) -> None:
+        conn = self._conn
+        if conn.closed or conn.info.transaction_status not in (_INTRANS, _INERROR, _IDLE):
+            return  # in an unknown state (a statement cut short): the store closes it
+        with contextlib.suppress(psycopg.Error):
+            # psycopg's own rollback, which also resets its prepared statements as it must
+            # after a ROLLBACK. Settings changed in the transaction are undone with it.
+            await conn.rollback()
+            self.reusable = conn.info.transaction_status == _IDLE
 
 
 class PostgreSQLStore:
@@ -513,23 +607,30 @@ class PostgreSQLStore:
 
     @asynccontextmanager
     async def fenced(
-        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+        self,
+        *,
+        worker_id: str,
+        kind: str,
+        key: str,
+        term: int,
+        slot: float | None = None,
+        precommit: Callable[[], None] | None = None,
     ) -> AsyncIterator[_Fenced]:
         if self._pool is None:
             raise StoreError("the store is not open")
-        guard = {"kind": kind, "key": key, "worker": worker_id, "term": term}
-        what = f"{kind}/{key} at term {term}"
+        fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
+        what = fence.what
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                if await _maybe_one(conn, Q["fence_lock"], guard) is None:
-                    raise LeaseLost(f"worker {worker_id!r} no longer owns {what}")
-                yield _Fenced(conn)
-                # The row lock has been held since fence_lock, so nobody took the task
-                # over meanwhile; this second check is about the lease's own expiry.
-                if await _maybe_one(conn, Q["fence_check"], guard) is None:
-                    raise LeaseLost(f"lease of worker {worker_id!r} expired before committing {what}")
-                if slot is not None:
-                    await _advance_slots(conn, [SlotDone(kind=kind, key=key, term=term, slot=slot)])
+            async with self._pool.connection() as conn:
+                tx = _Fenced(conn, fence)
+                try:
+                    async with tx.lifetime(precommit):
+                        yield tx
+                finally:
+                    if not tx.reusable or tx.touched_session:
+                        # In an unknown state, or carrying session state past the transaction
+                        # (a session advisory lock, a temporary table): the pool replaces it.
+                        await conn.close()
         except PoolTimeout as exc:
             raise StoreUnavailable(f"PostgreSQL store did not answer: {exc}") from exc
         except psycopg.errors.LockNotAvailable as exc:

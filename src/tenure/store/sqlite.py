@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import aiosqlite
@@ -34,6 +34,7 @@ from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
     SchemaTooNew,
+    StatementRefused,
     StoreError,
     StoreUnavailable,
     TaskExists,
@@ -44,6 +45,7 @@ from tenure.inputs import quote
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
+from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -55,6 +57,7 @@ from tenure.store.rows import (
     worker_from_row,
 )
 from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.statements import sqlite_pragma_allowed
 from tenure.store.urls import MIN_TIMEOUT, NumberOption, number_options
 
 log = logging.getLogger("tenure.store.sqlite")
@@ -121,27 +124,142 @@ def parse_sqlite_url(url: str) -> tuple[Path, SQLiteOptions]:
     return Path(path), SQLiteOptions(busy_timeout=numbers["busy_timeout"], synchronous=sync, pool=int(numbers["pool"]))
 
 
-class _Fenced:
-    """The FencedTransaction handed to a handler: a thin veneer over one connection."""
+class _Authorizer:
+    """SQLite's own refusal, when a handler's statement is prepared, of what a fenced
+    transaction may not run: the second line behind :mod:`tenure.store.statements`.
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    Installed once on every pooled connection and armed only while a handler's statement
+    is prepared and run, on the connection's thread. (SQLite asks it when a statement is
+    prepared, and the driver caches prepared statements by their text; every statement
+    it would deny is also refused by the scanner, which sees every text first.)
+    """
+
+    _DENIED = frozenset(
+        {
+            sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT, sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH,
+            # Temporary objects would outlive the transaction on a pooled connection.
+            sqlite3.SQLITE_CREATE_TEMP_INDEX, sqlite3.SQLITE_CREATE_TEMP_TABLE,
+            sqlite3.SQLITE_CREATE_TEMP_TRIGGER, sqlite3.SQLITE_CREATE_TEMP_VIEW,
+        }
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
+        if not self.armed:
+            return sqlite3.SQLITE_OK
+        if action in self._DENIED:
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_PRAGMA and not sqlite_pragma_allowed(arg1 or "", arg2):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+class _Fenced(FencedSession):
+    """The FencedTransaction handed to a handler (see :class:`FencedSession`).
+
+    Each statement is one call on the connection's thread; the first also runs
+    ``BEGIN IMMEDIATE`` (SQLite's only write lock, held from then on, keeps any takeover
+    out) and the fence check. The final fence check, the slot and ``COMMIT`` run as one
+    call there too, back to back: no other statement and no hop to the event loop between
+    the check and the commit.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection, authorizer: _Authorizer, fence: Fence) -> None:
+        super().__init__(fence)
         self._conn = conn
+        self._authorizer = authorizer
+        self._guard = {"kind": fence.kind, "key": fence.key, "worker": fence.worker_id, "term": fence.term}
+        self._open = False  # the connection's in_transaction, as its thread last saw it
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(sql, params)
-        return cur.rowcount
+    def backslash_escapes(self) -> bool | None:
+        return False
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._conn.executemany(sql, rows)
+    def in_transaction(self) -> bool:
+        return self._open
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._conn.execute(sql, params) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+    def _holds(self, db: sqlite3.Connection) -> bool:
+        cur = db.execute(Q["fence_check"], self._guard)
+        try:
+            return cur.fetchone() is not None
+        finally:
+            cur.close()
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        async with self._conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return None if row is None else tuple(row)
+    async def _begin(self, then: Callable[[sqlite3.Connection], T]) -> T:
+        """``BEGIN IMMEDIATE`` and the fence check, then ``then``, as one call."""
+        self.begun = True
+
+        def call(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            if not self._holds(db):
+                db.rollback()
+                raise self.fence.not_owner()
+            return then(db)
+
+        try:
+            return await _on_thread(self._conn, call)
+        except sqlite3.OperationalError as exc:
+            if not self._conn.in_transaction:  # BEGIN IMMEDIATE itself waited past busy_timeout
+                self.begun = False
+                raise StoreUnavailable(f"SQLite store is busy: {exc}") from exc
+            raise
+
+    async def send(self, op: Op, sql: str, params: Any) -> Any:
+        def statement(db: sqlite3.Connection) -> Any:
+            self._authorizer.armed = True
+            try:
+                if op == "executemany":
+                    db.executemany(sql, params).close()
+                    return None
+                cur = db.execute(sql, params)
+                try:
+                    if op == "execute":
+                        return cur.rowcount
+                    if op == "fetchall":
+                        return [tuple(r) for r in cur.fetchall()]
+                    row = cur.fetchone()
+                    return None if row is None else tuple(row)
+                finally:
+                    cur.close()  # an unfinished statement would make COMMIT fail
+            except sqlite3.DatabaseError as exc:
+                if "not authorized" in str(exc):
+                    raise StatementRefused(
+                        f"SQLite's authorizer refused a statement in the fenced transaction of {self.fence.what}: "
+                        "it would end or change the transaction, or the connection"
+                    ) from exc
+                raise
+            finally:
+                self._authorizer.armed = False
+                self._open = db.in_transaction
+
+        if self.begun:
+            return await _on_thread(self._conn, statement)
+        return await self._begin(statement)
+
+    async def commit(self) -> None:
+        slot = self.fence.slot
+
+        def finish(db: sqlite3.Connection) -> None:
+            if not self._holds(db):
+                db.rollback()
+                raise self.fence.expired()
+            if slot is not None:
+                db.execute(Q["advance_slot"], {**self._guard, "slot": slot, "triggered": 0}).close()
+            db.execute("COMMIT")
+
+        if self.begun:
+            await _on_thread(self._conn, finish)
+        else:
+            await self._begin(finish)
+        self.reusable = True
+
+    async def roll_back(self) -> None:
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await _on_thread(self._conn, lambda db: db.rollback())
+            self.reusable = True
 
 
 class SQLiteStore:
@@ -159,6 +277,7 @@ class SQLiteStore:
         self._all: list[aiosqlite.Connection] = []
         self._lease_conn: aiosqlite.Connection | None = None
         self._lease_lock = asyncio.Lock()
+        self._authorizers: dict[aiosqlite.Connection, _Authorizer] = {}
         self._schema_ok = False
 
     @property
@@ -173,6 +292,8 @@ class SQLiteStore:
             try:
                 await self._use_wal(conn)
                 await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                authorizer = _Authorizer()
+                await conn.set_authorizer(authorizer)
             except BaseException:
                 # Its thread would outlive the store (and the event loop) otherwise.
                 with contextlib.suppress(sqlite3.Error, ValueError):
@@ -181,6 +302,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {str(self._path)!r}: {exc}") from exc
         self._all.append(conn)
+        self._authorizers[conn] = authorizer
         return conn
 
     async def _use_wal(self, conn: aiosqlite.Connection) -> None:
@@ -231,6 +353,7 @@ class SQLiteStore:
                 await conn.close()
         self._pool = asyncio.Queue()
         self._lease_conn = None
+        self._authorizers = {}
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -504,31 +627,27 @@ class SQLiteStore:
 
     @asynccontextmanager
     async def fenced(
-        self, *, worker_id: str, kind: str, key: str, term: int, slot: float | None = None
+        self,
+        *,
+        worker_id: str,
+        kind: str,
+        key: str,
+        term: int,
+        slot: float | None = None,
+        precommit: Callable[[], None] | None = None,
     ) -> AsyncIterator[_Fenced]:
-        guard = {"kind": kind, "key": key, "worker": worker_id, "term": term}
-        what = f"{kind}/{key} at term {term}"
+        fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
         async with self._conn() as conn:
+            tx = _Fenced(conn, self._authorizers[conn], fence)
             try:
-                await _begin(conn, "BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"SQLite store is busy: {exc}") from exc
-            committed = False
-            try:
-                if await _maybe_one(conn, Q["fence_check"], guard) is None:
-                    raise LeaseLost(f"worker {worker_id!r} no longer owns {what}")
-                yield _Fenced(conn)
-                # The write lock has been held since BEGIN IMMEDIATE, so nobody took the
-                # task over meanwhile; this second check is about the lease's own expiry.
-                if await _maybe_one(conn, Q["fence_check"], guard) is None:
-                    raise LeaseLost(f"lease of worker {worker_id!r} expired before committing {what}")
-                if slot is not None:
-                    await _advance_slots(conn, [SlotDone(kind=kind, key=key, term=term, slot=slot)])
-                await conn.execute("COMMIT")
-                committed = True
+                async with tx.lifetime(precommit):
+                    yield tx
             finally:
-                if not committed:
-                    await asyncio.shield(_rollback(conn))
+                if not tx.reusable:
+                    # A call of ours may still be queued or running on the connection's
+                    # thread (its caller was cancelled): a rollback queued behind it ends
+                    # whatever it began before anyone else uses the connection.
+                    _queue_rollback(conn)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -568,6 +687,29 @@ class SQLiteStore:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+# aiosqlite runs every call on a connection in order, on the connection's own thread. Two of
+# its internals let a fenced transaction use that: ``_execute`` runs a function of ours
+# there as one call (a fence check and its COMMIT with nothing between them), and ``_tx``
+# queues one at once, without awaiting (a rollback that must be ahead of the connection's
+# next user). aiosqlite is pinned to 0.22.x for them.
+
+
+async def _on_thread(conn: aiosqlite.Connection, call: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``call`` with the connection's sqlite3 connection, on its thread, as one call."""
+    run = cast(Callable[[Callable[[], T]], Awaitable[T]], conn._execute)
+    return await run(lambda: call(conn._conn))
+
+
+def _queue_rollback(conn: aiosqlite.Connection) -> None:
+    """Queue a rollback on the connection's thread now, behind every call queued so far."""
+
+    def rollback() -> None:
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            conn._conn.rollback()
+
+    conn._tx.put_nowait((None, rollback))
 
 
 async def _begin(conn: aiosqlite.Connection, sql: str) -> None:

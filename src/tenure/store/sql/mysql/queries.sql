@@ -208,25 +208,11 @@ SELECT NULL, (SELECT value FROM tenure_counters WHERE name = 'changes'),
 UNION ALL
 SELECT id, NULL, NULL FROM tenure_workers WHERE expires_at > {now} AND NOT draining;
 
--- name: fence_lock
--- Locks the task row until the transaction ends, so no claim can take it meanwhile.
-SELECT 1 FROM tenure_tasks t
-WHERE t.kind = %(kind)s AND t.`key` = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
-  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now})
-FOR UPDATE;
-
--- name: fence_check
-SELECT 1 FROM tenure_tasks t
-WHERE t.kind = %(kind)s AND t.`key` = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
-  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now});
-
--- name: fence_advance
--- fence_check and advance_slot in one statement, for a fenced commit that records its
--- slot: it matches one row exactly when the fence still holds.
-UPDATE tenure_tasks t
-SET t.last_slot = GREATEST(COALESCE(t.last_slot, %(slot)s), %(slot)s)
-WHERE t.kind = %(kind)s AND t.`key` = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
-  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now});
+-- name: fence
+-- The fence (schema version 2): locks the task row if the worker owns it at this term
+-- with a live lease, and records the slot when one is given; otherwise signals an error
+-- that stops the batch it is sent in.
+CALL tenure_fence(%(kind)s, %(key)s, %(worker)s, %(term)s, %(slot)s);
 
 -- name: advance_slot
 -- %(slots)s is a JSON array of [kind, key, term, slot, clear_upto], one entry per task

@@ -135,17 +135,11 @@ SELECT id FROM tenure_workers WHERE expires_at > {now} AND NOT draining ORDER BY
 SELECT (SELECT value FROM tenure_counters WHERE name = 'changes'),
        (SELECT count(*) FROM tenure_tasks WHERE enabled);
 
--- name: fence_lock
--- Locks the task row until the transaction ends, so no claim can take it meanwhile.
-SELECT 1 FROM tenure_tasks t
-WHERE t.kind = %(kind)s AND t.key = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
-  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now})
-FOR UPDATE OF t;
-
--- name: fence_check
-SELECT 1 FROM tenure_tasks t
-WHERE t.kind = %(kind)s AND t.key = %(key)s AND t.owner = %(worker)s AND t.term = %(term)s
-  AND EXISTS (SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now});
+-- name: fence
+-- The fence (schema version 2): locks the task row if the worker owns it at this term
+-- with a live lease, and records the slot when one is given; otherwise raises TN001,
+-- which fails the transaction.
+SELECT tenure_fence(%(kind)s, %(key)s, %(worker)s, %(term)s, %(slot)s::double precision);
 
 -- name: advance_slot
 -- A triggered run's slot is the trigger time; running it answers every trigger asked

@@ -1,0 +1,4 @@
+-- tenure schema version 2 (SQLite): nothing to change. Version 2 adds the server-side
+-- fence guard of PostgreSQL and MySQL/MariaDB; on SQLite the final check and COMMIT run
+-- back to back on the connection's own thread, with SQLite's write lock held since the
+-- fence was first checked.

@@ -299,6 +299,48 @@ async def wait_until(cond: Callable[[], bool], within: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+# -- MariaDB claims and slots do not wait on other tasks' rows ------------------------------
+
+
+async def test_claims_and_slots_of_free_tasks_do_not_wait_behind_a_fenced_transaction(
+    store_url: str, store: Store, probe: RawDB
+) -> None:
+    """On a fresh, unanalysed table, with one task's row locked by an open fenced
+    transaction, claiming other (free) tasks and recording their slots must not wait.
+    (MariaDB planned the claim's UPDATE … JOIN as a full scan, which waited on that row.)"""
+    if probe.dialect == "sqlite":
+        pytest.skip("SQLite has one write lock: every writer waits for an open fenced transaction")
+    claim = await _owned(store, key="held")
+    for key in ("free-a", "free-b", "free-c"):
+        await add(store, "dispatch", key)
+    # The rival waits at most a second for a lock: a wait fails the claim instead of
+    # slowing it.
+    async with opened(with_options(store_url, lock_timeout="1")) as rival:
+        await register(rival, "w2")
+        async with store.fenced(worker_id="w1", kind="dispatch", key="held", term=claim.term) as tx:
+            await tx.execute(probe.insert_probe_sql, ("holding the row",))
+            claims = await rival.claim_tasks("w2", kinds=["dispatch"], limit=10)
+            assert sorted(c.task.key for c in claims) == ["free-a", "free-b", "free-c"]
+            slots = [SlotDone(kind="dispatch", key=c.task.key, term=c.term, slot=100.0) for c in claims]
+            await rival.record_runs([], slots)
+        assert {(await task_of(store, "dispatch", k)).last_slot for k in ("free-a", "free-b", "free-c")} == {100.0}
+
+
+async def test_a_refused_lock_wait_is_reported_not_hidden(store_url: str, store: Store, probe: RawDB) -> None:
+    """Calibration of the test above: a rival that must wait on the held row (it writes
+    that very task) does fail within its one-second lock wait."""
+    if probe.dialect == "sqlite":
+        pytest.skip("SQLite has one write lock")
+    claim = await _owned(store, key="held")
+    async with (
+        opened(with_options(store_url, lock_timeout="1")) as rival,
+        store.fenced(worker_id="w1", kind="dispatch", key="held", term=claim.term) as tx,
+    ):
+        await tx.execute(probe.insert_probe_sql, ("holding the row",))
+        with pytest.raises(StoreUnavailable):
+            await rival.set_enabled("dispatch", "held", False)
+
+
 # -- the first statement carries the fence ------------------------------------------------
 
 

@@ -180,15 +180,18 @@ UPDATE tenure_counters SET value = LAST_INSERT_ID(value + %(count)s) WHERE name 
 -- name: claim_apply
 -- One statement for every claimed task: %(claims)s is a JSON array of
 -- [kind, key, term, had_owner, old_expiry]. The JSON table is read first
--- (STRAIGHT_JOIN), then each task row by its (kind, key) unique key. Assignments read
--- only their own column and the JSON row, so their order does not matter.
+-- (STRAIGHT_JOIN), then each task row by its (kind, key) unique key, forced: on a small
+-- or unanalysed table the optimizer would rather scan it, and a scanning UPDATE waits on
+-- every row lock it meets, so a claim of free tasks would wait behind any open fenced
+-- transaction (a multi-table UPDATE gets no semi-consistent read). Assignments read only
+-- their own column and the JSON row, so their order does not matter.
 UPDATE JSON_TABLE(%(claims)s, '$[*]' COLUMNS (
            kind       VARCHAR(64)  PATH '$[0]',
            `key`      VARCHAR(200) PATH '$[1]',
            term       BIGINT       PATH '$[2]',
            had_owner  INT          PATH '$[3]',
            old_expiry DOUBLE       PATH '$[4]')) AS c
-    STRAIGHT_JOIN tenure_tasks t
+    STRAIGHT_JOIN tenure_tasks t FORCE INDEX (tenure_tasks_task)
         ON t.kind = c.kind COLLATE {collation} AND t.`key` = c.`key` COLLATE {collation}
 SET t.owner = %(worker)s,
     t.term = c.term,
@@ -219,13 +222,15 @@ CALL tenure_fence(%(kind)s, %(key)s, %(worker)s, %(term)s, %(slot)s);
 -- (merged by the caller). A triggered run's slot is the trigger time; running it answers
 -- every trigger asked up to then (clear_upto), so a later owner does not run it again.
 -- Guarded by the term alone, so a former owner's slots land until the task changes term.
+-- The (kind, key) key is forced, as in claim_apply, so that it never waits on the rows of
+-- other tasks' fenced transactions.
 UPDATE JSON_TABLE(%(slots)s, '$[*]' COLUMNS (
            kind       VARCHAR(64)  PATH '$[0]',
            `key`      VARCHAR(200) PATH '$[1]',
            term       BIGINT       PATH '$[2]',
            slot       DOUBLE       PATH '$[3]',
            clear_upto DOUBLE       PATH '$[4]')) AS s
-    STRAIGHT_JOIN tenure_tasks t
+    STRAIGHT_JOIN tenure_tasks t FORCE INDEX (tenure_tasks_task)
         ON t.kind = s.kind COLLATE {collation} AND t.`key` = s.`key` COLLATE {collation}
            AND t.term = s.term
 SET t.last_slot = GREATEST(COALESCE(t.last_slot, s.slot), s.slot),

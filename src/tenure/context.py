@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 from tenure import metrics
 from tenure.errors import LeaseLost
 from tenure.store.base import FencedTransaction, Store
+
+log = logging.getLogger("tenure.context")
 
 
 class Context:
@@ -23,6 +27,9 @@ class Context:
     - ``scheduled_at``: the slot this run is for (epoch seconds, database clock).
     - ``cancelled``: set when the run must stop (lease lost, timeout, worker stopping);
       a sync handler can poll ``is_cancelled``.
+    - ``deadline``: when the run's timeout ends, in :func:`time.monotonic` seconds (None:
+      no timeout). A run past it, or cancelled, cannot commit: :meth:`fenced` checks on
+      entry and again at commit time.
     """
 
     def __init__(
@@ -36,6 +43,7 @@ class Context:
         token: int,
         scheduled_at: float,
         lease_trusted: Callable[[], bool] = lambda: True,
+        deadline: float | None = None,
     ) -> None:
         self.kind = kind
         self.key = key
@@ -45,6 +53,10 @@ class Context:
         self.worker_id = worker_id
         self._store = store
         self._lease_trusted = lease_trusted
+        self._deadline = deadline
+        # Fenced transactions open right now, ended from here if the run is cancelled.
+        self._open: set[FencedTransaction] = set()
+        self._aborting: set[asyncio.Task[None]] = set()
         # Made on first use: most handlers never wait on it, and a run's start is hot.
         self._cancelled: asyncio.Event | None = None
         self._stopped = False  # a plain bool: reads and writes are atomic across threads
@@ -73,10 +85,52 @@ class Context:
         return self._stopped
 
     def cancel(self) -> None:
-        """Signal the handler to stop (called by the worker, on its event loop)."""
+        """Signal the handler to stop (called by the worker, on its event loop).
+
+        A fenced transaction the handler holds open is rolled back at once (once a
+        statement in flight has ended): a sync handler's thread cannot be stopped, and on
+        SQLite its transaction would hold the store's only write lock meanwhile. Its later
+        statements fail, and its block raises :class:`~tenure.LeaseLost`.
+        """
         self._stopped = True
         if self._cancelled is not None:
             self._cancelled.set()
+        reason = (
+            f"run of {self.kind}/{self.key} at term {self.token} was cancelled; its fenced transaction was rolled back"
+        )
+        for tx in self._open:
+            # A task of the run's own (it outlives this synchronous call, not the run: the
+            # block's end waits for it); kept here so that it is not collected midway.
+            task = self._loop.create_task(tx.abort(reason), name=f"tenure-abort-{self.kind}/{self.key}")
+            self._aborting.add(task)
+            task.add_done_callback(self._aborted)
+
+    def _aborted(self, task: asyncio.Task[None]) -> None:
+        self._aborting.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("rolling back the fenced transaction of %s/%s failed: %s", self.kind, self.key, exc)
+
+    def _refusal(self) -> str | None:
+        """Why this run may not commit now, or None."""
+        if self.is_cancelled:
+            # A run past its timeout (a sync handler's thread cannot be killed) or stopped
+            # by its worker is over: the task may already be running again.
+            return f"run of {self.kind}/{self.key} at term {self.token} was cancelled; not committing"
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return f"run of {self.kind}/{self.key} at term {self.token} is past its timeout; not committing"
+        task = _current_task()
+        if task is not None and task.cancelling():
+            # Asked to stop (its timeout, its worker) and the handler caught the
+            # cancellation inside the block: it must not commit as if nothing happened.
+            return f"run of {self.kind}/{self.key} at term {self.token} was cancelled; not committing"
+        if not self._lease_trusted():
+            return f"worker {self.worker_id!r} cannot vouch for its lease on {self.kind}/{self.key}"
+        return None
+
+    def _precommit(self) -> None:
+        why = self._refusal()
+        if why is not None:
+            raise LeaseLost(why)
 
     @asynccontextmanager
     async def fenced(self) -> AsyncIterator[FencedTransaction]:
@@ -84,22 +138,32 @@ class Context:
         ``token`` with a live lease, checked by the database inside the transaction.
 
         Raises :class:`~tenure.LeaseLost` (and keeps nothing written inside) if the
-        worker lost the task, or if its own clock says the lease can no longer be
-        trusted, which spares a round trip that the database would refuse anyway.
+        worker lost the task (at the block's first statement or at its end), if its own
+        clock says the lease can no longer be trusted (which spares a round trip that the
+        database would refuse anyway), or if the run is past its timeout or was cancelled:
+        checked on entry and again immediately before the commit is sent.
+
+        The transaction is only valid inside the block; statements that would end or
+        change it are refused (see :class:`~tenure.FencedTransaction`).
         """
-        if self.is_cancelled:
+        why = self._refusal()
+        if why is not None:
             metrics.FENCED_REFUSED.labels(self.kind).inc()
-            # A run past its timeout (a sync handler's thread cannot be killed) or stopped
-            # by its worker is over: the task may already be running again.
-            raise LeaseLost(f"run of {self.kind}/{self.key} at term {self.token} was cancelled; not committing")
-        if not self._lease_trusted():
-            metrics.FENCED_REFUSED.labels(self.kind).inc()
-            raise LeaseLost(f"worker {self.worker_id!r} cannot vouch for its lease on {self.kind}/{self.key}")
+            raise LeaseLost(why)
         try:
             async with self._store.fenced(
-                worker_id=self.worker_id, kind=self.kind, key=self.key, term=self.token, slot=self.scheduled_at
+                worker_id=self.worker_id,
+                kind=self.kind,
+                key=self.key,
+                term=self.token,
+                slot=self.scheduled_at,
+                precommit=self._precommit,
             ) as tx:
-                yield tx
+                self._open.add(tx)
+                try:
+                    yield tx
+                finally:
+                    self._open.discard(tx)
         except LeaseLost:
             metrics.FENCED_REFUSED.labels(self.kind).inc()
             raise
@@ -142,6 +206,13 @@ class SyncFencedTransaction:
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         return asyncio.run_coroutine_threadsafe(self._tx.fetchone(sql, params), self._loop).result()
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

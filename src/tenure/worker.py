@@ -634,6 +634,7 @@ class Worker:
 
     async def _run(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
         task = ot.task
+        timeout = ot.kind.timeout_for(task.schedule)
         ctx = Context(
             store=self.store,
             worker_id=self.id,
@@ -643,12 +644,12 @@ class Worker:
             token=ot.term,
             scheduled_at=slot,
             lease_trusted=self.lease_trusted,
+            deadline=time.monotonic() + timeout,
         )
         ot.ctx = ctx
         started = self.db_time()
         outcome, error = Outcome.OK, None
         handler = ot.kind.handler
-        timeout = ot.kind.timeout_for(task.schedule)
         try:
             if inspect.iscoroutinefunction(handler):
                 async with asyncio.timeout(timeout):

@@ -8,6 +8,7 @@ import itertools
 import re
 import signal
 import statistics
+import time
 
 import pytest
 
@@ -195,3 +196,49 @@ async def test_handler_blocking_the_event_loop_is_named_and_loses_its_lease_safe
     lost = await cluster.runs(worker=owner, outcome=Outcome.LEASE_LOST.value)
     assert any(r.key == "b1" and r.term == blocked["term"] for r in lost), lost
     assert_fenced_history(commits)
+
+
+async def test_sync_handler_stuck_in_its_fenced_transaction_past_its_timeout_stalls_nobody(cluster: Cluster) -> None:
+    """Its thread cannot be stopped, but at its timeout its transaction is rolled back
+    from the event loop: on SQLite it held the store's only write lock, and every
+    worker's renewals and commits would wait behind it until their leases ran out."""
+    timing = Timing()
+    ticks = [f"t{i}" for i in range(4)]
+    await cluster.add_tasks("tick", ticks, every=0.25)
+    await cluster.add_tasks("stuck", ["s"], every=1.0, params={"hold": 3 * timing.ttl})
+    await cluster.start_all(["w1", "w2"], scenario="stuck", timing=timing)
+
+    def inside() -> list[dict[str, object]]:
+        return [e for w in cluster.workers.values() for e in w.events("inside")]
+
+    async def stuck_inside() -> bool:
+        return bool(inside())
+
+    await cluster.wait_for(stuck_inside, "a stuck run to hold its fenced transaction")
+    since = time.time()
+
+    async def everyone_live() -> bool:
+        return await cluster.live_workers() == {"w1", "w2"}
+
+    # Past the run's timeout and well past a lease: nobody waits for the stuck thread.
+    await cluster.holds(everyone_live, "both workers holding live leases", seconds=2 * timing.ttl)
+
+    async def ticks_committed() -> bool:
+        late = {c.key for c in cluster.commits() if c.kind == "tick" and c.at > since + timing.ttl}
+        return late == set(ticks)
+
+    await cluster.wait_for(ticks_committed, "every tick task to commit while the stuck thread sleeps", within=5)
+    first = inside()[0]
+
+    async def stuck_refused() -> bool:
+        return any(e["slot"] == first["slot"] for w in cluster.workers.values() for e in w.events("refused"))
+
+    await cluster.wait_for(stuck_refused, "the stuck run to be refused once its thread wakes", within=10 * timing.ttl)
+    stale = [c for c in cluster.commits() if c.kind == "stuck" and c.slot == first["slot"]]
+    assert not stale, f"the stuck run past its timeout committed: {stale}"
+
+    async def recorded_timeout() -> bool:
+        timeouts = await cluster.runs(kind="stuck", outcome=Outcome.TIMEOUT.value)
+        return any(r.scheduled_at == first["slot"] for r in timeouts)
+
+    await cluster.wait_for(recorded_timeout, "the stuck run to be recorded as timed out")

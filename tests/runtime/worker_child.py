@@ -29,6 +29,9 @@ Scenarios (kinds registered):
   which it deletes, at a moment when it is inside no transaction: on SQLite, when no
   process holds the write lock; on a server, when none of its sessions has a transaction
   open; then commits).
+- ``stuck``: ``tick``, plus ``stuck`` (sync, timeout 0.5 s): inside ``ctx.fenced_sync()``
+  it inserts, then sleeps ``params["hold"]`` seconds (default 5) in its thread, far past
+  its timeout, and inserts again.
 """
 
 from __future__ import annotations
@@ -162,6 +165,25 @@ def build(args: argparse.Namespace) -> tenure.App:
             await commit(ctx, started)
 
         app.task("block", every=1.0, timeout=10.0)(block)
+
+    elif args.scenario == "stuck":
+
+        def stuck(ctx: Context) -> None:
+            started = time.time()
+            events.note("start", ctx)
+            values = (ctx.kind, ctx.key, ctx.token, ctx.worker_id, ctx.scheduled_at, started)
+            try:
+                with ctx.fenced_sync() as tx:
+                    tx.execute(insert_commit_sql(ctx.dialect), values)
+                    events.note("inside", ctx)
+                    time.sleep(float(ctx.params.get("hold", 5.0)))  # far past its timeout, inside its transaction
+                    tx.execute(insert_commit_sql(ctx.dialect), values)
+            except tenure.TenureError as exc:
+                events.note("refused", ctx, error=f"{type(exc).__name__}: {exc}")
+                raise
+            events.note("committed", ctx)
+
+        app.task("stuck", every=1.0, timeout=0.5)(stuck)
 
     elif args.scenario != "tick":
         raise SystemExit(f"unknown scenario {args.scenario!r}")

@@ -21,6 +21,20 @@ Events ``working`` and ``inserted`` announce those points, for tests that pause 
 Calibration (test-only): with ``TENURE_FAULTS_UNFENCED=1`` in its environment, the
 handler writes the same two rows in a plain transaction of its own, outside
 ``ctx.fenced()``: no fence, so the checker must catch the stale commits.
+
+Careless handlers: a run is careless when the test orders it, with a file
+``careless-<key>`` holding the mode in the folder ``TENURE_FAULTS_CONTROL`` names (the run
+that takes the file, whichever worker owns the task, is the only careless one), or on
+every run of a task whose parameter ``careless`` names the mode. A careless run writes its
+two rows where a write could slip past the fence, after announcing ``careless`` and
+blocking :data:`CARELESS_HOLD` seconds (a pause that lands there is inside the run):
+
+- ``kept``: through the transaction object it kept, after its block has ended;
+- ``commit``: inside the block, after a raw ``COMMIT`` (it ignores the refusal);
+- ``ddl``: inside the block, after ``CREATE TABLE IF NOT EXISTS`` (which commits at once
+  on MySQL/MariaDB; transactional elsewhere);
+- ``swallow``: inside the block, after swallowing the cancellation of its timeout
+  (announced ``swallowed``).
 """
 
 from __future__ import annotations
@@ -40,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tenure
 from store_faults.runner import Events, worker_from_argv
-from tenure import Context, LeaseLost
-from tenure.errors import StoreError
+from tenure import Context, FencedTransaction, LeaseLost
+from tenure.errors import StoreError, TenureError
 
 NOW = {
     "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
@@ -52,6 +66,8 @@ NOW = {
 TIMEOUT = 3.0
 
 MARK = {"sqlite": "?", "postgresql": "%s", "mysql": "%s"}
+#: Seconds a careless run blocks before its careless write.
+CARELESS_HOLD = 0.4
 
 
 def inserts(dialect: str) -> list[str]:
@@ -95,6 +111,61 @@ def unfenced_write(url: str, dialect: str, values: tuple[Any, ...]) -> None:
         subprocess.run([*argv, p.path.lstrip("/"), "-e", f"START TRANSACTION; {sql}; COMMIT"], check=True)
 
 
+def careless_order(key: str) -> str | None:
+    """The mode of a careless run the test ordered for task ``key``, taken by this run."""
+    folder = os.environ.get("TENURE_FAULTS_CONTROL")
+    if not folder:
+        return None
+    order = Path(folder) / f"careless-{key}"
+    taken = order.with_name(f"{order.name}.{os.getpid()}")
+    try:
+        order.rename(taken)  # atomic: one run takes it
+    except FileNotFoundError:
+        return None
+    mode = taken.read_text().strip()
+    taken.unlink()
+    return mode
+
+
+async def careless(ctx: Context, mode: str, values: tuple[Any, ...], events: Events) -> None:
+    """One run of a careless handler (see the module docstring)."""
+
+    async def write(tx: FencedTransaction) -> None:
+        events.note("careless", ctx)
+        time.sleep(CARELESS_HOLD)  # noqa: ASYNC251  # blocking on purpose: a pause landing here is inside the run
+        for sql in inserts(ctx.dialect):
+            await tx.execute(sql, values)
+
+    try:
+        kept: list[FencedTransaction] = []
+        async with ctx.fenced() as tx:
+            if mode == "kept":
+                kept.append(tx)
+            elif mode == "swallow":
+                try:
+                    await asyncio.sleep(TIMEOUT + 1.0)
+                except asyncio.CancelledError:
+                    events.note("swallowed", ctx)
+                for sql in inserts(ctx.dialect):
+                    await tx.execute(sql, values)
+            else:
+                statement = "COMMIT" if mode == "commit" else "CREATE TABLE IF NOT EXISTS fault_attempts (id INT)"
+                try:
+                    await tx.execute(statement)
+                except TenureError as exc:
+                    events.note("careless_refused", ctx, error=f"{type(exc).__name__}: {exc}")
+                await write(tx)
+        if kept:
+            await write(kept[0])
+    except TenureError as exc:
+        events.note("refused", ctx, reason="careless", error=f"{type(exc).__name__}: {exc}")
+        raise
+    except asyncio.CancelledError:
+        events.note("refused", ctx, reason="cancelled")
+        raise
+    events.note("committed", ctx)
+
+
 def build(store: str, events: Events) -> tenure.App:
     app = tenure.App(store)
     unfenced = os.environ.get("TENURE_FAULTS_UNFENCED") == "1"
@@ -117,6 +188,10 @@ def build(store: str, events: Events) -> tenure.App:
         if work:
             events.note("working", ctx)
             time.sleep(work)  # noqa: ASYNC251  # blocking on purpose: see the module docstring
+        mode = ctx.params.get("careless") or careless_order(ctx.key)
+        if mode:
+            await careless(ctx, str(mode), values, events)
+            return
         if unfenced:
             unfenced_write(store, ctx.dialect, values)
             events.note("committed", ctx, unfenced=True)

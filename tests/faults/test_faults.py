@@ -559,6 +559,59 @@ async def test_latency_jitter_and_a_spike_on_workers_database_traffic(faults: Fa
 
 
 @stores
+async def test_careless_handlers_get_nothing_past_the_fence(faults: Faults) -> None:
+    """Handlers that misuse their fenced transaction: one keeps it past its block, one
+    sends a raw COMMIT, one runs DDL (which commits at once on MySQL/MariaDB); each writes
+    after its worker was paused past its lease while another worker took the task over
+    and committed. One swallows the cancellation of its timeout and commits. None of
+    their writes may land (before the fix, each one did on some store)."""
+    c = faults
+    control = c.tmp / "control"
+    control.mkdir()
+    env = {"TENURE_FAULTS_CONTROL": str(control)}
+    tasks = await c.add_jobs([f"k{i}" for i in range(4)], every=PERIOD)
+    await c.add_jobs(["swallow"], every=1.0, careless="swallow")
+    for n in ["w1", "w2"]:
+        c.start(n, timing=TIMING, env=env)
+    await c.wait_all_commit_after(tasks, c.db.now(), "every task to commit", within=30)
+    for mode, task in zip(("kept", "commit", "ddl"), tasks, strict=False):
+        for _ in range(4):
+            name = await owner(c, task)
+            seen = len([e for e in c.events_of(name, "careless") if e["key"] == task[1]])
+            (control / f"careless-{task[1]}").write_text(mode)
+
+            async def reached() -> bool:
+                return len([e for e in c.events_of(name, "careless") if e["key"] == task[1]]) > seen  # noqa: B023
+
+            await c.wait_for(reached, f"{name} to run {task} carelessly ({mode})", within=10)
+            e = [e for e in c.events_of(name, "careless") if e["key"] == task[1]][-1]
+            c.stop(name)
+            if not run_ended(c, name, e):
+                break
+            c.cont(name)  # too late: that run is over; order another
+        else:
+            raise AssertionError(f"INCONCLUSIVE: could not pause {task}'s owner at its careless write")
+        moved = await taken_over_or_stalled(c, task, e["term"], c.db.now())
+        c.cont(name)
+        r = await wait_refused(c, name, e)
+        print(f"{mode}: {name} paused at its careless write ({'taken over' if moved else 'write lock held'}); "
+              f"refused: {r.get('error', '')}")  # fmt: skip
+        assert not accepted_run(c, name, e), f"the careless ({mode}) write of {name} landed"
+        await c.wait_all_commit_after(tasks, c.db.now(), "every task to commit again", within=30)
+
+    def swallowed() -> list[dict[str, Any]]:
+        return [e for w in c.workers for e in c.events_of(w, "swallowed")]
+
+    async def swallow_ended() -> bool:
+        return any(run_ended(c, e["worker"], e) for e in swallowed())
+
+    await c.wait_for(swallow_ended, "a run that swallowed its cancellation to end", within=20)
+    for e in swallowed():
+        assert not accepted_run(c, e["worker"], e), f"a run that swallowed its cancellation committed: {e}"
+    await quiet_then_check(c, "careless-handlers", tasks, c.db.now())
+
+
+@stores
 async def test_calibration_unfenced_commits_are_caught(faults: Faults) -> None:
     """Fencing disabled in the test runner only: the same pause must yield a stale commit
     that the checker reports. If it did not, the checker could not be trusted."""

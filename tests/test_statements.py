@@ -44,6 +44,7 @@ REFUSED = [
     ("postgresql", "SELECT 'a\\'; COMMIT"),  # standard strings: the backslash is a character
     ("postgresql", "SELECT $$x$$; COMMIT"),
     ("postgresql", "SELECT 1; SELECT 2"),
+    ("postgresql", "SELECT 1$$ $$; COMMIT"),  # a number, then a dollar quote
     ("mysql", "COMMIT"),
     ("mysql", "BEGIN"),
     ("mysql", "START TRANSACTION"),

@@ -41,9 +41,11 @@ to reuse that connection.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tenure.errors import StatementRefused
 
@@ -76,9 +78,6 @@ _SQLITE_READ_PRAGMAS = frozenset(
 #: Pragmas that act even without an argument.
 _SQLITE_ACTING_PRAGMAS = frozenset({"incremental_vacuum", "optimize", "shrink_memory", "wal_checkpoint"})
 
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$")
-_MYSQL_EXECUTABLE = re.compile(r"/\*M?!\d*")
-
 
 @dataclass(frozen=True, slots=True)
 class Checked:
@@ -91,8 +90,7 @@ class Checked:
     lead: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
     kind: str  # "word" (unquoted, lower-cased), "ident" (quoted), "var" (MySQL @user), "punct"
     text: str
 
@@ -107,6 +105,31 @@ def check(sql: str, dialect: str, *, backslash_escapes: bool | None = None) -> C
     """
     if backslash_escapes is None:
         backslash_escapes = dialect == "mysql"
+    remembered = len(sql) <= _CACHED_UP_TO
+    verdict = (_verdict if remembered else _uncached)(sql, dialect, backslash_escapes)
+    if isinstance(verdict, str):
+        raise StatementRefused(verdict)
+    return verdict
+
+
+#: Statements up to this length have their verdict remembered (4,096 of them at most).
+_CACHED_UP_TO = 2000
+
+
+def _uncached(sql: str, dialect: str, backslash_escapes: bool) -> Checked | str:
+    """:func:`check`'s answer, or the refusal's message."""
+    try:
+        return _check(sql, dialect, backslash_escapes)
+    except StatementRefused as exc:
+        return str(exc)
+
+
+# Handlers send the same few statements again and again, and a scan costs tens of
+# microseconds; a remembered verdict, a fraction of one.
+_verdict = functools.lru_cache(maxsize=4096)(_uncached)
+
+
+def _check(sql: str, dialect: str, backslash_escapes: bool) -> Checked:
     statements = [s for s in _scan(sql, dialect, backslash_escapes) if s]
     if not statements:
         raise StatementRefused("empty statement: nothing to run in the fenced transaction")
@@ -239,131 +262,130 @@ def _pragma(tokens: list[_Token]) -> tuple[str, str | None]:
 
 # -- the scanner --------------------------------------------------------------------------
 
+# One regular expression per dialect finds the next token; the loop below decides what it
+# means. Literals with escapes come in two spellings: without backslash escapes a quote is
+# escaped by doubling it only. An unterminated literal or comment runs to the end (the
+# server refuses the statement anyway).
+_WORD = r"[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*"
+_PLAIN = r"'(?:[^']|'')*'?"
+_ESCAPED = r"'(?:[^'\\]|\\.|'')*'?"
+#: What never matters, skipped in front of every token: spaces, numbers, and operators
+#: that cannot start anything the scanner must see.
+_SKIP = r"(?:\s+|\d[\w.]*|[,=<>+%!|&^~:?{}\]]|-(?!-))*+"  # possessive: never given back
+_COMMON = [
+    ("semi", r";"),
+]
+_TAIL = [
+    ("word", _WORD),
+    ("punct", r"."),
+]
+
+
+def _compile(parts: list[tuple[str, str]]) -> re.Pattern[str]:
+    return re.compile(_SKIP + "(?:" + "|".join(f"(?P<{name}>{rx})" for name, rx in parts) + ")", re.DOTALL)
+
+
+_PATTERNS = {
+    ("postgresql", False): _compile(
+        [
+            *_COMMON,
+            ("line", r"--[^\n]*"),
+            ("block", r"/\*"),  # they nest: see _skip_nested_comment
+            ("estring", r"[eE]" + _ESCAPED),
+            ("string", _PLAIN),
+            ("ident", r'"(?:[^"]|"")*"?'),
+            ("dollar", r"\$(?P<tag>[A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*|)\$(?:.*?\$(?P=tag)\$|.*\Z)"),
+            *_TAIL,
+        ]
+    ),
+    ("mysql", True): _compile(
+        [
+            *_COMMON,
+            ("line", r"--(?=[\s\x00-\x1f]|\Z)[^\n]*|#[^\n]*"),  # `5--1` is 6: no comment
+            ("exec", r"/\*M?!\d*"),  # /*! … */ and /*M! … */ are code
+            ("block", r"/\*.*?(?:\*/|\Z)"),
+            ("close", r"\*/"),
+            ("string", _ESCAPED),
+            ("dstring", r'"(?:[^"\\]|\\.|"")*"?'),  # a string: sessions never set ANSI_QUOTES
+            ("ident", r"`(?:[^`]|``)*`?"),
+            ("sysvar", r"@@"),
+            ("var", r"@"),
+            *_TAIL,
+        ]
+    ),
+    ("sqlite", False): _compile(
+        [
+            *_COMMON,
+            ("line", r"--[^\n]*"),
+            ("block", r"/\*.*?(?:\*/|\Z)"),
+            ("string", _PLAIN),
+            ("ident", r'"(?:[^"]|"")*"?|`(?:[^`]|``)*`?|\[[^\]]*\]?'),
+            *_TAIL,
+        ]
+    ),
+}
+# The other readings of backslashes: PostgreSQL with standard_conforming_strings off,
+# MySQL with NO_BACKSLASH_ESCAPES.
+_PATTERNS["postgresql", True] = re.compile(
+    _PATTERNS["postgresql", False].pattern.replace(f"(?P<string>{_PLAIN})", f"(?P<string>{_ESCAPED})"), re.DOTALL
+)
+_PATTERNS["mysql", False] = re.compile(
+    _PATTERNS["mysql", True]
+    .pattern.replace(f"(?P<string>{_ESCAPED})", f"(?P<string>{_PLAIN})")
+    .replace(r'(?P<dstring>"(?:[^"\\]|\\.|"")*"?)', r'(?P<dstring>"(?:[^"]|"")*"?)'),
+    re.DOTALL,
+)
+_PATTERNS["sqlite", True] = _PATTERNS["sqlite", False]  # SQLite has no backslash escapes
+
 
 def _scan(sql: str, dialect: str, backslash_escapes: bool) -> list[list[_Token]]:
     """Tokens of each ``;``-separated statement, skipping everything that is not code."""
+    pattern = _PATTERNS[dialect, backslash_escapes]
     statements: list[list[_Token]] = [[]]
     out = statements[0]
     n = len(sql)
     i = 0
     executable = 0  # MySQL: inside /*! … */, whose */ is not code
     while i < n:
-        ch = sql[i]
-        if ch.isspace():
-            i += 1
-        elif ch == ";":
+        m = pattern.match(sql, i)
+        if m is None:  # only skippable characters left
+            break
+        kind = m.lastgroup
+        i = m.end()
+        if kind == "word":
+            out.append(_Token("word", m.group(kind).lower()))
+        elif kind == "semi":
             out = []
             statements.append(out)
-            i += 1
-        elif _line_comment(sql, i, dialect):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif sql.startswith("/*", i):
-            opener = _MYSQL_EXECUTABLE.match(sql, i) if dialect == "mysql" else None
-            if opener is not None:
-                executable += 1
-                i = opener.end()
-            else:
-                i = _skip_block_comment(sql, i, nested=dialect == "postgresql")
-        elif executable and sql.startswith("*/", i):
-            executable -= 1
-            i += 2
-        elif ch == "'":
-            escapes = backslash_escapes or (dialect == "postgresql" and _prefixed_e(sql, i, out))
-            i = _skip_quoted(sql, i, "'", escapes=escapes and dialect != "sqlite")
-        elif ch == '"':
-            if dialect == "mysql":  # a string (tenure's sessions never set ANSI_QUOTES)
-                i = _skip_quoted(sql, i, '"', escapes=backslash_escapes)
-            else:
-                end = _skip_quoted(sql, i, '"', escapes=False)
-                out.append(_Token("ident", sql[i + 1 : end - 1].replace('""', '"')))
-                i = end
-        elif ch == "`" and dialect in ("mysql", "sqlite"):
-            end = _skip_quoted(sql, i, "`", escapes=False)
-            out.append(_Token("ident", sql[i + 1 : end - 1].replace("``", "`")))
-            i = end
-        elif ch == "[" and dialect == "sqlite":
-            end = sql.find("]", i + 1)
-            end = n if end < 0 else end + 1
-            out.append(_Token("ident", sql[i + 1 : end - 1]))
-            i = end
-        elif ch == "$" and dialect == "postgresql" and (tag := _DOLLAR_TAG.match(sql, i)) is not None:
-            end = sql.find(tag.group(), tag.end())
-            i = n if end < 0 else end + len(tag.group())
-        elif ch == "@" and dialect == "mysql":
-            if sql.startswith("@@", i):  # a system variable: reading one changes nothing
-                i += 2
-            else:
-                out.append(_Token("var", "@"))
-                i += 1
-        elif _word_start(ch):
-            j = i + 1
-            while j < n and _word_part(sql[j]):
-                j += 1
-            out.append(_Token("word", sql[i:j].lower()))
-            i = j
-        elif ch.isdigit():
-            j = i + 1
-            while j < n and (_word_part(sql[j]) or sql[j] == "."):
-                j += 1
-            i = j
-        else:
-            out.append(_Token("punct", ch))
-            i += 1
+        elif kind == "ident":
+            text = m.group(kind)
+            out.append(_Token("ident", text[1:-1] if len(text) > 1 else ""))
+        elif kind == "block" and dialect == "postgresql":
+            i = _skip_nested_comment(sql, m.start(kind))
+        elif kind == "exec":
+            executable += 1
+        elif kind == "close":
+            if executable:
+                executable -= 1
+            else:  # not inside /*! */: two characters of code
+                out.append(_Token("punct", "*"))
+                out.append(_Token("punct", "/"))
+        elif kind == "var":
+            out.append(_Token("var", "@"))
+        elif kind == "punct":
+            out.append(_Token("punct", m.group(kind)))
+        # space, line and block comments, literals, numbers, @@: nothing to keep
     return statements
 
 
-def _line_comment(sql: str, i: int, dialect: str) -> bool:
-    """Does a comment to the end of the line start at ``i``? On MySQL, ``--`` must be
-    followed by a space or a control character (``5--1`` is 6) and ``#`` starts one too."""
-    if dialect == "mysql":
-        if sql.startswith("#", i):
-            return True
-        return sql.startswith("--", i) and (i + 2 >= len(sql) or sql[i + 2].isspace() or sql[i + 2] < " ")
-    return sql.startswith("--", i)
-
-
-def _word_start(ch: str) -> bool:
-    return ch.isalpha() or ch == "_" or ch > "\x7f"
-
-
-def _word_part(ch: str) -> bool:
-    return ch.isalnum() or ch in "_$" or ch > "\x7f"
-
-
-def _prefixed_e(sql: str, i: int, out: list[_Token]) -> bool:
-    """Is the quote at ``i`` the start of a PostgreSQL ``E'…'`` string (escapes on)?"""
-    return bool(out) and out[-1] == _Token("word", "e") and i > 0 and sql[i - 1] in "eE"
-
-
-def _skip_quoted(sql: str, i: int, quote: str, *, escapes: bool) -> int:
-    """The index just past the quoted text starting at ``i`` (a doubled quote is one
-    quote; with ``escapes``, a backslash escapes the next character). Unterminated: the
-    rest of the text (the server will refuse it)."""
-    n = len(sql)
-    j = i + 1
-    while j < n:
-        c = sql[j]
-        if escapes and c == "\\":
-            j += 2
-        elif c == quote:
-            if j + 1 < n and sql[j + 1] == quote:
-                j += 2
-            else:
-                return j + 1
-        else:
-            j += 1
-    return n
-
-
-def _skip_block_comment(sql: str, i: int, *, nested: bool) -> int:
-    """The index just past the ``/* … */`` comment at ``i`` (PostgreSQL nests them)."""
+def _skip_nested_comment(sql: str, i: int) -> int:
+    """The index just past the PostgreSQL ``/* … */`` comment at ``i``: they nest."""
     n = len(sql)
     depth = 0
     j = i
     while j < n:
         if sql.startswith("/*", j):
-            depth = depth + 1 if nested or depth == 0 else depth
+            depth += 1
             j += 2
         elif sql.startswith("*/", j):
             depth -= 1

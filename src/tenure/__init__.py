@@ -7,6 +7,7 @@ from tenure.app import App, TaskKind
 from tenure.config import Settings
 from tenure.context import Context, SyncFencedTransaction
 from tenure.errors import (
+    FencedTransactionError,
     InvalidInput,
     InvalidKey,
     InvalidKind,
@@ -18,11 +19,14 @@ from tenure.errors import (
     SchemaError,
     SchemaMissing,
     SchemaTooNew,
+    StatementRefused,
     StoreError,
     StoreUnavailable,
     TaskExists,
     TaskNotFound,
     TenureError,
+    TransactionBroken,
+    TransactionClosed,
     UnknownKind,
     WorkerIdInUse,
 )
@@ -38,6 +42,7 @@ __all__ = [
     "Cron",
     "Every",
     "FencedTransaction",
+    "FencedTransactionError",
     "InvalidInput",
     "InvalidKey",
     "InvalidKind",
@@ -53,6 +58,7 @@ __all__ = [
     "SchemaMissing",
     "SchemaTooNew",
     "Settings",
+    "StatementRefused",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -62,6 +68,8 @@ __all__ = [
     "TaskKind",
     "TaskNotFound",
     "TenureError",
+    "TransactionBroken",
+    "TransactionClosed",
     "UnknownKind",
     "WorkerIdInUse",
     "WorkerInfo",

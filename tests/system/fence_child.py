@@ -25,8 +25,9 @@ JSON command per line on stdin and answers each with one JSON line on stdout:
 - ``status``, ``exit``.
 
 Failures come back as ``{"ok": false, "error": "<exception class>", ...}``; for fenced
-transactions ``stage`` says whether the refusal came at the start (``begin``, the body
-never ran) or at the end (``commit``, after the body wrote its rows).
+transactions ``stage`` says whether the refusal came at the start (``begin``: the fence
+is checked with the body's first statement, which did not run) or at the end
+(``commit``, after the body wrote its rows).
 """
 
 from __future__ import annotations
@@ -158,12 +159,12 @@ class Child:
         stage = "begin"
         try:
             async with self._fenced(cmd) as tx:
-                stage = "commit"
                 for i in range(cmd.get("rows", 1)):
                     await tx.execute(
                         "INSERT INTO decisions (task, term, writer, n) VALUES (?, ?, ?, ?)",
                         (cmd["key"], cmd["term"], self.worker_id, cmd["n"] + i),
                     )
+                    stage = "commit"  # the first statement carried the fence check, and passed
         except LeaseLost as exc:
             return {"ok": False, "error": "LeaseLost", "stage": stage, "msg": str(exc)}
         return {"t": time.time()}
@@ -182,11 +183,11 @@ class Child:
         t_commit = None
         try:
             async with self._fenced(cmd) as tx:
-                stage = "commit"
                 await tx.execute(
                     "INSERT INTO decisions (task, term, writer, n) VALUES (?, ?, ?, ?)",
                     (cmd["key"], cmd["term"], self.worker_id, cmd["n"]),
                 )
+                stage = "commit"  # the first statement carried the fence check, and passed
                 emit({"in_tx": True, "t": time.time()})
                 follow = await self.next_command()
                 if follow is None or follow["op"] not in ("commit", "abort"):

@@ -90,7 +90,8 @@ class Context:
         A fenced transaction the handler holds open is rolled back at once (once a
         statement in flight has ended): a sync handler's thread cannot be stopped, and on
         SQLite its transaction would hold the store's only write lock meanwhile. Its later
-        statements fail, and its block raises :class:`~tenure.LeaseLost`.
+        statements raise :class:`~tenure.TransactionClosed`; a block that ends anyway
+        raises :class:`~tenure.LeaseLost`.
         """
         self._stopped = True
         if self._cancelled is not None:

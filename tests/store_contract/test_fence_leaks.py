@@ -426,3 +426,26 @@ async def test_the_server_ends_a_fenced_transaction_left_idle(store_url: str, pr
         with pytest.raises((LeaseLost, StoreUnavailable)):
             await paused()
     assert probe.probe_notes() == []
+
+
+async def test_a_statement_cancelled_midway_keeps_nothing_and_the_store_goes_on(store: Store, probe: RawDB) -> None:
+    """A run cancelled while its statement runs on the database (its timeout, its lease
+    lost): nothing of the block is kept, and the next block commits."""
+    claim = await _owned(store)
+    started = asyncio.Event()
+
+    async def handler() -> None:
+        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+            await tx.execute(probe.insert_probe_sql, ("first",))
+            started.set()
+            await tx.execute(probe.slow_insert_probe_sql, ("slow",))
+
+    task = asyncio.create_task(handler())
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.sleep(0.05)  # the slow statement is on its way
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+        await tx.execute(probe.insert_probe_sql, ("next",))
+    assert probe.probe_notes() == ["next"]

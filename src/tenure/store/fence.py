@@ -68,9 +68,10 @@ class FencedSession(ABC):
     """The :class:`~tenure.store.base.FencedTransaction` a store hands to a handler.
 
     A store builds one per fenced block, runs the block inside :meth:`lifetime`, and
-    after it reads :attr:`reusable` to decide whether the connection goes back to its
-    pool. ``begun`` tells the store's methods whether a transaction may be open on the
-    server (the first statement sends ``BEGIN`` and takes the fence's lock with it).
+    after it reads :attr:`reusable`, :attr:`discard` and :attr:`touched_session` to
+    decide whether the connection goes back to its pool. ``begun`` tells the store's
+    methods whether a transaction may be open on the server (the first statement sends
+    ``BEGIN`` and takes the fence's lock with it).
     """
 
     dialect: ClassVar[str]
@@ -81,6 +82,8 @@ class FencedSession(ABC):
         self.begun = False
         #: The connection is in a known state, with no transaction open: it may be reused.
         self.reusable = False
+        #: Something ended the transaction behind tenure's back: never reuse the connection.
+        self.discard = False
         #: A statement may have left state on the session (see statements.Checked).
         self.touched_session = False
         #: What the statement check found in the statement being sent.
@@ -162,6 +165,10 @@ class FencedSession(ABC):
                 "(a transaction object is only valid inside `async with ctx.fenced()`)"
             )
             if over is not None:
+                if not self.reusable and not self.discard:
+                    # A statement cut short (cancelled midway): the driver may have brought
+                    # the connection back to a known state, and then it rolls back.
+                    await self._roll_back_safely()
                 if commit:  # the handler caught what ended the transaction, and went on
                     if isinstance(over, LeaseLost):
                         raise LeaseLost(str(over))
@@ -205,6 +212,7 @@ class FencedSession(ABC):
                     self._over = TransactionClosed(f"a statement of {self.fence.what} was cancelled midway")
                 elif self.begun and not self.in_transaction():
                     self._over = TransactionBroken(f"the transaction of {self.fence.what} ended with an error: {exc}")
+                    self.discard = True
                 raise
             if not self.in_transaction():
                 self._over = TransactionBroken(
@@ -212,7 +220,7 @@ class FencedSession(ABC):
                     "the connection is discarded and nothing more runs in it"
                 )
                 await self._roll_back_safely()
-                self.reusable = False  # whatever ended the transaction may have changed the session too
+                self.discard = True  # whatever ended the transaction may have changed the session too
                 raise self._over
             return result
 

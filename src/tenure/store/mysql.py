@@ -1094,7 +1094,7 @@ class MySQLStore:
             if tx.session is not None:
                 # A connection whose session may carry state past the transaction (user
                 # variables, named locks) is closed: the server drops that state with it.
-                self._give_back(pool, tx.session, failure, retire=tx.touched_session or not tx.reusable)
+                self._give_back(pool, tx.session, failure, retire=tx.touched_session or tx.discard or not tx.reusable)
 
     # -- runs -----------------------------------------------------------------------------
 

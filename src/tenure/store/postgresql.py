@@ -633,7 +633,7 @@ class PostgreSQLStore:
                     async with tx.lifetime(precommit):
                         yield tx
                 finally:
-                    if not tx.reusable or tx.touched_session:
+                    if not tx.reusable or tx.discard or tx.touched_session:
                         # In an unknown state, or carrying session state past the transaction
                         # (a session advisory lock, a temporary table): the pool replaces it.
                         await conn.close()

@@ -643,7 +643,7 @@ class SQLiteStore:
                 async with tx.lifetime(precommit):
                     yield tx
             finally:
-                if not tx.reusable:
+                if not tx.reusable or tx.discard:
                     # A call of ours may still be queued or running on the connection's
                     # thread (its caller was cancelled): a rollback queued behind it ends
                     # whatever it began before anyone else uses the connection.

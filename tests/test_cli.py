@@ -601,18 +601,6 @@ def test_worker_that_cannot_start(
     assert needle in result.err
 
 
-def test_worker_reports_an_unimplemented_runtime(
-    app_module: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def not_yet(self: tenure.App, **kwargs: Any) -> None:
-        raise NotImplementedError("no runtime")
-
-    monkeypatch.setattr(tenure.App, "run_worker", not_yet)
-    result = CLI("unused", capsys)("worker", f"{app_module}:app", "--http", "127.0.0.1:8080", store=False)
-    assert result.code == 1
-    assert_one_error_line(result.err)
-
-
 # -- the installed console script ---------------------------------------------------------
 
 

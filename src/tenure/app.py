@@ -9,9 +9,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tenure.config import Settings
+from tenure import snapshot
+from tenure.config import Settings, store_url
 from tenure.context import Context
-from tenure.errors import InvalidInput, InvalidKey, InvalidSchedule, SchemaMissing, TaskNotFound, UnknownKind
+from tenure.errors import (
+    InvalidInput,
+    InvalidKey,
+    InvalidSchedule,
+    SchemaMissing,
+    StoreUnavailable,
+    TaskNotFound,
+    UnknownKind,
+)
 from tenure.inputs import check_number, clip, quote
 from tenure.models import (
     KindInfo,
@@ -33,11 +42,14 @@ if TYPE_CHECKING:
 
 Handler: TypeAlias = Callable[[Context], Awaitable[None]] | Callable[[Context], None]
 
-DEFAULT_STORE = "sqlite:///tenure.db"
 #: Most runs one call lists.
 MAX_RUNS_LISTED = 10_000
 #: Known kinds named in an "unknown kind" message; the rest are counted.
 KINDS_LISTED = 20
+#: Run timeout of a cron task whose kind sets none (a cron schedule has no fixed period).
+CRON_TIMEOUT = 300.0
+#: Failures :meth:`App.status` lists by default.
+RECENT_FAILURES = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,10 +63,11 @@ class TaskKind:
     misfire: Misfire
 
     def timeout_for(self, schedule: Schedule) -> float:
-        """The run timeout: as registered, else the task's period (runs never overlap)."""
+        """The run timeout: as registered, else the period of an ``every`` schedule (so runs
+        never overlap), else (cron) :data:`CRON_TIMEOUT`."""
         if self.timeout is not None:
             return self.timeout
-        return schedule.seconds if isinstance(schedule, Every) else 300.0
+        return schedule.seconds if isinstance(schedule, Every) else CRON_TIMEOUT
 
 
 class App:
@@ -67,12 +80,15 @@ class App:
         @app.task("dispatch", every=5.0, timeout=4.0)
         async def dispatch(ctx: tenure.Context) -> None: ...
 
-    Admin methods (``add_task``, ``disable``, …) open the store on first use; call
-    :meth:`close` (or use ``async with app:``) when done.
+    The App is the one public surface of a store: the worker runs through it, and every
+    tool (the CLI, the HTTP API, the demo) reads and changes the store through its admin
+    methods (``add_task``, ``disable``, ``sync_tasks``, ``roster``, ``status``, ``drain``…),
+    which validate their input the same way whoever calls them. They open the store on
+    first use; call :meth:`close` (or use ``async with app:``) when done.
     """
 
     def __init__(self, store: str | None = None, *, settings: Settings | None = None) -> None:
-        self.store_url = store if store is not None else os.environ.get("TENURE_STORE") or DEFAULT_STORE
+        self.store_url = store_url(store, os.environ)
         self.settings = settings or Settings()
         self._store: Store = make_store(self.store_url)
         self._opened = False
@@ -93,7 +109,8 @@ class App:
 
         ``every`` or ``cron`` is the default schedule of the kind's tasks (a task may
         override it when added). ``timeout`` cancels a run that takes longer (default:
-        the period). ``misfire`` is ``"skip"`` or ``"catch_up"``.
+        the period of an ``every`` task, 300 seconds for a cron task: see
+        :meth:`TaskKind.timeout_for`). ``misfire`` is ``"skip"`` or ``"catch_up"``.
         """
         check_kind(kind)
         if kind in self._kinds:
@@ -125,19 +142,31 @@ class App:
 
     @property
     def store(self) -> Store:
-        """The store this app talks to (opened by :meth:`open`)."""
+        """The store this app talks to (opened by :meth:`open`): what the worker runs on.
+
+        Tools use the admin methods instead, which validate what they are given.
+        """
         return self._store
+
+    @property
+    def display_url(self) -> str:
+        """The store's URL with any password hidden, fit for logs and messages."""
+        return self._store.display_url
 
     async def open(self, *, migrate: bool | None = None) -> None:
         """Connect to the store and publish this app's kinds.
 
         The embedded SQLite store creates or upgrades its schema on first start; server
-        stores expect ``tenure migrate`` unless ``migrate=True``.
+        stores expect ``tenure migrate`` unless ``migrate=True``. With ``migrate=False``
+        nothing is ever created: an embedded store whose file does not exist is refused
+        (:class:`~tenure.errors.StoreUnavailable`) rather than left behind empty.
         """
         if self._opened:
             return
         if migrate is None:
             migrate = self._store.dialect == "sqlite"
+        if not migrate:
+            self._refuse_missing_file()
         try:
             await self._store.open(migrate=migrate)
         except BaseException:
@@ -147,6 +176,17 @@ class App:
             raise
         self._opened = True
         await self._publish_kinds()
+
+    def _refuse_missing_file(self) -> None:
+        if self._store.dialect != "sqlite":
+            return
+        from tenure.store.sqlite import parse_sqlite_url
+
+        path, _ = parse_sqlite_url(self.store_url)
+        if not path.exists():
+            raise StoreUnavailable(
+                f"no SQLite store at {quote(str(path))}; run `tenure migrate` to create one, or name another store"
+            )
 
     async def _publish_kinds(self) -> None:
         if self._kinds:
@@ -330,8 +370,47 @@ class App:
             return store, key
         return store, normal
 
+    # -- workers and the store's state ----------------------------------------------------
+
+    async def now(self) -> float:
+        """The database's clock, in seconds since the Unix epoch: the clock every time
+        tenure shows (last slots, lease ends, run times) is on."""
+        return await (await self._ready()).now()
+
+    async def roster(self) -> snapshot.Roster:
+        """Every worker's membership row, live or expired, by id, with the database's clock
+        read just after: whether a worker (and so a task's owner) is live is judged at that
+        ``now``."""
+        store = await self._ready()
+        workers = await store.list_workers()
+        return snapshot.Roster(now=await store.now(), workers=workers)
+
+    async def status(self, *, recent_failures: int = RECENT_FAILURES) -> snapshot.Status:
+        """The store at a glance: its workers, its tasks counted by state, and the latest
+        ``recent_failures`` runs that ended in error, timeout or lease_lost, newest first.
+
+        What ``tenure status`` and ``GET /api/status`` show.
+        """
+        check_number(recent_failures, "recent_failures", unit="runs", low=1, high=MAX_RUNS_LISTED, whole=True)
+        tasks = await self.list_tasks()
+        roster = await self.roster()
+        failures: list[Run] = []
+        for outcome in snapshot.FAILURES:
+            failures += await self.list_runs(outcome=outcome, limit=recent_failures)
+        failures.sort(key=lambda r: (r.ended_at, r.id or 0), reverse=True)
+        return snapshot.Status(
+            store=self.display_url,
+            roster=roster,
+            tasks=snapshot.state_counts(tasks, roster),
+            recent_failures=failures[:recent_failures],
+        )
+
     async def drain(self, worker_id: str) -> bool:
-        """Ask a worker to hand its tasks over and take no more; False if there is no such worker."""
+        """Ask a worker to hand its tasks over and take no more; False if there is no such worker.
+
+        The worker sees it at its next lease renewal, releases its tasks (other workers
+        take them within one poll) and keeps running, holding none, until stopped.
+        """
         worker_id = check_worker_id(worker_id)
         return await (await self._ready()).set_draining(worker_id, True)
 

@@ -1,4 +1,14 @@
-"""Worker settings: frozen, keyword-only, validated once, readable from the environment."""
+"""Settings and where they come from: flags, then the environment, then defaults.
+
+Every tool resolves its settings here, once, by the same precedence: a value given
+explicitly (a command-line flag, an argument) wins over a ``TENURE_*`` environment
+variable, which wins over the application's own settings, which win over the defaults.
+
+- :class:`Settings`: how a worker keeps its lease and runs its tasks (frozen, validated once);
+- :func:`store_url`: which store (``--store``, ``TENURE_STORE``, :data:`DEFAULT_STORE`);
+- :func:`protect_reads` and :func:`log_format`: options of the commands that serve HTTP
+  or run long (``TENURE_PROTECT_READS``, ``TENURE_LOG_FORMAT``).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +34,17 @@ ENV_NAMES = {
     "worker_id": "TENURE_WORKER_ID",
     "admin_token": "TENURE_ADMIN_TOKEN",
 }
+
+#: The store when neither a flag nor ``TENURE_STORE`` names one.
+DEFAULT_STORE = "sqlite:///tenure.db"
+#: The variable naming the store.
+STORE_ENV = "TENURE_STORE"
+#: The variable asking for reads (the JSON API, /metrics) to need the admin token too.
+PROTECT_READS_ENV = "TENURE_PROTECT_READS"
+#: The variable choosing the format of log lines.
+LOG_FORMAT_ENV = "TENURE_LOG_FORMAT"
+#: Formats of log lines: human, or JSON (one object per line).
+LOG_FORMATS = ("human", "json")
 
 #: Longest lease, interval, grace or delay accepted: a day (longer ones are mistakes, and
 #: some would overflow the event loop's timers).
@@ -97,8 +118,14 @@ class Settings:
             _check_admin_token(self.admin_token)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
-        """Settings from ``TENURE_*`` variables in ``env``; ``overrides`` that are not None win."""
+    def from_env(cls, env: Mapping[str, str], *, base: Settings | None = None, **overrides: Any) -> Settings:
+        """Settings by precedence: ``overrides`` that are not None (flags), then the
+        ``TENURE_*`` variables in ``env`` (empty ones count as unset), then ``base`` (an
+        App's own settings), then the defaults.
+
+        A refused value from the environment is named with its variable, which is what
+        the user must fix.
+        """
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(ENV_NAMES[f.name])
@@ -106,6 +133,8 @@ class Settings:
                 continue
             values[f.name] = _parse(f.name, raw)
         from_env = {name: env[ENV_NAMES[name]] for name in values if overrides.get(name) is None}
+        if base is not None:
+            values = {f.name: getattr(base, f.name) for f in fields(cls) if f.name not in values} | values
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
@@ -123,6 +152,41 @@ class Settings:
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some settings changed, validated again."""
         return replace(self, **changes)
+
+
+def store_url(given: str | None, env: Mapping[str, str]) -> str:
+    """The store's URL: ``given`` (a flag, an argument) if not None, else ``TENURE_STORE``
+    if set and not empty, else :data:`DEFAULT_STORE`. The URL itself is checked when the
+    store is made."""
+    if given is not None:
+        return given
+    return env.get(STORE_ENV) or DEFAULT_STORE
+
+
+def protect_reads(given: bool | None, env: Mapping[str, str]) -> bool:
+    """Whether reads need the admin token: ``given`` if not None, else
+    ``TENURE_PROTECT_READS`` (1/true/yes/on or 0/false/no/off; unset or empty: no)."""
+    if given is not None:
+        return given
+    raw = env.get(PROTECT_READS_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidSettings(f"{PROTECT_READS_ENV}={quote(raw)} must be one of 1, true, yes, on, 0, false, no, off")
+
+
+def log_format(given: str | None, env: Mapping[str, str]) -> str:
+    """The format of log lines: ``given`` if not None, else ``TENURE_LOG_FORMAT``, else
+    ``human`` (one of :data:`LOG_FORMATS`)."""
+    if given is not None:
+        if given not in LOG_FORMATS:
+            raise InvalidSettings(f"log format {quote(given)} must be human or json")
+        return given
+    chosen = env.get(LOG_FORMAT_ENV, "").strip().lower() or "human"
+    if chosen not in LOG_FORMATS:
+        raise InvalidSettings(f"{LOG_FORMAT_ENV}={quote(chosen)} must be human or json")
+    return chosen
 
 
 def _parse(name: str, raw: str) -> Any:

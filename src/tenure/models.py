@@ -211,7 +211,7 @@ def parse_params(text: str, *, max_bytes: int = DEFAULT_MAX_PARAMS_BYTES) -> dic
     if nests_deeper(text, MAX_PARAMS_DEPTH):
         raise InvalidParams(f"params nest deeper than {MAX_PARAMS_DEPTH} levels of objects and arrays")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = load_json(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidParams(f"params are not valid JSON: {cut(str(exc), ECHO_LIMIT)}") from exc
     encode_params(value, max_bytes=max_bytes)
@@ -235,7 +235,7 @@ def decode_stored_params(text: object) -> dict[str, Any]:
     if nests_deeper(text, MAX_STORED_PARAMS_DEPTH):
         return _unreadable(f"nest deeper than {MAX_STORED_PARAMS_DEPTH} levels", text)
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = load_json(text)
     except (ValueError, RecursionError) as exc:
         return _unreadable(f"are not valid JSON ({cut(str(exc), ECHO_LIMIT)})", text)
     if not isinstance(value, dict):
@@ -266,6 +266,12 @@ def nests_deeper(text: str, levels: int) -> bool:
         if depth > levels:
             return True
     return False
+
+
+def load_json(text: str | bytes) -> Any:
+    """``json.loads``, refusing ``NaN`` and ``Infinity`` (Python's JSON reads them; JSON has
+    no such numbers). Raises ValueError (or RecursionError): callers guard depth first."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str) -> None:

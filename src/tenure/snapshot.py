@@ -22,8 +22,8 @@ FAILURES = (Outcome.ERROR.value, Outcome.TIMEOUT.value, Outcome.LEASE_LOST.value
 
 
 @dataclass(frozen=True)
-class Cluster:
-    """The workers as of the database's clock ``now``."""
+class Roster:
+    """Every worker's membership row, live or expired, as of the database's clock ``now``."""
 
     now: float
     workers: Sequence[WorkerInfo]
@@ -37,19 +37,44 @@ class Cluster:
         return task.owner is not None and task.owner in self.live
 
 
-def in_state(task: Task, state: str, cluster: Cluster) -> bool:
+@dataclass(frozen=True)
+class Status:
+    """The store at a glance (:meth:`tenure.App.status`)."""
+
+    #: The store's URL, password hidden.
+    store: str
+    roster: Roster
+    #: Tasks counted by state: ``total`` and each of :data:`STATES`.
+    tasks: dict[str, int]
+    #: The latest runs that failed (:data:`FAILURES`), newest first.
+    recent_failures: Sequence[Run]
+
+
+def status_json(status: Status) -> dict[str, Any]:
+    """``tenure status --json`` and the core of ``GET /api/status``."""
+    now = status.roster.now
+    return {
+        "store": status.store,
+        "now": now,
+        "workers": [worker_json(w, now) for w in status.roster.workers],
+        "tasks": status.tasks,
+        "recent_failures": [run_json(r) for r in status.recent_failures],
+    }
+
+
+def in_state(task: Task, state: str, roster: Roster) -> bool:
     """Whether ``task`` is in ``state`` (one of :data:`STATES`)."""
     if state == "enabled":
         return task.enabled
     if state == "disabled":
         return not task.enabled
     if state == "owned":
-        return cluster.owned(task)
-    return not cluster.owned(task)
+        return roster.owned(task)
+    return not roster.owned(task)
 
 
-def state_counts(tasks: Sequence[Task], cluster: Cluster) -> dict[str, int]:
-    return {"total": len(tasks)} | {s: sum(in_state(t, s, cluster) for t in tasks) for s in STATES}
+def state_counts(tasks: Sequence[Task], roster: Roster) -> dict[str, int]:
+    return {"total": len(tasks)} | {s: sum(in_state(t, s, roster) for t in tasks) for s in STATES}
 
 
 def due_slot(task: Task) -> float | None:
@@ -63,14 +88,14 @@ def due_slot(task: Task) -> float | None:
     return next_slot(task.schedule, task.kind, task.key, task.last_slot)
 
 
-def task_json(task: Task, cluster: Cluster, last_run: Run | None = None) -> dict[str, Any]:
+def task_json(task: Task, roster: Roster, last_run: Run | None = None) -> dict[str, Any]:
     """A task with its owner's liveness, its next slot, how overdue it is and its last run."""
     due = due_slot(task)
     upcoming: float | None = None
     if task.enabled:
-        upcoming = due if due is not None and due > cluster.now else None
+        upcoming = due if due is not None and due > roster.now else None
         if upcoming is None:
-            upcoming = next_slot(task.schedule, task.kind, task.key, max(cluster.now, task.last_slot or cluster.now))
+            upcoming = next_slot(task.schedule, task.kind, task.key, max(roster.now, task.last_slot or roster.now))
     return {
         "kind": task.kind,
         "key": task.key,
@@ -80,11 +105,11 @@ def task_json(task: Task, cluster: Cluster, last_run: Run | None = None) -> dict
         "params": task.params,
         "enabled": task.enabled,
         "owner": task.owner,
-        "owned": cluster.owned(task),
+        "owned": roster.owned(task),
         "term": task.term,
         "last_slot": task.last_slot,
         "next_slot": upcoming,
-        "overdue": max(0.0, cluster.now - due) if due is not None else None,
+        "overdue": max(0.0, roster.now - due) if due is not None else None,
         "last_run": run_json(last_run) if last_run is not None else None,
         "trigger_at": task.trigger_at,
         "freed_at": task.freed_at,

@@ -2,7 +2,7 @@
 and a proof at the end.
 
 - :mod:`tenure.demo.domain`: the dispatch domain, written as a user of tenure would.
-- :mod:`tenure.demo.cluster`: the worker processes; :mod:`tenure.demo.worker` is one.
+- :mod:`tenure.demo.processes`: the worker processes; :mod:`tenure.demo.worker` is one.
 - :mod:`tenure.demo.chaos`: the seeded chaos monkey.
 - :mod:`tenure.demo.view`: the live terminal view.
 - :mod:`tenure.demo.checker`: the checks run on the history the database kept.

@@ -26,9 +26,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from tenure.demo.cluster import Cluster, WorkerProc
+from tenure.demo.processes import WorkerProc, WorkerProcesses
 
-KINDS = ("pause", "kill", "open_city", "disable_city", "enable_city")
 #: Longest the monkey waits for a worker to be caught mid-dispatch, outside a transaction.
 AIM_WITHIN = 8.0
 
@@ -56,7 +55,7 @@ def schedule(seed: int, duration: float, *, quiet: float = 8.0, first: float = 4
 
 
 class Monkey:
-    """Carries out faults on a cluster; reports each one through ``say``.
+    """Carries out faults on the demo's worker processes; reports each one through ``say``.
 
     ``owned(worker)`` tells which cities a worker owns now; ``cities`` does the city
     faults (it knows the domain and tenure's admin API).
@@ -64,7 +63,7 @@ class Monkey:
 
     def __init__(
         self,
-        cluster: Cluster,
+        processes: WorkerProcesses,
         *,
         seed: int,
         lease_ttl: float,
@@ -73,7 +72,7 @@ class Monkey:
         city_fault: Callable[[str, random.Random], Coroutine[Any, Any, None]],
         last_start: float = float("inf"),
     ) -> None:
-        self.cluster = cluster
+        self.processes = processes
         self.rng = random.Random(f"tenure-demo-victims-{seed}")
         self.lease_ttl = lease_ttl
         self.say = say
@@ -106,7 +105,7 @@ class Monkey:
         async with self._one_at_a_time:
             if time.monotonic() > self.last_start:
                 return
-            if kind == "pause" and len(self.cluster.running()) < 2:
+            if kind == "pause" and len(self.processes.running()) < 2:
                 kind = "kill"  # never pause the last running worker
             if kind == "pause":
                 if await self._pause():
@@ -123,11 +122,11 @@ class Monkey:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.pausing is not None:
-            self.cluster.resume(self.pausing)
+            self.processes.resume(self.pausing)
             self.pausing = None
 
     async def _victim(self) -> tuple[WorkerProc, list[str]] | None:
-        candidates = [w for w in self.cluster.running() if w is not self.pausing]
+        candidates = [w for w in self.processes.running() if w is not self.pausing]
         holding = []
         for w in candidates:
             cities = await self.owned(w.name)
@@ -142,8 +141,8 @@ class Monkey:
         if picked is None:
             return False
         w, cities = picked
-        await self.cluster.kill(w)
-        new = self.cluster.start()
+        await self.processes.kill(w)
+        new = self.processes.start()
         held = f" (held {', '.join(cities)})" if cities else ""
         self.say(
             f"SIGKILL {w.name}{held}; started {new.name}. Its cities move when its lease expires",
@@ -174,7 +173,7 @@ class Monkey:
             )
             await asyncio.sleep(length)
         finally:
-            self.cluster.resume(w)
+            self.processes.resume(w)
             self.pausing = None
         if not self.stopping:
             self.say(f"SIGCONT {w.name}: it wakes up as a stale owner; its commits must be refused", "pause")
@@ -190,13 +189,13 @@ class Monkey:
             w.read_log()
             aimed = time.monotonic() < deadline
             if w.planning or not aimed:
-                self.cluster.pause(w)
+                self.processes.pause(w)
                 await asyncio.sleep(0.05)  # let the signal land and the log settle
                 w.read_log()
                 caught = dict(w.planning)
-                if (caught or not aimed) and await asyncio.to_thread(self.cluster.no_open_transaction):
+                if (caught or not aimed) and await asyncio.to_thread(self.processes.no_open_transaction):
                     return caught
-                self.cluster.resume(w)
+                self.processes.resume(w)
             if time.monotonic() > deadline + AIM_WITHIN:
                 return None  # never outside a transaction: better no pause than a stuck store
             await asyncio.sleep(0.02)

@@ -29,8 +29,8 @@ from rich.text import Text
 from tenure.app import App
 from tenure.demo import checker, domain
 from tenure.demo.chaos import Fault, Monkey, schedule
-from tenure.demo.cluster import Cluster
 from tenure.demo.db import Connection
+from tenure.demo.processes import WorkerProcesses
 from tenure.demo.view import CityRow, Frame, View, WorkerRow
 from tenure.errors import InvalidInput, TenureError
 from tenure.inputs import quote
@@ -96,7 +96,7 @@ class Demo:
         self.admin = App(self.url)
         # The controller adds dispatch tasks, so its App must know the kind (it never runs it).
         self.admin.task("dispatch", every=domain.PERIOD, timeout=2.0)(domain.dispatch)
-        self.cluster = Cluster(self.url, self.folder, domain.SETTINGS)
+        self.processes = WorkerProcesses(self.url, self.folder, domain.SETTINGS)
         self.orders_rng = random.Random(f"tenure-demo-orders-{options.seed}")
         self.next_order: dict[str, float] = {}
         self.order_id = 0
@@ -131,7 +131,7 @@ class Demo:
             s = domain.SETTINGS
             title = (
                 f"tenure demo: {self.o.workers} workers, {self.o.cities} cities, {self.o.duration:g}s, "
-                f"chaos {'on' if self.o.chaos else 'off'} (seed {self.o.seed}); store {self.admin.store.display_url}; "
+                f"chaos {'on' if self.o.chaos else 'off'} (seed {self.o.seed}); store {self.admin.display_url}; "
                 f"lease TTL {s.lease_ttl:g}s, heartbeat {s.heartbeat:g}s, poll {s.poll:g}s, "
                 f"dispatch every {domain.PERIOD:g}s.{unfenced}"
             )
@@ -146,8 +146,8 @@ class Demo:
         finally:
             if self.monkey is not None:
                 await self.monkey.stop()
-            self.cluster.close()
-            if not self.cluster.workers and self.o.store is not None:
+            self.processes.close()
+            if not self.processes.workers and self.o.store is not None:
                 shutil.rmtree(self.folder, ignore_errors=True)  # refused before it began: leave nothing
             if self._db is not None:
                 self._db.close()
@@ -155,19 +155,18 @@ class Demo:
 
     async def _prepare(self) -> None:
         await self.admin.open(migrate=True)
-        store = self.admin.store
+        where = self.admin.display_url
         tasks = await self.admin.list_tasks()
         foreign = [t for t in tasks if not (t.kind == "dispatch" and t.params.get("demo") is True)]
         if foreign:
             names = ", ".join(f"{t.kind}/{t.key}" for t in foreign[:3])
             raise DemoError(
-                f"the store {store.display_url} holds tasks that are not the demo's ({names}…); "
+                f"the store {where} holds tasks that are not the demo's ({names}…); "
                 "give the demo an empty database with --store"
             )
-        now = await store.now()
-        live = [w.id for w in await store.list_workers() if w.expires_at > now]
+        live = sorted((await self.admin.roster()).live)
         if live:
-            raise DemoError(f"workers are running on {store.display_url} ({', '.join(live)}); stop them first")
+            raise DemoError(f"workers are running on {where} ({', '.join(live)}); stop them first")
         for t in tasks:  # an earlier demo's
             await self.admin.remove(t.kind, t.key)
         self._db = Connection(self.url)
@@ -189,14 +188,14 @@ class Demo:
     async def _warm_up(self) -> None:
         self.t0 = time.monotonic()
         for _ in range(self.o.workers):
-            self.cluster.start()
+            self.processes.start()
         self.say(f"started {self.o.workers} workers; waiting until every city has been dispatched once")
         deadline = time.monotonic() + WARM_UP
         while True:
             rows = self.db.fetchall("SELECT DISTINCT city FROM demo_dispatches")
             if len(rows) >= len(self.enabled):
                 break
-            for w in self.cluster.workers.values():
+            for w in self.processes.workers.values():
                 if not w.alive():
                     raise DemoError(f"worker {w.name} exited with {w.proc.returncode}; see {w.log_path}")
             if time.monotonic() > deadline:
@@ -213,7 +212,7 @@ class Demo:
     async def _play(self) -> None:
         faults: list[Fault] = schedule(self.o.seed, self.o.duration, quiet=QUIET) if self.o.chaos else []
         self.monkey = Monkey(
-            self.cluster,
+            self.processes,
             seed=self.o.seed,
             lease_ttl=domain.SETTINGS.lease_ttl,
             say=self.say,
@@ -235,7 +234,7 @@ class Demo:
     async def _stop(self) -> None:
         domain.mark(self.db, "end")
         self.say("time is up: SIGTERM to every worker (they hand their cities back and exit)")
-        codes = await self.cluster.stop_all(grace=domain.SETTINGS.grace + 5.0)
+        codes = await self.processes.stop_all(grace=domain.SETTINGS.grace + 5.0)
         bad = {name: code for name, code in codes.items() if code != 0}
         if bad:
             self.say(f"workers that did not exit cleanly: {bad}", "warning")
@@ -250,7 +249,7 @@ class Demo:
             self.console.print(Text(line, style=style), soft_wrap=True)
         kept = "The workers' logs are" if self.o.store else "The database and the workers' logs are"
         self.console.print(Text(f"\n{kept} kept in {self.folder}; look around with", style="dim"), soft_wrap=True)
-        where = self.admin.store.display_url  # a password stays hidden
+        where = self.admin.display_url  # a password stays hidden
         self.console.print(Text(f"  tenure --store {where} runs --key {CITY_NAMES[0]}", style="dim"), soft_wrap=True)
         return 0 if verdict.ok else 1
 
@@ -298,10 +297,9 @@ class Demo:
     # -- what the view shows ------------------------------------------------------------------
 
     async def _refresh(self) -> None:
-        store = self.admin.store
         tasks = {t.key: t for t in await self.admin.list_tasks(kind="dispatch")}
-        now = await store.now()
-        leases = {w.id: w.expires_at > now for w in await store.list_workers()}
+        roster = await self.admin.roster()
+        leases = {w.id: w.expires_at > roster.now for w in roster.workers}
         self._note_takeovers(tasks)
         for r in self.db.fetchall(
             "SELECT id, city, term, worker, reason FROM demo_refusals WHERE id > ? ORDER BY id", (self.refusals_seen,)
@@ -310,7 +308,7 @@ class Demo:
             self.refusals_seen = max(self.refusals_seen, int(rid))
             self.refused += 1
             self.say(f"REFUSED: {worker}'s stale commit for {city} at term {term} (LeaseLost: {reason})", "refused")
-        for w in self.cluster.workers.values():
+        for w in self.processes.workers.values():
             if w.state == "running" and not w.alive():
                 w.state = "exited"
                 self.say(f"{w.name} exited on its own with status {w.proc.returncode}; see {w.log_path}", "warning")
@@ -337,7 +335,7 @@ class Demo:
                     delivered=orders.get((city, "delivered"), 0),
                     free=int(free.get(city, 0)),
                     couriers=int(couriers.get(city, 0)),
-                    since_dispatch=now - last[city][0] if city in last else None,
+                    since_dispatch=roster.now - last[city][0] if city in last else None,
                 )
             )
         held: dict[str, int] = {}
@@ -352,7 +350,7 @@ class Demo:
                 lease="live" if leases.get(w.name) else ("expired" if w.name in leases else "-"),
                 cities=held.get(w.name, 0),
             )
-            for w in self.cluster.workers.values()
+            for w in self.processes.workers.values()
             if w.state != "killed" or w.name in leases
         ]
         self.view.show(

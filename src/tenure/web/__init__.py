@@ -5,8 +5,9 @@ worker (:class:`WorkerHTTP`); :func:`create_app` builds the ASGI app for any oth
 Bound to 127.0.0.1 unless told otherwise; actions need the admin token as a bearer token.
 
 Modules: ``asgi`` (the app), ``api`` (/api), ``auth`` (tokens), ``dashboard`` (the page,
-``static/dashboard.html``), ``prometheus`` (/metrics), ``snapshot`` (JSON shapes),
-``server`` (uvicorn).
+``static/dashboard.html``), ``prometheus`` (/metrics), ``responses`` (JSON bodies and the
+error shape), ``server`` (uvicorn). The JSON shapes, shared with the CLI's ``--json``, are
+:mod:`tenure.snapshot`'s; every read and change goes through :class:`tenure.App`.
 """
 
 from tenure.web.asgi import create_app

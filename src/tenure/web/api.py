@@ -37,8 +37,7 @@ from tenure import snapshot
 from tenure.app import MAX_RUNS_LISTED, App
 from tenure.errors import InvalidInput, StoreError, TaskExists, TaskNotFound, TenureError
 from tenure.inputs import clip, parse_number, quote
-from tenure.models import MAX_PARAMS_DEPTH, check_worker_id, nests_deeper
-from tenure.store import Store
+from tenure.models import MAX_PARAMS_DEPTH, check_worker_id, load_json, nests_deeper
 from tenure.web.auth import refusal
 from tenure.web.responses import JSON, error
 
@@ -136,37 +135,13 @@ class Api:
             log.warning("%s %s: the store failed: %s", request.method, request.url.path, exc)
             return error(503, "store_unavailable", f"the store failed: {exc}")
 
-    async def _store(self) -> Store:
-        await self.admin.open(migrate=False)
-        return self.admin.store
-
-    async def _cluster(self) -> snapshot.Cluster:
-        store = await self._store()
-        workers = await store.list_workers()
-        return snapshot.Cluster(now=await store.now(), workers=workers)
-
     # -- reads ----------------------------------------------------------------------------
 
     async def status(self, request: Request) -> Response:
         _query(request)
-        tasks = await self.admin.list_tasks()
-        cluster = await self._cluster()
-        failures = []
-        for outcome in snapshot.FAILURES:
-            failures += await self.admin.list_runs(outcome=outcome, limit=RECENT_FAILURES)
-        failures.sort(key=lambda r: (r.ended_at, r.id or 0), reverse=True)
-        store = await self._store()
-        return JSON(
-            {
-                "store": store.display_url,
-                "now": cluster.now,
-                "served_by": self.options.worker_id,
-                "actions": bool(self.options.admin_token),
-                "workers": [snapshot.worker_json(w, cluster.now) for w in cluster.workers],
-                "tasks": snapshot.state_counts(tasks, cluster),
-                "recent_failures": [snapshot.run_json(r) for r in failures[:RECENT_FAILURES]],
-            }
-        )
+        status = await self.admin.status(recent_failures=RECENT_FAILURES)
+        served = {"served_by": self.options.worker_id, "actions": bool(self.options.admin_token)}
+        return JSON(snapshot.status_json(status) | served)
 
     async def tasks(self, request: Request) -> Response:
         q = _query(request, "kind", "owner", "state")
@@ -174,19 +149,19 @@ class Api:
         if state is not None and state not in snapshot.STATES:
             raise InvalidInput(f"state {quote(state)} is not one of {', '.join(snapshot.STATES)}")
         tasks = await self.admin.list_tasks(kind=q.get("kind"), owner=q.get("owner"))
-        cluster = await self._cluster()
+        roster = await self.admin.roster()
         if state is not None:
-            tasks = [t for t in tasks if snapshot.in_state(t, state, cluster)]
+            tasks = [t for t in tasks if snapshot.in_state(t, state, roster)]
         latest = snapshot.last_runs(await self.admin.list_runs(kind=q.get("kind"), limit=RECENT_RUNS))
-        return JSON([snapshot.task_json(t, cluster, latest.get((t.kind, t.key))) for t in tasks])
+        return JSON([snapshot.task_json(t, roster, latest.get((t.kind, t.key))) for t in tasks])
 
     async def task(self, request: Request) -> Response:
         _query(request)
         kind, key = request.path_params["kind"], request.path_params["key"]
         task = await self.admin.get_task(kind, key)
         runs = await self.admin.list_runs(kind=kind, key=key, limit=TASK_RUNS)
-        cluster = await self._cluster()
-        body = snapshot.task_json(task, cluster, runs[0] if runs else None)
+        roster = await self.admin.roster()
+        body = snapshot.task_json(task, roster, runs[0] if runs else None)
         body["runs"] = [snapshot.run_json(r) for r in runs]
         return JSON(body)
 
@@ -200,18 +175,17 @@ class Api:
 
     async def workers(self, request: Request) -> Response:
         _query(request)
-        cluster = await self._cluster()
-        return JSON([snapshot.worker_json(w, cluster.now) for w in cluster.workers])
+        roster = await self.admin.roster()
+        return JSON([snapshot.worker_json(w, roster.now) for w in roster.workers])
 
     async def failovers(self, request: Request) -> Response:
         q = _query(request, "runs")
         limit = _whole(q, "runs", default=FAILOVER_RUNS, high=MAX_FAILOVER_RUNS)
         runs = await self.admin.list_runs(limit=limit)
         tasks = await self.admin.list_tasks()
-        store = await self._store()
         return JSON(
             {
-                "now": await store.now(),
+                "now": await self.admin.now(),
                 "runs_examined": len(runs),
                 "since": min((r.started_at for r in runs), default=None),
                 "events": snapshot.failovers(runs, tasks),
@@ -243,8 +217,8 @@ class Api:
             body["kind"], body["key"], every=every, cron=cron, params=params, enabled=enabled
         )
         _audit(request, "added task %s/%s", task.kind, task.key)
-        cluster = await self._cluster()
-        return JSON(snapshot.task_json(task, cluster), status_code=201)
+        roster = await self.admin.roster()
+        return JSON(snapshot.task_json(task, roster), status_code=201)
 
     def _changer(self, action: str) -> Endpoint:
         """The endpoint of ``POST /api/tasks/{kind}/{key}/<action>``: enable, disable or trigger."""
@@ -256,7 +230,7 @@ class Api:
             kind, key = request.path_params["kind"], request.path_params["key"]
             task = await change(kind, key)
             _audit(request, "%s task %s/%s", done, kind, key)
-            return JSON(snapshot.task_json(task, await self._cluster()))
+            return JSON(snapshot.task_json(task, await self.admin.roster()))
 
         return change_task
 
@@ -333,7 +307,7 @@ async def _json_object(request: Request, limit: int) -> dict[str, Any]:
     if nests_deeper(raw.decode(errors="replace"), MAX_PARAMS_DEPTH + 1):
         raise InvalidInput(f"the request body nests too deep: params may nest at most {MAX_PARAMS_DEPTH} levels")
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = load_json(raw)
     except (ValueError, RecursionError) as exc:
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -348,10 +322,6 @@ def _json_quote(value: object) -> str:
     except (ValueError, RecursionError):
         return quote(value)
     return clip(text)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed in JSON")
 
 
 def _audit(request: Request, msg: str, *args: object) -> None:

@@ -45,18 +45,16 @@ async def store_families(admin: App) -> list[Metric]:
     up = GaugeMetricFamily("tenure_store_up", "1 if the store answered this scrape, else 0.")
     try:
         await admin.open(migrate=False)  # never create a schema from a scrape
-        store = admin.store
-        tasks = await store.list_tasks()
-        workers = await store.list_workers()
-        now = await store.now()
+        tasks = await admin.list_tasks()
+        roster = await admin.roster()
     except StoreError as exc:
         log.warning("/metrics: the store failed: %s", exc)
         up.add_metric([], 0)
         return [up]
     up.add_metric([], 1)
-    cluster = snapshot.Cluster(now=now, workers=workers)
+    workers, now = roster.workers, roster.now
     by_state = GaugeMetricFamily("tenure_store_tasks", "Tasks in the store by state.", labels=["state"])
-    for state, count in snapshot.state_counts(tasks, cluster).items():
+    for state, count in snapshot.state_counts(tasks, roster).items():
         if state != "total":
             by_state.add_metric([state], count)
     live = [w for w in workers if w.expires_at > now]

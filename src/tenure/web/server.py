@@ -213,9 +213,7 @@ def run_dashboard(admin: App, *, host: str, port: int, protect_reads: bool = Fal
             warn_if_exposed(sock, what="tenure dashboard", protect_reads=protect_reads)
             actions = "enabled" if admin.settings.admin_token else "disabled (no TENURE_ADMIN_TOKEN)"
             reads = "need the token" if protect_reads else "open"
-            log.info(
-                "dashboard on %s for %s (reads %s, actions %s)", server.url, admin.store.display_url, reads, actions
-            )
+            log.info("dashboard on %s for %s (reads %s, actions %s)", server.url, admin.display_url, reads, actions)
             try:
                 await server.serve()
             finally:

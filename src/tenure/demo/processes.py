@@ -1,8 +1,8 @@
 """The demo's worker processes: start, kill, pause, resume, stop, and watch them.
 
 Every worker is a real process (``python -m tenure.demo.worker NAME``) whose logs go to
-a file in the demo's folder. The cluster owns its processes: :meth:`Cluster.close` ends
-every one still running, whatever happened.
+a file in the demo's folder. :class:`WorkerProcesses` owns them:
+:meth:`WorkerProcesses.close` ends every one still running, whatever happened.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class WorkerProc:
                 self.planning.pop(city, None)
 
 
-class Cluster:
-    """Worker processes on one store."""
+class WorkerProcesses:
+    """The demo's worker processes, all on one store."""
 
     def __init__(self, url: str, folder: Path, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.url = url

@@ -1,0 +1,318 @@
+"""What each ``tenure`` command does: read its arguments, call :class:`tenure.App`, print.
+
+Every command goes through an App, the one public surface of a store; nothing here
+talks to a store directly. Admin commands open an App of no kinds of its own on the
+store, never migrating (nor creating an embedded store's file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from tenure import config, snapshot
+from tenure.app import App
+from tenure.config import Settings
+from tenure.errors import InvalidInput, TenureError
+from tenure.inputs import clip, quote
+from tenure.models import Run, Task, check_worker_id
+from tenure.snapshot import Roster
+from tenure.store.urls import shown
+
+from . import render
+from .parser import worker_setting_flags
+
+T = TypeVar("T")
+Command = Callable[[argparse.Namespace], int]
+
+
+class CommandFailed(TenureError):
+    """A command could not do what it was asked (exit status 1)."""
+
+
+# -- the store and the app ------------------------------------------------------------------
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """The store: --store (before or after the command), else TENURE_STORE, else the default."""
+    given: str | None = args.store
+    if given is not None and not given.strip():
+        raise InvalidInput("--store is empty; give a store URL such as sqlite:///tenure.db")
+    return config.store_url(given, os.environ)
+
+
+def run_admin(args: argparse.Namespace, body: Callable[[App], Awaitable[T]]) -> T:
+    """Open an App (no kinds of its own) on the store, without migrating, and run ``body``."""
+    app = App(store_url(args))
+
+    async def go() -> T:
+        try:
+            await app.open(migrate=False)
+            return await body(app)
+        finally:
+            await app.close()
+
+    return asyncio.run(go())
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (the current folder first on the path) and check it is an App."""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise InvalidInput(f"APP must be module:attribute, e.g. myapp:app; got {quote(spec)}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the named module missing is the user's typo; a missing import inside it
+        # is a bug in their code, best shown with its traceback.
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise
+        raise CommandFailed(f"cannot import {quote(module_name)}: no module named {quote(exc.name)}") from exc
+    target: object = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CommandFailed(f"module {quote(module_name)} has no attribute {quote(attr_path)}") from None
+    if not isinstance(target, App):
+        raise CommandFailed(f"{clip(spec)} is a {type(target).__name__}, not a tenure.App")
+    return target
+
+
+def worker_settings(app: App, env: Mapping[str, str], **flags: Any) -> Settings:
+    """Settings for a worker: flags win over TENURE_* variables, which win over the App's."""
+    return Settings.from_env(env, base=app.settings, **flags)
+
+
+def configure_logs(given: str | None) -> None:
+    """Send logs to stderr in the format chosen by flag, else TENURE_LOG_FORMAT, else human."""
+    from tenure import logs
+
+    logs.configure(json_lines=config.log_format(given, os.environ) == "json")
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def migrate(args: argparse.Namespace) -> int:
+    app = App(store_url(args))
+
+    async def go() -> tuple[int, int]:
+        try:
+            return await app.migrate()
+        finally:
+            await app.close()
+
+    before, after = asyncio.run(go())
+    if before == after:
+        print(f"schema is up to date at version {after} ({app.display_url})")
+    else:
+        print(f"schema migrated from version {before} to {after} ({app.display_url})")
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    if args.store is not None and store_url(args) != app.store_url:
+        raise InvalidInput(
+            f"--store {shown(args.store)} differs from the store {quote(args.app)} names ({shown(app.store_url)}); "
+            "a worker runs on its App's store (set it in code or with TENURE_STORE)"
+        )
+    settings = worker_settings(app, os.environ, **worker_setting_flags(args))
+    protect_reads = config.protect_reads(args.protect_reads, os.environ)
+    configure_logs(args.log_format)
+    extra: dict[str, Any] = {}
+    http = None
+    if args.http is not None:
+        from tenure.web import WorkerHTTP  # the web stack loads only when asked for
+
+        http = WorkerHTTP(*args.http, protect_reads=protect_reads)
+        extra["sidecars"] = [http]
+
+    async def go() -> None:
+        try:
+            await app.run_worker(settings=settings, **extra)
+        finally:
+            await app.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        if http is not None:
+            http.close()
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    from tenure import web  # the web stack loads only when asked for
+
+    settings = Settings.from_env(os.environ)
+    protect_reads = config.protect_reads(args.protect_reads, os.environ)
+    app = App(store_url(args), settings=settings)
+    configure_logs(args.log_format)
+    host = web.DEFAULT_HOST if args.host is None else args.host
+    port = web.DEFAULT_PORT if args.port is None else args.port
+    if not host.strip():
+        raise InvalidInput("--host is empty; give an address such as 127.0.0.1")
+    web.run_dashboard(app, host=host, port=port, protect_reads=protect_reads)
+    return 0
+
+
+def tasks_add(args: argparse.Namespace) -> int:
+    async def go(app: App) -> Task:
+        return await app.add_task(
+            args.kind, args.key, every=args.every, cron=args.cron, params=args.params, enabled=not args.disabled
+        )
+
+    task = run_admin(args, go)
+    state = "enabled" if task.enabled else "disabled"
+    print(f"added task {task.kind}/{task.key} ({task.schedule.describe()}, {state})")
+    return 0
+
+
+def tasks_list(args: argparse.Namespace) -> int:
+    async def go(app: App) -> tuple[list[Task], Roster]:
+        tasks = await app.list_tasks(kind=args.kind, owner=args.owner)
+        return tasks, await app.roster()
+
+    tasks, roster = run_admin(args, go)
+    if args.state:
+        tasks = [t for t in tasks if snapshot.in_state(t, args.state, roster)]
+    if args.json:
+        render.print_json([snapshot.task_json(t, roster) for t in tasks])
+    elif not tasks:
+        print("no tasks")
+    else:
+        render.show(render.tasks_table(tasks, roster))
+    return 0
+
+
+def tasks_show(args: argparse.Namespace) -> int:
+    async def go(app: App) -> tuple[Task, Roster]:
+        task = await app.get_task(args.kind, args.key)
+        return task, await app.roster()
+
+    task, roster = run_admin(args, go)
+    if args.json:
+        render.print_json({**snapshot.task_json(task, roster), "next_slot": render.upcoming_slot(task, roster.now)})
+    else:
+        render.show(render.task_fields(task, roster))
+    return 0
+
+
+def tasks_change(args: argparse.Namespace) -> int:
+    """``tasks enable|disable|trigger|remove KIND KEY``."""
+    action = args.command.split()[-1]
+
+    async def go(app: App) -> None:
+        change = {"enable": app.enable, "disable": app.disable, "trigger": app.trigger, "remove": app.remove}
+        await change[action](args.kind, args.key)
+
+    run_admin(args, go)
+    done = {"enable": "enabled", "disable": "disabled", "trigger": "triggered", "remove": "removed"}
+    print(f"{done[action]} task {args.kind}/{args.key}")
+    return 0
+
+
+def runs(args: argparse.Namespace) -> int:
+    async def go(app: App) -> tuple[list[Run], float]:
+        found = await app.list_runs(
+            kind=args.kind, key=args.key, worker=args.worker, outcome=args.outcome, limit=args.limit
+        )
+        return found, await app.now()
+
+    found, now = run_admin(args, go)
+    if args.json:
+        render.print_json([snapshot.run_json(r) for r in found])
+    elif not found:
+        print("no runs")
+    else:
+        render.show(render.runs_table(found, now))
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    async def go(app: App) -> snapshot.Status:
+        return await app.status()
+
+    st = run_admin(args, go)
+    if args.json:
+        render.print_json(snapshot.status_json(st))
+        return 0
+    roster, counts = st.roster, st.tasks
+    expired = len(roster.workers) - len(roster.live)
+    out: list[Any] = [
+        f"store: {st.store}",
+        f"workers: {len(roster.live)} live" + (f", {expired} expired" if expired else ""),
+    ]
+    if roster.workers:
+        out.append(render.workers_table(roster.workers, roster.now))
+    out.append("tasks: " + ", ".join(f"{counts[name]} {name}" for name in ("total", *snapshot.STATES)))
+    if st.recent_failures:
+        out += ["recent failures:", render.runs_table(st.recent_failures, roster.now)]
+    else:
+        out.append("recent failures: none")
+    render.show(*out)
+    return 0
+
+
+def workers_list(args: argparse.Namespace) -> int:
+    async def go(app: App) -> Roster:
+        return await app.roster()
+
+    roster = run_admin(args, go)
+    if args.json:
+        render.print_json([snapshot.worker_json(w, roster.now) for w in roster.workers])
+    elif not roster.workers:
+        print("no workers")
+    else:
+        render.show(render.workers_table(roster.workers, roster.now))
+    return 0
+
+
+def workers_drain(args: argparse.Namespace) -> int:
+    name: str = args.worker
+
+    async def go(app: App) -> bool:
+        return await app.drain(name)
+
+    if not run_admin(args, go):
+        raise CommandFailed(f"no worker {quote(check_worker_id(name))}")
+    print(f"worker {check_worker_id(name)} is draining: it hands its tasks over and takes no more")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from tenure.demo.runner import Options, run  # the demo's modules load only for the demo
+
+    store: str | None = args.store
+    if store is not None and not store.strip():
+        raise InvalidInput("--store is empty; give a store URL such as sqlite:///demo.db")
+    options = Options(
+        store=store, workers=args.workers, cities=args.cities, duration=args.duration, seed=args.seed, chaos=args.chaos
+    )
+    return run(options)
+
+
+#: Each command's function, by the name the parser gives it.
+COMMANDS: dict[str, Command] = {
+    "migrate": migrate,
+    "worker": worker,
+    "dashboard": dashboard,
+    "tasks add": tasks_add,
+    "tasks list": tasks_list,
+    "tasks show": tasks_show,
+    **{f"tasks {action}": tasks_change for action in ("enable", "disable", "trigger", "remove")},
+    "runs": runs,
+    "status": status,
+    "workers list": workers_list,
+    "workers drain": workers_drain,
+    "demo": demo,
+}

@@ -1,6 +1,6 @@
 """Raw access to the database behind a store, for what the Store API cannot do on purpose
-(forge a newer schema version, read a table the tests made). One class per dialect;
-:func:`raw_db` picks it from the store URL. Add MariaDB here.
+(forge a newer schema version, read a table the tests made). One class per dialect
+(SQLite, PostgreSQL, MySQL/MariaDB); :func:`raw_db` picks it from the store URL.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ The public API is what ``__all__`` lists; everything else may change.
 from tenure.app import App, TaskKind
 from tenure.config import Settings
 from tenure.context import Context, SyncFencedTransaction
+from tenure.desired import SyncResult, TaskSpec
 from tenure.errors import (
     FencedTransactionError,
     InvalidInput,
@@ -63,10 +64,12 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "SyncFencedTransaction",
+    "SyncResult",
     "Task",
     "TaskExists",
     "TaskKind",
     "TaskNotFound",
+    "TaskSpec",
     "TenureError",
     "TransactionBroken",
     "TransactionClosed",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from tenure import snapshot
 from tenure.config import Settings, store_url
 from tenure.context import Context
+from tenure.desired import DesiredTask, SyncResult, TaskSpec
 from tenure.errors import (
     InvalidInput,
     InvalidKey,
@@ -48,6 +49,8 @@ MAX_RUNS_LISTED = 10_000
 KINDS_LISTED = 20
 #: Run timeout of a cron task whose kind sets none (a cron schedule has no fixed period).
 CRON_TIMEOUT = 300.0
+#: Most tasks one sync takes (the desired state of one kind, in one transaction).
+MAX_SYNC_TASKS = 1_000_000
 #: Failures :meth:`App.status` lists by default.
 RECENT_FAILURES = 10
 
@@ -68,6 +71,20 @@ class TaskKind:
         if self.timeout is not None:
             return self.timeout
         return schedule.seconds if isinstance(schedule, Every) else CRON_TIMEOUT
+
+
+def _check_enabled(enabled: object) -> None:
+    if not isinstance(enabled, bool):
+        raise InvalidInput(f"enabled must be True or False, got {quote(enabled)}")
+
+
+def _schedule(kind: str, every: float | None, cron: str | None, default: Schedule | None) -> Schedule:
+    """``every`` or ``cron`` if given, else the kind's default."""
+    if every is not None or cron is not None:
+        return make_schedule(every=every, cron=cron)
+    if default is None:
+        raise InvalidSchedule(f"kind {quote(kind)} has no default schedule; give every= or cron=")
+    return default
 
 
 class App:
@@ -271,28 +288,101 @@ class App:
         """
         check_kind(kind)
         key = check_key(key)
-        limit = self.settings.max_params_bytes
-        if isinstance(params, str):
-            params_json = encode_params(parse_params(params, max_bytes=limit), max_bytes=limit)
-        elif params is None:
-            params_json = encode_params({}, max_bytes=limit)
-        elif isinstance(params, Mapping):
-            params_json = encode_params(dict(params), max_bytes=limit)
-        else:  # a list, a number…: refused by encode_params as not a JSON object
-            params_json = encode_params(params, max_bytes=limit)
-        if not isinstance(enabled, bool):
-            raise InvalidInput(f"enabled must be True or False, got {quote(enabled)}")
+        params_json = self._params_json(params)
+        _check_enabled(enabled)
         store = await self._ready()
-        default = await self._default_schedule(store, kind)
-        if every is None and cron is None:
-            if default is None:
-                raise InvalidSchedule(f"kind {quote(kind)} has no default schedule; give every= or cron=")
-            schedule = default
-        else:
-            schedule = make_schedule(every=every, cron=cron)
+        schedule = _schedule(kind, every, cron, await self._default_schedule(store, kind))
         return await store.add_task(kind=kind, key=key, schedule=schedule, params_json=params_json, enabled=enabled)
 
+    def _params_json(self, params: object) -> str:
+        """Parameters (a mapping, JSON text or None for none) as tenure stores them."""
+        limit = self.settings.max_params_bytes
+        if isinstance(params, str):
+            return encode_params(parse_params(params, max_bytes=limit), max_bytes=limit)
+        if params is None:
+            return encode_params({}, max_bytes=limit)
+        if isinstance(params, Mapping):
+            return encode_params(dict(params), max_bytes=limit)
+        return encode_params(params, max_bytes=limit)  # a list, a number…: refused as not an object
+
+    async def sync_tasks(
+        self,
+        kind: str,
+        desired: Mapping[str, Mapping[str, Any] | TaskSpec | None],
+        *,
+        remove_missing: bool = False,
+        dry_run: bool = False,
+        allow_empty: bool = False,
+    ) -> SyncResult:
+        """Make ``kind``'s tasks match ``desired``, in one store transaction.
+
+        ``desired`` maps each key to its parameters (a mapping; None for none), or to a
+        :class:`~tenure.TaskSpec` (parameters, ``every`` or ``cron``, ``enabled``). A task
+        given no schedule gets the kind's default. Then:
+
+        - a task missing from the store is added;
+        - a task whose schedule, parameters or enabled flag differ is updated (its version
+          bumped: its owner picks the change up within one poll, and keeps the task);
+        - a task of the kind absent from ``desired`` is disabled, or with
+          ``remove_missing`` removed (its terms are never reused);
+        - every other task, and every other kind, is left as it is.
+
+        Syncing again with the same ``desired`` changes nothing. With ``dry_run`` nothing
+        is changed: the result says what the call would do. Everything is validated
+        before anything is written (keys as :meth:`add_task` takes them, normalised to
+        NFC, each once; parameters; schedules): one bad entry raises
+        :class:`~tenure.errors.InvalidInput` (the subclass :meth:`add_task` would raise),
+        whose ``entry`` is that entry's key, and nothing is applied. An empty ``desired``
+        would disable (or remove) every task of the kind: it is refused unless
+        ``allow_empty`` (or ``dry_run``). Raises :class:`~tenure.errors.UnknownKind` for
+        a kind no app has registered.
+        """
+        check_kind(kind)
+        if not isinstance(desired, Mapping):
+            raise InvalidInput(f"desired must map keys to params or TaskSpecs, got {type(desired).__name__}")
+        for name, flag in (("remove_missing", remove_missing), ("dry_run", dry_run), ("allow_empty", allow_empty)):
+            if not isinstance(flag, bool):
+                raise InvalidInput(f"{name} must be True or False, got {quote(flag)}")
+        if len(desired) > MAX_SYNC_TASKS:
+            raise InvalidInput(f"{len(desired)} tasks given; a sync takes at most {MAX_SYNC_TASKS}")
+        if not desired and not (allow_empty or dry_run):
+            action = "remove" if remove_missing else "disable"
+            raise InvalidInput(
+                f"no tasks are given for kind {quote(kind)}: that would {action} every one of its tasks; "
+                "set allow_empty if that is meant"
+            )
+        store = await self._ready()
+        default = await self._default_schedule(store, kind)
+        tasks: list[DesiredTask] = []
+        given_as: dict[str, str] = {}
+        for key, spec in desired.items():
+            try:
+                tasks.append(self._desired_task(kind, key, spec, default, given_as))
+            except InvalidInput as exc:
+                raise type(exc)(f"task {quote(key)}: {exc}", entry=key) from None
+        return await store.sync_tasks(kind, tasks, remove_missing=remove_missing, dry_run=dry_run)
+
+    def _desired_task(
+        self, kind: str, key: str, spec: object, default: Schedule | None, given_as: dict[str, str]
+    ) -> DesiredTask:
+        normal = check_key(key)
+        if normal in given_as:
+            raise InvalidKey(f"key {quote(normal)} is given twice (also as {quote(given_as[normal])})")
+        given_as[normal] = key
+        if spec is None or isinstance(spec, Mapping):
+            spec = TaskSpec(params=spec)
+        if not isinstance(spec, TaskSpec):
+            raise InvalidInput(f"must be params (a mapping) or a tenure.TaskSpec, got {type(spec).__name__}")
+        _check_enabled(spec.enabled)
+        return DesiredTask(
+            key=normal,
+            schedule=_schedule(kind, spec.every, spec.cron, default),
+            params_json=self._params_json(spec.params),
+            enabled=spec.enabled,
+        )
+
     async def _default_schedule(self, store: Store, kind: str) -> Schedule | None:
+        """The kind's default schedule (None if it has none). Raises UnknownKind."""
         if kind in self._kinds:
             return self._kinds[kind].schedule
         published = {k.kind: k for k in await store.list_kinds()}

@@ -38,7 +38,15 @@ class TenureError(Exception):
 
 
 class InvalidInput(TenureError, ValueError):
-    """The caller's input is malformed or out of range. Nothing was changed."""
+    """The caller's input is malformed or out of range. Nothing was changed.
+
+    In a batch (the desired tasks of :meth:`tenure.App.sync_tasks`), ``entry`` is the key
+    of the entry at fault, as it was given; otherwise None.
+    """
+
+    def __init__(self, message: str, *, entry: str | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
 
 
 class InvalidKind(InvalidInput):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from tenure.desired import CHANGES, SyncResult
 from tenure.models import Freed, Outcome, Run, Task, WorkerInfo
 from tenure.schedule import Cron, Every, next_slot
 
@@ -60,6 +61,14 @@ def status_json(status: Status) -> dict[str, Any]:
         "tasks": status.tasks,
         "recent_failures": [run_json(r) for r in status.recent_failures],
     }
+
+
+def sync_json(result: SyncResult) -> dict[str, Any]:
+    """What a sync did (or would do): the counts, and with ``dry_run`` the keys of each change."""
+    body: dict[str, Any] = {"kind": result.kind, **result.counts(), "dry_run": result.dry_run}
+    if result.dry_run:
+        body["diff"] = {name: list(getattr(result, name)) for name in CHANGES}
+    return body
 
 
 def in_state(task: Task, state: str, roster: Roster) -> bool:

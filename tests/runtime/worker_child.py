@@ -19,8 +19,9 @@ written unbuffered so it survives SIGKILL.
 
 Scenarios (kinds registered):
 
-- ``tick``: ``tick`` (async; optional ``work`` seconds of ``asyncio.sleep`` before committing;
-  with ``stubborn``, it ignores being cancelled during that sleep and commits anyway).
+- ``tick``: ``tick`` (async; its start event notes its params; optional ``work`` seconds of
+  ``asyncio.sleep`` before committing; with ``stubborn``, it ignores being cancelled during
+  that sleep and commits anyway).
 - ``faults``: ``tick``, plus ``hang`` (async, never returns; timeout 0.5 s), ``boom``
   (async, raises) and ``nap`` (sync, ``time.sleep(params["sleep"])`` in its thread,
   timeout 0.5 s, then a fenced commit through ``ctx.fenced_sync()``).
@@ -103,7 +104,7 @@ def build(args: argparse.Namespace) -> tenure.App:
 
     async def tick(ctx: Context) -> None:
         started = time.time()
-        events.note("start", ctx)
+        events.note("start", ctx, params=ctx.params)
         try:
             work = float(ctx.params.get("work", 0.0))
             if work:

@@ -19,6 +19,7 @@ ACTIONS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/tasks/dispatch/lisbon/trigger", None),
     ("DELETE", "/api/tasks/dispatch/lisbon", None),
     ("POST", "/api/workers/w-live/drain", None),
+    ("PUT", "/api/kinds/dispatch/tasks", {"tasks": [{"key": "porto"}]}),
 ]
 ACTION_IDS = [f"{m} {p}" for m, p, _ in ACTIONS]
 

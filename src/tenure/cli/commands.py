@@ -18,16 +18,19 @@ from typing import Any, TypeVar
 from tenure import config, snapshot
 from tenure.app import App
 from tenure.config import Settings
+from tenure.desired import SyncResult
 from tenure.errors import InvalidInput, TenureError
 from tenure.inputs import clip, quote
-from tenure.models import Run, Task, check_worker_id
+from tenure.models import DEFAULT_MAX_PARAMS_BYTES, Run, Task, check_kind, check_worker_id
 from tenure.snapshot import Roster
 from tenure.store.urls import shown
 
-from . import render
+from . import render, sync_input
 from .parser import worker_setting_flags
 
 T = TypeVar("T")
+#: Longest line ``tasks sync`` reads: parameters at their default limit, escaped, and the rest.
+MAX_LINE_BYTES = 8 * DEFAULT_MAX_PARAMS_BYTES + 4096
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -177,6 +180,35 @@ def tasks_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def tasks_sync(args: argparse.Namespace) -> int:
+    kind = check_kind(args.kind)
+    with sync_input.opened(args.file) as f:
+        specs, line_of = sync_input.read_lines(f, max_line_bytes=MAX_LINE_BYTES)
+    if not specs and not (args.allow_empty or args.dry_run):
+        action = "remove" if args.remove_missing else "disable"
+        raise InvalidInput(
+            f"{quote(args.file)} holds no tasks: that would {action} every task of kind {quote(kind)}; "
+            "give --allow-empty if that is meant"
+        )
+
+    async def go(app: App) -> SyncResult:
+        try:
+            return await app.sync_tasks(
+                kind, specs, remove_missing=args.remove_missing, dry_run=args.dry_run, allow_empty=args.allow_empty
+            )
+        except InvalidInput as exc:
+            if exc.entry is None or exc.entry not in line_of:
+                raise
+            raise type(exc)(f"line {line_of[exc.entry]}: {exc}") from None
+
+    result = run_admin(args, go)
+    if args.json:
+        render.print_json(snapshot.sync_json(result))
+    else:
+        render.show(*render.sync_lines(result))
+    return 0
+
+
 def tasks_list(args: argparse.Namespace) -> int:
     async def go(app: App) -> tuple[list[Task], Roster]:
         tasks = await app.list_tasks(kind=args.kind, owner=args.owner)
@@ -307,6 +339,7 @@ COMMANDS: dict[str, Command] = {
     "worker": worker,
     "dashboard": dashboard,
     "tasks add": tasks_add,
+    "tasks sync": tasks_sync,
     "tasks list": tasks_list,
     "tasks show": tasks_show,
     **{f"tasks {action}": tasks_change for action in ("enable", "disable", "trigger", "remove")},

@@ -205,6 +205,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", metavar="JSON", help="parameters, a JSON object")
     p.add_argument("--disabled", action="store_true", help="create the task disabled")
 
+    p = command(
+        tasks_sub,
+        "sync",
+        "tasks sync",
+        reads,
+        help="make a kind's tasks match a list: add, update, disable or remove what differs",
+        description="Make KIND's tasks match FILE, in one transaction: add the tasks it lists that "
+        "are missing, update those whose params, schedule or enabled flag differ, and disable "
+        "(with --remove-missing, remove) the kind's tasks it does not list. FILE holds JSON lines, "
+        'one task a line: {"key": "lisbon", "params": {...}, "every": 5} or "cron": "0 6 * * *", '
+        'optionally "enabled": false; params default to {} and the schedule to the default of the kind. '
+        "A bad line is reported with its number and nothing is applied. Running it again with "
+        "the same FILE changes nothing.",
+    )
+    p.add_argument("kind", metavar="KIND")
+    p.add_argument("file", metavar="FILE", help="JSON lines, one task a line ('-': standard input)")
+    p.add_argument(
+        "--remove-missing", action="store_true", help="remove the tasks FILE does not list (default: disable them)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what would change, and change nothing")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a FILE with no tasks (it disables, or removes, every task of KIND)",
+    )
+
     p = command(tasks_sub, "list", "tasks list", reads, help="list tasks")
     p.add_argument("--kind", metavar="K", help="only tasks of this kind")
     p.add_argument("--owner", metavar="WORKER", help="only tasks this worker owns")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tenure.desired import CHANGES, SyncResult
 from tenure.models import Run, Task, WorkerInfo
 from tenure.schedule import next_slot
 from tenure.snapshot import Roster
@@ -215,3 +216,15 @@ def workers_table(workers: Sequence[WorkerInfo], now: float) -> Table:
             ]
         )
     return table(["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS"], rows, wrap=("ID", "HOST"))
+
+
+def sync_lines(result: SyncResult) -> list[str]:
+    """A sync in words: with ``dry_run``, each change it would make, then the counts."""
+    verbs = {"added": "add", "updated": "update", "disabled": "disable", "removed": "remove"}
+    counts = result.counts()
+    if not result.dry_run:
+        done = ", ".join(f"{counts[name]} {name}" for name in (*CHANGES, "unchanged"))
+        return [f"synced kind {result.kind}: {done}"]
+    lines = [f"would {verbs[name]} {result.kind}/{key}" for name in CHANGES for key in getattr(result, name)]
+    would = ", ".join(f"{verbs[name]} {counts[name]}" for name in CHANGES)
+    return [*lines, f"dry run of kind {result.kind}, nothing changed: would {would}; {result.unchanged} unchanged"]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import SchemaMissing, SchemaTooNew
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
@@ -136,8 +137,8 @@ class Store(Protocol):
         """Kinds published so far, by name."""
         ...
 
-    # Every admin change below (add_task, set_enabled, trigger, remove_task) also
-    # advances the change counter read by cluster_view().
+    # Every admin change below (add_task, set_enabled, trigger, remove_task, sync_tasks)
+    # also advances the change counter read by cluster_view().
 
     async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
         """Create a task with no owner. Raises :class:`~tenure.errors.TaskExists`.
@@ -170,6 +171,33 @@ class Store(Protocol):
         """Delete a task and its ownership. Its terms are never reused.
 
         Raises :class:`~tenure.errors.TaskNotFound`.
+        """
+        ...
+
+    async def sync_tasks(
+        self, kind: str, desired: Sequence[DesiredTask], *, remove_missing: bool, dry_run: bool
+    ) -> SyncResult:
+        """Make ``kind``'s tasks what ``desired`` says, in one transaction.
+
+        ``desired`` is validated by the caller (keys normalised and unique). Within one
+        transaction, the kind's rows are compared as :func:`tenure.store.sync.plan_sync`
+        does, then:
+
+        - a desired task with no row is added (no owner, term 0, as :meth:`add_task`);
+        - a row whose schedule, parameters or enabled flag differ from the desired task's
+          gets the desired ones, its version bumped and ``updated_at`` set; its owner, term,
+          last slot and trigger are kept (the owner notices the new version);
+        - a row of the kind absent from ``desired`` is deleted with ``remove_missing``
+          (its terms are never reused), else disabled (version bumped) if enabled;
+        - other kinds' rows are never touched.
+
+        If anything changed, the change counter read by :meth:`cluster_view` advances (and
+        listeners are woken). Syncs of one kind are serialised: two at once cannot both
+        add one task. A single-task change racing a sync (an ``add_task`` of a key the sync
+        adds too) is not an error: the sync does not overwrite it, and counts the key as
+        added. Writes go in batch statements, not one per task. With ``dry_run`` nothing
+        is written and the result is what the call would do now. The result's keys are
+        as stored, in key order.
         """
         ...
 

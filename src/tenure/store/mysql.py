@@ -97,6 +97,7 @@ from asyncmy.connection import Connection
 from asyncmy.constants import CLIENT, SERVER_STATUS
 from asyncmy.pool import Pool
 
+from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
@@ -124,6 +125,7 @@ from tenure.store.rows import (
     worker_from_row,
 )
 from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.sync import batches, desired_columns, plan_sync, stored_task, task_size
 from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
 
 log = logging.getLogger("tenure.store.mysql")
@@ -918,6 +920,31 @@ class MySQLStore:
             await s.run(self._q["bump_changes"])
 
         await self._tx(go, what="removing a task")
+
+    async def sync_tasks(
+        self, kind: str, desired: Sequence[DesiredTask], *, remove_missing: bool, dry_run: bool
+    ) -> SyncResult:
+        async def go(s: _Session) -> SyncResult:
+            q = self._q
+            if not dry_run:
+                await s.run(q["sync_lock"], {"kind": kind})
+            stored = [stored_task(r) for r in await s.all(q["sync_read"], {"kind": kind})]
+            plan = plan_sync(kind, stored, desired, remove_missing=remove_missing)
+            if dry_run or not plan.changed:
+                return plan.result(dry_run=dry_run)
+            for query, tasks in (("sync_add", plan.add), ("sync_update", plan.update)):
+                for batch in batches(tasks, task_size):
+                    rows = [
+                        [k, every, cron, params, int(on)] for k, every, cron, params, on in map(desired_columns, batch)
+                    ]
+                    await s.run(q[query], {"kind": kind, "tasks": json.dumps(rows, ensure_ascii=False)})
+            for query, keys in (("sync_disable", plan.disable), ("sync_remove", plan.remove)):
+                for key_batch in batches(keys, len):
+                    await s.run(q[query], {"kind": kind, "keys": json.dumps(list(key_batch), ensure_ascii=False)})
+            await s.run(q["bump_changes"])
+            return plan.result(dry_run=False)
+
+        return await self._tx(go, what="syncing tasks")
 
     # -- membership -----------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
@@ -62,6 +63,7 @@ from tenure.store.rows import (
     worker_from_row,
 )
 from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.sync import batches, desired_columns, plan_sync, stored_task, task_size
 from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
 
 log = logging.getLogger("tenure.store.postgresql")
@@ -478,6 +480,28 @@ class PostgreSQLStore:
 
         await self._tx(go)
 
+    async def sync_tasks(
+        self, kind: str, desired: Sequence[DesiredTask], *, remove_missing: bool, dry_run: bool
+    ) -> SyncResult:
+        async def go(conn: Conn) -> SyncResult:
+            if not dry_run:
+                await conn.execute(Q["sync_lock"].encode(), {"kind": kind})
+            stored = [stored_task(r) for r in await _all(conn, Q["sync_read"], {"kind": kind})]
+            plan = plan_sync(kind, stored, desired, remove_missing=remove_missing)
+            if dry_run or not plan.changed:
+                return plan.result(dry_run=dry_run)
+            async with conn.cursor() as cur:
+                for query, tasks in (("sync_add", plan.add), ("sync_update", plan.update)):
+                    for batch in batches(tasks, task_size):
+                        await cur.execute(Q[query].encode(), {"kind": kind, **_columns(batch)})
+                for query, keys in (("sync_disable", plan.disable), ("sync_remove", plan.remove)):
+                    for key_batch in batches(keys, len):
+                        await cur.execute(Q[query].encode(), {"kind": kind, "keys": list(key_batch)})
+            await _changed(conn)
+            return plan.result(dry_run=False)
+
+        return await self._tx(go)
+
     # -- membership -----------------------------------------------------------------------
 
     async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
@@ -719,6 +743,18 @@ async def _one(conn: Conn, sql: str, args: dict[str, Any]) -> Any:
 async def _changed(conn: Conn) -> None:
     await conn.execute(Q["bump_changes"].encode())
     await conn.execute(Q["notify"].encode())
+
+
+def _columns(tasks: Sequence[DesiredTask]) -> dict[str, list[Any]]:
+    """Desired tasks as the parallel arrays sync_add and sync_update unnest."""
+    keys, every, cron, params, enabled = zip(*(desired_columns(d) for d in tasks), strict=True)
+    return {
+        "keys": list(keys),
+        "every": list(every),
+        "cron": list(cron),
+        "params": list(params),
+        "enabled": list(enabled),
+    }
 
 
 def _lease(worker_id: str, row: Any) -> Lease:

@@ -12,12 +12,15 @@
     POST   /api/tasks/{kind}/{key}/enable|disable|trigger
     DELETE /api/tasks/{kind}/{key}
     POST   /api/workers/{id}/drain
+    PUT    /api/kinds/{kind}/tasks              sync: {"tasks": [{"key", "params", "every"|"cron", "enabled"}…],
+                                                "remove_missing", "dry_run", "allow_empty"}
 
 Every change goes through :class:`tenure.App`, so the API validates exactly as the
 Python API and the CLI do. A call that fails answers ``{"error": {"code", "message"}}``
 with 400 (malformed input: unknown parameter, bad schedule, params or kind), 401/403
 (token), 404 (no such task or worker), 409 (the task exists), 413 (body too large) or
-503 (the store does not answer), and changes nothing.
+503 (the store does not answer), and changes nothing. A sync refused for one of its
+tasks says which: the message starts ``tasks[i]`` and the error object has ``"entry": i``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from starlette.routing import Route
 
 from tenure import snapshot
 from tenure.app import MAX_RUNS_LISTED, App
+from tenure.desired import TaskSpec, entry_from_json
 from tenure.errors import InvalidInput, StoreError, TaskExists, TaskNotFound, TenureError
 from tenure.inputs import clip, parse_number, quote
 from tenure.models import MAX_PARAMS_DEPTH, check_worker_id, load_json, nests_deeper
@@ -49,6 +53,8 @@ RECENT_RUNS = 1000
 TASK_RUNS = 20
 #: Failures shown in the status.
 RECENT_FAILURES = 10
+#: The options of a sync, besides its tasks.
+SYNC_FLAGS = ("remove_missing", "dry_run", "allow_empty")
 #: Runs examined for changes of term by default, and at most.
 FAILOVER_RUNS, MAX_FAILOVER_RUNS = 2000, 10_000
 
@@ -67,6 +73,8 @@ class Options:
     worker_id: str | None = None
     #: Largest request body accepted, in bytes.
     max_body: int = 1024 * 1024
+    #: Largest body of a sync (a kind's whole desired state), in bytes.
+    max_sync_body: int = 32 * 1024 * 1024
 
 
 class Api:
@@ -90,6 +98,7 @@ class Api:
             "/api/workers": {"GET": read(self.workers)},
             "/api/workers/{worker:path}/drain": {"POST": act(self.drain)},
             "/api/failovers": {"GET": read(self.failovers)},
+            "/api/kinds/{kind}/tasks": {"PUT": act(self.sync_tasks)},
         }
         # One route per path, so that a 405 lists every method the path takes.
         return [Route(path, _by_method(endpoints), methods=list(endpoints)) for path, endpoints in paths.items()]
@@ -241,6 +250,44 @@ class Api:
         _audit(request, "removed task %s/%s", kind, key)
         return JSON({"removed": {"kind": kind, "key": key}})
 
+    async def sync_tasks(self, request: Request) -> Response:
+        """``PUT /api/kinds/{kind}/tasks``: make the kind's tasks what the body lists."""
+        _query(request)
+        kind = request.path_params["kind"]
+        # {"tasks": [{"params": {…}}]}: params sit three levels down.
+        body = await _json_object(request, self.options.max_sync_body, depth=MAX_PARAMS_DEPTH + 3)
+        unknown = sorted(set(body) - {"tasks", *SYNC_FLAGS})
+        if unknown:
+            raise InvalidInput(f"unknown field {quote(unknown[0])}; fields are tasks, {', '.join(SYNC_FLAGS)}")
+        entries = body.get("tasks")
+        if not isinstance(entries, list):
+            raise InvalidInput(f"tasks must be a JSON array of tasks, got {_json_quote(entries)}")
+        flags = {name: body.get(name, False) for name in SYNC_FLAGS}
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise InvalidInput(f"{name} must be true or false, got {_json_quote(value)}")
+        specs: dict[str, TaskSpec] = {}
+        index_of: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            try:
+                key, spec = entry_from_json(entry)
+            except InvalidInput as exc:
+                return _entry_error(exc, i)
+            if key in index_of:
+                return error(
+                    400, "invalid_key", f"tasks[{i}]: key {quote(key)} is already tasks[{index_of[key]}]", entry=i
+                )
+            specs[key], index_of[key] = spec, i
+        try:
+            result = await self.admin.sync_tasks(kind, specs, **flags)
+        except InvalidInput as exc:
+            if exc.entry is None or exc.entry not in index_of:
+                raise
+            return _entry_error(exc, index_of[exc.entry])
+        if not result.dry_run:
+            _audit(request, "synced kind %s: %s", kind, result.counts())
+        return JSON(snapshot.sync_json(result))
+
     async def drain(self, request: Request) -> Response:
         _query(request)
         worker = request.path_params["worker"]
@@ -290,7 +337,13 @@ def _whole(query: Mapping[str, str], name: str, *, default: int, high: int) -> i
     return int(parse_number(raw, name, unit="runs", low=1, high=high, whole=True))
 
 
-async def _json_object(request: Request, limit: int) -> dict[str, Any]:
+def _entry_error(exc: InvalidInput, index: int) -> Response:
+    return error(400, _code(exc), f"tasks[{index}]: {exc}", entry=index)
+
+
+async def _json_object(request: Request, limit: int, *, depth: int = MAX_PARAMS_DEPTH + 1) -> dict[str, Any]:
+    """The request body, a JSON object, read up to ``limit`` bytes and nesting ``depth``
+    levels (objects holding params: ``MAX_PARAMS_DEPTH`` plus the levels above them)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared[:20]) > limit:
         raise _TooLarge(f"the request body is {clip(declared, 20)} bytes; the limit is {limit}")
@@ -303,8 +356,7 @@ async def _json_object(request: Request, limit: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         raise InvalidInput("the request body is empty; send a JSON object")
-    # The body is an object holding params: one level more than params may have.
-    if nests_deeper(raw.decode(errors="replace"), MAX_PARAMS_DEPTH + 1):
+    if nests_deeper(raw.decode(errors="replace"), depth):
         raise InvalidInput(f"the request body nests too deep: params may nest at most {MAX_PARAMS_DEPTH} levels")
     try:
         body = load_json(raw)

@@ -26,9 +26,15 @@ class JSON(JSONResponse):
             return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
 
 
-def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The JSON error body every failing API call returns: ``{"error": {"code", "message"}}``.
+def error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, *, entry: int | None = None
+) -> JSONResponse:
+    """The JSON error body every failing API call returns: ``{"error": {"code", "message"}}``,
+    with ``"entry"``, the index of the item at fault, when a batch was refused for one item.
 
     The message is one line, cut to a readable length whatever went into it.
     """
-    return JSON({"error": {"code": code, "message": cut(message)}}, status_code=status, headers=headers)
+    body: dict[str, Any] = {"code": code, "message": cut(message)}
+    if entry is not None:
+        body["entry"] = entry
+    return JSON({"error": body}, status_code=status, headers=headers)

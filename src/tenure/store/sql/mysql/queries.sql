@@ -81,6 +81,56 @@ WHERE kind = %(kind)s AND `key` = %(key)s;
 -- name: delete_task
 DELETE FROM tenure_tasks WHERE kind = %(kind)s AND `key` = %(key)s;
 
+-- name: sync_lock
+-- Serialises syncs of one kind: the kind's row stays locked until the sync commits
+-- (nothing else locks kind rows).
+SELECT 1 FROM tenure_kinds WHERE kind = %(kind)s FOR UPDATE;
+
+-- name: sync_read
+SELECT `key`, every, cron, params, enabled FROM tenure_tasks WHERE kind = %(kind)s;
+
+-- name: sync_add
+-- One statement for a batch of new tasks: %(tasks)s is a JSON array of
+-- [key, every, cron, params, enabled]. A task someone added meanwhile (a single add
+-- racing the sync) is left as they made it: the update assigns a column to itself.
+INSERT INTO tenure_tasks (kind, `key`, every, cron, params, enabled, created_at, updated_at)
+SELECT %(kind)s, d.`key`, d.every, d.cron, d.params, d.enabled, n.t, n.t
+FROM JSON_TABLE(%(tasks)s, '$[*]' COLUMNS (
+           `key`   VARCHAR(200) PATH '$[0]',
+           every   DOUBLE       PATH '$[1]',
+           cron    VARCHAR(255) PATH '$[2]',
+           params  LONGTEXT     PATH '$[3]',
+           enabled INT          PATH '$[4]')) AS d
+    CROSS JOIN (SELECT {now} AS t) AS n
+WHERE TRUE  -- so that ON below cannot be read as the join's
+ON DUPLICATE KEY UPDATE id = tenure_tasks.id;
+
+-- name: sync_update
+-- The same array; the JSON table is read first, then each task row by its unique key.
+UPDATE JSON_TABLE(%(tasks)s, '$[*]' COLUMNS (
+           `key`   VARCHAR(200) PATH '$[0]',
+           every   DOUBLE       PATH '$[1]',
+           cron    VARCHAR(255) PATH '$[2]',
+           params  LONGTEXT     PATH '$[3]',
+           enabled INT          PATH '$[4]')) AS d
+    STRAIGHT_JOIN tenure_tasks t
+        ON t.kind = %(kind)s AND t.`key` = d.`key` COLLATE {collation}
+SET t.every = d.every, t.cron = d.cron, t.params = d.params, t.enabled = d.enabled,
+    t.version = t.version + 1, t.updated_at = {now};
+
+-- name: sync_disable
+-- %(keys)s is a JSON array of keys.
+UPDATE JSON_TABLE(%(keys)s, '$[*]' COLUMNS (`key` VARCHAR(200) PATH '$')) AS d
+    STRAIGHT_JOIN tenure_tasks t
+        ON t.kind = %(kind)s AND t.`key` = d.`key` COLLATE {collation}
+SET t.enabled = FALSE, t.version = t.version + 1, t.updated_at = {now}
+WHERE t.enabled;
+
+-- name: sync_remove
+DELETE t FROM JSON_TABLE(%(keys)s, '$[*]' COLUMNS (`key` VARCHAR(200) PATH '$')) AS d
+    STRAIGHT_JOIN tenure_tasks t
+        ON t.kind = %(kind)s AND t.`key` = d.`key` COLLATE {collation};
+
 -- name: bump_changes
 UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
 

@@ -47,6 +47,38 @@ RETURNING {task_columns};
 -- name: delete_task
 DELETE FROM tenure_tasks WHERE kind = %(kind)s AND key = %(key)s;
 
+-- name: sync_lock
+-- Serialises syncs of one kind: the kind's row stays locked until the sync commits
+-- (nothing else locks kind rows).
+SELECT 1 FROM tenure_kinds WHERE kind = %(kind)s FOR UPDATE;
+
+-- name: sync_read
+SELECT key, every, cron, params, enabled FROM tenure_tasks WHERE kind = %(kind)s;
+
+-- name: sync_add
+-- One statement for a batch of new tasks, given as parallel arrays. A task someone added
+-- meanwhile (a single add racing the sync) is left as they made it.
+INSERT INTO tenure_tasks (kind, key, every, cron, params, enabled, created_at, updated_at)
+SELECT %(kind)s, d.key, d.every, d.cron, d.params, d.enabled, {now}, {now}
+FROM unnest(%(keys)s::text[], %(every)s::double precision[], %(cron)s::text[],
+            %(params)s::text[], %(enabled)s::boolean[]) AS d(key, every, cron, params, enabled)
+ON CONFLICT (kind, key) DO NOTHING;
+
+-- name: sync_update
+UPDATE tenure_tasks t
+SET every = d.every, cron = d.cron, params = d.params, enabled = d.enabled,
+    version = t.version + 1, updated_at = {now}
+FROM unnest(%(keys)s::text[], %(every)s::double precision[], %(cron)s::text[],
+            %(params)s::text[], %(enabled)s::boolean[]) AS d(key, every, cron, params, enabled)
+WHERE t.kind = %(kind)s AND t.key = d.key;
+
+-- name: sync_disable
+UPDATE tenure_tasks SET enabled = false, version = version + 1, updated_at = {now}
+WHERE kind = %(kind)s AND key = ANY(%(keys)s::text[]) AND enabled;
+
+-- name: sync_remove
+DELETE FROM tenure_tasks WHERE kind = %(kind)s AND key = ANY(%(keys)s::text[]);
+
 -- name: bump_changes
 UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
 

@@ -44,6 +44,23 @@ WHERE kind = :kind AND key = :key;
 -- name: delete_task
 DELETE FROM tenure_tasks WHERE kind = :kind AND key = :key;
 
+-- name: sync_read
+SELECT key, every, cron, params, enabled FROM tenure_tasks WHERE kind = :kind;
+
+-- name: sync_update
+UPDATE tenure_tasks
+SET every = :every, cron = :cron, params = :params, enabled = :enabled,
+    version = version + 1, updated_at = {now}
+WHERE kind = :kind AND key = :key;
+
+-- name: sync_disable
+-- :keys is a JSON array of keys.
+UPDATE tenure_tasks SET enabled = 0, version = version + 1, updated_at = {now}
+WHERE kind = :kind AND key IN (SELECT value FROM json_each(:keys)) AND enabled = 1;
+
+-- name: sync_remove
+DELETE FROM tenure_tasks WHERE kind = :kind AND key IN (SELECT value FROM json_each(:keys));
+
 -- name: worker_is_live
 SELECT expires_at > {now} FROM tenure_workers WHERE id = :worker;
 

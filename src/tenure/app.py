@@ -334,8 +334,8 @@ class App:
         :class:`~tenure.errors.InvalidInput` (the subclass :meth:`add_task` would raise),
         whose ``entry`` is that entry's key, and nothing is applied. An empty ``desired``
         would disable (or remove) every task of the kind: it is refused unless
-        ``allow_empty`` (or ``dry_run``). Raises :class:`~tenure.errors.UnknownKind` for
-        a kind no app has registered.
+        ``allow_empty`` (or ``dry_run``). A sync takes at most :data:`MAX_SYNC_TASKS`
+        tasks. Raises :class:`~tenure.errors.UnknownKind` for a kind no app has registered.
         """
         check_kind(kind)
         if not isinstance(desired, Mapping):

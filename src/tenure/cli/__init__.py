@@ -6,6 +6,7 @@
     tenure [--store URL] worker APP [--ttl S] [--heartbeat S] [--poll S] [--grace S] [--id NAME]
                                     [--http HOST:PORT] [--protect-reads] [--log-format human|json]
     tenure [--store URL] tasks add KIND KEY [--every S | --cron EXPR] [--params JSON] [--disabled]
+    tenure [--store URL] tasks sync KIND FILE|- [--remove-missing] [--dry-run] [--allow-empty] [--json]
     tenure [--store URL] tasks list [--kind K] [--owner WORKER] [--state STATE] [--json]
     tenure [--store URL] tasks show KIND KEY [--json]
     tenure [--store URL] tasks enable|disable|trigger|remove KIND KEY
@@ -34,14 +35,16 @@ Exit status:
   whether argparse refuses it (``--every abc``, ``--limit x``) or tenure does
   (:class:`tenure.errors.InvalidInput`: ``--every -1``, ``--limit 0``, a cron
   expression or ``--params`` that does not parse, an unknown kind, an odd key, a store
-  URL that does not parse, settings that contradict each other).
+  URL that does not parse, settings that contradict each other, a bad line of the
+  file ``tasks sync`` reads, named by its number).
 
 Every user mistake prints one line, ``tenure: error: ...``, on stderr, and never a
 traceback. Nothing is changed by a command that fails.
 
 The package: :mod:`~tenure.cli.parser` (the grammar; ``tenure worker``'s setting flags
 are its ``WORKER_SETTING_FLAGS``), :mod:`~tenure.cli.commands` (what each command does,
-always through :class:`tenure.App`) and :mod:`~tenure.cli.render` (tables and JSON).
+always through :class:`tenure.App`), :mod:`~tenure.cli.render` (tables and JSON) and
+:mod:`~tenure.cli.sync_input` (the JSON lines of ``tasks sync``).
 Settings are resolved by :mod:`tenure.config`, flags first.
 """
 

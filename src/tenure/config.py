@@ -51,6 +51,12 @@ LOG_FORMATS = ("human", "json")
 MAX_SECONDS = 86400.0
 #: Longest run retention accepted: ten years.
 MAX_RETENTION = 3650 * 86400.0
+#: How long, beyond ``grace``, a stopping worker may take to exit: cancelling runs past
+#: the grace period, stopping its poll and its loops, leaving the cluster and stopping
+#: its HTTP interface are each bounded, and add up to less than this. A supervisor
+#: should wait ``grace + STOP_OVERHEAD`` seconds after SIGTERM before SIGKILL (systemd's
+#: ``TimeoutStopSec``, Kubernetes' ``terminationGracePeriodSeconds``).
+STOP_OVERHEAD = 20.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -111,6 +111,25 @@ class OwnedTask:
         return f"{self.task.kind}/{self.task.key}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class WorkerProbe:
+    """A worker's state as its probes see it, read at one moment (:meth:`Worker.probe`)."""
+
+    worker_id: str
+    #: Seconds the lease is still trusted for (0: not trusted: joining, self-fenced, renewals failing).
+    trusted_for: float
+    #: Whether the worker ever held a lease (False while it joins for the first time).
+    joined_before: bool
+    #: Times the worker stopped trusting its lease and rejoined.
+    self_fences: int
+    draining: bool
+    stopping: bool
+    #: How long the event loop has gone without turning, and who holds it (past the
+    #: watchdog's threshold only).
+    loop_blocked_for: float
+    loop_blocked_by: str | None
+
+
 @dataclass
 class _Buffer:
     runs: list[Run] = field(default_factory=list)
@@ -159,6 +178,23 @@ class Worker:
     def lease_trusted(self) -> bool:
         """True while the last confirmed renewal still vouches for the lease."""
         return time.monotonic() < self._trusted_until
+
+    def probe(self) -> WorkerProbe:
+        """What this worker's health and readiness probes report (:mod:`tenure.web.probes`).
+
+        Safe to call from another thread: it only reads numbers and flags.
+        """
+        stalled, by = self._watchdog.blocked() if self._watchdog is not None else (0.0, None)
+        return WorkerProbe(
+            worker_id=self.id,
+            trusted_for=max(0.0, self._trusted_until - time.monotonic()),
+            joined_before=self._fences > 0 or self._trusted_until > 0,
+            self_fences=self._fences,
+            draining=self._draining,
+            stopping=self._stopping.is_set(),
+            loop_blocked_for=stalled,
+            loop_blocked_by=by,
+        )
 
     def _log(self, level: int, msg: str, *args: Any, task: OwnedTask | None = None) -> None:
         extra = {"worker": self.id}
@@ -836,6 +872,14 @@ class LoopWatchdog:
         self._stop.set()
         if self._handle:
             self._handle.cancel()
+
+    def blocked(self) -> tuple[float, str | None]:
+        """How long the loop has gone without turning, and (past the threshold) what the
+        loop thread runs now. Meant for other threads: the loop itself always sees ~0."""
+        stalled = max(0.0, time.monotonic() - self._tick_at)
+        if stalled <= self._threshold:
+            return stalled, None
+        return stalled, self._describe(sys._current_frames().get(self._loop_thread))
 
     def _tick(self) -> None:
         self._tick_at = time.monotonic()

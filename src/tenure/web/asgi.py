@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,7 +19,11 @@ from tenure.web import prometheus
 from tenure.web.api import Api, Options
 from tenure.web.auth import refusal
 from tenure.web.dashboard import dashboard
+from tenure.web.probes import Probes
 from tenure.web.responses import error
+
+if TYPE_CHECKING:
+    from tenure.worker import Worker
 
 
 def create_app(
@@ -29,6 +34,7 @@ def create_app(
     store_metrics: bool = True,
     worker_id: str | None = None,
     allowed_hosts: Collection[str] | None = None,
+    worker: Worker | None = None,
 ) -> ASGIApp:
     """The HTTP interface of tenure over ``admin`` (an App on the store; opened on first use).
 
@@ -36,7 +42,8 @@ def create_app(
     ``/metrics``) with ``protect_reads``. The page itself holds no data and is always
     served: it asks for the token when the API wants one. ``store_metrics`` adds the
     store-level gauges to ``/metrics`` (``tenure dashboard``; a worker leaves them out).
-    ``worker_id`` names the worker serving this interface, if one does. With
+    ``worker_id`` names the worker serving this interface, if one does; ``worker`` is that
+    worker, whose state ``/healthz`` and ``/readyz`` report (:mod:`tenure.web.probes`). With
     ``allowed_hosts``, a request whose ``Host`` header names another host is refused
     (400): a page on another site cannot reach a server bound to loopback by pointing
     its own host name at 127.0.0.1 (DNS rebinding) and read it.
@@ -46,7 +53,7 @@ def create_app(
     options = Options(
         admin_token=settings.admin_token,
         protect_reads=protect_reads,
-        worker_id=worker_id,
+        worker_id=worker_id if worker is None else worker.id,
         max_body=4 * settings.max_params_bytes + 16 * 1024,
     )
     metrics_admin = admin if store_metrics else None
@@ -69,9 +76,12 @@ def create_app(
             )
         return error(exc.status_code, "not_found", f"nothing at {clip(request.url.path)}")
 
+    probes = Probes(admin, settings, worker)
     routes = [
         Route("/", dashboard, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", probes.healthz, methods=["GET"]),
+        Route("/readyz", probes.readyz, methods=["GET"]),
         *Api(admin, options).routes(),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -140,13 +141,16 @@ class HttpServer:
 
 
 class WorkerHTTP:
-    """A worker's HTTP interface: the dashboard, the JSON API and this worker's /metrics.
+    """A worker's HTTP interface: the dashboard, the JSON API, this worker's /metrics, and
+    its probes /healthz and /readyz (:mod:`tenure.web.probes`).
 
     Pass it to :meth:`tenure.App.run_worker` (``sidecars=[WorkerHTTP(host, port)]``; the
     CLI does for ``tenure worker --http HOST:PORT``). The address is bound here, so a
-    bad one fails before the worker joins. The interface reads the store through an App
-    of its own (its own connections), so that dashboard traffic never queues in front of
-    the worker's lease renewals; actions need the worker's ``admin_token``.
+    bad one fails before the worker joins. The interface runs on a thread of its own,
+    with its own event loop and an App of its own (its own connections): dashboard
+    traffic never queues in front of the worker's lease renewals, and a handler that
+    blocks the worker's loop does not silence the probes that report it. Actions need
+    the worker's ``admin_token``.
     """
 
     def __init__(self, host: str, port: int, *, protect_reads: bool = False) -> None:
@@ -155,6 +159,7 @@ class WorkerHTTP:
         self.sock = bind(host, port)
         self._server: HttpServer | None = None
         self._stopped = False
+        self._lock = threading.Lock()  # stop() comes from the worker's thread
 
     @property
     def url(self) -> str:
@@ -162,30 +167,65 @@ class WorkerHTTP:
 
     async def serve(self, worker: Worker) -> None:
         """Serve until :meth:`stop` (the worker calls it once it has left the cluster)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished(exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+
+        def main() -> None:
+            outcome: BaseException | None = None
+            try:
+                asyncio.run(self._serve(worker))
+            except BaseException as exc:
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the worker's loop may be gone already
+                loop.call_soon_threadsafe(finished, outcome)
+
+        # A daemon thread: should the server hang, it never keeps the process alive.
+        threading.Thread(target=main, name="tenure-http", daemon=True).start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.stop()
+            raise
+
+    async def _serve(self, worker: Worker) -> None:
         admin = App(worker.app.store_url, settings=worker.settings)
         asgi = create_app(
             admin,
             worker.settings,
             protect_reads=self.protect_reads,
             store_metrics=False,
-            worker_id=worker.id,
+            worker=worker,
             allowed_hosts=allowed_hosts(self.sock, self.host),
         )
-        self._server = HttpServer(asgi, self.sock)
         try:
-            if self._stopped:
-                return
+            with self._lock:
+                if self._stopped:
+                    return
+                self._server = HttpServer(asgi, self.sock)
             warn_if_exposed(self.sock, what="the worker's HTTP interface", protect_reads=self.protect_reads)
-            log.info("HTTP interface on %s (dashboard, /api, /metrics)", self._server.url, extra={"worker": worker.id})
+            log.info(
+                "HTTP interface on %s (dashboard, /api, /metrics, /healthz, /readyz)",
+                self._server.url,
+                extra={"worker": worker.id},
+            )
             await self._server.serve()
         finally:
             self.sock.close()
             await admin.close()
 
     def stop(self) -> None:
-        self._stopped = True
-        if self._server is not None:
-            self._server.stop()
+        with self._lock:
+            self._stopped = True
+            if self._server is not None:
+                self._server.stop()
 
     def close(self) -> None:
         """Release the address if the interface never served (the worker could not start)."""

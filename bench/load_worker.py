@@ -1,0 +1,149 @@
+"""One process of ``bench/load.py``: a tenure worker, or the floor's bare loop.
+
+Started by ``load.py`` (``python bench/load_worker.py SYSTEM ...``), never imported by it.
+Every system makes the same insert, one row ``(system, key, worker, token)`` per run, the
+way an application would write it:
+
+- ``plain``: a tenure worker (``App.run_worker()``, default settings) whose handler
+  inserts through the application's own ``psycopg_pool.AsyncConnectionPool(min_size=2,
+  max_size=4)`` in autocommit mode, on PostgreSQL (``--app-db``);
+- ``fenced``: a tenure worker whose handler makes the insert inside ``async with
+  ctx.fenced() as tx``, so the table lives in tenure's own store;
+- ``floor``: no tenure at all. The process takes the keys whose CRC-32 modulo
+  ``--processes`` is its ``--index`` and, at every whole second, fires one insert per key
+  through the same kind of pool with ``asyncio.gather``; a second whose turn comes while
+  the previous one's inserts are still running is skipped (nothing queues up).
+
+The table's ``at`` column defaults to the database's clock, so the statement the
+handlers send is the four-column insert and nothing else.
+
+SIGTERM ends the process: a tenure worker stops gracefully, the floor cancels its loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+import tenure
+
+KIND = "load"
+EVERY = 1.0
+POOL_MIN = 2
+POOL_MAX = 4
+
+#: The insert each run makes, per dialect of the database holding the table.
+INSERT = {
+    "postgresql": "INSERT INTO load_runs (system, key, worker, token) VALUES (%s, %s, %s, %s)",
+    "mysql": "INSERT INTO load_runs (system, `key`, worker, token) VALUES (%s, %s, %s, %s)",
+    "sqlite": "INSERT INTO load_runs (system, key, worker, token) VALUES (?, ?, ?, ?)",
+}
+
+
+def keys_of(n: int) -> list[str]:
+    """The bench's task keys (the same list ``load.py`` installs)."""
+    return [f"k{i:06d}" for i in range(n)]
+
+
+def floor_share(keys: Sequence[str], index: int, processes: int) -> list[str]:
+    """The keys process ``index`` of ``processes`` fires: split statically by a stable hash."""
+    return [k for k in keys if zlib.crc32(k.encode()) % processes == index]
+
+
+def app_pool(url: str) -> AsyncConnectionPool[Any]:
+    return AsyncConnectionPool(url, min_size=POOL_MIN, max_size=POOL_MAX, kwargs={"autocommit": True}, open=False)
+
+
+async def run_tenure(args: argparse.Namespace) -> None:
+    app = tenure.App(args.store)
+    pool = app_pool(args.app_db)
+
+    if args.system == "plain":
+
+        @app.task(KIND, every=EVERY)
+        async def plain(ctx: tenure.Context) -> None:
+            async with pool.connection() as conn:
+                await conn.execute(INSERT["postgresql"], ("plain", ctx.key, ctx.worker_id, ctx.token))
+
+    else:
+
+        @app.task(KIND, every=EVERY)
+        async def fenced(ctx: tenure.Context) -> None:
+            async with ctx.fenced() as tx:
+                await tx.execute(INSERT[ctx.dialect], ("fenced", ctx.key, ctx.worker_id, ctx.token))
+
+    # The application's pool is opened before the worker starts, as an app would at start-up
+    # (the fenced handler never uses it, but the process carries the same connections).
+    await pool.open(wait=True)
+    try:
+        # Default settings but for the id, which names the process in the bench's figures.
+        await app.run_worker(settings=tenure.Settings(worker_id=args.id))
+    finally:
+        await pool.close()
+
+
+async def run_floor(args: argparse.Namespace) -> None:
+    mine = floor_share(keys_of(args.n), args.index, args.processes)
+    pool = app_pool(args.app_db)
+    await pool.open(wait=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    async def insert(key: str) -> None:
+        async with pool.connection() as conn:
+            await conn.execute(INSERT["postgresql"], ("floor", key, args.id, 0))
+
+    async def fire_every_second() -> None:
+        while True:
+            now = time.time()
+            await asyncio.sleep(math.ceil(now) - now if now % 1 else 0.0)
+            # An insert that fails counts as a run that did not happen; the loop carries on.
+            await asyncio.gather(*(insert(k) for k in mine), return_exceptions=True)
+            await asyncio.sleep(0.001)  # the next whole second, not the one just fired
+
+    firing = asyncio.create_task(fire_every_second())
+    try:
+        await stop.wait()
+    finally:
+        firing.cancel()
+        await asyncio.gather(firing, return_exceptions=True)
+        await pool.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("system", choices=("plain", "fenced", "floor"))
+    p.add_argument("--id", required=True, help="worker id (tenure) or the floor process's name")
+    p.add_argument("--store", help="tenure's store URL (plain, fenced)")
+    p.add_argument("--app-db", required=True, help="PostgreSQL URL of the application's table (plain, floor)")
+    p.add_argument("--n", type=int, default=0, help="tasks (floor: the keys to split)")
+    p.add_argument("--index", type=int, default=0, help="floor: this process's index")
+    p.add_argument("--processes", type=int, default=1, help="floor: how many processes share the keys")
+    args = p.parse_args(argv)
+    if args.system != "floor" and not args.store:
+        p.error(f"{args.system} needs --store")
+    return args
+
+
+if __name__ == "__main__":
+    ns = parse_args()
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # psycopg's pool warns on every slow connection; the bench counts tenure's lines.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    print(f"load_worker {ns.system} {ns.id} pid {os.getpid()}", file=sys.stderr, flush=True)
+    asyncio.run(run_floor(ns) if ns.system == "floor" else run_tenure(ns))

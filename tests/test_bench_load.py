@@ -1,0 +1,74 @@
+"""bench/load.py runs end to end, tiny, and reports figures of the right shape.
+
+Benches are not tests: nothing here asserts speed. What is checked is that a smoke run
+(few tasks, few seconds, real worker processes) produces one JSON document whose
+figures are internally consistent, so the bench cannot rot unnoticed between the runs
+that take real figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import require_store
+
+LOAD = Path(__file__).resolve().parent.parent / "bench" / "load.py"
+PG = os.environ.get("TENURE_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def run_load(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(LOAD), *args], capture_output=True, text=True, timeout=100, check=False)
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) -> None:
+    require_store("postgresql", tmp_path)
+    n = 12
+    done = run_load(
+        "--store", "sqlite", "--app-db", PG, "--n", str(n), "--workers", "2",
+        "--duration", "2", "--warmup", "3", "--json-only",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    assert doc["bench"] == "load"
+    assert doc["machine"]["load_average_1_5_15"]
+    scenarios: list[dict[str, Any]] = doc["results"]["scenarios"]
+    assert [s["system"] for s in scenarios] == ["floor", "plain", "fenced"]
+    for s in scenarios:
+        assert s["tasks"] == n
+        assert s["periods_in_window"] == 2
+        assert s["runs_expected"] == n * 2
+        assert 0 <= s["runs_delivered"] <= s["runs_expected"]
+        assert s["runs_delivered"] <= s["rows_in_window"]
+        assert 0.0 <= s["delivered_pct"] <= 100.0
+        assert 0 <= s["keys_never_run"] <= n
+        gap = s["gap_s"]
+        assert 0.0 < gap["p50"] <= gap["p99"] <= gap["max"] <= s["window_s"] + 0.001
+        assert s["cpu_s"]["workers"] >= 0.0
+        assert s["cpu_s"]["db_servers"].get("postgresql", 0.0) >= 0.0
+        assert s["exit_codes"], s
+        assert all(code == 0 for code in s["exit_codes"].values()), s["exit_codes"]
+        assert s["log_lines"]["tracebacks"] == 0
+    floor, plain, fenced = scenarios
+    assert floor["store"] is None
+    assert "tenure_outcomes_started_in_window" not in floor
+    assert plain["store"] == fenced["store"] == "sqlite"
+    assert plain["app_table_on"] == "postgresql"
+    assert fenced["app_table_on"] == "sqlite"  # the fenced insert lives in tenure's store
+    # Every tenure run that started in the window is accounted for by its outcome.
+    assert sum(plain["tenure_outcomes_started_in_window"].values()) > 0
+    assert sum(plain["tasks_by_owner_at_end"].values()) == n
+
+
+def test_unknown_system_is_refused_by_name() -> None:
+    done = run_load("--handlers", "plain,bogus", "--n", "10")
+    assert done.returncode != 0
+    assert "--handlers 'plain,bogus'" in done.stderr
+    assert done.stdout == ""

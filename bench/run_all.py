@@ -7,6 +7,11 @@ With a ``sqlite:///`` ``--store``, each scenario empties that store's tenure tab
 first: point it at a scratch file. With a ``postgresql://`` or ``mysql://`` URL, each
 scenario creates a scratch database ``tenure_bench_<name>_<random>`` on that server and
 drops it afterwards. By default every scenario gets a fresh temporary SQLite file.
+
+``--only load`` adds issue 12's real-load bench (``bench/load.py``, N = 1,000 and 3,000,
+20-s windows, about 4 minutes); it is not in the default set because its application
+table needs a PostgreSQL server (``bench/load.py --app-db``). Without ``--store`` it
+runs tenure on a temporary SQLite file per scenario.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import coordination
 import failover
 import fenced
 import idle
+import load
 import throughput
 from common import machine, print_table, print_targets
 
@@ -45,8 +51,15 @@ def main(argv: list[str] | None = None) -> None:
         "failover": (failover, ["--tasks", "300", "--workers", "3", "--repeats", "3"]),
         "fenced": (fenced, ["--levels", "1000@1,2500@1,5000@1,5000@0.5", "--workers", "2", "--duration", "10"]),
         "idle": (idle, ["--tasks", "1000", "--workers", "2", "--duration", "30"]),
+        "load": (
+            load,
+            ["--n", "1000,3000", "--duration", "20", "--warmup", "5", *([] if args.store else ["--store", "sqlite"])],
+        ),
     }
     wanted = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in plan]
+    if unknown:
+        p.error(f"--only: unknown bench {', '.join(unknown)} (choose among {', '.join(plan)})")
     started = time.monotonic()
     sections: dict[str, Any] = {}
     outputs = []

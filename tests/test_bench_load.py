@@ -1,4 +1,5 @@
-"""bench/load.py runs end to end, tiny, and reports figures of the right shape.
+"""bench/load.py runs end to end, tiny, and reports figures of the right shape; the
+benches refuse bad options by name.
 
 Benches are not tests: nothing here asserts speed. What is checked is that a smoke run
 (few tasks, few seconds, real worker processes) produces one JSON document whose
@@ -52,7 +53,7 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
         gap = s["gap_s"]
         assert 0.0 < gap["p50"] <= gap["p99"] <= gap["max"] <= s["window_s"] + 0.001
         assert s["cpu_s"]["workers"] >= 0.0
-        assert s["cpu_s"]["db_servers"].get("postgresql", 0.0) >= 0.0
+        assert s["cpu_s"]["db"] >= 0.0
         assert s["exit_codes"], s
         assert all(code == 0 for code in s["exit_codes"].values()), s["exit_codes"]
         assert s["log_lines"]["tracebacks"] == 0
@@ -62,6 +63,9 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
     assert plain["store"] == fenced["store"] == "sqlite"
     assert plain["app_table_on"] == "postgresql"
     assert fenced["app_table_on"] == "sqlite"  # the fenced insert lives in tenure's store
+    # SQLite works inside the workers: the fenced scenario's database CPU is theirs.
+    assert fenced["cpu_s"]["db_servers_counted"] == []
+    assert floor["cpu_s"]["db_servers_counted"] == plain["cpu_s"]["db_servers_counted"] == ["postgresql"]
     # Every tenure run that started in the window is accounted for by its outcome.
     assert sum(plain["tenure_outcomes_started_in_window"].values()) > 0
     assert sum(plain["tasks_by_owner_at_end"].values()) == n
@@ -71,4 +75,18 @@ def test_unknown_system_is_refused_by_name() -> None:
     done = run_load("--handlers", "plain,bogus", "--n", "10")
     assert done.returncode != 0
     assert "--handlers 'plain,bogus'" in done.stderr
+    assert done.stdout == ""
+
+
+def test_fleet_refuses_killing_every_worker_by_name() -> None:
+    fleet = LOAD.parent / "fleet.py"
+    done = subprocess.run(
+        [sys.executable, str(fleet), "--workers", "4", "--kill", "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "--kill 4" in done.stderr
     assert done.stdout == ""

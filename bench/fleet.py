@@ -1,0 +1,511 @@
+"""Fleet scale (issue 15 item 4): many workers on one PostgreSQL, start, kill, join.
+
+``--workers`` worker processes (default 40) share ``--tasks`` no-op tasks (default
+100,000) every ``--every`` seconds (default 30) on a scratch database of the PostgreSQL
+server ``--store`` names. The phases, one after the other:
+
+1. **start**: every worker is started at once. Reported: the seconds until every task
+   is owned and each worker holds its fair share (N/W, give or take one), from the
+   first spawn and from the last worker's registration (``tenure_workers.started_at``,
+   database clock), and in polls; the tasks moved (terms handed out: every claim takes
+   the next value of ``tenure_term_seq``) against the minimum, N, and how many distinct
+   tasks changed term;
+2. **steady**: a window of ``--window`` seconds (default two periods) in which are
+   measured: delivery (the slots of every task inside the window against the runs
+   recorded ``ok`` in ``tenure_runs``), lag (start minus slot) p50/p99/max,
+   coordination (store calls counted inside each worker by ``bench_worker.py
+   --stats``: lease renewals, claims, releases, cluster reads…, run records apart;
+   and the database's own count of transactions, ``xact_commit + xact_rollback`` of
+   ``pg_stat_database`` for the scratch database, since ``pg_stat_statements`` is used
+   only if the server preloads it), PostgreSQL CPU (every ``postgres`` process, /proc)
+   per second and per worker, and the connections the cluster holds;
+3. **kill**: ``--kill`` workers (default 10) get SIGKILL at once. Reported: the
+   seconds until none of their tasks is left with them and every one is owned by a live
+   worker (ownership sampled every ~0.2 s), until fair share among the survivors, until
+   every one of their tasks has run elsewhere (its first ``ok`` run by another worker:
+   up to a period later, since the new owner keeps the task's slots), how late those
+   first runs were against their slots, and the tasks moved against the minimum (the
+   tasks the killed workers held);
+4. **join**: ``--join`` new workers (default 10) start at once. Reported: the seconds to
+   fair share, and the tasks moved against the minimum (what the new workers hold once
+   shares are fair: each of those had to move once);
+5. **steady again**: a second window, as in 2.
+
+Then one JSON document, a short table, and issue 15's targets: fair share within 3
+polls of the last start, moves <= 1.1 x the minimum, coordination <= one store call
+per worker per heartbeat + one per poll, 100% delivered outside the fault windows.
+
+A server allows ``max_connections`` clients, and every worker holds at least three
+(its pool, its lease connection, its LISTEN connection; the pool grows to 8 under
+load): the bench refuses to start more workers than the server's free connections
+allow, and says how many would fit.
+
+    .venv/bin/python bench/fleet.py [--store postgresql://...] [--workers 40] [--tasks 100000]
+        [--every 30] [--kill 10] [--join 10] [--window 60]
+    .venv/bin/python bench/fleet.py --workers 12 --tasks 20000 --kill 3 --join 3   # smaller
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tenure
+from common import (
+    DEFAULTS,
+    BenchStore,
+    Cluster,
+    Target,
+    dialect_of,
+    percentile,
+    report,
+    server_database,
+    task_keys,
+    wait_until,
+)
+from coordination import rates, snapshot
+from failover import first_runs_elsewhere
+from load import db_cpu_delta, db_server_cpu
+from throughput import BenchResult, analyse_runs
+
+KIND = "noop"  # bench_worker.py's no-op kind
+#: Connections a worker holds at least on PostgreSQL: its pool's first, the lease's, LISTEN's.
+MIN_CONNECTIONS_PER_WORKER = 3
+FAIR_POLLS_TARGET = 3
+MOVES_TARGET = 1.1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--store",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL server; a scratch database is made on it and dropped (default %(default)s)",
+    )
+    p.add_argument("--workers", type=int, default=40, help="workers started at once (default %(default)s)")
+    p.add_argument("--tasks", type=int, default=100_000, help="no-op tasks (default %(default)s)")
+    p.add_argument("--every", type=float, default=30.0, help="task period, seconds (default %(default)s)")
+    p.add_argument("--kill", type=int, default=10, help="workers killed at once (default %(default)s)")
+    p.add_argument("--join", type=int, default=10, help="workers joining at once (default %(default)s)")
+    p.add_argument("--window", type=float, default=None, help="steady windows, seconds (default two periods)")
+    p.add_argument("--timeout", type=float, default=180.0, help="longest wait for each phase (default 180 s)")
+    p.add_argument("--ttl", type=float, default=DEFAULTS.lease_ttl, help="lease TTL (default %(default)s)")
+    p.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat, help="default %(default)s")
+    p.add_argument("--poll", type=float, default=DEFAULTS.poll, help="default %(default)s")
+    p.add_argument("--json-only", action="store_true", help="print the JSON only, no table")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if dialect_of(args.store) != "postgresql":
+        raise SystemExit(f"--store {args.store!r}: the fleet bench runs on PostgreSQL")
+    if args.workers < 2 or args.tasks < 1:
+        raise SystemExit("--workers must be at least 2 and --tasks at least 1")
+    if not 0 <= args.kill < args.workers or args.join < 0:
+        raise SystemExit(f"--kill {args.kill}: between 0 and --workers - 1; --join not negative")
+    tenure.Settings(lease_ttl=args.ttl, heartbeat=args.heartbeat, poll=args.poll)  # exits naming the setting
+    if args.window is None:
+        args.window = 2 * args.every
+
+
+# -- the database's side ---------------------------------------------------------------------
+
+
+def connection_room(store: BenchStore) -> dict[str, int]:
+    row = store.query(
+        "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
+        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+    )[0]
+    return {"max_connections": int(row[0]), "reserved": int(row[1]), "in_use": int(row[2])}
+
+
+def cluster_connections(store: BenchStore) -> int:
+    """Client connections to the scratch database, the bench's own one excluded."""
+    row = store.query(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return int(row[0][0])
+
+
+def xacts(store: BenchStore) -> int:
+    # Force fresh figures: PostgreSQL 15 caches statistics for the length of a transaction.
+    store.query("SELECT pg_stat_clear_snapshot()")
+    row = store.query("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+    return int(row[0][0])
+
+
+def statements_view(store: BenchStore) -> bool:
+    rows = store.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
+    if rows:
+        return True
+    preload = store.query("SELECT current_setting('shared_preload_libraries')")[0][0]
+    if "pg_stat_statements" not in str(preload):
+        return False
+    store.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return True
+
+
+def statement_calls(store: BenchStore) -> int:
+    row = store.query(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+        "WHERE d.datname = current_database()"
+    )
+    return int(row[0][0])
+
+
+def terms_issued(store: BenchStore) -> int:
+    """Terms handed out so far: every claim takes the next value of ``tenure_term_seq``
+    (its only use), so the growth between two readings counts the changes of owner."""
+    last, called = store.query("SELECT last_value, is_called FROM tenure_term_seq")[0]
+    return int(last) if called else 0
+
+
+def terms_by_key(store: BenchStore) -> dict[str, int]:
+    return {str(k): int(t) for k, t in store.query("SELECT key, term FROM tenure_tasks WHERE kind = ?", (KIND,))}
+
+
+def moves(store: BenchStore, before: tuple[int, dict[str, int]], minimum: int) -> dict[str, Any]:
+    """Changes of owner since ``before`` (a :func:`snapshot_terms`), against ``minimum``."""
+    issued0, terms0 = before
+    issued = terms_issued(store) - issued0
+    changed = sum(1 for k, t in terms_by_key(store).items() if terms0.get(k) != t)
+    return {
+        "tasks_moved": issued,
+        "distinct_tasks_moved": changed,
+        "moves_minimum": minimum,
+        "moves_ratio": round(issued / minimum, 3) if minimum else None,
+    }
+
+
+def snapshot_terms(store: BenchStore) -> tuple[int, dict[str, int]]:
+    return terms_issued(store), terms_by_key(store)
+
+
+def owners(store: BenchStore) -> dict[str | None, int]:
+    rows = store.query("SELECT owner, count(*) FROM tenure_tasks WHERE kind = ? GROUP BY owner", (KIND,))
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def fair(counts: dict[str | None, int], ids: set[str]) -> bool:
+    total = sum(counts.values())
+    if set(counts) - ids:  # unowned tasks, or tasks still with a worker not in ``ids``
+        return False
+    share = total / len(ids)
+    return all(math.floor(share) <= counts.get(i, 0) <= math.ceil(share) for i in ids)
+
+
+async def _install(url: str, n: int, every: float) -> float:
+    app = tenure.App(url)
+
+    @app.task(KIND, every=every)
+    async def never(ctx: tenure.Context) -> None:  # pragma: no cover - registration only
+        raise AssertionError("the set-up app runs no tasks")
+
+    await app.migrate()
+    t = time.perf_counter()
+    async with app:
+        await app.sync_tasks(KIND, {k: tenure.TaskSpec(every=every) for k in task_keys(n)})
+    return time.perf_counter() - t
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+
+def watch(
+    store: BenchStore, done: Callable[[dict[str | None, int]], bool], timeout: float, interval: float = 0.2
+) -> tuple[float | None, int]:
+    """Sample ownership until ``done``; (seconds it took or None, peak cluster connections)."""
+    t0 = time.monotonic()
+    peak = 0
+    while time.monotonic() - t0 < timeout:
+        peak = max(peak, cluster_connections(store))
+        if done(owners(store)):
+            return round(time.monotonic() - t0, 3), peak
+        time.sleep(interval)
+    return None, peak
+
+
+def registered(store: BenchStore, ids: Sequence[str]) -> list[float]:
+    marks = ",".join("?" * len(ids))
+    rows = store.query(f"SELECT started_at FROM tenure_workers WHERE id IN ({marks})", tuple(ids))
+    return sorted(float(r[0]) for r in rows)
+
+
+def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> dict[str, Any]:
+    store = cluster.store
+    live = cluster.live
+    wait_until(lambda: len(snapshot(live)) == len(live), 10)
+    s0, x0, c0 = snapshot(live), xacts(store), db_server_cpu()
+    st0 = statement_calls(store) if use_statements else None
+    t0 = time.time()
+    time.sleep(args.window)
+    t1 = time.time()
+    s1, x1, c1 = snapshot(live), xacts(store), db_server_cpu()
+    st1 = statement_calls(store) if use_statements else None
+    load = [round(x, 2) for x in os.getloadavg()]
+    conns = cluster_connections(store)
+    time.sleep(args.poll + 1.0)  # the last runs of the window are flushed at the next poll
+    runs = analyse_runs(store, args.tasks, args.every, t0, t1, kind=KIND)
+    counted = rates(s0, s1)
+    span = t1 - t0
+    pg_cpu = db_cpu_delta(c0, c1).get("postgresql", 0.0)
+    coord = counted["coordination_writes_per_s"] + counted["coordination_reads_per_s"]
+    return {
+        "window_s": round(span, 2),
+        "workers": len(live),
+        "delivered_pct": runs["delivered_pct"],
+        "slots_expected": runs["slots_expected"],
+        "slots_delivered": runs["slots_delivered"],
+        "duplicate_runs": runs["duplicate_runs"],
+        "outcomes": runs["outcomes_in_window"],
+        "lag_ms": runs["lag_ms"],
+        "runs_per_s": runs["executions_per_s"],
+        "coordination_calls_per_s": round(coord, 2),
+        "coordination_calls_per_worker_per_s": round(coord / len(live), 3),
+        "coordination_bound_per_s": round(len(live) * (1 / args.heartbeat + 1 / args.poll), 2),
+        "run_record_transactions_per_s": counted["run_record_transactions_per_s"],
+        "store_calls_by_method": counted["methods"],
+        "db_transactions_per_s": round((x1 - x0) / span, 1),
+        "db_statements_per_s": round((st1 - st0) / span, 1) if st0 is not None and st1 is not None else None,
+        "postgresql_cpu_s": round(pg_cpu, 3),
+        "postgresql_cpu_pct": round(100 * pg_cpu / span, 1),
+        "postgresql_cpu_ms_per_worker_per_s": round(1000 * pg_cpu / span / len(live), 2),
+        "cluster_connections": conns,
+        "load_average_at_end": load,
+    }
+
+
+def kill_phase(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
+    store = cluster.store
+    victims = cluster.live[: args.kill]
+    vids = {w.id for w in victims}
+    marks = ",".join("?" * len(vids))
+    held = {r[0] for r in store.query(f"SELECT key FROM tenure_tasks WHERE owner IN ({marks})", tuple(vids))}
+    before = snapshot_terms(store)
+    t_sig = time.time()
+    for w in victims:
+        w.proc.send_signal(signal.SIGKILL)
+    for w in victims:
+        w.proc.wait()
+    survivors = {w.id for w in cluster.live}
+    t = time.monotonic()
+    moved_s, peak = watch(store, lambda c: not set(c) - survivors, args.timeout)
+    fair_s, _ = watch(store, lambda c: fair(c, survivors), args.timeout)
+    fair_s = None if fair_s is None else round(time.monotonic() - t, 3)
+    # A moved task keeps its slots: its first run elsewhere comes at its next slot, up to a
+    # period after the move.
+    deadline = time.time() + args.every + args.ttl + 2 * args.poll + 5
+    firsts: dict[str, tuple[float, float]] = {}
+    while time.time() < deadline:
+        # Runs after the signal by a killed worker cannot exist: any one of them names them all.
+        firsts = first_runs_elsewhere(store, held, min(vids), t_sig) if vids else {}
+        if len(firsts) == len(held):
+            break
+        time.sleep(1.0)
+    delays = [started - t_sig for started, _ in firsts.values()]
+    lags = [(started - scheduled) * 1000 for started, scheduled in firsts.values()]
+    return {
+        "killed": len(victims),
+        "tasks_held": len(held),
+        "all_owned_elsewhere_s": moved_s,
+        "fair_share_s": fair_s,
+        "tasks_run_elsewhere": len(firsts),
+        "all_run_elsewhere_s": round(max(delays), 3) if delays and len(firsts) == len(held) else None,
+        "first_run_lag_ms": {"p50": _r(percentile(lags, 50)), "p99": _r(percentile(lags, 99)), "max": _r(max(lags))}
+        if lags
+        else None,
+        **moves(store, before, len(held)),
+        "peak_cluster_connections": peak,
+    }
+
+
+def join_phase(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
+    store = cluster.store
+    before = snapshot_terms(store)
+    t = time.monotonic()
+    joined = cluster.start(args.join)
+    ids = {w.id for w in cluster.live}
+    fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout)
+    t_fair = time.time()
+    counts = owners(store)
+    minimum = sum(counts.get(w.id, 0) for w in joined)
+    reg = registered(store, [w.id for w in joined])
+    return {
+        "joined": len(joined),
+        "fair_share_s": None if fair_s is None else round(time.monotonic() - t, 3),
+        "fair_share_after_last_registration_s": round(t_fair - reg[-1], 3) if reg and fair_s is not None else None,
+        **moves(store, before, minimum),
+        "peak_cluster_connections": peak,
+    }
+
+
+def _r(v: float | None, digits: int = 1) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    check_args(args)
+    settings = {"lease_ttl": args.ttl, "heartbeat": args.heartbeat, "poll": args.poll}
+    results: dict[str, Any] = {
+        "workers": args.workers,
+        "tasks": args.tasks,
+        "every_s": args.every,
+        "settings": settings,
+    }
+    with server_database(args.store, "fleet") as store:
+        room = connection_room(store)
+        free = room["max_connections"] - room["reserved"] - room["in_use"]
+        fits = free // MIN_CONNECTIONS_PER_WORKER
+        results["connections"] = room | {"workers_that_fit": fits}
+        most = max(args.workers, args.workers - args.kill + args.join)
+        if most > fits:
+            raise SystemExit(
+                f"{most} workers need at least {most * MIN_CONNECTIONS_PER_WORKER} connections "
+                f"({MIN_CONNECTIONS_PER_WORKER} each), and the server has {free} free "
+                f"(max_connections {room['max_connections']}, {room['reserved']} reserved, {room['in_use']} in use): "
+                f"run at most --workers {fits}, or raise max_connections"
+            )
+        use_statements = statements_view(store)
+        results["statements_counted_by"] = (
+            "pg_stat_statements (calls)" if use_statements else "pg_stat_database (xact_commit + xact_rollback)"
+        )
+        print(f"[fleet] installing {args.tasks:,} tasks", file=sys.stderr, flush=True)
+        results["install_s"] = round(asyncio.run(_install(store.url, args.tasks, args.every)), 3)
+        with Cluster(store, settings, stats=True) as cluster:
+            before = snapshot_terms(store)
+            t_spawn = time.time()
+            first = cluster.start(args.workers)
+            ids = {w.id for w in first}
+            print(f"[fleet] {args.workers} workers started", file=sys.stderr, flush=True)
+            fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout)
+            t_fair = time.time()
+            reg = registered(store, sorted(ids))
+            start: dict[str, Any] = {
+                "fair_share_from_spawn_s": fair_s,
+                "registered": len(reg),
+                "last_registration_after_spawn_s": round(reg[-1] - t_spawn, 3) if reg else None,
+                "fair_share_after_last_registration_s": round(t_fair - reg[-1], 3) if reg and fair_s else None,
+                **moves(store, before, args.tasks),
+                "peak_cluster_connections": peak,
+            }
+            if start["fair_share_after_last_registration_s"] is not None:
+                start["fair_share_after_last_registration_polls"] = round(
+                    start["fair_share_after_last_registration_s"] / args.poll, 2
+                )
+            results["start"] = start
+            print(f"[fleet] start: fair share after {fair_s} s; steady window", file=sys.stderr, flush=True)
+            results["steady"] = steady(args, cluster, use_statements)
+            if args.kill:
+                print(f"[fleet] killing {args.kill}", file=sys.stderr, flush=True)
+                results["kill"] = kill_phase(args, cluster)
+            if args.join:
+                print(f"[fleet] {args.join} joining", file=sys.stderr, flush=True)
+                results["join"] = join_phase(args, cluster)
+                print("[fleet] steady window after the join", file=sys.stderr, flush=True)
+                results["steady_after"] = steady(args, cluster, use_statements)
+            results["exit_codes"] = cluster.stop_all()
+            results["worker_log_tail"] = cluster.tail_logs(3)
+    return BenchResult(results=results, targets=targets_of(args, results), table=table_of(results))
+
+
+def table_of(r: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = [
+        ["phase", "workers", "seconds", "moved / minimum", "delivered %", "lag p99 ms",
+         "coord calls/s (per worker)", "db xacts/s", "PG CPU %", "PG ms/worker/s", "conns"]
+    ]  # fmt: skip
+    s = r["start"]
+    rows.append(["start (to fair share)", r["workers"], s["fair_share_from_spawn_s"],
+                 f"{s['tasks_moved']:,} / {s['moves_minimum']:,}", None, None, None, None, None, None,
+                 s["peak_cluster_connections"]])  # fmt: skip
+    for name in ("steady", "steady_after"):
+        if name in r:
+            w = r[name]
+            rows.append([name, w["workers"], w["window_s"], None, w["delivered_pct"], w["lag_ms"]["p99"],
+                         f"{w['coordination_calls_per_s']} ({w['coordination_calls_per_worker_per_s']})",
+                         w["db_transactions_per_s"], w["postgresql_cpu_pct"],
+                         w["postgresql_cpu_ms_per_worker_per_s"], w["cluster_connections"]])  # fmt: skip
+        if name == "steady" and "kill" in r:
+            k = r["kill"]
+            rows.append([f"kill {k['killed']} (all owned elsewhere)", None, k["all_owned_elsewhere_s"],
+                         f"{k['tasks_moved']:,} / {k['moves_minimum']:,}", None,
+                         (k["first_run_lag_ms"] or {}).get("p99"), None, None, None, None,
+                         k["peak_cluster_connections"]])  # fmt: skip
+        if name == "steady" and "join" in r:
+            j = r["join"]
+            rows.append([f"join {j['joined']} (to fair share)", None, j["fair_share_s"],
+                         f"{j['tasks_moved']:,} / {j['moves_minimum']:,}", None, None, None, None, None, None,
+                         j["peak_cluster_connections"]])  # fmt: skip
+    return rows
+
+
+def targets_of(args: argparse.Namespace, r: dict[str, Any]) -> list[Target]:
+    out: list[Target] = []
+    s = r["start"]
+    polls = s.get("fair_share_after_last_registration_polls")
+    out.append(
+        Target(
+            "start: fair share within 3 polls of the last start",
+            f"{polls} polls ({s['fair_share_after_last_registration_s']} s after the last registration)",
+            polls is not None and polls <= FAIR_POLLS_TARGET,
+        )
+    )
+    for phase in ("start", "kill", "join"):
+        if phase in r and r[phase].get("moves_ratio") is not None:
+            ratio = r[phase]["moves_ratio"]
+            out.append(
+                Target(
+                    f"{phase}: tasks moved <= 1.1 x the minimum",
+                    f"{r[phase]['tasks_moved']:,} vs {r[phase]['moves_minimum']:,} ({ratio}x)",
+                    ratio <= MOVES_TARGET,
+                )
+            )
+    for name in ("steady", "steady_after"):
+        if name in r:
+            w = r[name]
+            out.append(
+                Target(
+                    f"{name}: coordination <= 1 call per worker per heartbeat + 1 per poll",
+                    f"{w['coordination_calls_per_s']}/s vs {w['coordination_bound_per_s']}/s",
+                    w["coordination_calls_per_s"] <= w["coordination_bound_per_s"],
+                )
+            )
+            out.append(
+                Target(
+                    f"{name}: 100% delivered",
+                    f"{w['delivered_pct']}% ({w['slots_delivered']:,}/{w['slots_expected']:,}), "
+                    f"lag p99 {w['lag_ms']['p99']} ms",
+                    w["delivered_pct"] == 100.0,
+                )
+            )
+    if "kill" in r:
+        k = r["kill"]
+        bound = args.ttl + args.poll + 0.5
+        got = k["all_owned_elsewhere_s"]
+        out.append(
+            Target(
+                f"kill: every task of the killed owned elsewhere within TTL + poll + 0.5 = {bound} s",
+                f"{got} s",
+                got is not None and got <= bound,
+            )
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    res = run(args)
+    res.results["command"] = " ".join(
+        [".venv/bin/python", "bench/fleet.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    report("fleet", res.results, res.targets, res.table, json_only=args.json_only)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,8 @@ server ``--store`` names. The phases, one after the other:
    and the database's own count of transactions, ``xact_commit + xact_rollback`` of
    ``pg_stat_database`` for the scratch database, since ``pg_stat_statements`` is used
    only if the server preloads it), PostgreSQL CPU (every ``postgres`` process, /proc)
-   per second and per worker, and the connections the cluster holds;
+   per second and per worker, the connections the cluster holds, and the time of the
+   read each worker makes every poll (it counts the enabled tasks: O(N));
 3. **kill**: ``--kill`` workers (default 10) get SIGKILL at once. Reported: the
    seconds until none of their tasks is left with them and every one is owned by a live
    worker (ownership sampled every ~0.2 s), until fair share among the survivors, until
@@ -160,6 +161,20 @@ def statement_calls(store: BenchStore) -> int:
     return int(row[0][0])
 
 
+def per_poll_read_ms(store: BenchStore, repeats: int = 10) -> float:
+    """Median milliseconds of the read every worker makes every poll (``cluster_counts``:
+    it counts the enabled tasks, so its cost grows with N)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        store.query(
+            "SELECT (SELECT value FROM tenure_counters WHERE name = 'changes'), "
+            "(SELECT count(*) FROM tenure_tasks WHERE enabled)"
+        )
+        times.append(1000 * (time.perf_counter() - t))
+    return round(sorted(times)[len(times) // 2], 2)
+
+
 def terms_issued(store: BenchStore) -> int:
     """Terms handed out so far: every claim takes the next value of ``tenure_term_seq``
     (its only use), so the growth between two readings counts the changes of owner."""
@@ -252,6 +267,7 @@ def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> 
     load = [round(x, 2) for x in os.getloadavg()]
     conns = cluster_connections(store)
     time.sleep(args.poll + 1.0)  # the last runs of the window are flushed at the next poll
+    poll_read_ms = per_poll_read_ms(store)
     runs = analyse_runs(store, args.tasks, args.every, t0, t1, kind=KIND)
     counted = rates(s0, s1)
     span = t1 - t0
@@ -278,6 +294,7 @@ def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> 
         "postgresql_cpu_pct": round(100 * pg_cpu / span, 1),
         "postgresql_cpu_ms_per_worker_per_s": round(1000 * pg_cpu / span / len(live), 2),
         "cluster_connections": conns,
+        "per_poll_read_ms": poll_read_ms,
         "load_average_at_end": load,
     }
 

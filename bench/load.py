@@ -417,6 +417,7 @@ def run_one(args: argparse.Namespace, system: str, n: int) -> dict[str, Any]:
         },
         cpu_s_per_1000_runs={"workers": per_k(worker_cpu), "db": per_k(db_used), "total": per_k(worker_cpu + db_used)},
         load_average_at_end=load,
+        logs_dir=str(logdir),  # kept: the workers' own account of a collapse
         processes_alive_at_end=len(alive),
         exit_codes=exit_codes,
         log_lines=logs,

@@ -92,7 +92,8 @@ SERVER_OF = {"postgresql": "postgresql", "mysql": "mariadb"}
 LOG_PATTERNS = {
     "run_timed_out": re.compile(r"run timed out"),
     "cancelled_lease_lost": re.compile(r"cancelled: lease lost"),
-    "lease_lost": re.compile(r"lease lost"),
+    "lease_lost": re.compile(r"lease lost|lost its lease"),
+    "run_records_not_saved": re.compile(r"could not save run records"),
     "loop_blocked": re.compile(r"event loop blocked for"),
     "tracebacks": re.compile(r"^Traceback"),
 }

@@ -28,9 +28,9 @@ from tenure.errors import (
     UnknownKind,
 )
 from tenure.inputs import quote
-from tenure.models import STORED, UNREADABLE, KindInfo, Task
+from tenure.models import STORED, UNREADABLE, KindInfo, Pause, Task
 
-Snapshot = tuple[list[Task], list[KindInfo], list[tenure.Run]]
+Snapshot = tuple[list[Task], list[KindInfo], list[tenure.Run], list[Pause]]
 
 
 def short(value: object) -> str:
@@ -48,7 +48,7 @@ async def seeded(app: tenure.App) -> tenure.App:
 
 
 async def snapshot(app: tenure.App) -> Snapshot:
-    return await app.list_tasks(), await app.store.list_kinds(), await app.list_runs()
+    return await app.list_tasks(), await app.store.list_kinds(), await app.list_runs(), await app.pauses()
 
 
 async def assert_refused(
@@ -331,6 +331,25 @@ async def test_one_task_ops_bad_input(seeded: tenure.App, op: str) -> None:
     for kind, key in [("billing", "existing"), ("dispatch", "madrid"), ("dispatch", "Existing")]:
         # Unknown kinds and keys; keys are exact (no case folding).
         await assert_refused(seeded, f"{op} {kind}/{key}", call(kind, key), TaskNotFound, f"{kind}/{key}")
+
+
+async def test_pause_and_resume_bad_input(seeded: tenure.App) -> None:
+    await seeded.pause_kind("dispatch", by="keeper")  # a pause no bad input may touch either
+    for op in ("pause_kind", "resume_kind"):
+        method = getattr(seeded, op)
+        for kind, fragment in BAD_KINDS:
+            await assert_refused(seeded, f"{op} kind {kind!r}", partial(method, kind), InvalidKind, fragment)
+        await assert_refused(seeded, f"{op} unknown", partial(method, "billing"), UnknownKind, "unknown kind 'billing'")
+    bad_cancels: list[Any] = [1, "yes", None]
+    for cancel in bad_cancels:
+        await assert_refused(
+            seeded, f"cancel {cancel!r}", partial(seeded.pause_kind, "dispatch", cancel=cancel), InvalidInput, "cancel"
+        )
+        await assert_refused(seeded, f"cancel {cancel!r}", partial(seeded.pause, cancel=cancel), InvalidInput, "cancel")
+    bad_bys: list[Any] = ["", "   ", "x" * 201, "tab\there", 42]
+    for by in bad_bys:
+        await assert_refused(seeded, f"by {by!r}", partial(seeded.pause, by=by), InvalidInput, "by must be")
+    assert [p.by for p in await seeded.pauses()] == ["keeper"]
 
 
 # -- listing -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 import tenure
 from store_contract.helpers import wait_past
 from tenure.cli import load_app, main, worker_settings
-from tenure.models import Outcome, Run, Task, WorkerInfo
+from tenure.models import Outcome, Pause, Run, Task, WorkerInfo
 from tenure.store import SCHEMA_VERSION
 
 # -- helpers --------------------------------------------------------------------------------
@@ -65,9 +65,14 @@ class CLI:
         assert self.snapshot() == before, "a failed command changed the store"
         return result.err
 
-    def snapshot(self) -> tuple[list[Task], list[WorkerInfo], list[Run]]:
-        async def go(store: tenure.Store) -> tuple[list[Task], list[WorkerInfo], list[Run]]:
-            return await store.list_tasks(), await store.list_workers(), await store.list_runs(limit=1000)
+    def snapshot(self) -> tuple[list[Task], list[WorkerInfo], list[Run], list[Pause]]:
+        async def go(store: tenure.Store) -> tuple[list[Task], list[WorkerInfo], list[Run], list[Pause]]:
+            return (
+                await store.list_tasks(),
+                await store.list_workers(),
+                await store.list_runs(limit=1000),
+                await store.list_pauses(),
+            )
 
         return self.with_store(go)
 

@@ -145,3 +145,37 @@ def test_an_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1, result
     assert_one_error_line(result.stderr)
     assert "cannot connect to PostgreSQL store" in result.stderr
+
+
+def test_pause_and_resume(cli: CLI) -> None:
+    r = cli("kinds", "pause", "dispatch")
+    assert r.code == 0, r
+    assert r.out.startswith("paused kind dispatch (since ")
+    assert "runs in progress end on their own" in r.out
+    assert cli("pause", "--cancel").code == 0
+    status = cli("status", "--json").json()
+    assert [(p["kind"], p["cancel"]) for p in status["paused"]] == [(None, True), ("dispatch", False)]
+    assert all(p["by"].startswith("cli ") for p in status["paused"])
+    assert "paused: every kind since" in cli("status").out
+    r = cli("resume")
+    assert r.out.startswith("resumed every kind (paused since ")
+    assert "still paused: kind dispatch since" in r.out
+    assert cli("kinds", "resume", "dispatch").code == 0
+    assert cli("kinds", "resume", "dispatch").out == "kind dispatch was not paused on its own\n"
+    assert cli("status", "--json").json()["paused"] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["kinds", "pause", "teleport"], "unknown kind 'teleport'"),
+        (["kinds", "resume", "teleport"], "unknown kind 'teleport'"),
+        (["kinds", "pause", "bad kind"], "bad kind"),
+        (["kinds", "pause"], "KIND"),
+        (["kinds", "pause", "dispatch", "--cancel=yes"], "--cancel"),
+        (["pause", "dispatch"], "unrecognized arguments"),
+        (["resume", "--cancel"], "unrecognized arguments"),
+    ],
+)
+def test_bad_pauses_change_nothing(cli: CLI, argv: list[str], needle: str) -> None:
+    assert needle in cli.fails(2, *argv)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -26,6 +28,7 @@ from tenure.inputs import check_number, clip, quote
 from tenure.models import (
     KindInfo,
     Outcome,
+    Pause,
     Run,
     Task,
     check_key,
@@ -53,6 +56,25 @@ CRON_TIMEOUT = 300.0
 MAX_SYNC_TASKS = 1_000_000
 #: Failures :meth:`App.status` lists by default.
 RECENT_FAILURES = 10
+#: Longest account of who paused something.
+MAX_PAUSED_BY = 200
+
+
+def default_actor() -> str:
+    """Who acts, when a caller does not say: ``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's bare uid)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _check_by(by: object) -> str:
+    if not isinstance(by, str):
+        raise InvalidInput(f"by must be a string naming who acts, got {quote(by)}")
+    if not by.strip() or len(by) > MAX_PAUSED_BY or not by.isprintable():
+        raise InvalidInput(f"by must be 1 to {MAX_PAUSED_BY} printable characters, got {quote(by)}")
+    return by
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,8 +96,12 @@ class TaskKind:
 
 
 def _check_enabled(enabled: object) -> None:
-    if not isinstance(enabled, bool):
-        raise InvalidInput(f"enabled must be True or False, got {quote(enabled)}")
+    _check_flag("enabled", enabled)
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be True or False, got {quote(value)}")
 
 
 def _schedule(kind: str, every: float | None, cron: str | None, default: Schedule | None) -> Schedule:
@@ -460,6 +486,50 @@ class App:
             return store, key
         return store, normal
 
+    # -- pauses (the big red button) -------------------------------------------------------
+
+    async def pause_kind(self, kind: str, *, cancel: bool = False, by: str | None = None) -> Pause:
+        """Stop every worker from starting runs of ``kind``, until :meth:`resume_kind`.
+
+        Workers see it within one poll (at once on PostgreSQL). Runs in progress end on
+        their own, or with ``cancel`` are cancelled (recorded as ``lease_lost``). Tasks keep
+        their owners, terms and schedules; tasks added meanwhile are claimed as usual and
+        wait. Pausing a paused kind changes nothing but ``cancel``. ``by`` says who
+        paused it (default: ``user@host``). The pause is in the store: it outlives
+        failovers and restarts. Raises :class:`~tenure.errors.UnknownKind`.
+        """
+        check_kind(kind)
+        _check_flag("cancel", cancel)
+        by = default_actor() if by is None else _check_by(by)
+        store = await self._ready()
+        await self._default_schedule(store, kind)  # an unknown kind is refused
+        return await store.set_pause(kind, by=by, cancel=cancel)
+
+    async def resume_kind(self, kind: str) -> Pause | None:
+        """Let ``kind`` run again: each task's next run follows its kind's misfire policy
+        (``skip``: the latest missed slot runs once, not a burst). Returns the pause lifted,
+        or None if the kind was not paused by itself (a pause of every kind is lifted by
+        :meth:`resume`). Raises :class:`~tenure.errors.UnknownKind`."""
+        check_kind(kind)
+        store = await self._ready()
+        await self._default_schedule(store, kind)
+        return await store.clear_pause(kind)
+
+    async def pause(self, *, cancel: bool = False, by: str | None = None) -> Pause:
+        """Pause every kind, as :meth:`pause_kind` does one. Kinds paused on their own stay
+        paused after :meth:`resume`."""
+        _check_flag("cancel", cancel)
+        by = default_actor() if by is None else _check_by(by)
+        return await (await self._ready()).set_pause(None, by=by, cancel=cancel)
+
+    async def resume(self) -> Pause | None:
+        """Lift the pause of every kind; None if there was none."""
+        return await (await self._ready()).clear_pause(None)
+
+    async def pauses(self) -> list[Pause]:
+        """Pauses in force: the whole store's first, then by kind."""
+        return await (await self._ready()).list_pauses()
+
     # -- workers and the store's state ----------------------------------------------------
 
     async def now(self) -> float:
@@ -493,6 +563,7 @@ class App:
             roster=roster,
             tasks=snapshot.state_counts(tasks, roster),
             recent_failures=failures[:recent_failures],
+            pauses=await self.pauses(),
         )
 
     async def drain(self, worker_id: str) -> bool:

@@ -65,6 +65,8 @@ class Outcome(StrEnum):
     LEASE_LOST = "lease_lost"
     TIMEOUT = "timeout"
     SKIPPED = "skipped"
+    #: Cancelled on an operator's request (``pause --cancel``, ``disable --cancel``).
+    CANCELLED = "cancelled"
 
 
 class Freed(StrEnum):
@@ -384,3 +386,32 @@ class ClusterView:
     live_workers: list[str]
     #: Number of enabled tasks.
     enabled_tasks: int
+
+
+#: The scope of a pause of every kind (no kind can be spelled so).
+ALL_KINDS = "*"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pause:
+    """Paused work: one kind, or every kind (``kind`` None). Workers start no run of it;
+    its tasks keep their owners and schedules."""
+
+    #: The paused kind; None for a pause of the whole store.
+    kind: str | None
+    #: When it was paused, on the database's clock.
+    since: float
+    #: Who paused it: the CLI's user and host, the HTTP interface's token, or the caller's word.
+    by: str
+    #: Runs in progress are cancelled too (else they end on their own).
+    cancel: bool
+
+    def covers(self, kind: str) -> bool:
+        """Whether this pause stops runs of ``kind``."""
+        return self.kind is None or self.kind == kind
+
+
+def pause_from_row(row: Any) -> Pause:
+    """A :class:`Pause` from (scope, paused_at, paused_by, cancel)."""
+    scope, since, by, cancel = row
+    return Pause(kind=None if scope == ALL_KINDS else str(scope), since=float(since), by=str(by), cancel=bool(cancel))

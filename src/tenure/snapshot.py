@@ -13,7 +13,7 @@ from itertools import pairwise
 from typing import Any
 
 from tenure.desired import CHANGES, SyncResult
-from tenure.models import Freed, Outcome, Run, Task, WorkerInfo
+from tenure.models import Freed, Outcome, Pause, Run, Task, WorkerInfo
 from tenure.schedule import Cron, Every, next_slot
 
 #: Task states the API filters on and counts (``enabled``/``disabled`` and ``owned``/``unowned`` overlap).
@@ -49,6 +49,8 @@ class Status:
     tasks: dict[str, int]
     #: The latest runs that failed (:data:`FAILURES`), newest first.
     recent_failures: Sequence[Run]
+    #: Pauses in force: the whole store's first, then by kind.
+    pauses: Sequence[Pause] = ()
 
 
 def status_json(status: Status) -> dict[str, Any]:
@@ -60,7 +62,13 @@ def status_json(status: Status) -> dict[str, Any]:
         "workers": [worker_json(w, now) for w in status.roster.workers],
         "tasks": status.tasks,
         "recent_failures": [run_json(r) for r in status.recent_failures],
+        "paused": [pause_json(p) for p in status.pauses],
     }
+
+
+def pause_json(pause: Pause) -> dict[str, Any]:
+    """A pause: ``kind`` (null: every kind), ``since`` (database clock), ``by``, ``cancel``."""
+    return {"kind": pause.kind, "since": pause.since, "by": pause.by, "cancel": pause.cancel}
 
 
 def sync_json(result: SyncResult) -> dict[str, Any]:

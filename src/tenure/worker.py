@@ -43,6 +43,7 @@ from tenure import metrics
 from tenure.context import Context
 from tenure.errors import LeaseLost, StoreError, TenureError, WorkerIdInUse
 from tenure.models import Claim, Freed, Outcome, Run, SlotDone, Task
+from tenure.pauses import PauseView
 from tenure.schedule import Misfire, first_slot, latest_slot, next_slot
 
 if TYPE_CHECKING:
@@ -105,6 +106,8 @@ class OwnedTask:
     trigger_done: float = 0.0
     #: To be handed over once its run in progress ends; starts no new run.
     handover: bool = False
+    #: Why the run in progress was cancelled on request (recorded as ``cancelled``).
+    cancelled_because: str | None = None
 
     @property
     def name(self) -> str:
@@ -161,6 +164,7 @@ class Worker:
         self._offset_known = False
         self._draining = False
         self._changes_seen: int | None = None
+        self._pauses = PauseView()
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tenure-sync")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: LoopWatchdog | None = None
@@ -539,7 +543,11 @@ class Worker:
 
     async def _refresh_owned(self) -> None:
         """Reconcile owned tasks with the store: disabled, removed, triggered, edited, and
-        any task the store says is ours that we are not running (a release that failed)."""
+        any task the store says is ours that we are not running (a release that failed);
+        and pauses, paused or lifted."""
+        for change in self._pauses.update(await self.store.list_pauses()):
+            self._log(logging.INFO, "%s", change)
+        self._apply_pauses()
         rows = {(t.kind, t.key): t for t in await self.store.owned_tasks(self.id)}
         to_release: list[OwnedTask] = []
         for k, ot in list(self._owned.items()):
@@ -562,6 +570,42 @@ class Worker:
                 for t in rows.values()
             ]
             await self.store.release_tasks(self.id, strays)
+
+    def _apply_pauses(self) -> None:
+        """Cancel runs a pause asks to cancel; arm again the tasks whose pause was lifted."""
+        if self._stopping.is_set():
+            return
+        for ot in self._owned.values():
+            pause = self._pauses.cancels(ot.task.kind)
+            if pause is not None:
+                self._cancel_run(ot, f"paused by {pause.by}")
+            elif ot.timer is None and self._pauses.of(ot.task.kind) is None:
+                # Resumed: the slots missed meanwhile follow the misfire policy, as after a
+                # takeover (skip: the latest runs once; catch_up: each runs).
+                done = ot.last_slot if ot.last_slot is not None else ot.task.last_slot
+                ot.next_slot = first_slot(
+                    ot.task.schedule,
+                    ot.task.kind,
+                    ot.task.key,
+                    now=self.db_time(),
+                    done_before=done,
+                    misfire=ot.kind.misfire,
+                )
+                self._arm(ot)
+                if ot.task.trigger_at is not None and ot.task.trigger_at > ot.trigger_done:
+                    self._fire(ot, triggered=ot.task.trigger_at)
+
+    def _cancel_run(self, ot: OwnedTask, reason: str) -> None:
+        """Cancel the task's run in progress, if any, on an operator's request: its handler
+        is cancelled (a sync one told to stop), it cannot commit, and it is recorded as
+        ``cancelled`` with ``reason``."""
+        if ot.running is None or ot.running.done() or ot.cancelled_because is not None:
+            return
+        self._log(logging.WARNING, "cancelling the run in progress: %s", reason, task=ot)
+        ot.cancelled_because = reason
+        if ot.ctx is not None:
+            ot.ctx.cancel()
+        ot.running.cancel(reason)
 
     async def _release_surplus(self, count: int) -> None:
         """Hand over ``count`` tasks: idle ones now; running ones start no new run and go
@@ -644,6 +688,10 @@ class Worker:
 
     def _fire(self, ot: OwnedTask, triggered: float | None = None) -> None:
         """A slot (or a trigger) is due: start a run unless one is still going."""
+        if self._pauses.of(ot.task.kind) is not None:
+            if triggered is None:
+                ot.timer = None  # armed again on resume, by the misfire policy (_apply_pauses)
+            return
         if triggered is None:
             slot = ot.next_slot
             ot.next_slot = self._following_slot(ot, slot)
@@ -697,16 +745,20 @@ class Worker:
         except LeaseLost as exc:
             outcome, error = Outcome.LEASE_LOST, str(exc)
         except asyncio.CancelledError:
-            outcome, error = (
-                Outcome.LEASE_LOST,
-                "cancelled: " + ("lease lost" if not self.lease_trusted() else "worker stopping"),
-            )
+            if ot.cancelled_because is not None:
+                outcome, error = Outcome.CANCELLED, f"cancelled: {ot.cancelled_because}"
+            else:
+                outcome, error = (
+                    Outcome.LEASE_LOST,
+                    "cancelled: " + ("lease lost" if not self.lease_trusted() else "worker stopping"),
+                )
         except Exception as exc:
             outcome, error = Outcome.ERROR, "".join(traceback.format_exception_only(exc)).strip()
             self._log(logging.ERROR, "handler raised: %s", error, task=ot)
         finally:
             ot.running = None
             ot.ctx = None
+            ot.cancelled_because = None
         if outcome is Outcome.TIMEOUT:
             self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
         elif outcome is Outcome.LEASE_LOST:

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 import tenure
-from tenure.models import Outcome, Run, Task, WorkerInfo
+from tenure.models import Outcome, Pause, Run, Task, WorkerInfo
 from tenure.web import create_app
 
 TOKEN = "s3cret-token-for-tests"  # noqa: S105 - a test token
-Snapshot = tuple[list[Task], list[WorkerInfo], list[Run]]
+Snapshot = tuple[list[Task], list[WorkerInfo], list[Run], list[Pause]]
 
 
 @dataclass
@@ -36,7 +36,12 @@ class Seeded:
 
     async def snapshot(self) -> Snapshot:
         store = self.admin.store
-        return await store.list_tasks(), await store.list_workers(), await store.list_runs(limit=1000)
+        return (
+            await store.list_tasks(),
+            await store.list_workers(),
+            await store.list_runs(limit=1000),
+            await store.list_pauses(),
+        )
 
 
 async def publish_kinds(url: str) -> None:

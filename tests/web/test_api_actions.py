@@ -20,6 +20,10 @@ ACTIONS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("DELETE", "/api/tasks/dispatch/lisbon", None),
     ("POST", "/api/workers/w-live/drain", None),
     ("PUT", "/api/kinds/dispatch/tasks", {"tasks": [{"key": "porto"}]}),
+    ("POST", "/api/kinds/dispatch/pause", {"cancel": True}),
+    ("POST", "/api/kinds/dispatch/resume", None),
+    ("POST", "/api/pause", None),
+    ("POST", "/api/resume", None),
 ]
 ACTION_IDS = [f"{m} {p}" for m, p, _ in ACTIONS]
 
@@ -122,6 +126,48 @@ async def test_drain_a_worker(http: httpx.AsyncClient, seeded: Seeded) -> None:
     workers = {w.id: w for w in await seeded.admin.store.list_workers()}
     assert workers["w-live"].draining is True
     assert workers["w-gone"].draining is False
+
+
+async def test_pause_and_resume_a_kind_and_everything(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    r = await http.post("/api/kinds/dispatch/pause", headers=AUTH)  # no body: cancel false
+    assert r.status_code == 200, r.text
+    paused = r.json()["paused"]
+    assert paused["kind"] == "dispatch"
+    assert paused["cancel"] is False
+    assert paused["by"].startswith("http admin token from ")
+    r = await call(http, "POST", "/api/pause", {"cancel": True}, AUTH)
+    assert r.json()["paused"] | {"since": 0} == {"kind": None, "since": 0, "by": paused["by"], "cancel": True}
+    status = (await http.get("/api/status")).json()
+    assert [(p["kind"], p["cancel"]) for p in status["paused"]] == [(None, True), ("dispatch", False)]
+    # Tasks, owners and terms are untouched.
+    tasks = {(t.kind, t.key): (t.owner, t.term, t.enabled) for t in await seeded.admin.store.list_tasks()}
+    r = await http.post("/api/kinds/dispatch/resume", headers=AUTH)
+    assert r.json()["resumed"] == paused
+    assert (await http.post("/api/kinds/dispatch/resume", headers=AUTH)).json() == {"resumed": None}
+    assert (await http.post("/api/resume", headers=AUTH)).json()["resumed"]["kind"] is None
+    assert (await http.get("/api/status")).json()["paused"] == []
+    assert {(t.kind, t.key): (t.owner, t.term, t.enabled) for t in await seeded.admin.store.list_tasks()} == tasks
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "needle"),
+    [
+        ("/api/kinds/teleport/pause", None, 400, "unknown_kind", "unknown kind 'teleport'"),
+        ("/api/kinds/teleport/resume", None, 400, "unknown_kind", "unknown kind 'teleport'"),
+        ("/api/kinds/bad%20kind/pause", None, 400, "invalid_kind", "bad kind"),
+        ("/api/kinds/dispatch/pause", {"cancel": "yes"}, 400, "invalid_input", "cancel must be true or false"),
+        ("/api/pause", {"cancel": 1}, 400, "invalid_input", "cancel must be true or false"),
+        ("/api/pause", {"cancel": True, "by": "me"}, 400, "invalid_input", "unknown field 'by'"),
+        ("/api/pause", "[true]", 400, "invalid_input", "must be a JSON object"),
+        ("/api/pause", "{", 400, "invalid_input", "not valid JSON"),
+        ("/api/pause?kind=dispatch", None, 400, "invalid_input", "unknown query parameter"),
+    ],
+)
+async def test_bad_pauses_change_nothing(
+    http: httpx.AsyncClient, seeded: Seeded, path: str, body: Any, status: int, code: str, needle: str
+) -> None:
+    r = await unchanged(seeded, lambda: call(http, "POST", path, body, AUTH))
+    assert_error(r, status, code, needle)
 
 
 # -- bad input: a clear error, nothing changed --------------------------------------------------

@@ -1,7 +1,8 @@
 """End to end: the dashboard in headless Chromium, against two live worker processes.
 
 The page must load, show every task with its owner, keep refreshing, and, after one
-worker is SIGKILLed, show its tasks under the other worker. Chromium is Debian's
+worker is SIGKILLed, show its tasks under the other worker; its pause button must ask
+before it pauses a kind (a second page, driven over the DevTools protocol, clicks it). Chromium is Debian's
 ``chromium`` package (``.ci/run`` installs it); it is driven simply, one fresh page load
 per look (``--dump-dom``), polling with a deadline. Screenshots are saved under
 ``test-artifacts/`` at the repository's root.
@@ -11,21 +12,26 @@ Without Chromium this test fails under CI (``CI`` set) and skips loudly elsewher
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import websocket
 
 from .procs import Procs, procs, wait_until
 
 __all__ = ["procs"]  # the fixture, used by name
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TOKEN = "browser-test-token-7e1d"  # noqa: S105 - a test token
 CITIES = ["barcelona", "lisbon", "porto", "madrid", "sevilla", "Saint-Étienne/nord"]
 
 
@@ -144,4 +150,112 @@ def test_dashboard_in_chromium_follows_a_failover(procs: Procs, tmp_path: Path) 
     browser.screenshot(url, ARTIFACTS / "dashboard-after-failover.png")
     assert a.proc.poll() is None
     assert a.stop() == 0
+    assert dash.stop() == 0
+
+
+class DevTools:
+    """One headless Chromium page driven over the DevTools protocol, to click buttons and
+    answer the page's confirmation dialogs (``--dump-dom`` can only look)."""
+
+    def __init__(self, executable: str, profile: Path) -> None:
+        profile.mkdir(parents=True, exist_ok=True)
+        argv = [
+            executable, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        active = profile / "DevToolsActivePort"
+        port = wait_until(
+            lambda: active.exists() and active.read_text().split("\n")[0].strip(), within=30, what="DevTools"
+        )
+        pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+        (page,) = [p for p in pages if p["type"] == "page"]
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
+        self._id = 0
+        self.dialogs: list[str] = []
+        self.call("Page.enable")
+
+    def send(self, method: str, **params: Any) -> int:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        return self._id
+
+    def reply(self, call_id: int, *, dialog: bool | None = None) -> dict[str, Any]:
+        """Read until the answer to ``call_id``; a confirmation dialog opening meanwhile is
+        recorded and accepted (``dialog`` True) or dismissed (False)."""
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("method") == "Page.javascriptDialogOpening":
+                assert dialog is not None, f"an unexpected dialog: {msg['params']['message']}"
+                self.dialogs.append(msg["params"]["message"])
+                self.send("Page.handleJavaScriptDialog", accept=dialog)
+            elif msg.get("id") == call_id:
+                assert "error" not in msg, msg
+                result: dict[str, Any] = msg["result"]
+                return result
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        return self.reply(self.send(method, **params))
+
+    def js(self, expression: str, *, dialog: bool | None = None) -> Any:
+        call_id = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        result = self.reply(call_id, dialog=dialog)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.mark.slow
+def test_dashboard_pause_button_asks_then_pauses_and_resumes(procs: Procs, tmp_path: Path) -> None:
+    executable = chromium()
+    procs.worker("w-a")
+    wait_until(lambda: procs.run("tasks", "add", "dispatch", "lisbon").returncode == 0, within=20, what="the kind")
+    dash = procs.start(
+        "dashboard", "dashboard", "--port", "0", "--log-format", "json", env={"TENURE_ADMIN_TOKEN": TOKEN}
+    )
+    url = dash.wait_for_url()
+
+    def paused() -> list[dict[str, Any]]:
+        body: list[dict[str, Any]] = httpx.get(url + "api/status", timeout=5).json()["paused"]
+        return body
+
+    page = DevTools(executable, tmp_path / "devtools-profile")
+    try:
+        page.call("Page.navigate", url=url)
+        wait_until(lambda: page.js("document.readyState") == "complete", within=20, what="the page to load")
+        # The operator types the token into the page's token box.
+        page.js(
+            f"document.getElementById('token').value = {json.dumps(TOKEN)}; "
+            "document.getElementById('tokenbox').requestSubmit(); true"
+        )
+        ready = "document.body.classList.contains('can-act') && document.getElementById('pausekind').value"
+        assert wait_until(lambda: page.js(ready), within=20, what="the pause controls") == "dispatch"
+
+        click = "document.getElementById('pausekindbtn').click(); true"
+        page.js(click, dialog=False)  # the operator thinks again: nothing is paused
+        assert "Pause kind dispatch?" in page.dialogs[-1]
+        assert paused() == []
+        page.js(click, dialog=True)
+        (p,) = wait_until(paused, within=20, what="the pause to reach the store")
+        assert (p["kind"], p["cancel"]) == ("dispatch", False)
+        assert p["by"].startswith("http admin token from 127.0.0.1")
+        row = "document.querySelector('#pauses tr[data-pause=\"dispatch\"]') !== null"
+        wait_until(lambda: page.js(row), within=20, what="the page to show the pause")
+        shot = page.call("Page.captureScreenshot")["data"]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "dashboard-paused.png").write_bytes(base64.b64decode(shot))
+
+        resume = "document.querySelector('#pauses tr[data-pause=\"dispatch\"] button').click(); true"
+        page.js(resume, dialog=True)
+        assert "Resume kind dispatch?" in page.dialogs[-1]
+        wait_until(lambda: paused() == [], within=20, what="the resume to reach the store")
+    finally:
+        page.close()
     assert dash.stop() == 0

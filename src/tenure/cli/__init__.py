@@ -14,6 +14,8 @@
     tenure [--store URL] status [--json]
     tenure [--store URL] workers list [--json]
     tenure [--store URL] workers drain WORKER
+    tenure [--store URL] kinds pause KIND [--cancel] | kinds resume KIND
+    tenure [--store URL] pause [--cancel] | resume
     tenure [--store URL] dashboard [--host H] [--port P] [--protect-reads] [--log-format human|json]
     tenure demo [--store URL] [--workers N] [--cities N] [--duration S] [--seed N] [--chaos | --no-chaos]
 

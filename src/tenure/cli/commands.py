@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from tenure import config, snapshot
-from tenure.app import App
+from tenure.app import App, default_actor
 from tenure.config import Settings
 from tenure.desired import SyncResult
 from tenure.errors import InvalidInput, TenureError
 from tenure.inputs import clip, quote
-from tenure.models import DEFAULT_MAX_PARAMS_BYTES, Run, Task, check_kind, check_worker_id
+from tenure.models import DEFAULT_MAX_PARAMS_BYTES, Pause, Run, Task, check_kind, check_worker_id
 from tenure.snapshot import Roster
 from tenure.store.urls import shown
 
@@ -287,6 +287,8 @@ def status(args: argparse.Namespace) -> int:
     if roster.workers:
         out.append(render.workers_table(roster.workers, roster.now))
     out.append("tasks: " + ", ".join(f"{counts[name]} {name}" for name in ("total", *snapshot.STATES)))
+    if st.pauses:
+        out.append("paused: " + "; ".join(render.pause_text(p, roster.now) for p in st.pauses))
     if st.recent_failures:
         out += ["recent failures:", render.runs_table(st.recent_failures, roster.now)]
     else:
@@ -321,6 +323,45 @@ def workers_drain(args: argparse.Namespace) -> int:
     return 0
 
 
+def pause(args: argparse.Namespace) -> int:
+    """``tenure pause`` and ``tenure kinds pause KIND``."""
+    kind: str | None = getattr(args, "kind", None)
+    by = f"cli {default_actor()}"
+
+    async def go(app: App) -> tuple[Pause, float]:
+        if kind is None:
+            done = await app.pause(cancel=args.cancel, by=by)
+        else:
+            done = await app.pause_kind(kind, cancel=args.cancel, by=by)
+        return done, await app.now()
+
+    done, now = run_admin(args, go)
+    what = "every kind" if kind is None else f"kind {kind}"
+    runs = "runs in progress are cancelled" if done.cancel else "runs in progress end on their own"
+    print(f"paused {what} (since {render.when_ago(done.since, now)}, by {done.by}); {runs}")
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    """``tenure resume`` and ``tenure kinds resume KIND``."""
+    kind: str | None = getattr(args, "kind", None)
+
+    async def go(app: App) -> tuple[Pause | None, list[Pause]]:
+        lifted = await app.resume() if kind is None else await app.resume_kind(kind)
+        return lifted, await app.pauses()
+
+    lifted, left = run_admin(args, go)
+    what = "every kind" if kind is None else f"kind {kind}"
+    if lifted is None:
+        print(f"{what} was not paused" + ("" if kind is None else " on its own"))
+    else:
+        print(f"resumed {what} (paused since {render.when(lifted.since)} UTC by {lifted.by})")
+    still = [p for p in left if kind is None or p.covers(kind)]
+    if still:
+        print("still paused: " + "; ".join(render.pause_text(p) for p in still))
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from tenure.demo.runner import Options, run  # the demo's modules load only for the demo
 
@@ -347,5 +388,9 @@ COMMANDS: dict[str, Command] = {
     "status": status,
     "workers list": workers_list,
     "workers drain": workers_drain,
+    "kinds pause": pause,
+    "kinds resume": resume,
+    "pause": pause,
+    "resume": resume,
     "demo": demo,
 }

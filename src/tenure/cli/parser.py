@@ -273,6 +273,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("worker", metavar="WORKER")
 
+    cancel_help = "also cancel the runs in progress (recorded as cancelled); else they end on their own"
+    kinds = commands.add_parser("kinds", parents=common, help="pause and resume a kind")
+    kinds_sub = kinds.add_subparsers(dest="kinds_command", metavar="ACTION", required=True)
+    p = command(
+        kinds_sub,
+        "pause",
+        "kinds pause",
+        common,
+        help="stop every worker from starting runs of a kind, until resumed",
+        description="Pause KIND: no worker starts a run of it from its next poll on (at once on "
+        "PostgreSQL). Tasks keep their owners and schedules; the pause outlives failovers and "
+        "restarts. Runs in progress end on their own, or with --cancel are cancelled.",
+    )
+    p.add_argument("kind", metavar="KIND")
+    p.add_argument("--cancel", action="store_true", help=cancel_help)
+    p = command(
+        kinds_sub,
+        "resume",
+        "kinds resume",
+        common,
+        help="let a paused kind run again (missed slots follow its misfire policy)",
+    )
+    p.add_argument("kind", metavar="KIND")
+    p = command(
+        commands,
+        "pause",
+        "pause",
+        common,
+        help="stop every worker from starting any run, until resumed",
+        description="Pause every kind (kinds paused on their own stay paused after `tenure resume`).",
+    )
+    p.add_argument("--cancel", action="store_true", help=cancel_help)
+    command(commands, "resume", "resume", common, help="lift the pause of every kind")
+
     p = command(
         commands,
         "dashboard",

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tenure.desired import CHANGES, SyncResult
-from tenure.models import Run, Task, WorkerInfo
+from tenure.models import Pause, Run, Task, WorkerInfo
 from tenure.schedule import next_slot
 from tenure.snapshot import Roster
 
@@ -115,6 +115,13 @@ def ago(now: float, t: float | None) -> str:
 
 def when_ago(t: float | None, now: float) -> str:
     return "-" if t is None else f"{when(t)} UTC ({ago(now, t)})"
+
+
+def pause_text(pause: Pause, now: float | None = None) -> str:
+    """``kind dispatch since 2026-12-05 23:40:00 UTC (3m ago) by alice@host, cancelling``."""
+    what = "every kind" if pause.kind is None else f"kind {pause.kind}"
+    since = f"{when(pause.since)} UTC" if now is None else when_ago(pause.since, now)
+    return f"{what} since {since} by {pause.by}" + (", cancelling runs" if pause.cancel else "")
 
 
 # -- tasks, runs, workers -------------------------------------------------------------------

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import SchemaMissing, SchemaTooNew
-from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.models import Claim, ClusterView, KindInfo, Lease, Pause, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def require_current_schema(version: int | None, where: str) -> None:
@@ -199,6 +199,27 @@ class Store(Protocol):
         is written and the result is what the call would do now. The result's keys are
         as stored, in key order.
         """
+        ...
+
+    # -- pauses -------------------------------------------------------------------------
+
+    async def set_pause(self, kind: str | None, *, by: str, cancel: bool) -> Pause:
+        """Pause ``kind`` (None: every kind) and return the pause as stored.
+
+        Pausing what is already paused keeps its time (database clock) and author; a
+        ``cancel`` asked for now is remembered. Advances the change counter read by
+        :meth:`cluster_view` (and wakes listeners). Tasks, owners and terms are untouched.
+        """
+        ...
+
+    async def clear_pause(self, kind: str | None) -> Pause | None:
+        """Resume ``kind`` (None: the pause of every kind; a kind's own pause is another
+        row). Returns the pause that was lifted, or None if there was none (nothing changes
+        then). Advances the change counter when a pause was lifted."""
+        ...
+
+    async def list_pauses(self) -> list[Pause]:
+        """Every pause in force, the whole store's first, then by kind."""
         ...
 
     # -- membership ---------------------------------------------------------------------

@@ -110,7 +110,19 @@ from tenure.errors import (
     WorkerIdInUse,
 )
 from tenure.inputs import quote
-from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.models import (
+    ALL_KINDS,
+    Claim,
+    ClusterView,
+    KindInfo,
+    Lease,
+    Pause,
+    Run,
+    SlotDone,
+    Task,
+    WorkerInfo,
+    pause_from_row,
+)
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
@@ -945,6 +957,39 @@ class MySQLStore:
             return plan.result(dry_run=False)
 
         return await self._tx(go, what="syncing tasks")
+
+    # -- pauses -----------------------------------------------------------------------------
+
+    async def set_pause(self, kind: str | None, *, by: str, cancel: bool) -> Pause:
+        scope = ALL_KINDS if kind is None else kind
+
+        async def go(s: _Session) -> Pause:
+            await s.run(self._q["set_pause"], {"scope": scope, "by": by, "cancel": cancel})
+            await s.run(self._q["bump_changes"])
+            row = await s.one(self._q["get_pause"], {"scope": scope})
+            assert row is not None
+            return pause_from_row(row)
+
+        return await self._tx(go, what="pausing")
+
+    async def clear_pause(self, kind: str | None) -> Pause | None:
+        scope = ALL_KINDS if kind is None else kind
+
+        async def go(s: _Session) -> Pause | None:
+            row = await s.one(self._q["get_pause"] + " FOR UPDATE", {"scope": scope})
+            if row is None:
+                return None
+            await s.run(self._q["delete_pause"], {"scope": scope})
+            await s.run(self._q["bump_changes"])
+            return pause_from_row(row)
+
+        return await self._tx(go, what="resuming")
+
+    async def list_pauses(self) -> list[Pause]:
+        async def go(s: _Session) -> list[Pause]:
+            return [pause_from_row(r) for r in await s.all(self._q["list_pauses"])]
+
+        return await self._autocommit(go, what="listing pauses")
 
     # -- membership -----------------------------------------------------------------------
 

@@ -43,7 +43,19 @@ from tenure.errors import (
     WorkerIdInUse,
 )
 from tenure.inputs import quote
-from tenure.models import Claim, ClusterView, KindInfo, Lease, Run, SlotDone, Task, WorkerInfo
+from tenure.models import (
+    ALL_KINDS,
+    Claim,
+    ClusterView,
+    KindInfo,
+    Lease,
+    Pause,
+    Run,
+    SlotDone,
+    Task,
+    WorkerInfo,
+    pause_from_row,
+)
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
@@ -531,6 +543,37 @@ class SQLiteStore:
             return plan.result(dry_run=False)
 
         return await self._run(go, write=not dry_run)
+
+    # -- pauses -----------------------------------------------------------------------------
+
+    async def set_pause(self, kind: str | None, *, by: str, cancel: bool) -> Pause:
+        scope = ALL_KINDS if kind is None else kind
+
+        async def go(conn: aiosqlite.Connection) -> Pause:
+            await conn.execute(Q["set_pause"], {"scope": scope, "by": by, "cancel": int(cancel)})
+            await conn.execute(Q["bump_changes"])
+            return pause_from_row(await _one(conn, Q["get_pause"], {"scope": scope}))
+
+        return await self._run(go, write=True)
+
+    async def clear_pause(self, kind: str | None) -> Pause | None:
+        scope = ALL_KINDS if kind is None else kind
+
+        async def go(conn: aiosqlite.Connection) -> Pause | None:
+            row = await _maybe_one(conn, Q["get_pause"], {"scope": scope})
+            if row is None:
+                return None
+            await conn.execute(Q["delete_pause"], {"scope": scope})
+            await conn.execute(Q["bump_changes"])
+            return pause_from_row(row)
+
+        return await self._run(go, write=True)
+
+    async def list_pauses(self) -> list[Pause]:
+        async def go(conn: aiosqlite.Connection) -> list[Pause]:
+            return [pause_from_row(r) for r in await _all(conn, Q["list_pauses"], {})]
+
+        return await self._run(go, write=False)
 
     # -- membership -----------------------------------------------------------------------
 

@@ -14,6 +14,8 @@
     POST   /api/workers/{id}/drain
     PUT    /api/kinds/{kind}/tasks              sync: {"tasks": [{"key", "params", "every"|"cron", "enabled"}…],
                                                 "remove_missing", "dry_run", "allow_empty"}
+    POST   /api/kinds/{kind}/pause | /api/pause {"cancel": false} (body optional): pause a kind, every kind
+    POST   /api/kinds/{kind}/resume | /api/resume
 
 Every change goes through :class:`tenure.App`, so the API validates exactly as the
 Python API and the CLI do. A call that fails answers ``{"error": {"code", "message"}}``
@@ -99,6 +101,10 @@ class Api:
             "/api/workers/{worker:path}/drain": {"POST": act(self.drain)},
             "/api/failovers": {"GET": read(self.failovers)},
             "/api/kinds/{kind}/tasks": {"PUT": act(self.sync_tasks)},
+            "/api/kinds/{kind}/pause": {"POST": act(self.pause)},
+            "/api/kinds/{kind}/resume": {"POST": act(self.resume)},
+            "/api/pause": {"POST": act(self.pause)},
+            "/api/resume": {"POST": act(self.resume)},
         }
         # One route per path, so that a 405 lists every method the path takes.
         return [Route(path, _by_method(endpoints), methods=list(endpoints)) for path, endpoints in paths.items()]
@@ -288,6 +294,36 @@ class Api:
             _audit(request, "synced kind %s: %s", kind, result.counts())
         return JSON(snapshot.sync_json(result))
 
+    async def pause(self, request: Request) -> Response:
+        """``POST /api/kinds/{kind}/pause`` and ``POST /api/pause``, with ``{"cancel": bool}``
+        or no body. The pause is signed with the token and the client's address."""
+        _query(request)
+        kind = request.path_params.get("kind")
+        body = await _json_object(request, self.options.max_body, optional=True)
+        unknown = sorted(set(body) - {"cancel"})
+        if unknown:
+            raise InvalidInput(f"unknown field {quote(unknown[0])}; the only field is cancel")
+        cancel = body.get("cancel", False)
+        if not isinstance(cancel, bool):
+            raise InvalidInput(f"cancel must be true or false, got {_json_quote(cancel)}")
+        client = request.client.host if request.client else "?"
+        by = f"http admin token from {client}"
+        if kind is None:
+            done = await self.admin.pause(cancel=cancel, by=by)
+        else:
+            done = await self.admin.pause_kind(kind, cancel=cancel, by=by)
+        _audit(request, "paused %s%s", "every kind" if kind is None else f"kind {kind}", " (cancel)" if cancel else "")
+        return JSON({"paused": snapshot.pause_json(done)})
+
+    async def resume(self, request: Request) -> Response:
+        """``POST /api/kinds/{kind}/resume`` and ``POST /api/resume``: ``{"resumed": pause | null}``."""
+        _query(request)
+        kind = request.path_params.get("kind")
+        lifted = await self.admin.resume() if kind is None else await self.admin.resume_kind(kind)
+        if lifted is not None:
+            _audit(request, "resumed %s", "every kind" if kind is None else f"kind {kind}")
+        return JSON({"resumed": None if lifted is None else snapshot.pause_json(lifted)})
+
     async def drain(self, request: Request) -> Response:
         _query(request)
         worker = request.path_params["worker"]
@@ -341,9 +377,12 @@ def _entry_error(exc: InvalidInput, index: int) -> Response:
     return error(400, _code(exc), f"tasks[{index}]: {exc}", entry=index)
 
 
-async def _json_object(request: Request, limit: int, *, depth: int = MAX_PARAMS_DEPTH + 1) -> dict[str, Any]:
+async def _json_object(
+    request: Request, limit: int, *, depth: int = MAX_PARAMS_DEPTH + 1, optional: bool = False
+) -> dict[str, Any]:
     """The request body, a JSON object, read up to ``limit`` bytes and nesting ``depth``
-    levels (objects holding params: ``MAX_PARAMS_DEPTH`` plus the levels above them)."""
+    levels (objects holding params: ``MAX_PARAMS_DEPTH`` plus the levels above them).
+    With ``optional``, no body at all reads as ``{}``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared[:20]) > limit:
         raise _TooLarge(f"the request body is {clip(declared, 20)} bytes; the limit is {limit}")
@@ -354,6 +393,8 @@ async def _json_object(request: Request, limit: int, *, depth: int = MAX_PARAMS_
             raise _TooLarge(f"the request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    if optional and not raw.strip():
+        return {}
     if not raw.strip():
         raise InvalidInput("the request body is empty; send a JSON object")
     if nests_deeper(raw.decode(errors="replace"), depth):

@@ -198,3 +198,18 @@ LIMIT %(limit)s;
 
 -- name: prune_runs
 DELETE FROM tenure_runs WHERE ended_at < {now} - %(older_than)s;
+
+-- name: set_pause
+-- Pausing again keeps the first pause's time and author; asking to cancel is remembered.
+INSERT INTO tenure_pauses (scope, paused_at, paused_by, cancel)
+VALUES (%(scope)s, {now}, %(by)s, %(cancel)s)
+ON CONFLICT (scope) DO UPDATE SET cancel = tenure_pauses.cancel OR excluded.cancel;
+
+-- name: get_pause
+SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = %(scope)s;
+
+-- name: list_pauses
+SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
+
+-- name: delete_pause
+DELETE FROM tenure_pauses WHERE scope = %(scope)s;

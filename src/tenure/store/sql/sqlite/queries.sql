@@ -164,3 +164,18 @@ LIMIT :limit;
 
 -- name: prune_runs
 DELETE FROM tenure_runs WHERE ended_at < {now} - :older_than;
+
+-- name: set_pause
+-- Pausing again keeps the first pause's time and author; asking to cancel is remembered.
+INSERT INTO tenure_pauses (scope, paused_at, paused_by, cancel)
+VALUES (:scope, {now}, :by, :cancel)
+ON CONFLICT (scope) DO UPDATE SET cancel = max(tenure_pauses.cancel, excluded.cancel);
+
+-- name: get_pause
+SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = :scope;
+
+-- name: list_pauses
+SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
+
+-- name: delete_pause
+DELETE FROM tenure_pauses WHERE scope = :scope;

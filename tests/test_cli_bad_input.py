@@ -179,3 +179,13 @@ def test_pause_and_resume(cli: CLI) -> None:
 )
 def test_bad_pauses_change_nothing(cli: CLI, argv: list[str], needle: str) -> None:
     assert needle in cli.fails(2, *argv)
+
+
+def test_disable_with_cancel(cli: CLI) -> None:
+    r = cli("tasks", "disable", "dispatch", "existing", "--cancel")
+    assert r.code == 0, r
+    assert r.out == "disabled task dispatch/existing; its run in progress, if any, is cancelled and cannot commit\n"
+    shown = cli("tasks", "show", "dispatch", "existing", "--json").json()
+    assert (shown["enabled"], shown["owner"]) == (False, None)
+    assert "--cancel" in cli.fails(2, "tasks", "enable", "dispatch", "existing", "--cancel")
+    assert "dispatch/nowhere" in cli.fails(1, "tasks", "disable", "dispatch", "nowhere", "--cancel")

@@ -444,10 +444,18 @@ class App:
         store, key = await self._locate(kind, key)
         return await store.set_enabled(kind, key, True)
 
-    async def disable(self, kind: str, key: str) -> Task:
-        """Stop a task's runs; its owner lets it go within one poll interval."""
+    async def disable(self, kind: str, key: str, *, cancel: bool = False) -> Task:
+        """Stop a task's runs; its owner lets it go within one poll interval.
+
+        A run in progress ends on its own (its commit is accepted while the owner still
+        holds the task). With ``cancel``, the task is freed at once, so that run can no
+        longer commit (the database refuses it), and its owner cancels it within one
+        poll (at once on PostgreSQL), recording it as ``cancelled``: the same
+        cancellation as :meth:`pause_kind`'s.
+        """
+        _check_flag("cancel", cancel)
         store, key = await self._locate(kind, key)
-        return await store.set_enabled(kind, key, False)
+        return await store.set_enabled(kind, key, False, cancel=cancel)
 
     async def trigger(self, kind: str, key: str) -> Task:
         """Ask for one extra run of a task as soon as its owner sees the request."""

@@ -555,6 +555,8 @@ class Worker:
             if row is None or row.term != ot.term:
                 self._log(logging.INFO, "task removed or no longer ours", task=ot)
                 self._drop(ot)
+                if ot.running is not None:
+                    await self._cancel_if_disabled_with_cancel(ot)
             elif not row.enabled:
                 self._log(logging.INFO, "task disabled; releasing it", task=ot)
                 to_release.append(ot)
@@ -594,6 +596,14 @@ class Worker:
                 self._arm(ot)
                 if ot.task.trigger_at is not None and ot.task.trigger_at > ot.trigger_done:
                     self._fire(ot, triggered=ot.task.trigger_at)
+
+    async def _cancel_if_disabled_with_cancel(self, ot: OwnedTask) -> None:
+        """Cancel the run of a task taken from us by ``disable --cancel``: disabled, and
+        freed at our own term (a takeover would have a new term). Its commit is refused by
+        the database already; cancelling stops the handler's work too."""
+        row = await self.store.get_task(ot.task.kind, ot.task.key)
+        if row is not None and not row.enabled and row.owner is None and row.term == ot.term:
+            self._cancel_run(ot, "task disabled with cancel")
 
     def _cancel_run(self, ot: OwnedTask, reason: str) -> None:
         """Cancel the task's run in progress, if any, on an operator's request: its handler
@@ -756,6 +766,10 @@ class Worker:
             outcome, error = Outcome.ERROR, "".join(traceback.format_exception_only(exc)).strip()
             self._log(logging.ERROR, "handler raised: %s", error, task=ot)
         finally:
+            if ot.cancelled_because is not None and outcome is not Outcome.CANCELLED and outcome is not Outcome.OK:
+                # A handler that carried on after its cancellation and failed (its commit
+                # refused, say) was still cancelled on request.
+                outcome, error = Outcome.CANCELLED, f"cancelled: {ot.cancelled_because}; then {error}"
             ot.running = None
             ot.ctx = None
             ot.cancelled_because = None

@@ -147,3 +147,41 @@ async def test_pause_with_cancel_cancels_runs_in_progress_and_a_store_pause_cove
         await cluster.wait_for(runs_again, "the task to run again after the resume")
     finally:
         await admin.close()
+
+
+async def test_disable_with_cancel_cancels_the_run_and_its_late_commit_is_refused(cluster: Cluster) -> None:
+    (w1,) = await cluster.start_all(["w1"], timing=TIMING)
+    # A stubborn handler: it ignores its cancellation and tries to commit anyway.
+    await cluster.add_tasks("tick", ["long"], every=120, params={"work": 60, "stubborn": True})
+    admin = tenure.App(cluster.url)
+    await admin.open(migrate=False)
+    try:
+
+        async def owned() -> bool:
+            return ("tick", "long") in await cluster.owned_by("w1")
+
+        await cluster.wait_for(owned, "w1 to own the task")
+        await admin.trigger("tick", "long")
+
+        async def long_started() -> bool:
+            return bool(w1.events("start"))
+
+        await cluster.wait_for(long_started, "the long run to start")
+        task = await admin.disable("tick", "long", cancel=True)
+        assert (task.enabled, task.owner) == (False, None)
+
+        async def cancelled_and_refused() -> bool:
+            return (
+                bool(w1.events("cancelled"))
+                and bool(w1.events("refused"))
+                and any(r.outcome == "cancelled" for r in await cluster.runs(kind="tick", key="long"))
+            )
+
+        await cluster.wait_for(cancelled_and_refused, "the run to be cancelled and its commit refused")
+        (run,) = await cluster.runs(kind="tick", key="long")
+        assert run.outcome == "cancelled"
+        assert (run.error or "").startswith("cancelled: task disabled with cancel")
+        assert not cluster.commits(), "the cancelled run's late commit was accepted"
+        assert "cancelling the run in progress: task disabled with cancel" in w1.log()
+    finally:
+        await admin.close()

@@ -20,6 +20,7 @@ ACTIONS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("DELETE", "/api/tasks/dispatch/lisbon", None),
     ("POST", "/api/workers/w-live/drain", None),
     ("PUT", "/api/kinds/dispatch/tasks", {"tasks": [{"key": "porto"}]}),
+    ("POST", "/api/tasks/dispatch/lisbon/disable", {"cancel": True}),
     ("POST", "/api/kinds/dispatch/pause", {"cancel": True}),
     ("POST", "/api/kinds/dispatch/resume", None),
     ("POST", "/api/pause", None),
@@ -149,9 +150,25 @@ async def test_pause_and_resume_a_kind_and_everything(http: httpx.AsyncClient, s
     assert {(t.kind, t.key): (t.owner, t.term, t.enabled) for t in await seeded.admin.store.list_tasks()} == tasks
 
 
+async def test_disable_with_cancel_frees_the_task(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    before = {t.key: t for t in await seeded.admin.store.list_tasks(kind="dispatch")}
+    assert before["lisbon"].owner == "w-live"
+    r = await call(http, "POST", "/api/tasks/dispatch/lisbon/disable", {"cancel": True}, AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["enabled"], body["owner"], body["term"]) == (False, None, before["lisbon"].term)
+    # Without the flag, a disable leaves the owner to let go at its next poll.
+    r = await call(http, "POST", "/api/tasks/dispatch/Saint-%C3%89tienne%2Fnord/disable", None, AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["owner"] == "w-live"
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "code", "needle"),
     [
+        ("/api/tasks/dispatch/lisbon/disable", {"cancel": "yes"}, 400, "invalid_input", "cancel must be true or false"),
+        ("/api/tasks/dispatch/lisbon/disable", {"now": True}, 400, "invalid_input", "unknown field 'now'"),
+        ("/api/tasks/dispatch/atlantis/disable", {"cancel": True}, 404, "task_not_found", "dispatch/atlantis"),
         ("/api/kinds/teleport/pause", None, 400, "unknown_kind", "unknown kind 'teleport'"),
         ("/api/kinds/teleport/resume", None, 400, "unknown_kind", "unknown kind 'teleport'"),
         ("/api/kinds/bad%20kind/pause", None, 400, "invalid_kind", "bad kind"),

@@ -9,7 +9,7 @@
     tenure [--store URL] tasks sync KIND FILE|- [--remove-missing] [--dry-run] [--allow-empty] [--json]
     tenure [--store URL] tasks list [--kind K] [--owner WORKER] [--state STATE] [--json]
     tenure [--store URL] tasks show KIND KEY [--json]
-    tenure [--store URL] tasks enable|disable|trigger|remove KIND KEY
+    tenure [--store URL] tasks enable|disable|trigger|remove KIND KEY   (disable also takes --cancel)
     tenure [--store URL] runs [--kind K] [--key KEY] [--worker W] [--outcome O] [--limit N] [--json]
     tenure [--store URL] status [--json]
     tenure [--store URL] workers list [--json]

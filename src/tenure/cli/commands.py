@@ -243,13 +243,19 @@ def tasks_change(args: argparse.Namespace) -> int:
     """``tasks enable|disable|trigger|remove KIND KEY``."""
     action = args.command.split()[-1]
 
+    cancel = action == "disable" and args.cancel
+
     async def go(app: App) -> None:
+        if cancel:
+            await app.disable(args.kind, args.key, cancel=True)
+            return
         change = {"enable": app.enable, "disable": app.disable, "trigger": app.trigger, "remove": app.remove}
         await change[action](args.kind, args.key)
 
     run_admin(args, go)
     done = {"enable": "enabled", "disable": "disabled", "trigger": "triggered", "remove": "removed"}
-    print(f"{done[action]} task {args.kind}/{args.key}")
+    also = "; its run in progress, if any, is cancelled and cannot commit" if cancel else ""
+    print(f"{done[action]} task {args.kind}/{args.key}{also}")
     return 0
 
 

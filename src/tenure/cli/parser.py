@@ -247,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = command(tasks_sub, action, f"tasks {action}", common, help=text)
         _add_task_arguments(p)
+        if action == "disable":
+            p.add_argument(
+                "--cancel",
+                action="store_true",
+                help="also cancel its run in progress, whose commit is then refused (else it ends on its own)",
+            )
 
     p = command(
         commands,

@@ -155,9 +155,14 @@ class Store(Protocol):
         """Tasks ordered by kind then key, optionally filtered by kind and by owner."""
         ...
 
-    async def set_enabled(self, kind: str, key: str, enabled: bool) -> Task:
+    async def set_enabled(self, kind: str, key: str, enabled: bool, *, cancel: bool = False) -> Task:
         """Enable or disable a task and bump its version. Ownership is left alone: the
         owner notices the new version and stops (or starts) running it.
+
+        With ``cancel`` (disabling only), the ownership ends in the same statement: the
+        task is freed as released, its term kept, so from that moment the owner's run in
+        progress can no longer commit (its fence fails), whether or not the owner has
+        noticed; the owner cancels that run when it sees the task gone.
 
         Raises :class:`~tenure.errors.TaskNotFound`.
         """

@@ -477,7 +477,9 @@ class PostgreSQLStore:
 
         return await self._tx(go)
 
-    async def set_enabled(self, kind: str, key: str, enabled: bool) -> Task:
+    async def set_enabled(self, kind: str, key: str, enabled: bool, *, cancel: bool = False) -> Task:
+        if cancel and not enabled:
+            return await self._update_task("disable_cancel", kind, key)
         return await self._update_task("set_enabled", kind, key, enabled=enabled)
 
     async def trigger(self, kind: str, key: str) -> Task:

@@ -506,7 +506,9 @@ class SQLiteStore:
 
         return await self._run(go, write=True)
 
-    async def set_enabled(self, kind: str, key: str, enabled: bool) -> Task:
+    async def set_enabled(self, kind: str, key: str, enabled: bool, *, cancel: bool = False) -> Task:
+        if cancel and not enabled:
+            return await self._update_task("disable_cancel", kind, key)
         return await self._update_task("set_enabled", kind, key, enabled=int(enabled))
 
     async def trigger(self, kind: str, key: str) -> Task:

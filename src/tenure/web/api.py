@@ -9,7 +9,7 @@
     GET    /api/workers
     GET    /api/failovers?runs=N                changes of term seen in the last N run records
     POST   /api/tasks                           add: {"kind", "key", "every"|"cron", "params", "enabled"}
-    POST   /api/tasks/{kind}/{key}/enable|disable|trigger
+    POST   /api/tasks/{kind}/{key}/enable|disable|trigger   (disable: {"cancel": true} optional)
     DELETE /api/tasks/{kind}/{key}
     POST   /api/workers/{id}/drain
     PUT    /api/kinds/{kind}/tasks              sync: {"tasks": [{"key", "params", "every"|"cron", "enabled"}…],
@@ -243,7 +243,10 @@ class Api:
         async def change_task(request: Request) -> Response:
             _query(request)
             kind, key = request.path_params["kind"], request.path_params["key"]
-            task = await change(kind, key)
+            if action == "disable":
+                task = await self.admin.disable(kind, key, cancel=await _cancel_flag(request, self.options.max_body))
+            else:
+                task = await change(kind, key)
             _audit(request, "%s task %s/%s", done, kind, key)
             return JSON(snapshot.task_json(task, await self.admin.roster()))
 
@@ -299,13 +302,7 @@ class Api:
         or no body. The pause is signed with the token and the client's address."""
         _query(request)
         kind = request.path_params.get("kind")
-        body = await _json_object(request, self.options.max_body, optional=True)
-        unknown = sorted(set(body) - {"cancel"})
-        if unknown:
-            raise InvalidInput(f"unknown field {quote(unknown[0])}; the only field is cancel")
-        cancel = body.get("cancel", False)
-        if not isinstance(cancel, bool):
-            raise InvalidInput(f"cancel must be true or false, got {_json_quote(cancel)}")
+        cancel = await _cancel_flag(request, self.options.max_body)
         client = request.client.host if request.client else "?"
         by = f"http admin token from {client}"
         if kind is None:
@@ -371,6 +368,18 @@ def _whole(query: Mapping[str, str], name: str, *, default: int, high: int) -> i
     if raw is None:
         return default
     return int(parse_number(raw, name, unit="runs", low=1, high=high, whole=True))
+
+
+async def _cancel_flag(request: Request, limit: int) -> bool:
+    """``cancel`` from an optional body ``{"cancel": bool}`` (no body: False)."""
+    body = await _json_object(request, limit, optional=True)
+    unknown = sorted(set(body) - {"cancel"})
+    if unknown:
+        raise InvalidInput(f"unknown field {quote(unknown[0])}; the only field is cancel")
+    cancel = body.get("cancel", False)
+    if not isinstance(cancel, bool):
+        raise InvalidInput(f"cancel must be true or false, got {_json_quote(cancel)}")
+    return cancel
 
 
 def _entry_error(exc: InvalidInput, index: int) -> Response:

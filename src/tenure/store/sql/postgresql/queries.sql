@@ -39,6 +39,17 @@ UPDATE tenure_tasks SET enabled = %(enabled)s, version = version + 1, updated_at
 WHERE kind = %(kind)s AND key = %(key)s
 RETURNING {task_columns};
 
+-- name: disable_cancel
+-- Disable and free in one statement (freed_* before owner: MySQL assigns left to right,
+-- each assignment seeing the ones before it).
+UPDATE tenure_tasks
+SET enabled = false,
+    freed_how = CASE WHEN owner IS NULL THEN freed_how ELSE 'released' END,
+    freed_at = CASE WHEN owner IS NULL THEN freed_at ELSE {now} END,
+    owner = NULL, version = version + 1, updated_at = {now}
+WHERE kind = %(kind)s AND key = %(key)s
+RETURNING {task_columns};
+
 -- name: trigger
 UPDATE tenure_tasks SET trigger_at = {now}, version = version + 1, updated_at = {now}
 WHERE kind = %(kind)s AND key = %(key)s

@@ -37,6 +37,16 @@ SELECT {task_columns} FROM tenure_tasks WHERE owner = :worker ORDER BY kind, key
 UPDATE tenure_tasks SET enabled = :enabled, version = version + 1, updated_at = {now}
 WHERE kind = :kind AND key = :key;
 
+-- name: disable_cancel
+-- Disable and free in one statement (freed_* before owner: MySQL assigns left to right,
+-- each assignment seeing the ones before it).
+UPDATE tenure_tasks
+SET enabled = 0,
+    freed_how = CASE WHEN owner IS NULL THEN freed_how ELSE 'released' END,
+    freed_at = CASE WHEN owner IS NULL THEN freed_at ELSE {now} END,
+    owner = NULL, version = version + 1, updated_at = {now}
+WHERE kind = :kind AND key = :key;
+
 -- name: trigger
 UPDATE tenure_tasks SET trigger_at = {now}, version = version + 1, updated_at = {now}
 WHERE kind = :kind AND key = :key;

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from tenure import metrics
+from tenure import metrics, tracing
 from tenure.errors import LeaseLost
 from tenure.store.base import FencedTransaction, Store
 
@@ -147,9 +147,11 @@ class Context:
         The transaction is only valid inside the block; statements that would end or
         change it are refused (see :class:`~tenure.FencedTransaction`).
         """
+        span = tracing.start_commit(kind=self.kind, key=self.key, term=self.token)
         why = self._refusal()
         if why is not None:
             metrics.FENCED_REFUSED.labels(self.kind).inc()
+            tracing.end_commit(span, "refused", why)
             raise LeaseLost(why)
         try:
             async with self._store.fenced(
@@ -165,10 +167,15 @@ class Context:
                     yield tx
                 finally:
                     self._open.discard(tx)
-        except LeaseLost:
+        except LeaseLost as exc:
             metrics.FENCED_REFUSED.labels(self.kind).inc()
+            tracing.end_commit(span, "refused", str(exc))
+            raise
+        except BaseException as exc:
+            tracing.end_commit(span, "rolled_back", repr(exc))
             raise
         metrics.FENCED_COMMITTED.labels(self.kind).inc()
+        tracing.end_commit(span, "accepted")
 
     @contextmanager
     def fenced_sync(self) -> Iterator[SyncFencedTransaction]:

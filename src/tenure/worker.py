@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import math
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from tenure import metrics
+from tenure import metrics, tracing
 from tenure.context import Context
 from tenure.errors import LeaseLost, StoreError, TenureError, WorkerIdInUse
 from tenure.models import Claim, Freed, Outcome, Run, SlotDone, Task
@@ -744,6 +745,9 @@ class Worker:
         started = self.db_time()
         outcome, error = Outcome.OK, None
         handler = ot.kind.handler
+        span = tracing.start_run(
+            kind=task.kind, key=task.key, term=ot.term, worker=self.id, slot=slot, started=started, triggered=triggered
+        )
         try:
             if inspect.iscoroutinefunction(handler):
                 async with asyncio.timeout(timeout):
@@ -773,6 +777,7 @@ class Worker:
             ot.running = None
             ot.ctx = None
             ot.cancelled_because = None
+            tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self.lease_trusted())
         if outcome is Outcome.TIMEOUT:
             self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
         elif outcome is Outcome.LEASE_LOST:
@@ -786,7 +791,8 @@ class Worker:
         timeout it is told to stop (``ctx.is_cancelled``) and the task's next run waits
         for it, so one task never runs twice at once on this worker."""
         assert self._loop is not None
-        fut = self._loop.run_in_executor(self._executor, handler, ctx)
+        # In a copy of this task's context: the handler's thread sees the run's span.
+        fut = self._loop.run_in_executor(self._executor, contextvars.copy_context().run, handler, ctx)
         try:
             async with asyncio.timeout(limit):
                 await asyncio.shield(fut)

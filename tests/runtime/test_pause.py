@@ -102,26 +102,31 @@ async def test_a_paused_kind_stays_paused_through_failover_and_restarts(cluster:
         await admin.close()
 
 
+async def start_long_run(cluster: Cluster, admin: tenure.App, w1: WorkerProc, **params: object) -> None:
+    """Add ``tick/long`` (every 120 s, so its timeout, the period, is far away; 60 s of
+    work), wait until ``w1`` owns it, trigger it and wait until its run has started."""
+    await cluster.add_tasks("tick", ["long"], every=120, params={"work": 60, **params})
+
+    async def owned() -> bool:
+        return ("tick", "long") in await cluster.owned_by(w1.name)
+
+    await cluster.wait_for(owned, f"{w1.name} to own the task")
+    await admin.trigger("tick", "long")
+
+    async def long_started() -> bool:
+        return bool(w1.events("start"))
+
+    await cluster.wait_for(long_started, "the long run to start")
+
+
 async def test_pause_with_cancel_cancels_runs_in_progress_and_a_store_pause_covers_every_kind(
     cluster: Cluster,
 ) -> None:
     (w1,) = await cluster.start_all(["w1"], timing=TIMING)
-    # Every 120 s, so its timeout (the period) is far away; triggered to run now.
-    await cluster.add_tasks("tick", ["long"], every=120, params={"work": 60})
     admin = tenure.App(cluster.url)
     await admin.open(migrate=False)
     try:
-
-        async def owned() -> bool:
-            return ("tick", "long") in await cluster.owned_by("w1")
-
-        await cluster.wait_for(owned, "w1 to own the task")
-        await admin.trigger("tick", "long")
-
-        async def long_started() -> bool:
-            return bool(w1.events("start"))
-
-        await cluster.wait_for(long_started, "the long run to start")
+        await start_long_run(cluster, admin, w1)
         await admin.pause(cancel=True, by="test-operator")  # every kind
 
         async def cancelled() -> bool:
@@ -151,22 +156,11 @@ async def test_pause_with_cancel_cancels_runs_in_progress_and_a_store_pause_cove
 
 async def test_disable_with_cancel_cancels_the_run_and_its_late_commit_is_refused(cluster: Cluster) -> None:
     (w1,) = await cluster.start_all(["w1"], timing=TIMING)
-    # A stubborn handler: it ignores its cancellation and tries to commit anyway.
-    await cluster.add_tasks("tick", ["long"], every=120, params={"work": 60, "stubborn": True})
     admin = tenure.App(cluster.url)
     await admin.open(migrate=False)
     try:
-
-        async def owned() -> bool:
-            return ("tick", "long") in await cluster.owned_by("w1")
-
-        await cluster.wait_for(owned, "w1 to own the task")
-        await admin.trigger("tick", "long")
-
-        async def long_started() -> bool:
-            return bool(w1.events("start"))
-
-        await cluster.wait_for(long_started, "the long run to start")
+        # A stubborn handler: it ignores its cancellation and tries to commit anyway.
+        await start_long_run(cluster, admin, w1, stubborn=True)
         task = await admin.disable("tick", "long", cancel=True)
         assert (task.enabled, task.owner) == (False, None)
 

@@ -18,7 +18,7 @@ server ``--store`` names. The phases, one after the other:
    and the database's own count of transactions, ``xact_commit + xact_rollback`` of
    ``pg_stat_database`` for the scratch database, since ``pg_stat_statements`` is used
    only if the server preloads it), PostgreSQL CPU (every ``postgres`` process, /proc)
-   per second and per worker, the connections the cluster holds, and the time of the
+   per second and per worker, the workers' CPU (per run too), the connections the cluster holds, and the time of the
    read each worker makes every poll (it counts the enabled tasks: O(N));
 3. **kill**: ``--kill`` workers (default 10) get SIGKILL at once. Reported: the
    seconds until none of their tasks is left with them and every one is owned by a live
@@ -64,6 +64,7 @@ from common import (
     BenchStore,
     Cluster,
     Target,
+    cpu_seconds,
     dialect_of,
     percentile,
     report,
@@ -258,11 +259,13 @@ def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> 
     live = cluster.live
     wait_until(lambda: len(snapshot(live)) == len(live), 10)
     s0, x0, c0 = snapshot(live), xacts(store), db_server_cpu()
+    w0 = {w.id: cpu_seconds(w.pid) for w in live}
     st0 = statement_calls(store) if use_statements else None
     t0 = time.time()
     time.sleep(args.window)
     t1 = time.time()
     s1, x1, c1 = snapshot(live), xacts(store), db_server_cpu()
+    w1 = {w.id: cpu_seconds(w.pid) for w in live if w.alive()}
     st1 = statement_calls(store) if use_statements else None
     load = [round(x, 2) for x in os.getloadavg()]
     conns = cluster_connections(store)
@@ -290,6 +293,10 @@ def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> 
         "store_calls_by_method": counted["methods"],
         "db_transactions_per_s": round((x1 - x0) / span, 1),
         "db_statements_per_s": round((st1 - st0) / span, 1) if st0 is not None and st1 is not None else None,
+        "workers_cpu_pct": round(100 * sum(w1[i] - w0[i] for i in w1) / span, 1),
+        "workers_cpu_us_per_run": round(1e6 * sum(w1[i] - w0[i] for i in w1) / (runs["executions_per_s"] * span), 1)
+        if runs["executions_per_s"]
+        else None,
         "postgresql_cpu_s": round(pg_cpu, 3),
         "postgresql_cpu_pct": round(100 * pg_cpu / span, 1),
         "postgresql_cpu_ms_per_worker_per_s": round(1000 * pg_cpu / span / len(live), 2),
@@ -435,11 +442,11 @@ def run(args: argparse.Namespace) -> BenchResult:
 def table_of(r: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = [
         ["phase", "workers", "seconds", "moved / minimum", "delivered %", "lag p99 ms",
-         "coord calls/s (per worker)", "db xacts/s", "PG CPU %", "PG ms/worker/s", "conns"]
+         "coord calls/s (per worker)", "db xacts/s", "PG CPU %", "PG ms/worker/s", "workers CPU %", "conns"]
     ]  # fmt: skip
     s = r["start"]
     rows.append(["start (to fair share)", r["workers"], s["fair_share_from_spawn_s"],
-                 f"{s['tasks_moved']:,} / {s['moves_minimum']:,}", None, None, None, None, None, None,
+                 f"{s['tasks_moved']:,} / {s['moves_minimum']:,}", None, None, None, None, None, None, None,
                  s["peak_cluster_connections"]])  # fmt: skip
     for name in ("steady", "steady_after"):
         if name in r:
@@ -447,17 +454,18 @@ def table_of(r: dict[str, Any]) -> list[list[Any]]:
             rows.append([name, w["workers"], w["window_s"], None, w["delivered_pct"], w["lag_ms"]["p99"],
                          f"{w['coordination_calls_per_s']} ({w['coordination_calls_per_worker_per_s']})",
                          w["db_transactions_per_s"], w["postgresql_cpu_pct"],
-                         w["postgresql_cpu_ms_per_worker_per_s"], w["cluster_connections"]])  # fmt: skip
+                         w["postgresql_cpu_ms_per_worker_per_s"], w["workers_cpu_pct"],
+                         w["cluster_connections"]])  # fmt: skip
         if name == "steady" and "kill" in r:
             k = r["kill"]
             rows.append([f"kill {k['killed']} (all owned elsewhere)", None, k["all_owned_elsewhere_s"],
                          f"{k['tasks_moved']:,} / {k['moves_minimum']:,}", None,
-                         (k["first_run_lag_ms"] or {}).get("p99"), None, None, None, None,
+                         (k["first_run_lag_ms"] or {}).get("p99"), None, None, None, None, None,
                          k["peak_cluster_connections"]])  # fmt: skip
         if name == "steady" and "join" in r:
             j = r["join"]
             rows.append([f"join {j['joined']} (to fair share)", None, j["fair_share_s"],
-                         f"{j['tasks_moved']:,} / {j['moves_minimum']:,}", None, None, None, None, None, None,
+                         f"{j['tasks_moved']:,} / {j['moves_minimum']:,}", None, None, None, None, None, None, None,
                          j["peak_cluster_connections"]])  # fmt: skip
     return rows
 

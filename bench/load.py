@@ -77,7 +77,8 @@ from load_worker import EVERY, KIND, keys_of
 from throughput import BenchResult
 
 BENCH_DIR = Path(__file__).resolve().parent
-LOAD_WORKER = BENCH_DIR / "load_worker.py"
+#: The process each system runs; ``LOAD_WORKER_SCRIPT`` names another (a profiling wrapper, say).
+LOAD_WORKER = Path(os.environ.get("LOAD_WORKER_SCRIPT", BENCH_DIR / "load_worker.py"))
 SYSTEMS = ("floor", "plain", "fenced")
 STORE_SHORTHANDS = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/postgres",

@@ -3,7 +3,7 @@
 The public API is what ``__all__`` lists; everything else may change.
 """
 
-from tenure.app import App, TaskKind
+from tenure.app import App
 from tenure.config import Settings
 from tenure.context import Context, SyncFencedTransaction
 from tenure.desired import SyncResult, TaskSpec
@@ -31,6 +31,7 @@ from tenure.errors import (
     UnknownKind,
     WorkerIdInUse,
 )
+from tenure.kinds import TaskKind
 from tenure.models import Outcome, Run, Task, WorkerInfo
 from tenure.schedule import Cron, Every, Misfire
 from tenure.store import FencedTransaction, Store

@@ -6,14 +6,12 @@ import contextlib
 import getpass
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 from tenure import snapshot
 from tenure.config import Settings, store_url
-from tenure.context import Context
 from tenure.desired import DesiredTask, SyncResult, TaskSpec
 from tenure.errors import (
     InvalidInput,
@@ -25,6 +23,7 @@ from tenure.errors import (
     UnknownKind,
 )
 from tenure.inputs import check_number, clip, quote
+from tenure.kinds import Handler, Sidecar, TaskKind
 from tenure.models import (
     KindInfo,
     Outcome,
@@ -38,20 +37,14 @@ from tenure.models import (
     parse_params,
     storable_key,
 )
-from tenure.schedule import MAX_PERIOD, Every, Misfire, Schedule, make_schedule
+from tenure.schedule import MAX_PERIOD, Misfire, Schedule, make_schedule
 from tenure.store import Store, make_store
-
-if TYPE_CHECKING:
-    from tenure.worker import Sidecar
-
-Handler: TypeAlias = Callable[[Context], Awaitable[None]] | Callable[[Context], None]
+from tenure.worker import Worker
 
 #: Most runs one call lists.
 MAX_RUNS_LISTED = 10_000
 #: Known kinds named in an "unknown kind" message; the rest are counted.
 KINDS_LISTED = 20
-#: Run timeout of a cron task whose kind sets none (a cron schedule has no fixed period).
-CRON_TIMEOUT = 300.0
 #: Most tasks one sync takes (the desired state of one kind, in one transaction).
 MAX_SYNC_TASKS = 1_000_000
 #: Failures :meth:`App.status` lists by default.
@@ -75,24 +68,6 @@ def _check_by(by: object) -> str:
     if not by.strip() or len(by) > MAX_PAUSED_BY or not by.isprintable():
         raise InvalidInput(f"by must be 1 to {MAX_PAUSED_BY} printable characters, got {quote(by)}")
     return by
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskKind:
-    """A kind registered in code: its handler and the defaults for its tasks."""
-
-    kind: str
-    handler: Handler
-    schedule: Schedule | None
-    timeout: float | None
-    misfire: Misfire
-
-    def timeout_for(self, schedule: Schedule) -> float:
-        """The run timeout: as registered, else the period of an ``every`` schedule (so runs
-        never overlap), else (cron) :data:`CRON_TIMEOUT`."""
-        if self.timeout is not None:
-            return self.timeout
-        return schedule.seconds if isinstance(schedule, Every) else CRON_TIMEOUT
 
 
 def _check_enabled(enabled: object) -> None:
@@ -135,6 +110,7 @@ class App:
         self.settings = settings or Settings()
         self._store: Store = make_store(self.store_url)
         self._opened = False
+        self._published = False  # this app's kinds are recorded in the store
         self._kinds: dict[str, TaskKind] = {}
 
     # -- registration ---------------------------------------------------------------------
@@ -205,6 +181,8 @@ class App:
         (:class:`~tenure.errors.StoreUnavailable`) rather than left behind empty.
         """
         if self._opened:
+            if not self._published:  # an earlier open connected, but could not publish
+                await self._publish_kinds()
             return
         if migrate is None:
             migrate = self._store.dialect == "sqlite"
@@ -236,10 +214,11 @@ class App:
             await self._store.publish_kinds(
                 [KindInfo(kind=k.kind, schedule=k.schedule, timeout=k.timeout) for k in self._kinds.values()]
             )
+        self._published = True
 
     async def close(self) -> None:
         """Close the store's connections (also those a failed :meth:`open` left)."""
-        self._opened = False
+        self._opened = self._published = False
         await self._store.close()
 
     async def __aenter__(self) -> App:
@@ -286,10 +265,16 @@ class App:
         call returns. ``sidecars`` run beside the worker until it has left, e.g. its
         HTTP interface: ``sidecars=[tenure.web.WorkerHTTP("127.0.0.1", 8080)]``.
         """
-        from tenure.worker import Worker  # the worker needs the app, not the other way round
-
+        worker = Worker(
+            store=self._store,
+            kinds=self._kinds,
+            settings=settings or self.settings,
+            sidecars=sidecars,
+            store_url=self.store_url,
+        )
         try:
-            await Worker(self, settings or self.settings, sidecars=sidecars).run(handle_signals=handle_signals)
+            await self.open()
+            await worker.run(handle_signals=handle_signals)
         finally:
             await self.close()  # the store's connection threads would keep the process alive
 

@@ -65,7 +65,8 @@ class Outcome(StrEnum):
     LEASE_LOST = "lease_lost"
     TIMEOUT = "timeout"
     SKIPPED = "skipped"
-    #: Cancelled on an operator's request (``pause --cancel``, ``disable --cancel``).
+    #: Cancelled on an operator's request (``pause --cancel``, ``disable --cancel``), or by
+    #: its own worker stopping (not a lost lease, not a timeout).
     CANCELLED = "cancelled"
 
 

@@ -130,7 +130,7 @@ async def test_metrics_counters_move_as_a_worker_runs(tmp_path: Path, client_for
     from tenure.web import create_app
 
     transport = httpx.ASGITransport(app=create_app(admin, settings))
-    worker = Worker(app, settings)
+    worker = Worker(store=app.store, kinds=app.kinds, settings=settings, store_url=url)
     running = asyncio.create_task(worker.run(handle_signals=False))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
@@ -192,7 +192,7 @@ async def test_a_worker_serves_http_until_it_stops(tmp_path: Path) -> None:
     base = http.url
     assert base.startswith("http://127.0.0.1:")
     assert not base.endswith(":0/")  # the port the system chose
-    worker = Worker(app, settings, sidecars=[http])
+    worker = Worker(store=app.store, kinds=app.kinds, settings=settings, sidecars=[http], store_url=url)
     running = asyncio.create_task(worker.run(handle_signals=False))
     try:
         async with httpx.AsyncClient(base_url=base, timeout=5) as client:

@@ -196,7 +196,9 @@ class WorkerHTTP:
             raise
 
     async def _serve(self, worker: Worker) -> None:
-        admin = App(worker.app.store_url, settings=worker.settings)
+        if worker.store_url is None:
+            raise TenureError("the worker's HTTP interface needs the worker's store URL (Worker(store_url=...))")
+        admin = App(worker.store_url, settings=worker.settings)
         asgi = create_app(
             admin,
             worker.settings,

@@ -1,0 +1,251 @@
+"""The run executor: dispatches due slots as runs, enforces their timeouts, and owns the
+thread pool of synchronous handlers.
+
+Runs live in the supervisor's innermost task group (:meth:`RunExecutor.attach`): none
+outlives the worker, and a stop cancels them after the grace period or at once when
+forced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import copy
+import inspect
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from tenure import tracing
+from tenure.context import Context
+from tenure.errors import LeaseLost
+from tenure.models import Outcome
+from tenure.worker.lifecycle import Lifecycle, WorkerState
+from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
+
+if TYPE_CHECKING:
+    from tenure.store import Store
+    from tenure.worker.lease import LeaseKeeper
+    from tenure.worker.recorder import RunRecorder
+
+#: Threads for synchronous handlers.
+SYNC_THREADS = 64
+#: How long cancelled runs get to end before the worker goes on without them.
+CANCELLED_RUNS_WITHIN = 2.0
+
+
+def is_async_handler(handler: Callable[..., Any]) -> bool:
+    """True if calling ``handler`` gives an awaitable to run on the loop: a coroutine
+    function, or an object whose ``__call__`` is one."""
+    call = type(handler).__dict__.get("__call__") if not inspect.isroutine(handler) else None
+    return inspect.iscoroutinefunction(handler) or (call is not None and inspect.iscoroutinefunction(call))
+
+
+class RunExecutor:
+    """Starts runs of owned tasks and sees each one to its outcome."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        worker_id: str,
+        life: Lifecycle,
+        log: WorkerLog,
+        lease: LeaseKeeper,
+        recorder: RunRecorder,
+        owned: dict[TaskId, OwnedTask],
+    ) -> None:
+        self.store = store
+        self.id = worker_id
+        self._life = life
+        self._log = log
+        self._lease = lease
+        self._recorder = recorder
+        self._owned = owned
+        self._group: asyncio.TaskGroup | None = None
+        self._runs: set[asyncio.Task[None]] = set()
+        #: Why a run was cancelled (the outcome to record), by its asyncio task.
+        self._cancelled_as: dict[asyncio.Task[None], tuple[Outcome, str]] = {}
+        self._threads = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="tenure-sync")
+
+    def attach(self, group: asyncio.TaskGroup) -> None:
+        """Start runs in ``group`` from now on (the supervisor's innermost task group)."""
+        self._group = group
+
+    @property
+    def running(self) -> int:
+        """Runs in progress."""
+        return len(self._runs)
+
+    def close(self) -> None:
+        """Let the thread pool go (a thread still running a handler ends on its own)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def submit(self, ot: OwnedTask, slot: float, *, triggered: bool) -> None:
+        """A slot (or a trigger) is due: start a run unless this worker may not, or one is
+        still going (then the slot is recorded as skipped)."""
+        if ot.handover or self._life.stopping or not self._lease.trusted() or self._group is None:
+            return
+        if ot.running is not None:
+            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, "previous run still in progress")
+            return
+        ot.last_slot = slot if ot.last_slot is None else max(ot.last_slot, slot)
+        if triggered:
+            ot.triggered_ran = True
+        run = self._group.create_task(self._run(ot, slot, triggered), name=f"tenure-run-{ot.name}")
+        ot.running = run
+        self._runs.add(run)
+        run.add_done_callback(self._ended)
+
+    def _ended(self, run: asyncio.Task[None]) -> None:
+        self._runs.discard(run)
+        self._cancelled_as.pop(run, None)
+
+    async def _run(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
+        task = ot.task
+        timeout = ot.kind.timeout_for(task.schedule)
+        ctx = Context(
+            store=self.store,
+            worker_id=self.id,
+            kind=task.kind,
+            key=task.key,
+            # A copy: a handler that changes its params must not change the next run's.
+            params=copy.deepcopy(task.params),
+            token=ot.term,
+            scheduled_at=slot,
+            lease_trusted=self._lease.trusted,
+            deadline=time.monotonic() + timeout,
+        )
+        ot.ctx = ctx
+        started = self._lease.db_time()
+        outcome, error = Outcome.OK, None
+        handler = ot.kind.handler
+        limit = asyncio.timeout(timeout)
+        span = tracing.start_run(
+            kind=task.kind, key=task.key, term=ot.term, worker=self.id, slot=slot, started=started, triggered=triggered
+        )
+        try:
+            if is_async_handler(handler):
+                async with limit:
+                    await handler(ctx)  # type: ignore[misc]
+            else:
+                outcome, error = await self._run_sync(handler, ctx, timeout)
+        except TimeoutError as exc:
+            if limit.expired():
+                outcome, error = Outcome.TIMEOUT, f"cancelled after its timeout of {timeout:g}s"
+            else:  # the handler's own TimeoutError: an error like any other
+                outcome, error = Outcome.ERROR, self._error(ot, exc)
+        except LeaseLost as exc:
+            outcome, error = Outcome.LEASE_LOST, str(exc)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if ot.cancelled_because is not None:
+                outcome, error = Outcome.CANCELLED, f"cancelled: {ot.cancelled_because}"
+            else:
+                outcome, error = (self._cancelled_as.get(me) if me is not None else None) or self._why_cancelled()
+        except Exception as exc:
+            outcome, error = Outcome.ERROR, self._error(ot, exc)
+        finally:
+            if ot.cancelled_because is not None and outcome is not Outcome.CANCELLED and outcome is not Outcome.OK:
+                # A handler that carried on after its cancellation and failed (its commit
+                # refused, say) was still cancelled on request.
+                outcome, error = Outcome.CANCELLED, f"cancelled: {ot.cancelled_because}; then {error}"
+            ot.running = None
+            ot.ctx = None
+            ot.cancelled_because = None
+            tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self._lease.trusted())
+        if outcome is Outcome.TIMEOUT:
+            self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
+        elif outcome is Outcome.LEASE_LOST:
+            self._log(logging.WARNING, "run lost its lease: %s", error, task=ot)
+        self._recorder.record(ot, slot, started, outcome, error, triggered=triggered)
+
+    def _why_cancelled(self) -> tuple[Outcome, str]:
+        if not self._lease.trusted():
+            return Outcome.LEASE_LOST, "cancelled: lease lost"
+        if self._life.stopping:
+            return Outcome.CANCELLED, "cancelled: worker stopping"
+        return Outcome.CANCELLED, "cancelled"
+
+    def _error(self, ot: OwnedTask, exc: BaseException) -> str:
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        self._log(logging.ERROR, "handler raised: %s", error, task=ot)
+        return error
+
+    async def _run_sync(
+        self, handler: Callable[[Context], Any], ctx: Context, limit: float
+    ) -> tuple[Outcome, str | None]:
+        """Run a synchronous handler in a thread. A thread cannot be killed: past its
+        timeout it is told to stop (``ctx.is_cancelled``, which also rolls back a fenced
+        transaction it holds open) and the task's next run waits for it, so one task never
+        runs twice at once on this worker. A "synchronous" handler that returns an
+        awaitable (a wrapper without ``functools.wraps``) has it awaited here, within the
+        same timeout."""
+        # In a copy of this task's context: the handler's thread sees the run's span.
+        fut = asyncio.get_running_loop().run_in_executor(self._threads, contextvars.copy_context().run, handler, ctx)
+        timer = asyncio.timeout(limit)
+        try:
+            async with timer:
+                result = await asyncio.shield(fut)
+                if inspect.isawaitable(result):
+                    await result
+            return Outcome.OK, None
+        except TimeoutError:
+            if not timer.expired():
+                raise  # the handler's own
+            ctx.cancel()
+            with contextlib.suppress(Exception):
+                await fut
+            return Outcome.TIMEOUT, f"ran past its timeout of {limit:g}s (thread told to stop)"
+        except asyncio.CancelledError:
+            ctx.cancel()
+            raise
+
+    def cancel(self, ot: OwnedTask, reason: str) -> None:
+        """Cancel the task's run in progress, if any, on an operator's request: its handler
+        is cancelled (a sync one told to stop), it cannot commit, and it is recorded as
+        ``cancelled`` with ``reason``."""
+        if ot.running is None or ot.running.done() or ot.cancelled_because is not None:
+            return
+        self._log(logging.WARNING, "cancelling the run in progress: %s", reason, task=ot)
+        ot.cancelled_because = reason
+        if ot.ctx is not None:
+            ot.ctx.cancel()
+        ot.running.cancel(reason)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    async def wait_idle(self, grace: float) -> bool:
+        """Wait until no run is in progress, at most ``grace`` seconds, and not past a
+        forced stop; True if none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        forced = asyncio.ensure_future(self._life.reached(WorkerState.FORCING))
+        try:
+            while self._runs and not forced.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await asyncio.wait([*self._runs, forced], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forced.cancel()
+        return not self._runs
+
+    async def cancel_all(self, outcome: Outcome, reason: str) -> None:
+        """Cancel every run in progress (recorded as ``outcome``, ``reason``), and give them
+        a bounded time to end."""
+        for ot in self._owned.values():
+            if ot.ctx is not None:
+                ot.ctx.cancel()
+        runs = list(self._runs)
+        for run in runs:
+            self._cancelled_as.setdefault(run, (outcome, f"cancelled: {reason}"))
+            run.cancel(reason)
+        if runs:
+            await asyncio.wait(runs, timeout=CANCELLED_RUNS_WITHIN)

@@ -1,0 +1,84 @@
+"""What the worker's parts share: the tasks it owns, and its log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from tenure.context import Context
+from tenure.kinds import TaskKind
+from tenure.models import Task
+
+log = logging.getLogger("tenure.worker")
+
+TaskId = tuple[str, str]
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique per process start, readable in tables and logs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(eq=False)
+class OwnedTask:
+    """A task this worker owns, with its local scheduling state.
+
+    One object per ownership: a task released and claimed again is a new object, so a run
+    that outlives its ownership can tell (``owned.get(id) is not ot``).
+    """
+
+    task: Task
+    kind: TaskKind
+    term: int
+    next_slot: float
+    #: Latest slot started under this ownership (remembered on release, flushed with runs).
+    last_slot: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    #: A trigger held back until the takeover delay is over.
+    trigger_timer: asyncio.TimerHandle | None = None
+    running: asyncio.Task[None] | None = None
+    ctx: Context | None = None
+    #: Trigger requests up to this database time have been answered.
+    trigger_done: float = 0.0
+    #: A triggered run started under this ownership: its release says so, so that the
+    #: store clears the trigger and the next owner does not run it again.
+    triggered_ran: bool = False
+    #: No run starts before this database time (the takeover delay).
+    not_before: float = 0.0
+    #: To be handed over once its run in progress ends; starts no new run.
+    handover: bool = False
+    #: Why the run in progress was cancelled on request (recorded as ``cancelled``).
+    cancelled_because: str | None = None
+
+    @property
+    def id(self) -> TaskId:
+        return (self.task.kind, self.task.key)
+
+    @property
+    def name(self) -> str:
+        return f"{self.task.kind}/{self.task.key}"
+
+    def disarm(self) -> None:
+        """Cancel its timers: no new run starts from them."""
+        for timer in (self.timer, self.trigger_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.trigger_timer = None
+
+
+class WorkerLog:
+    """The worker's logger: every line names the worker, and the task when there is one."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+
+    def __call__(self, level: int, msg: str, *args: Any, task: OwnedTask | None = None) -> None:
+        extra = {"worker": self.worker_id}
+        if task is not None:
+            extra.update(kind=task.task.kind, key=task.task.key, term=str(task.term))
+        log.log(level, msg, *args, extra=extra)

@@ -1,0 +1,274 @@
+"""The rebalancer: polls the store, holds this worker's fair share, and keeps what it owns
+in step with the store (disabled, removed, edited, triggered tasks).
+
+Its loop lives from the join until the worker starts leaving (``LEAVING``): a release of
+ours still in flight while ``leave()`` frees the same tasks would hold their rows locked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from tenure import metrics
+from tenure.errors import LeaseLost, StoreError
+from tenure.kinds import TaskKind
+from tenure.models import Claim, Freed, SlotDone
+from tenure.pauses import PauseView
+from tenure.schedule import first_slot
+from tenure.worker.lifecycle import Lifecycle, WorkerState
+from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
+
+if TYPE_CHECKING:
+    from tenure.config import Settings
+    from tenure.store import Store
+    from tenure.worker.executor import RunExecutor
+    from tenure.worker.lease import LeaseKeeper
+    from tenure.worker.recorder import RunRecorder
+    from tenure.worker.timers import SlotTimers
+
+#: How often a worker re-reads all its tasks even when no admin change was announced.
+RECONCILE_EVERY = 30.0
+
+
+class Rebalancer:
+    """Claims and releases tasks to reach this worker's share, and reconciles them."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Settings,
+        worker_id: str,
+        kinds: Mapping[str, TaskKind],
+        life: Lifecycle,
+        log: WorkerLog,
+        lease: LeaseKeeper,
+        timers: SlotTimers,
+        recorder: RunRecorder,
+        executor: RunExecutor,
+        pauses: PauseView,
+        owned: dict[TaskId, OwnedTask],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.id = worker_id
+        self._kinds = kinds
+        self._life = life
+        self._log = log
+        self._lease = lease
+        self._timers = timers
+        self._recorder = recorder
+        self._executor = executor
+        self._pauses = pauses
+        self._owned = owned
+        #: Wakes the loop for a poll now (a notification, a stop).
+        self.wake = asyncio.Event()
+        #: The change counter at the last reconcile; None forces one at the next poll.
+        self.changes_seen: int | None = None
+        self._reconcile_at = 0.0
+        #: Highest term seen per task: a term that goes backwards is refused.
+        self.max_term_seen: dict[TaskId, int] = {}
+
+    async def run(self) -> None:
+        """Poll every ``poll`` (or when woken) until the worker starts leaving."""
+        while self._life.state < WorkerState.LEAVING:
+            # Clear before polling, not after: a wake-up (a notification, say a worker
+            # leaving) that arrives while this poll runs must cause another poll at once,
+            # not wait for the next poll interval.
+            self.wake.clear()
+            try:
+                await self._poll_once()
+            except StoreError as exc:
+                self._log(logging.WARNING, "task poll failed: %s", exc)
+            except LeaseLost:
+                pass  # the lease keeper notices and fences
+            if self._life.state >= WorkerState.LEAVING:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll)
+
+    async def _poll_once(self) -> None:
+        if not self._lease.trusted():
+            return
+        view = await self.store.cluster_view()
+        now = time.monotonic()
+        if view.changes != self.changes_seen or now >= self._reconcile_at:
+            await self._refresh_owned()
+            self.changes_seen = view.changes
+            self._reconcile_at = now + RECONCILE_EVERY
+        target = self.fair_share(view.live_workers, view.enabled_tasks)
+        held = len(self._owned)
+        if held <= target:
+            # A task marked for handover while it ran is no longer surplus (a worker left
+            # since): keep it, and let it run again.
+            for ot in self._owned.values():
+                if ot.handover:
+                    self._log(logging.INFO, "handover called off: no longer surplus", task=ot)
+                    ot.handover = False
+        if held > target:
+            await self._release_surplus(held - target)
+        elif held < target and self._lease.trusted():
+            fences = self._lease.fences
+            claims = await self.store.claim_tasks(self.id, kinds=list(self._kinds), limit=target - held)
+            if fences != self._lease.fences:
+                # This worker fenced itself while the claim was on its way: the tasks are
+                # ours in the store, under a lease we no longer vouch for. Running them
+                # would only fence us again at the next renewal; the reconcile after the
+                # rejoin hands them back as strays.
+                self.changes_seen = None
+                return
+            for claim in claims:
+                self._adopt(claim)
+
+    def fair_share(self, live: list[str], enabled: int) -> int:
+        """This worker's share: tasks split evenly, the remainder to the first ids."""
+        if self._lease.draining or self._life.stopping:
+            return 0
+        if self.id not in live:
+            live = sorted([*live, self.id])
+        w = len(live)
+        base, extra = divmod(enabled, w)
+        return base + (1 if live.index(self.id) < extra else 0)
+
+    async def _refresh_owned(self) -> None:
+        """Reconcile owned tasks with the store: disabled, removed, triggered, edited, and
+        any task the store says is ours that we are not running (a release that failed);
+        and pauses, paused or lifted."""
+        for change in self._pauses.update(await self.store.list_pauses()):
+            self._log(logging.INFO, "%s", change)
+        self.apply_pauses()
+        rows = {(t.kind, t.key): t for t in await self.store.owned_tasks(self.id)}
+        to_release: list[OwnedTask] = []
+        for k, ot in list(self._owned.items()):
+            row = rows.pop(k, None)
+            if row is None or row.term != ot.term:
+                self._log(logging.INFO, "task removed or no longer ours", task=ot)
+                self.drop(ot)
+                if ot.running is not None:
+                    await self._cancel_if_disabled_with_cancel(ot)
+            elif not row.enabled:
+                self._log(logging.INFO, "task disabled; releasing it", task=ot)
+                to_release.append(ot)
+            elif row.version != ot.task.version:
+                ot.task = row
+                if row.trigger_at is not None and row.trigger_at > ot.trigger_done:
+                    self._timers.trigger(ot, row.trigger_at)
+        if to_release:
+            await self.release(to_release)
+        if rows:  # ours in the store, unknown here: give them back rather than sit on them
+            strays = [
+                SlotDone(kind=t.kind, key=t.key, term=t.term, slot=self._recorder.done_through(t, t.last_slot))
+                for t in rows.values()
+            ]
+            await self.store.release_tasks(self.id, strays)
+
+    def apply_pauses(self) -> None:
+        """Cancel runs a pause asks to cancel; arm again the tasks whose pause was lifted."""
+        if self._life.stopping:
+            return
+        for ot in self._owned.values():
+            pause = self._pauses.cancels(ot.task.kind)
+            if pause is not None:
+                self._executor.cancel(ot, f"paused by {pause.by}")
+            elif ot.timer is None and self._pauses.of(ot.task.kind) is None:
+                # Resumed: the slots missed meanwhile follow the misfire policy, as after a
+                # takeover (skip: the latest runs once; catch_up: each runs).
+                done = ot.last_slot if ot.last_slot is not None else ot.task.last_slot
+                ot.next_slot = first_slot(
+                    ot.task.schedule,
+                    ot.task.kind,
+                    ot.task.key,
+                    now=self._lease.db_time(),
+                    done_before=done,
+                    misfire=ot.kind.misfire,
+                )
+                self._timers.arm(ot)
+                if ot.task.trigger_at is not None and ot.task.trigger_at > ot.trigger_done:
+                    self._timers.trigger(ot, ot.task.trigger_at)
+
+    async def _cancel_if_disabled_with_cancel(self, ot: OwnedTask) -> None:
+        """Cancel the run of a task taken from us by ``disable --cancel``: disabled, and
+        freed at our own term (a takeover would have a new term). Its commit is refused by
+        the database already; cancelling stops the handler's work too."""
+        row = await self.store.get_task(ot.task.kind, ot.task.key)
+        if row is not None and not row.enabled and row.owner is None and row.term == ot.term:
+            self._executor.cancel(ot, "task disabled with cancel")
+
+    async def _release_surplus(self, count: int) -> None:
+        """Hand over ``count`` tasks: idle ones now; running ones start no new run and go
+        at a later poll, once idle, so that a run in progress is never refused its commit
+        (when stopping, the supervisor's leave() releases them after the grace period)."""
+        idle = sorted((ot for ot in self._owned.values() if ot.running is None), key=lambda ot: ot.name)
+        if idle[:count]:
+            await self.release(idle[:count])
+        for ot in sorted((ot for ot in self._owned.values() if ot.running is not None), key=lambda ot: ot.name)[
+            : count - len(idle[:count])
+        ]:
+            if not ot.handover:
+                self._log(logging.INFO, "handing over once its run ends", task=ot)
+            ot.handover = True
+
+    async def release(self, tasks: list[OwnedTask]) -> None:
+        """Give ``tasks`` back to the store (their finished slots and answered triggers
+        with them)."""
+        for ot in tasks:  # no new runs while the release is on its way
+            ot.disarm()
+        try:
+            await self.store.release_tasks(self.id, [self._recorder.slot_done(ot) for ot in tasks])
+        except BaseException:
+            for ot in tasks:
+                if self._owned.get(ot.id) is ot:
+                    self._timers.arm(ot)
+            raise
+        for ot in tasks:
+            self.drop(ot)
+            self._log(logging.INFO, "released", task=ot)
+
+    def drop(self, ot: OwnedTask) -> None:
+        """Forget a task locally. A run in progress finishes; its commit is refused by the
+        database if the task has moved on."""
+        if self._owned.get(ot.id) is ot:
+            del self._owned[ot.id]
+        metrics.TASKS_HELD.set(len(self._owned))
+        ot.disarm()
+        self._recorder.forget_slot(ot)
+
+    def forget_all(self) -> None:
+        """Forget every task at once (self-fencing): timers off, nothing left to release."""
+        for ot in self._owned.values():
+            ot.disarm()
+        self._owned.clear()
+        metrics.TASKS_HELD.set(0)
+        self.changes_seen = None
+
+    def _adopt(self, claim: Claim) -> None:
+        task = claim.task
+        k = (task.kind, task.key)
+        previous = self.max_term_seen.get(k)
+        if previous is not None and task.term <= previous:
+            # Terms only grow; seeing one go back means the store lost writes (e.g. an
+            # asynchronous replica was promoted). Refuse to run on it.
+            self._log(logging.CRITICAL, "term went backwards for %s/%s: %d after %d", *k, task.term, previous)
+            return
+        self.max_term_seen[k] = task.term
+        kind = self._kinds[task.kind]
+        now = self._lease.db_time()
+        slot = first_slot(
+            task.schedule, task.kind, task.key, now=now, done_before=claim.done_before, misfire=kind.misfire
+        )
+        ot = OwnedTask(task=task, kind=kind, term=task.term, next_slot=slot)
+        self._owned[k] = ot
+        metrics.TASKS_HELD.set(len(self._owned))
+        metrics.TERM_CHANGES.labels(task.freed_how.value).inc()
+        not_before = now
+        if task.freed_how is Freed.EXPIRED and self.settings.takeover_delay > 0:
+            not_before = now + self.settings.takeover_delay
+        self._log(logging.INFO, "claimed (%s); first slot in %.3fs", task.freed_how.value, slot - now, task=ot)
+        self._timers.arm(ot, not_before=not_before)
+        if task.trigger_at is not None:
+            self._timers.trigger(ot, task.trigger_at)

@@ -1,0 +1,185 @@
+"""The run recorder: run records and finished slots, buffered in memory and written in
+one transaction per ``poll`` (no write per run on the hot path), plus housekeeping.
+
+Its loop lives from the join until the worker has left (``CLOSED``); the supervisor
+flushes once more before leaving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tenure import metrics
+from tenure.errors import StoreError
+from tenure.models import Outcome, Run, SlotDone, Task
+from tenure.schedule import latest_slot
+from tenure.worker.lifecycle import Lifecycle, WorkerState
+from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
+
+if TYPE_CHECKING:
+    from tenure.config import Settings
+    from tenure.store import Store
+    from tenure.worker.lease import LeaseKeeper
+
+#: Most run records kept in memory while the store cannot take them; older ones are dropped.
+MAX_BUFFERED_RUNS = 200_000
+#: How often run retention and dead-worker clean-up happen (any worker may do it).
+HOUSEKEEPING_EVERY = 300.0
+
+
+@dataclass
+class _Buffer:
+    runs: list[Run] = field(default_factory=list)
+    slots: dict[TaskId, SlotDone] = field(default_factory=dict)
+
+
+def _merged(old: SlotDone | None, new: SlotDone) -> SlotDone:
+    """One record of a task's finished slots: a newer term replaces an older one; within a
+    term the latest slot counts and a trigger once answered stays answered (else a later
+    scheduled run would erase it, and the trigger would run again under the next owner)."""
+    if old is None or old.term != new.term:
+        return new if old is None or new.term > old.term else old
+    return SlotDone(
+        kind=new.kind,
+        key=new.key,
+        term=new.term,
+        slot=max(old.slot, new.slot),
+        triggered=old.triggered or new.triggered,
+    )
+
+
+class RunRecorder:
+    """Buffers what runs did and writes it in batches."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Settings,
+        worker_id: str,
+        life: Lifecycle,
+        log: WorkerLog,
+        lease: LeaseKeeper,
+        owned: dict[TaskId, OwnedTask],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.id = worker_id
+        self._life = life
+        self._log = log
+        self._lease = lease
+        self._owned = owned
+        self._buffer = _Buffer()
+        self._housekeeping_at = 0.0
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record(
+        self,
+        ot: OwnedTask,
+        slot: float,
+        started: float,
+        outcome: Outcome,
+        error: str | None,
+        *,
+        triggered: bool = False,
+    ) -> None:
+        """Buffer one run's record, and the slot it finished if the task is still ours
+        under the same ownership (a run that outlived a self-fence or a release must not
+        speak for the task's next term)."""
+        task = ot.task
+        ended = self._lease.db_time()
+        ran = outcome is not Outcome.SKIPPED
+        metrics.record_run(
+            task.kind,
+            outcome.value,
+            lag=max(0.0, started - slot) if ran else None,
+            duration=max(0.0, ended - started) if ran else None,
+        )
+        runs = self._buffer.runs
+        if len(runs) >= MAX_BUFFERED_RUNS:
+            del runs[: len(runs) // 10]
+            self._log(logging.WARNING, "run buffer full: dropped the oldest tenth of unsaved run records")
+        runs.append(
+            Run(
+                kind=task.kind,
+                key=task.key,
+                worker=self.id,
+                term=ot.term,
+                scheduled_at=slot,
+                started_at=started,
+                ended_at=ended,
+                outcome=outcome,
+                error=error,
+            )
+        )
+        if ran and self._owned.get(ot.id) is ot:
+            done = SlotDone(kind=task.kind, key=task.key, term=ot.term, slot=ot.last_slot or slot, triggered=triggered)
+            self._buffer.slots[ot.id] = _merged(self._buffer.slots.get(ot.id), done)
+
+    def slot_done(self, ot: OwnedTask) -> SlotDone:
+        """What to tell the store about a task this worker lets go of."""
+        slot = self.done_through(ot.task, ot.last_slot)
+        return SlotDone(kind=ot.task.kind, key=ot.task.key, term=ot.term, slot=slot, triggered=ot.triggered_ran)
+
+    def done_through(self, task: Task, last: float | None) -> float:
+        """The slot to record as done when letting a task go: the last one started here,
+        else the latest slot already past. Never 0.0: on a task with no last slot yet the
+        store would keep it, and the next owner would run a long-"missed" slot at once and
+        the next one right after, two runs inside one period."""
+        if last is not None:
+            return last
+        return latest_slot(task.schedule, task.kind, task.key, self._lease.db_time())
+
+    def forget_slot(self, ot: OwnedTask) -> None:
+        """Drop the buffered slot of a task let go of (its release carried it)."""
+        held = self._buffer.slots.get(ot.id)
+        if held is not None and held.term == ot.term:
+            del self._buffer.slots[ot.id]
+
+    def forget_slots(self) -> None:
+        """Drop every buffered slot: after a self-fence they are not ours to advance.
+        Run records stay."""
+        self._buffer.slots.clear()
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Flush every ``poll`` until the worker has left."""
+        while self._life.state < WorkerState.CLOSED:
+            await self._life.sleep(self.settings.poll, until=WorkerState.CLOSED)
+            try:
+                await self.flush()
+                await self._housekeeping()
+            except StoreError as exc:
+                self._log(logging.WARNING, "could not save run records yet: %s", exc)
+
+    async def flush(self) -> None:
+        """Write the buffer in one transaction; on failure it stays buffered."""
+        buf = self._buffer
+        if not buf.runs and not buf.slots:
+            return
+        runs, slots = buf.runs, list(buf.slots.values())
+        self._buffer = _Buffer()
+        try:
+            await self.store.record_runs(runs, slots)
+        except BaseException:
+            # Put them back in front of anything recorded meanwhile.
+            self._buffer.runs[:0] = runs
+            for s in slots:
+                k = (s.kind, s.key)
+                self._buffer.slots[k] = _merged(self._buffer.slots.get(k), s)
+            raise
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self._housekeeping_at:
+            return
+        self._housekeeping_at = now + HOUSEKEEPING_EVERY
+        pruned = await self.store.prune_runs(older_than=self.settings.run_retention)
+        reaped = await self.store.reap_workers(older_than=max(60.0, 6 * self.settings.lease_ttl))
+        if pruned or reaped:
+            self._log(logging.INFO, "housekeeping: pruned %d run records, removed %d dead workers", pruned, reaped)

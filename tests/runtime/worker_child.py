@@ -33,6 +33,7 @@ Scenarios (kinds registered):
 - ``stuck``: ``tick``, plus ``stuck`` (sync, timeout 0.5 s): inside ``ctx.fenced_sync()``
   it inserts, then sleeps ``params["hold"]`` seconds (default 5) in its thread, far past
   its timeout, and inserts again.
+- ``linger``: ``tick``, plus ``linger`` (async, waits until cancelled; timeout 600 s).
 """
 
 from __future__ import annotations
@@ -185,6 +186,18 @@ def build(args: argparse.Namespace) -> tenure.App:
             events.note("committed", ctx)
 
         app.task("stuck", every=1.0, timeout=0.5)(stuck)
+
+    elif args.scenario == "linger":
+
+        async def linger(ctx: Context) -> None:
+            events.note("start", ctx)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                events.note("cancelled", ctx)
+                raise
+
+        app.task("linger", every=1.0, timeout=600.0)(linger)
 
     elif args.scenario != "tick":
         raise SystemExit(f"unknown scenario {args.scenario!r}")

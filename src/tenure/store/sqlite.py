@@ -402,8 +402,11 @@ class SQLiteStore:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise StoreUnavailable(f"SQLite store is busy: {exc}") from exc
             raise StoreError(f"SQLite error: {exc}") from exc
-        except sqlite3.IntegrityError:
-            raise
+        except sqlite3.IntegrityError as exc:
+            # A constraint a known case did not catch (those raise TaskExists and the like
+            # inside ``fn``): the store's error, never the driver's, so callers that handle
+            # StoreError (the worker's loops) survive it.
+            raise StoreError(f"SQLite constraint failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error: {exc}") from exc
 

@@ -41,8 +41,12 @@ CANCELLED_RUNS_WITHIN = 2.0
 def is_async_handler(handler: Callable[..., Any]) -> bool:
     """True if calling ``handler`` gives an awaitable to run on the loop: a coroutine
     function, or an object whose ``__call__`` is one."""
-    call = type(handler).__dict__.get("__call__") if not inspect.isroutine(handler) else None
-    return inspect.iscoroutinefunction(handler) or (call is not None and inspect.iscoroutinefunction(call))
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler):
+        return False
+    call = next((vars(k)["__call__"] for k in type(handler).__mro__ if "__call__" in vars(k)), None)
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 class RunExecutor:

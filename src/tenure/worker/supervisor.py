@@ -214,7 +214,10 @@ class Worker:
                 finally:
                     await self._stop_sidecars(running)
         except BaseExceptionGroup as group:
-            first = group.exceptions[0]
+            # Nested task groups wrap an error once per level; the caller gets the error.
+            first: BaseException = group
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
             raise first from first.__cause__
         finally:
             self._life.to(WorkerState.CLOSED)
@@ -290,7 +293,7 @@ class Worker:
         slots = [self.recorder.slot_done(ot) for ot in self._owned.values() if ot.last_slot is not None]
         try:
             await self.recorder.flush()
-        except StoreError as exc:
+        except Exception as exc:  # also a crashed recorder's: leaving matters more
             self._log(logging.WARNING, "could not save run records before leaving: %s", exc)
         await self._stop_polling()
         try:

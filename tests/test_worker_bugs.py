@@ -1,0 +1,336 @@
+"""Regression tests for the worker bugs a close reading found (issue 13, items b to j).
+
+Each runs a real worker in this process (``App.run_worker``) on a real SQLite store and
+observes it through the store, or drives the store directly; each failed against the
+worker before the split into parts (commit 3fdad4b). Bug a (a second signal forces the
+stop) needs real signals: see ``tests/runtime/test_stopping.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tenure
+from tenure.errors import StoreError, StoreUnavailable
+from tenure.models import Outcome, Run
+
+#: Short lease settings so that a test's worker joins, claims and flushes quickly.
+FAST = {"lease_ttl": 2.0, "heartbeat": 0.4, "poll": 0.2, "trust_margin": 0.3, "grace": 0.5}
+
+
+def url_of(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'w.db'}?synchronous=normal"
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(app: tenure.App, **settings: Any) -> AsyncIterator[asyncio.Task[None]]:
+    """A worker of ``app`` running in this loop; cancelled (a forced stop) at the end."""
+    worker = asyncio.create_task(
+        app.run_worker(settings=tenure.Settings(worker_id="w1", **{**FAST, **settings}), handle_signals=False)
+    )
+    try:
+        yield worker
+    finally:
+        worker.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(worker, 15)
+
+
+async def runs_of(admin: tenure.App, kind: str) -> list[Run]:
+    return await admin.list_runs(kind=kind, limit=1000)
+
+
+# -- b: a manual trigger runs once ------------------------------------------------------------
+
+
+async def test_a_trigger_is_answered_even_when_scheduled_runs_end_before_the_flush(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    slots: list[float] = []
+
+    @app.task("tick", every=0.02)
+    async def tick(ctx: tenure.Context) -> None:
+        slots.append(ctx.scheduled_at)
+
+    await app.open()
+    await admin.add_task("tick", "a")
+    async with running(app, poll=0.5):
+        await wait_for(lambda: _true(len(slots) > 3), "the task runs")
+        asked = (await admin.trigger("tick", "a")).trigger_at
+        assert asked is not None
+        await wait_for(lambda: _true(asked in slots), "the triggered run")
+
+        async def answered() -> bool:
+            return (await admin.get_task("tick", "a")).trigger_at is None
+
+        # Before the fix the scheduled runs that ended before the next flush recorded
+        # their slot as not triggered, and the trigger stayed pending for the next owner.
+        await wait_for(answered, "the store to see the trigger answered")
+    await admin.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# -- c: a handler's own TimeoutError is an error, not a timeout -------------------------------
+
+
+async def test_a_handlers_own_timeout_error_is_recorded_as_an_error(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    cancelled_seen: list[bool] = []
+
+    @app.task("async_own", every=0.3, timeout=5.0)
+    async def async_own(ctx: tenure.Context) -> None:
+        raise TimeoutError("the handler's own deadline")
+
+    @app.task("sync_own", every=0.3, timeout=5.0)
+    def sync_own(ctx: tenure.Context) -> None:
+        try:
+            raise TimeoutError("the handler's own deadline")
+        finally:
+            cancelled_seen.append(ctx.is_cancelled)
+
+    await app.open()
+    await admin.add_task("async_own", "a")
+    await admin.add_task("sync_own", "a")
+    async with running(app):
+
+        async def both_ran() -> bool:
+            return bool(await runs_of(admin, "async_own")) and bool(await runs_of(admin, "sync_own"))
+
+        await wait_for(both_ran, "a run of each kind recorded")
+    for kind in ("async_own", "sync_own"):
+        outcomes = {r.outcome for r in await runs_of(admin, kind)}
+        assert outcomes == {Outcome.ERROR}, (kind, outcomes)
+        assert all("own deadline" in (r.error or "") for r in await runs_of(admin, kind))
+    await admin.close()
+
+
+# -- d: a handler that returns an awaitable is awaited ----------------------------------------
+
+
+async def test_a_handler_returning_an_awaitable_is_awaited(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    done: list[str] = []
+
+    class Callable_:
+        async def __call__(self, ctx: tenure.Context) -> None:
+            await asyncio.sleep(0)
+            done.append("object")
+
+    async def inner(ctx: tenure.Context) -> None:
+        await asyncio.sleep(0)
+        done.append("wrapped")
+
+    def unwrapped_decorator(ctx: tenure.Context) -> Awaitable[None]:  # no functools.wraps
+        return inner(ctx)
+
+    app.task("object", every=0.3)(Callable_())
+    app.task("wrapped", every=0.3)(unwrapped_decorator)
+    await app.open()
+    await admin.add_task("object", "a")
+    await admin.add_task("wrapped", "a")
+    async with running(app):
+        await wait_for(lambda: _true({"object", "wrapped"} <= set(done)), "both handlers' bodies to run")
+
+        async def recorded() -> bool:
+            return bool(await runs_of(admin, "object")) and bool(await runs_of(admin, "wrapped"))
+
+        await wait_for(recorded, "their runs recorded")
+    for kind in ("object", "wrapped"):
+        assert {r.outcome for r in await runs_of(admin, kind)} == {Outcome.OK}
+    await admin.close()
+
+
+# -- e: a part that crashes stops the worker cleanly ------------------------------------------
+
+
+async def test_a_crashed_part_stops_the_worker_and_hands_its_tasks_back(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    @app.task("hold", every=0.2, timeout=60.0)
+    async def hold(ctx: tenure.Context) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    await app.open()
+    await admin.add_task("hold", "a")
+
+    async def broken(runs: object, slots: object) -> None:
+        raise RuntimeError("a bug in the run recorder")
+
+    worker = asyncio.create_task(
+        app.run_worker(settings=tenure.Settings(worker_id="w1", **{**FAST, "grace": 30.0}), handle_signals=False)
+    )
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        app.store.record_runs = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="a bug in the run recorder"):
+            await asyncio.wait_for(worker, 10)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(BaseException):
+            await worker
+    assert cancelled.is_set(), "the running handler was left running"
+    task = await admin.get_task("hold", "a")
+    assert task.owner is None, "the crashed worker did not hand its task back"
+    await admin.close()
+
+
+# -- f: a pending trigger waits for the takeover delay ----------------------------------------
+
+
+async def test_a_pending_trigger_waits_for_the_takeover_delay(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    store = admin.store
+
+    @app.task("tick", every=3600.0)
+    async def tick(ctx: tenure.Context) -> None:
+        pass
+
+    await app.open()
+    await admin.open()
+    await admin.add_task("tick", "a")
+    # A worker that claims the task and dies: its lease expires with the task held.
+    lease = await store.register_worker(worker_id="dead", host="h", pid=1, ttl=0.5)
+    assert [c.task.key for c in await store.claim_tasks("dead", kinds=["tick"], limit=1)] == ["a"]
+    await admin.trigger("tick", "a")
+    await wait_for(lambda: _later_than(store.now(), lease.expires_at), "the dead worker's lease to expire")
+    delay = 1.5
+    begun = await store.now()
+    async with running(app, takeover_delay=delay):
+        await wait_for(lambda: _has_runs(admin, "tick"), "the triggered run", within=15)
+    [run] = await runs_of(admin, "tick")
+    assert run.started_at >= begun + delay, f"the trigger ran {run.started_at - begun:.2f}s after the takeover"
+    await admin.close()
+
+
+async def _later_than(now: Awaitable[float], t: float) -> bool:
+    return await now > t
+
+
+async def _has_runs(admin: tenure.App, kind: str) -> bool:
+    return bool(await runs_of(admin, kind))
+
+
+# -- g: a handler cannot change the next run's params -----------------------------------------
+
+
+async def test_a_handler_changing_its_params_does_not_change_the_next_run(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    seen: list[Any] = []
+
+    @app.task("tick", every=0.1)
+    async def tick(ctx: tenure.Context) -> None:
+        seen.append(ctx.params["items"][:])
+        ctx.params["items"].append("more")
+        ctx.params["added"] = True
+
+    await app.open()
+    await admin.add_task("tick", "a", params={"items": ["one"]})
+    async with running(app):
+        await wait_for(lambda: _true(len(seen) >= 3), "three runs")
+    assert all(items == ["one"] for items in seen), seen
+    await admin.close()
+
+
+# -- h: an App that could not publish its kinds tries again -----------------------------------
+
+
+async def test_app_open_publishes_its_kinds_after_a_failed_publish(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+
+    @app.task("tick", every=1.0)
+    async def tick(ctx: tenure.Context) -> None:
+        pass
+
+    real = app.store.publish_kinds
+    failures = [StoreUnavailable("the store went away for a moment")]
+
+    async def flaky(kinds: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real(kinds)
+
+    app.store.publish_kinds = flaky  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await app.open()
+    await app.open()
+    await admin.open()
+    assert [k.kind for k in await admin.store.list_kinds()] == ["tick"]
+    await app.close()
+    await admin.close()
+
+
+# -- i: a constraint the SQLite store trips is a StoreError -----------------------------------
+
+
+async def test_sqlite_constraint_violation_is_a_store_error(tmp_path: Path) -> None:
+    store = tenure.App(url_of(tmp_path)).store
+    await store.open(migrate=True)
+    try:
+        bad = Run(
+            kind="tick",
+            key="a",
+            worker="w1",
+            term=1,
+            scheduled_at=1.0,
+            started_at=1.0,
+            ended_at=1.0,
+            outcome=Outcome.OK,
+            error=None,
+        )
+        object.__setattr__(bad, "worker", None)  # NOT NULL in the table
+        with pytest.raises(StoreError):
+            await store.record_runs([bad], [])
+    finally:
+        await store.close()
+
+
+# -- j: runs cancelled by a stop are not "lease lost" -----------------------------------------
+
+
+async def test_runs_cancelled_by_a_stop_are_recorded_as_cancelled(tmp_path: Path) -> None:
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    started = asyncio.Event()
+
+    @app.task("hold", every=0.2, timeout=60.0)
+    async def hold(ctx: tenure.Context) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    await app.open()
+    await admin.add_task("hold", "a")
+    async with running(app, grace=0.2):
+        await asyncio.wait_for(started.wait(), 10)
+    runs = await runs_of(admin, "hold")
+    assert [(r.outcome, r.error) for r in runs] == [(Outcome.CANCELLED, "cancelled: worker stopping")]
+    await admin.close()

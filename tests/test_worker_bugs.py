@@ -22,7 +22,7 @@ from tenure.errors import StoreError, StoreUnavailable
 from tenure.models import Outcome, Run
 
 #: Short lease settings so that a test's worker joins, claims and flushes quickly.
-FAST = {"lease_ttl": 2.0, "heartbeat": 0.4, "poll": 0.2, "trust_margin": 0.3, "grace": 0.5}
+FAST: dict[str, Any] = {"lease_ttl": 2.0, "heartbeat": 0.4, "poll": 0.2, "trust_margin": 0.3, "grace": 0.5}
 
 
 def url_of(tmp_path: Path) -> str:

@@ -41,6 +41,9 @@ targets met or missed.
 are always on PostgreSQL. Shorthands: ``postgresql`` (127.0.0.1:5432, user postgres),
 ``mysql`` (127.0.0.1:3306, root), ``sqlite`` (a temporary file per scenario).
 Benches measure, they never assert; a smoke run: ``--n 50 --duration 3 --warmup 3``.
+``LOAD_WORKER_SCRIPT`` names another script for the processes to run (a wrapper that
+profiles ``load_worker.py``, say); it gets the same arguments. The workers' logs are kept
+in the directory each scenario names (``logs_dir``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""bench/load.py runs end to end, tiny, and reports figures of the right shape; the
-benches refuse bad options by name.
+"""bench/load.py and bench/fleet.py run end to end, tiny, and report figures of the right
+shape; both refuse bad options by name.
 
 Benches are not tests: nothing here asserts speed. What is checked is that a smoke run
 (few tasks, few seconds, real worker processes) produces one JSON document whose
-figures are internally consistent, so the bench cannot rot unnoticed between the runs
+figures are internally consistent, so the benches cannot rot unnoticed between the runs
 that take real figures.
 """
 
@@ -76,6 +76,39 @@ def test_unknown_system_is_refused_by_name() -> None:
     assert done.returncode != 0
     assert "--handlers 'plain,bogus'" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_fleet_smoke_run_reports_every_phase_with_consistent_figures(tmp_path: Path) -> None:
+    require_store("postgresql", tmp_path)
+    fleet = LOAD.parent / "fleet.py"
+    done = subprocess.run(
+        [sys.executable, str(fleet), "--store", PG, "--workers", "2", "--tasks", "200", "--every", "1",
+         "--kill", "1", "--join", "1", "--window", "2", "--ttl", "2", "--heartbeat", "0.5", "--poll", "0.5",
+         "--timeout", "30", "--json-only"],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    r: dict[str, Any] = json.loads(done.stdout)["results"]
+    # Every task is claimed at least once at the start; the killed worker's tasks all move.
+    assert r["start"]["registered"] == 2
+    assert r["start"]["distinct_tasks_moved"] == 200
+    assert r["start"]["tasks_moved"] >= r["start"]["moves_minimum"] == 200
+    kill = r["kill"]
+    assert 0 < kill["tasks_held"] < 200
+    assert kill["moves_minimum"] == kill["tasks_held"] <= kill["tasks_moved"]
+    assert kill["all_owned_elsewhere_s"] is not None
+    assert kill["tasks_run_elsewhere"] == kill["tasks_held"]
+    assert r["join"]["joined"] == 1
+    for name in ("steady", "steady_after"):
+        w = r[name]
+        assert w["workers"] == 2
+        assert 0 <= w["slots_delivered"] <= w["slots_expected"]
+        assert w["coordination_calls_per_s"] > 0
+        assert w["db_transactions_per_s"] > 0
+        assert w["cluster_connections"] >= 2 * 3  # pool, lease and LISTEN per worker
+    assert r["exit_codes"]["bench-w1"] == -9  # the killed one
+    assert all(code == 0 for wid, code in r["exit_codes"].items() if wid != "bench-w1")
 
 
 def test_fleet_refuses_killing_every_worker_by_name() -> None:

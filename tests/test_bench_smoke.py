@@ -24,8 +24,12 @@ LOAD = Path(__file__).resolve().parent.parent / "bench" / "load.py"
 PG = os.environ.get("TENURE_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def run_load(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(LOAD), *args], capture_output=True, text=True, timeout=100, check=False)
+def run_load(*args: str, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # load.py keeps the workers' logs in a temporary directory: keep them in the test's.
+    env = {**os.environ, "TMPDIR": str(tmp)} if tmp is not None else None
+    return subprocess.run(
+        [sys.executable, str(LOAD), *args], capture_output=True, text=True, timeout=100, check=False, env=env
+    )
 
 
 @pytest.mark.slow
@@ -34,7 +38,7 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
     n = 12
     done = run_load(
         "--store", "sqlite", "--app-db", PG, "--n", str(n), "--workers", "2",
-        "--duration", "2", "--warmup", "3", "--json-only",
+        "--duration", "2", "--warmup", "3", "--json-only", tmp=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     doc = json.loads(done.stdout)
@@ -62,6 +66,7 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
     assert "tenure_outcomes_started_in_window" not in floor
     assert plain["store"] == fenced["store"] == "sqlite"
     assert plain["app_table_on"] == "postgresql"
+    assert Path(plain["logs_dir"]).is_relative_to(tmp_path)
     assert fenced["app_table_on"] == "sqlite"  # the fenced insert lives in tenure's store
     # SQLite works inside the workers: the fenced scenario's database CPU is theirs.
     assert fenced["cpu_s"]["db_servers_counted"] == []

@@ -550,9 +550,11 @@ def test_worker_runs_the_app_with_merged_settings(
     monkeypatch.setenv("TENURE_POLL", "0.5")
     monkeypatch.setenv("TENURE_GRACE", "2")
     cli = CLI("unused", capsys)
-    result = cli("worker", f"{app_module}:app", "--grace", "4", "--id", "w-one", store=False)
+    monkeypatch.setenv("TENURE_CONCURRENCY", "7")
+    result = cli("worker", f"{app_module}:app", "--grace", "4", "--concurrency", "12", "--id", "w-one", store=False)
     assert result.code == 0, result
     (settings,) = seen
+    assert settings.concurrency == 12  # the flag's, over the environment's
     assert settings.lease_ttl == 30.0
     assert settings.heartbeat == 3.0
     assert settings.poll == 0.5  # the environment's
@@ -581,6 +583,8 @@ def test_worker_settings_precedence(app_module: str) -> None:
         (["{module}:app", "--ttl", "-5"], 2, "lease_ttl"),
         (["{module}:app", "--heartbeat", "20"], 2, "heartbeat"),
         (["{module}:app", "--id", " "], 2, "worker_id"),
+        (["{module}:app", "--concurrency", "0"], 2, "concurrency"),
+        (["{module}:app", "--concurrency", "2.5"], 2, "--concurrency"),
         (["{module}:app", "--http", "localhost"], 2, "HOST:PORT"),
         (["{module}:app", "--http", "localhost:99999"], 2, "HOST:PORT"),
         (["{module}:app", "--store", "sqlite:///elsewhere.db"], 2, "differs"),

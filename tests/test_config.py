@@ -73,6 +73,15 @@ def test_max_params_bytes() -> None:
             Settings(max_params_bytes=value)
 
 
+def test_concurrency() -> None:
+    assert Settings().concurrency == 100
+    assert Settings(concurrency=1).concurrency == 1
+    bad: list[Any] = [True, 2.0, "4", None, 0, -1, 100_001]
+    for value in bad:
+        with pytest.raises(InvalidSettings, match="concurrency"):
+            Settings(concurrency=value)
+
+
 def test_worker_id() -> None:
     assert Settings(worker_id="box-1:4242").worker_id == "box-1:4242"
     assert Settings(worker_id="w" * 200).worker_id == "w" * 200
@@ -126,6 +135,7 @@ def test_from_env_reads_every_variable() -> None:
         "TENURE_TAKEOVER_DELAY": "0.75",
         "TENURE_RUN_RETENTION": "3600",
         "TENURE_MAX_PARAMS_BYTES": "2048",
+        "TENURE_CONCURRENCY": "8",
         "TENURE_WORKER_ID": "box-1",
         "TENURE_ADMIN_TOKEN": "t0ken",
         "TENURE_STORE": "sqlite:///elsewhere.db",  # not a worker setting: ignored here
@@ -141,6 +151,7 @@ def test_from_env_reads_every_variable() -> None:
         takeover_delay=0.75,
         run_retention=3600.0,
         max_params_bytes=2048,
+        concurrency=8,
         worker_id="box-1",
         admin_token=env["TENURE_ADMIN_TOKEN"],
     )
@@ -172,6 +183,8 @@ def test_from_env_overrides_win_and_none_overrides_do_not() -> None:
         ("TENURE_TAKEOVER_DELAY", "soon"),
         ("TENURE_MAX_PARAMS_BYTES", "64k"),
         ("TENURE_MAX_PARAMS_BYTES", "1.5"),
+        ("TENURE_CONCURRENCY", "1.5"),
+        ("TENURE_CONCURRENCY", "many"),
     ],
 )
 def test_from_env_refuses_non_numbers_naming_the_variable(variable: str, raw: str) -> None:
@@ -195,6 +208,7 @@ def test_from_env_refuses_non_numbers_naming_the_variable(variable: str, raw: st
         ({"TENURE_HEARTBEAT": "9"}, "TENURE_HEARTBEAT"),  # more than half the default TTL
         ({"TENURE_TRUST_MARGIN": "8"}, "TENURE_TRUST_MARGIN"),
         ({"TENURE_MAX_PARAMS_BYTES": "1"}, "TENURE_MAX_PARAMS_BYTES"),
+        ({"TENURE_CONCURRENCY": "0"}, "TENURE_CONCURRENCY"),
         ({"TENURE_WORKER_ID": "   "}, "TENURE_WORKER_ID"),
         ({"TENURE_WORKER_ID": "a\x1bb"}, "TENURE_WORKER_ID"),
     ],

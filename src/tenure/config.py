@@ -31,6 +31,7 @@ ENV_NAMES = {
     "takeover_delay": "TENURE_TAKEOVER_DELAY",
     "run_retention": "TENURE_RUN_RETENTION",
     "max_params_bytes": "TENURE_MAX_PARAMS_BYTES",
+    "concurrency": "TENURE_CONCURRENCY",
     "worker_id": "TENURE_WORKER_ID",
     "admin_token": "TENURE_ADMIN_TOKEN",
 }
@@ -51,6 +52,14 @@ LOG_FORMATS = ("human", "json")
 MAX_SECONDS = 86400.0
 #: Longest run retention accepted: ten years.
 MAX_RETENTION = 3650 * 86400.0
+#: Runs a worker has in progress at once by default: far more than the cores it has, for
+#: handlers that mostly wait on I/O, and few enough that an overloaded worker queues runs
+#: instead of starting them all and letting them time out.
+DEFAULT_CONCURRENCY = 100
+#: Most runs in progress at once one may ask for.
+MAX_CONCURRENCY = 100_000
+#: Settings that are whole numbers.
+WHOLE_SETTINGS = ("max_params_bytes", "concurrency")
 #: How long, beyond ``grace``, a stopping worker may take to exit: cancelling runs past
 #: the grace period, stopping its poll and its loops, leaving the cluster and stopping
 #: its HTTP interface are each bounded, and add up to less than this. A supervisor
@@ -84,6 +93,10 @@ class Settings:
     run_retention: float = 7 * 86400.0
     #: Largest task parameters accepted, in bytes of JSON.
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES
+    #: Most runs one worker has in progress at once. Due runs past it wait their turn,
+    #: oldest due first, coalesced by their kind's misfire policy; a run's timeout counts
+    #: from its start.
+    concurrency: int = DEFAULT_CONCURRENCY
     #: This worker's id; by default host-pid-random, unique per process start.
     worker_id: str | None = None
     #: Bearer token that HTTP actions changing state require.
@@ -114,6 +127,9 @@ class Settings:
             high=16 * 1024 * 1024,
             whole=True,
             error=InvalidSettings,
+        )
+        check_number(
+            self.concurrency, "concurrency", unit="runs", low=1, high=MAX_CONCURRENCY, whole=True, error=InvalidSettings
         )
         if self.worker_id is not None:
             # Normalised (NFC) like keys, so either spelling names the same worker.
@@ -199,9 +215,9 @@ def _parse(name: str, raw: str) -> Any:
     if name in ("worker_id", "admin_token"):
         return raw
     try:
-        return int(raw) if name == "max_params_bytes" else float(raw)
+        return int(raw) if name in WHOLE_SETTINGS else float(raw)
     except ValueError:
-        whole = " whole" if name == "max_params_bytes" else ""
+        whole = " whole" if name in WHOLE_SETTINGS else ""
         raise InvalidSettings(f"{ENV_NAMES[name]}={quote(raw)} is not a{whole} number") from None
 
 

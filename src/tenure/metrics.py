@@ -46,6 +46,12 @@ FENCED_REFUSED = Counter(
     "tenure_fenced_commits_refused", "Fenced commits refused with LeaseLost.", ["kind"], registry=REGISTRY
 )
 FENCED_COMMITTED = Counter("tenure_fenced_commits", "Fenced commits accepted.", ["kind"], registry=REGISTRY)
+RUNS_WAITING = Gauge(
+    "tenure_runs_waiting", "Due runs waiting for a place under the worker's concurrency cap.", registry=REGISTRY
+)
+OLDEST_WAITING = Gauge(
+    "tenure_runs_waiting_oldest_seconds", "How long the longest-waiting due run has waited.", registry=REGISTRY
+)
 LOOP_STALLS = Counter("tenure_event_loop_stalls", "Times the watchdog saw the event loop blocked.", registry=REGISTRY)
 
 

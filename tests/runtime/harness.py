@@ -55,11 +55,14 @@ class Timing:
     poll: float = 0.25
     grace: float = 1.0
     trust_margin: float = 0.3
+    #: The worker's cap on runs in progress (None: the default).
+    concurrency: int | None = None
 
     def argv(self) -> list[str]:
+        cap = [] if self.concurrency is None else ["--concurrency", str(self.concurrency)]
         return [
             "--ttl", str(self.ttl), "--heartbeat", str(self.heartbeat), "--poll", str(self.poll),
-            "--grace", str(self.grace), "--trust-margin", str(self.trust_margin),
+            "--grace", str(self.grace), "--trust-margin", str(self.trust_margin), *cap,
         ]  # fmt: skip
 
 

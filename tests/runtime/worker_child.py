@@ -4,6 +4,7 @@ Run as::
 
     python worker_child.py STORE_URL --id NAME --scenario NAME --events FILE
         [--ttl S] [--heartbeat S] [--poll S] [--grace S] [--trust-margin S] [--control DIR]
+        [--concurrency N]
 
 It does not use the ``tenure`` CLI: it builds a :class:`tenure.App`, registers the
 scenario's kinds and calls ``asyncio.run(app.run_worker(settings=...))``, logging at INFO
@@ -234,6 +235,7 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.25)
     parser.add_argument("--grace", type=float, default=1.0)
     parser.add_argument("--trust-margin", type=float, default=0.3)
+    parser.add_argument("--concurrency", type=int, default=None)
     args = parser.parse_args()
     # SIGUSR1 writes every thread's stack to the log: the test sends it to a worker that
     # does not exit in time, to show where it is stuck.
@@ -250,6 +252,7 @@ def main() -> None:
         grace=args.grace,
         trust_margin=args.trust_margin,
         worker_id=args.id,
+        **({} if args.concurrency is None else {"concurrency": args.concurrency}),
     )
     app = build(args)
     logging.getLogger("worker_child").info("pid %d starting as %s (%s)", os.getpid(), args.id, args.scenario)

@@ -109,6 +109,7 @@ WORKER_SETTING_FLAGS = (
     SettingFlag("--heartbeat", "heartbeat", seconds, "S", "lease renewal interval, seconds"),
     SettingFlag("--poll", "poll", seconds, "S", "interval to look for free tasks, seconds"),
     SettingFlag("--grace", "grace", seconds, "S", "time running handlers get to finish on stop"),
+    SettingFlag("--concurrency", "concurrency", whole, "N", "most runs in progress at once; due runs past it wait"),
     SettingFlag("--id", "worker_id", str, "NAME", "worker id (default: host-pid-random)"),
 )
 

@@ -1,5 +1,10 @@
-"""The run executor: dispatches due slots as runs, enforces their timeouts, and owns the
-thread pool of synchronous handlers.
+"""The run executor: admits due slots as runs up to the worker's ``concurrency``,
+enforces their timeouts, and owns the thread pool of synchronous handlers.
+
+Past the cap, due slots wait in an admission queue, oldest due first, so that no task
+starves; a task's waiting slots coalesce by its kind's misfire policy (``skip``: the
+latest replaces the one waiting, which is recorded as skipped; ``catch_up``: each one
+waits). A run's timeout counts from its start, not from its slot.
 
 Runs live in the supervisor's innermost task group (:meth:`RunExecutor.attach`): none
 outlives the worker, and a stop cancels them after the grace period or at once when
@@ -12,7 +17,9 @@ import asyncio
 import contextlib
 import contextvars
 import copy
+import heapq
 import inspect
+import itertools
 import logging
 import time
 import traceback
@@ -20,10 +27,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from tenure import tracing
+from tenure import metrics, tracing
 from tenure.context import Context
 from tenure.errors import LeaseLost
 from tenure.models import Outcome
+from tenure.schedule import Misfire
 from tenure.worker.lifecycle import Lifecycle, WorkerState
 from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
 
@@ -36,6 +44,8 @@ if TYPE_CHECKING:
 SYNC_THREADS = 64
 #: How long cancelled runs get to end before the worker goes on without them.
 CANCELLED_RUNS_WITHIN = 2.0
+#: How often an overloaded worker says so in its log (once per interval, not per run).
+OVERLOAD_LOG_EVERY = 10.0
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:
@@ -62,8 +72,15 @@ class RunExecutor:
         lease: LeaseKeeper,
         recorder: RunRecorder,
         owned: dict[TaskId, OwnedTask],
+        concurrency: int,
     ) -> None:
         self.store = store
+        self.concurrency = concurrency
+        #: Tasks with slots waiting for a place: (oldest waiting slot, order, task).
+        self._queue: list[tuple[float, int, OwnedTask]] = []
+        self._order = itertools.count()
+        #: Most runs that waited at once since the last overload report.
+        self._peak_waiting = 0
         self.id = worker_id
         self._life = life
         self._log = log
@@ -85,6 +102,17 @@ class RunExecutor:
         """Runs in progress."""
         return len(self._runs)
 
+    @property
+    def waiting(self) -> int:
+        """Due runs waiting for a place under the concurrency cap."""
+        return sum(len(ot.waiting) for _, _, ot in self._queue)
+
+    def oldest_waiting(self) -> float:
+        """Seconds the longest-waiting due run has waited (0 if none waits)."""
+        if not self._queue:
+            return 0.0
+        return max(0.0, self._lease.db_time() - self._queue[0][0])
+
     def close(self) -> None:
         """Let the thread pool go (a thread still running a handler ends on its own)."""
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -93,12 +121,59 @@ class RunExecutor:
 
     def submit(self, ot: OwnedTask, slot: float, *, triggered: bool) -> None:
         """A slot (or a trigger) is due: start a run unless this worker may not, or one is
-        still going (then the slot is recorded as skipped)."""
-        if ot.handover or self._life.stopping or not self._lease.trusted() or self._group is None:
+        still going (then the slot is recorded as skipped); past the concurrency cap, the
+        slot waits its turn (see the module docstring)."""
+        if not self._may_start(ot):
             return
         if ot.running is not None:
             self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, "previous run still in progress")
             return
+        if ot.waiting:
+            self._coalesce(ot, slot, triggered)
+            return
+        if len(self._runs) >= self.concurrency or self._queue:
+            ot.waiting.append((slot, triggered))
+            self._enqueue(ot)
+            return
+        self._start(ot, slot, triggered)
+
+    def _may_start(self, ot: OwnedTask) -> bool:
+        return not (ot.handover or self._life.stopping or not self._lease.trusted() or self._group is None)
+
+    def _coalesce(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
+        """Another slot of a task whose earlier one still waits."""
+        if ot.kind.misfire is Misfire.CATCH_UP:
+            ot.waiting.append((slot, triggered))
+            return
+        # skip: one run answers for both (and for a trigger either one answered); the task
+        # keeps its place in the queue, which is by its oldest waiting slot.
+        old, was_triggered = ot.waiting[0]
+        latest = max(old, slot)
+        ot.waiting[0] = (latest, was_triggered or triggered)
+        self._recorder.record(
+            ot, min(old, slot), self._lease.db_time(), Outcome.SKIPPED, "waited past its next slot (worker at capacity)"
+        )
+
+    def _enqueue(self, ot: OwnedTask) -> None:
+        heapq.heappush(self._queue, (ot.waiting[0][0], next(self._order), ot))
+        self._peak_waiting = max(self._peak_waiting, self.waiting)
+
+    def _admit(self) -> None:
+        """Start waiting runs, oldest due first, while there is room."""
+        while self._queue and len(self._runs) < self.concurrency:
+            _, _, ot = heapq.heappop(self._queue)
+            if not ot.waiting:
+                continue
+            if self._owned.get(ot.id) is not ot or not self._may_start(ot):
+                ot.waiting.clear()  # released, fenced or stopping: nothing of it runs here
+                continue
+            if ot.running is not None:
+                continue  # re-queued when that run ends
+            slot, triggered = ot.waiting.pop(0)
+            self._start(ot, slot, triggered)
+
+    def _start(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
+        assert self._group is not None
         ot.last_slot = slot if ot.last_slot is None else max(ot.last_slot, slot)
         if triggered:
             ot.triggered_ran = True
@@ -110,6 +185,41 @@ class RunExecutor:
     def _ended(self, run: asyncio.Task[None]) -> None:
         self._runs.discard(run)
         self._cancelled_as.pop(run, None)
+        if self._queue:
+            self._admit()
+
+    def _requeue(self, ot: OwnedTask) -> None:
+        """A task's run ended with more of its slots waiting (catch-up): back in the queue."""
+        if ot.waiting and self._owned.get(ot.id) is ot:
+            self._enqueue(ot)
+
+    # -- overload -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the overload gauges current every ``poll``, and say once per
+        :data:`OVERLOAD_LOG_EVERY` that runs had to wait, until the worker has left."""
+        loop = asyncio.get_running_loop()
+        report_at = loop.time() + OVERLOAD_LOG_EVERY
+        while self._life.state < WorkerState.CLOSED:
+            waiting = self.waiting
+            self._peak_waiting = max(self._peak_waiting, waiting)
+            metrics.RUNS_WAITING.set(waiting)
+            metrics.OLDEST_WAITING.set(self.oldest_waiting())
+            if loop.time() >= report_at:
+                report_at = loop.time() + OVERLOAD_LOG_EVERY
+                if self._peak_waiting:
+                    self._log(
+                        logging.WARNING,
+                        "over capacity: up to %d due runs waited for a place in the last %gs "
+                        "(concurrency %d; %d waiting now, the oldest for %.2fs)",
+                        self._peak_waiting,
+                        OVERLOAD_LOG_EVERY,
+                        self.concurrency,
+                        waiting,
+                        self.oldest_waiting(),
+                    )
+                self._peak_waiting = 0
+            await self._life.sleep(self._lease.settings.poll, until=WorkerState.CLOSED)
 
     async def _run(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
         task = ot.task
@@ -164,6 +274,7 @@ class RunExecutor:
             ot.ctx = None
             ot.cancelled_because = None
             tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self._lease.trusted())
+            self._requeue(ot)
         if outcome is Outcome.TIMEOUT:
             self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
         elif outcome is Outcome.LEASE_LOST:
@@ -224,6 +335,12 @@ class RunExecutor:
         ot.running.cancel(reason)
 
     # -- stopping -------------------------------------------------------------------------
+
+    def drop_waiting(self) -> None:
+        """Forget every waiting slot (self-fencing, stopping): none of them runs here."""
+        for _, _, ot in self._queue:
+            ot.waiting.clear()
+        self._queue.clear()
 
     async def wait_idle(self, grace: float) -> bool:
         """Wait until no run is in progress, at most ``grace`` seconds, and not past a

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tenure.context import Context
@@ -54,6 +54,9 @@ class OwnedTask:
     handover: bool = False
     #: Why the run in progress was cancelled on request (recorded as ``cancelled``).
     cancelled_because: str | None = None
+    #: Due slots waiting for a place under the concurrency cap, oldest first, each with
+    #: whether it answers a trigger (one slot under ``skip``: later ones replace it).
+    waiting: list[tuple[float, bool]] = field(default_factory=list)
 
     @property
     def id(self) -> TaskId:

@@ -236,6 +236,7 @@ class Rebalancer:
             del self._owned[ot.id]
         metrics.TASKS_HELD.set(len(self._owned))
         ot.disarm()
+        ot.waiting.clear()
         self._recorder.forget_slot(ot)
 
     def forget_all(self) -> None:

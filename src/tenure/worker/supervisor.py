@@ -16,6 +16,7 @@ at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -66,6 +67,9 @@ class WorkerProbe:
     #: watchdog's threshold only).
     loop_blocked_for: float
     loop_blocked_by: str | None
+    #: Runs in progress, and due runs waiting for a place under the concurrency cap.
+    runs_in_progress: int = 0
+    runs_waiting: int = 0
 
 
 class Worker:
@@ -124,6 +128,7 @@ class Worker:
             lease=self.lease,
             recorder=self.recorder,
             owned=self._owned,
+            concurrency=settings.concurrency,
         )
         self.timers = SlotTimers(lease=self.lease, executor=self.executor, pauses=self._pauses)
         self.rebalancer = Rebalancer(
@@ -174,6 +179,8 @@ class Worker:
             stopping=self._life.stopping,
             loop_blocked_for=stalled,
             loop_blocked_by=by,
+            runs_in_progress=self.executor.running,
+            runs_waiting=self.executor.waiting,
         )
 
     @property
@@ -234,12 +241,18 @@ class Worker:
         if not await self.lease.join():
             return  # stopped before ever holding a lease: nothing to hand over
         self._life.to(WorkerState.RUNNING)
+        # What start-up allocated (modules, the store's connections) lives as long as the
+        # process: keep it out of the collector's full passes, which at many tasks would
+        # otherwise hold the loop for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
         async with asyncio.TaskGroup() as loops:
             self._rebalancer_task = loops.create_task(self._part("rebalancer", self.rebalancer.run()))
             self._loops = [
                 loops.create_task(self._part("lease keeper", self.lease.run())),
                 self._rebalancer_task,
                 loops.create_task(self._part("run recorder", self.recorder.run())),
+                loops.create_task(self._part("run executor", self.executor.run())),
                 # Notifications only speed things up; a store without them returns at once.
                 loops.create_task(self._part("listener", self.store.listen(self.rebalancer.wake.set))),
             ]
@@ -282,6 +295,7 @@ class Worker:
         self._log(logging.INFO, "stopping: %d tasks, %d runs in progress", len(self._owned), self.executor.running)
         for ot in self._owned.values():
             ot.disarm()
+        self.executor.drop_waiting()
         forced = self._life.state >= WorkerState.FORCING
         if self.executor.running and not forced and not await self.executor.wait_idle(self.settings.grace):
             why = "stop forced" if self._life.state >= WorkerState.FORCING else "grace period over"
@@ -330,6 +344,7 @@ class Worker:
         self.lease.distrust()
         for ot in self._owned.values():
             ot.disarm()
+        self.executor.drop_waiting()
         await self.executor.cancel_all(Outcome.LEASE_LOST, "lease lost")
         # Their records stay buffered (outcome lease_lost); their slots are not ours to advance.
         self.rebalancer.forget_all()

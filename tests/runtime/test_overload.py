@@ -1,0 +1,81 @@
+"""Overload (issue 12 item 1): a worker runs at most ``concurrency`` runs at once; due runs
+past the cap wait, coalesce under the misfire policy and start oldest due first, so that
+every key keeps running; a run's timeout counts from its start; the worker says it is
+over capacity. Real worker processes; counts and order, never timings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenure.models import Outcome
+
+from .harness import Cluster, Timing, WorkerProc
+
+#: Seconds each run's handler works (``tick``'s ``work``): well inside its 1 s timeout,
+#: but more than the worker can give every key each period under the caps below.
+WORK = 0.6
+
+
+def handler_spans(w: WorkerProc) -> list[tuple[str, str]]:
+    """The worker's handler starts and ends, in the order its event file has them (one
+    process, one lock: the order they happened in)."""
+    out = []
+    for e in w.events():
+        if e["ev"] == "start":
+            out.append(("start", e["key"]))
+        elif e["ev"] in ("committed", "refused"):
+            out.append(("end", e["key"]))
+    return out
+
+
+def most_at_once(spans: list[tuple[str, str]]) -> int:
+    running, peak = 0, 0
+    for what, _ in spans:
+        running += 1 if what == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+async def test_the_cap_holds_every_key_runs_and_waiting_runs_coalesce(cluster: Cluster) -> None:
+    keys = [f"k{i}" for i in range(6)]
+    await cluster.add_tasks("tick", keys, every=1.0, params={"work": WORK})
+    (w,) = await cluster.start_all(["w1"], timing=Timing(concurrency=2))
+
+    async def every_key_ran_thrice() -> bool:
+        commits = cluster.commits()
+        return all(sum(1 for c in commits if c.key == k) >= 3 for k in keys)
+
+    await cluster.wait_for(every_key_ran_thrice, "every key to commit three times", within=40)
+
+    async def said_so() -> bool:
+        return "over capacity:" in w.log()
+
+    await cluster.wait_for(said_so, "the worker to log that it is over capacity", within=20)
+    assert most_at_once(handler_spans(w)) == 2, "more runs than the cap at once (or never two)"
+    runs = await cluster.runs(kind="tick")
+    outcomes: dict[Any, int] = {}
+    for r in runs:
+        outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+    # A timeout counted from the slot would cancel the runs that waited.
+    assert Outcome.TIMEOUT not in outcomes, outcomes
+    assert any(r.outcome is Outcome.SKIPPED and "capacity" in (r.error or "") for r in runs), outcomes
+    assert w.log().count("over capacity:") <= 3, "the overload is logged per run, not per interval"
+
+
+async def test_waiting_runs_start_oldest_due_first(cluster: Cluster) -> None:
+    keys = ["a", "b", "c"]
+    await cluster.add_tasks("tick", keys, every=1.0, params={"work": WORK / 1.2})
+    (w,) = await cluster.start_all(["w1"], timing=Timing(concurrency=1))
+
+    def starts() -> list[str]:
+        return [k for what, k in handler_spans(w) if what == "start"]
+
+    async def enough() -> bool:
+        return len(starts()) >= 18
+
+    await cluster.wait_for(enough, "eighteen runs", within=40)
+    seq = starts()[6:18]  # past the start-up, while the worker is saturated
+    assert most_at_once(handler_spans(w)) == 1
+    # Oldest due first: every key waits its turn; none runs twice while another waits.
+    windows = [seq[i : i + 3] for i in range(len(seq) - 2)]
+    assert all(len(set(win)) == 3 for win in windows), seq

@@ -60,6 +60,8 @@ async def test_the_cap_holds_every_key_runs_and_waiting_runs_coalesce(cluster: C
     assert Outcome.TIMEOUT not in outcomes, outcomes
     assert any(r.outcome is Outcome.SKIPPED and "capacity" in (r.error or "") for r in runs), outcomes
     assert w.log().count("over capacity:") <= 3, "the overload is logged per run, not per interval"
+    # Lease upkeep does not starve behind the run queue (issue 12 item 2).
+    assert "self-fencing" not in w.log(), w.explain("fenced itself while over capacity")
 
 
 async def test_waiting_runs_start_oldest_due_first(cluster: Cluster) -> None:

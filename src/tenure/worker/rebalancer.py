@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 #: How often a worker re-reads all its tasks even when no admin change was announced.
 RECONCILE_EVERY = 30.0
+#: Most tasks claimed in one round: a worker short of thousands claims them over a few
+#: rounds (the next one at once), so that adopting them never holds the event loop long.
+CLAIM_CHUNK = 500
+#: Tasks handled between two yields to the event loop while adopting or reconciling.
+YIELD_EVERY = 200
 
 
 class Rebalancer:
@@ -114,16 +119,22 @@ class Rebalancer:
             await self._release_surplus(held - target)
         elif held < target and self._lease.trusted():
             fences = self._lease.fences
-            claims = await self.store.claim_tasks(self.id, kinds=list(self._kinds), limit=target - held)
-            if fences != self._lease.fences:
-                # This worker fenced itself while the claim was on its way: the tasks are
-                # ours in the store, under a lease we no longer vouch for. Running them
-                # would only fence us again at the next renewal; the reconcile after the
-                # rejoin hands them back as strays.
-                self.changes_seen = None
-                return
-            for claim in claims:
+            wanted = min(target - held, CLAIM_CHUNK)
+            claims = await self.store.claim_tasks(self.id, kinds=list(self._kinds), limit=wanted)
+            for i, claim in enumerate(claims):
+                if i % YIELD_EVERY == 0:
+                    if i:
+                        await asyncio.sleep(0)
+                    if fences != self._lease.fences:
+                        # This worker fenced itself while the claim was on its way (or while
+                        # adopting): the tasks are ours in the store, under a lease we no
+                        # longer vouch for. Running them would only fence us again at the next
+                        # renewal; the reconcile after the rejoin hands them back as strays.
+                        self.changes_seen = None
+                        return
                 self._adopt(claim)
+            if len(claims) == wanted < target - held:
+                self.wake.set()  # more to claim: another round at once
 
     def fair_share(self, live: list[str], enabled: int) -> int:
         """This worker's share: tasks split evenly, the remainder to the first ids."""
@@ -144,7 +155,12 @@ class Rebalancer:
         self.apply_pauses()
         rows = {(t.kind, t.key): t for t in await self.store.owned_tasks(self.id)}
         to_release: list[OwnedTask] = []
-        for k, ot in list(self._owned.items()):
+        for i, (k, ot) in enumerate(list(self._owned.items())):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # thousands of tasks: let the loop turn between chunks
+            if self._owned.get(k) is not ot:
+                rows.pop(k, None)
+                continue  # dropped meanwhile (a self-fence, a release)
             row = rows.pop(k, None)
             if row is None or row.term != ot.term:
                 self._log(logging.INFO, "task removed or no longer ours", task=ot)

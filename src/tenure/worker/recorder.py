@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 MAX_BUFFERED_RUNS = 200_000
 #: How often run retention and dead-worker clean-up happen (any worker may do it).
 HOUSEKEEPING_EVERY = 300.0
+#: Most run records written in one transaction: a big backlog goes in several, so that
+#: preparing one never holds the event loop long.
+FLUSH_CHUNK = 2_000
 
 
 @dataclass
@@ -158,12 +161,15 @@ class RunRecorder:
                 self._log(logging.WARNING, "could not save run records yet: %s", exc)
 
     async def flush(self) -> None:
-        """Write the buffer in one transaction; on failure it stays buffered."""
+        """Write the buffer, :data:`FLUSH_CHUNK` run records a transaction (the finished
+        slots with the first); on failure what is left stays buffered."""
+        while self._buffer.runs or self._buffer.slots:
+            await self._flush_chunk()
+
+    async def _flush_chunk(self) -> None:
         buf = self._buffer
-        if not buf.runs and not buf.slots:
-            return
-        runs, slots = buf.runs, list(buf.slots.values())
-        self._buffer = _Buffer()
+        runs, slots = buf.runs[:FLUSH_CHUNK], list(buf.slots.values())
+        self._buffer = _Buffer(runs=buf.runs[FLUSH_CHUNK:])
         try:
             await self.store.record_runs(runs, slots)
         except BaseException:

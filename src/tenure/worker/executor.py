@@ -31,6 +31,7 @@ from tenure import metrics, tracing
 from tenure.context import Context
 from tenure.errors import LeaseLost
 from tenure.models import Outcome
+from tenure.pauses import PauseView
 from tenure.schedule import Misfire
 from tenure.worker.lifecycle import Lifecycle, WorkerState
 from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
@@ -76,6 +77,8 @@ class RunExecutor:
     ) -> None:
         self.store = store
         self.concurrency = concurrency
+        #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
+        self.pauses: PauseView | None = None
         #: Tasks with slots waiting for a place: (oldest waiting slot, order, task).
         self._queue: list[tuple[float, int, OwnedTask]] = []
         self._order = itertools.count()
@@ -134,11 +137,13 @@ class RunExecutor:
         if len(self._runs) >= self.concurrency or self._queue:
             ot.waiting.append((slot, triggered))
             self._enqueue(ot)
+            self._admit()  # room may have been left by entries gone stale
             return
         self._start(ot, slot, triggered)
 
     def _may_start(self, ot: OwnedTask) -> bool:
-        return not (ot.handover or self._life.stopping or not self._lease.trusted() or self._group is None)
+        paused = self.pauses is not None and self.pauses.of(ot.task.kind) is not None
+        return not (ot.handover or paused or self._life.stopping or not self._lease.trusted() or self._group is None)
 
     def _coalesce(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
         """Another slot of a task whose earlier one still waits."""

@@ -130,6 +130,7 @@ class Worker:
             owned=self._owned,
             concurrency=settings.concurrency,
         )
+        self.executor.pauses = self._pauses
         self.timers = SlotTimers(lease=self.lease, executor=self.executor, pauses=self._pauses)
         self.rebalancer = Rebalancer(
             store=store,

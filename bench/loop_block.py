@@ -1,0 +1,102 @@
+"""How long tenure's own code holds a worker's event loop at many tasks (issue 12 item 3).
+
+One worker in this process on a fresh SQLite store, N tasks every second with a no-op
+handler (so whatever holds the loop is tenure's code or the store's), and a probe on
+the same loop: a callback every 5 ms that notes how late it ran. Reports the longest and
+the 99th percentile of those delays while the worker claims its tasks (start-up) and
+while it runs them (steady), and the runs recorded. Run under the heavy lock::
+
+    flock /tmp/tenure-heavy.lock .venv/bin/python bench/loop_block.py [--tasks N] [--seconds S]
+
+Prints one JSON document, then a short table. The target is 20 ms (the issue's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tenure
+from tenure import metrics
+
+#: The probe's interval (seconds).
+TICK = 0.005
+#: The issue's bound on any single hold of the loop by tenure's code (seconds).
+TARGET = 0.020
+
+
+async def measure(tasks: int, seconds: float, folder: Path) -> dict[str, Any]:
+    url = f"sqlite:///{folder / 'bench.db'}?synchronous=normal"
+    app, admin = tenure.App(url), tenure.App(url)
+
+    @app.task("noop", every=1.0)
+    async def noop(ctx: tenure.Context) -> None:
+        pass
+
+    await app.open()
+    await admin.sync_tasks("noop", {f"k{i:06d}": None for i in range(tasks)})
+    delays: dict[str, list[float]] = {"startup": [], "steady": []}
+    phase = "startup"
+    loop = asyncio.get_running_loop()
+
+    async def probe() -> None:
+        while True:
+            due = loop.time() + TICK
+            await asyncio.sleep(TICK)
+            delays[phase].append(max(0.0, loop.time() - due))
+
+    settings = tenure.Settings(worker_id="bench", lease_ttl=10.0, heartbeat=2.0, poll=1.0)
+    worker = asyncio.create_task(app.run_worker(settings=settings, handle_signals=False))
+    prober = asyncio.create_task(probe())
+    began = time.monotonic()
+    # The worker's own gauge: reading the store here would hold the loop itself.
+    while (metrics.REGISTRY.get_sample_value("tenure_tasks_held") or 0) < tasks:
+        if worker.done():
+            worker.result()
+        await asyncio.sleep(0.5)
+    claimed_in = time.monotonic() - began
+    phase = "steady"
+    ok = {"kind": "noop", "outcome": "ok"}
+    before = metrics.REGISTRY.get_sample_value("tenure_runs_total", ok) or 0.0
+    await asyncio.sleep(seconds)
+    ran = (metrics.REGISTRY.get_sample_value("tenure_runs_total", ok) or 0.0) - before
+    prober.cancel()
+    worker.cancel()
+    await asyncio.gather(worker, prober, return_exceptions=True)
+    await admin.close()
+    out: dict[str, Any] = {"tasks": tasks, "seconds": seconds, "claimed_in": round(claimed_in, 2)}
+    for name, values in delays.items():
+        values.sort()
+        out[name] = {
+            "samples": len(values),
+            "max_ms": round(1000 * values[-1], 2) if values else None,
+            "p99_ms": round(1000 * values[int(0.99 * (len(values) - 1))], 2) if values else None,
+            "median_ms": round(1000 * statistics.median(values), 2) if values else None,
+        }
+    out["runs_per_second"] = round(ran / seconds, 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        result = asyncio.run(measure(args.tasks, args.seconds, Path(folder)))
+    print(json.dumps(result, default=str))
+    print(f"{result['tasks']} tasks, {result['runs_per_second']} runs/s, claimed in {result['claimed_in']} s")
+    print(f"{'phase':<8} {'max ms':>8} {'p99 ms':>8} {'median':>8}  (target: max <= {1000 * TARGET:g} ms)")
+    for name in ("startup", "steady"):
+        r = result[name]
+        print(f"{name:<8} {r['max_ms']!s:>8} {r['p99_ms']!s:>8} {r['median_ms']!s:>8}")
+
+
+if __name__ == "__main__":
+    main()

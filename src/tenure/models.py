@@ -17,7 +17,7 @@ import json
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -347,6 +347,8 @@ class WorkerInfo:
     expires_at: float
     draining: bool
     tasks_held: int
+    #: The kinds it runs, sorted (empty for a row written before workers published them).
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -387,6 +389,14 @@ class ClusterView:
     live_workers: list[str]
     #: Number of enabled tasks.
     enabled_tasks: int
+    #: The kinds each live, non-draining worker runs, by worker id.
+    worker_kinds: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Number of enabled tasks of each kind (kinds with none are absent).
+    enabled_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def runners(self, kind: str) -> list[str]:
+        """The live, non-draining workers that run ``kind``, sorted."""
+        return [w for w in self.live_workers if kind in self.worker_kinds.get(w, ())]
 
 
 #: The scope of a pause of every kind (no kind can be spelled so).

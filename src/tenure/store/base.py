@@ -26,7 +26,7 @@ from tenure.models import Claim, ClusterView, KindInfo, Lease, Pause, Run, SlotD
 from tenure.schedule import Schedule
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def require_current_schema(version: int | None, where: str) -> None:
@@ -229,8 +229,12 @@ class Store(Protocol):
 
     # -- membership ---------------------------------------------------------------------
 
-    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
-        """Join the cluster with a lease of ``ttl`` seconds of database time.
+    async def register_worker(
+        self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
+    ) -> Lease:
+        """Join the cluster with a lease of ``ttl`` seconds of database time, publishing
+        ``kinds``, the kinds this worker runs (replacing those of an earlier row of the id:
+        a worker restarted with another kind list publishes the new one).
 
         If a row for ``worker_id`` exists with an expired lease (the same worker coming
         back after a pause), its tasks are freed as expired first, in the same
@@ -259,7 +263,7 @@ class Store(Protocol):
         ...
 
     async def list_workers(self) -> list[WorkerInfo]:
-        """All membership rows, live or expired, by id."""
+        """All membership rows, live or expired, by id, with the kinds each published."""
         ...
 
     async def reap_workers(self, older_than: float) -> int:
@@ -288,8 +292,9 @@ class Store(Protocol):
         ...
 
     async def cluster_view(self) -> ClusterView:
-        """The change counter, the live non-draining workers and the enabled-task count,
-        read in one transaction: what a worker needs each poll for its fair share."""
+        """The change counter, the live non-draining workers with the kinds each runs, and
+        the enabled tasks counted per kind (and in all), read in one statement: what a
+        worker needs each poll for its fair share of each kind."""
         ...
 
     async def listen(self, wake: Callable[[], None]) -> None:

@@ -128,7 +128,9 @@ from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.rows import (
     TASK_COLUMNS,
+    cluster_view_from_rows,
     done_before,
+    encode_worker_kinds,
     kind_from_row,
     run_from_row,
     run_params,
@@ -995,8 +997,10 @@ class MySQLStore:
 
     # -- membership -----------------------------------------------------------------------
 
-    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
-        args = {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
+    async def register_worker(
+        self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
+    ) -> Lease:
+        args = {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl, "kinds": encode_worker_kinds(kinds)}
 
         async def go(s: _Session) -> Lease:
             live = await s.one(self._q["worker_is_live"], {"worker": worker_id})
@@ -1124,10 +1128,7 @@ class MySQLStore:
 
     async def cluster_view(self) -> ClusterView:
         async def go(s: _Session) -> ClusterView:
-            rows = await s.all(self._q["cluster_view"])
-            counts = next(r for r in rows if r[0] is None)
-            workers = sorted(str(r[0]) for r in rows if r[0] is not None)
-            return ClusterView(changes=int(counts[1]), live_workers=workers, enabled_tasks=int(counts[2]))
+            return cluster_view_from_rows(await s.all(self._q["cluster_view"]))
 
         return await self._autocommit(go, what="reading the cluster view")
 

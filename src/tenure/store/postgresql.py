@@ -66,7 +66,9 @@ from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.rows import (
     TASK_COLUMNS,
+    cluster_view_from_rows,
     done_before,
+    encode_worker_kinds,
     kind_from_row,
     run_from_row,
     run_params,
@@ -549,7 +551,9 @@ class PostgreSQLStore:
 
     # -- membership -----------------------------------------------------------------------
 
-    async def register_worker(self, *, worker_id: str, host: str, pid: int, ttl: float) -> Lease:
+    async def register_worker(
+        self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
+    ) -> Lease:
         async def go(conn: Conn) -> Lease:
             live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
             if live is not None and live[0]:
@@ -557,7 +561,9 @@ class PostgreSQLStore:
             if live is not None:
                 await conn.execute(Q["free_expired_worker_tasks"].encode(), {"worker": worker_id})
             row = await _maybe_one(
-                conn, Q["upsert_worker"], {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
+                conn,
+                Q["upsert_worker"],
+                {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl, "kinds": encode_worker_kinds(kinds)},
             )
             if row is None:
                 raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
@@ -647,9 +653,7 @@ class PostgreSQLStore:
 
     async def cluster_view(self) -> ClusterView:
         async def go(conn: Conn) -> ClusterView:
-            changes, tasks = await _one(conn, Q["cluster_counts"], {})
-            workers = [r[0] for r in await _all(conn, Q["live_workers"], {})]
-            return ClusterView(changes=int(changes), live_workers=workers, enabled_tasks=int(tasks))
+            return cluster_view_from_rows(await _all(conn, Q["cluster_view"], {}))
 
         return await self._auto(go)
 

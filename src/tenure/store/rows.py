@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from tenure.models import Freed, KindInfo, Outcome, Run, Task, WorkerInfo, decode_stored_params
+from tenure.models import ClusterView, Freed, KindInfo, Outcome, Run, Task, WorkerInfo, decode_stored_params
 from tenure.schedule import Cron, Every, Schedule
 
 #: Columns every store selects for a task, in this order.
@@ -68,7 +69,7 @@ def kind_from_row(row: Sequence[Any]) -> KindInfo:
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
-    wid, host, pid, started_at, heartbeat_at, expires_at, draining, held = row
+    wid, host, pid, started_at, heartbeat_at, expires_at, draining, held, kinds = row
     return WorkerInfo(
         id=wid,
         host=host,
@@ -78,6 +79,42 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         expires_at=float(expires_at),
         draining=bool(draining),
         tasks_held=int(held),
+        kinds=tuple(decode_worker_kinds(kinds)),
+    )
+
+
+def encode_worker_kinds(kinds: Sequence[str]) -> str:
+    """The ``kinds`` column of a membership row: a JSON array of names, sorted."""
+    return json.dumps(sorted(set(kinds)))
+
+
+def decode_worker_kinds(stored: str | None) -> list[str]:
+    """The kinds a membership row publishes (none for a row from before schema version 4)."""
+    if stored is None:
+        return []
+    return [str(k) for k in json.loads(stored)]
+
+
+def cluster_view_from_rows(rows: Sequence[Sequence[Any]]) -> ClusterView:
+    """A :class:`ClusterView` from the rows of the ``cluster_view`` query: one
+    ``('changes', NULL, counter, NULL)``, one ``('kind', kind, enabled tasks, NULL)`` per kind
+    with enabled tasks, one ``('worker', id, 0, kinds)`` per live, non-draining worker."""
+    changes = 0
+    by_kind: dict[str, int] = {}
+    workers: dict[str, frozenset[str]] = {}
+    for what, name, n, kinds in rows:
+        if what == "changes":
+            changes = int(n)
+        elif what == "kind":
+            by_kind[str(name)] = int(n)
+        else:
+            workers[str(name)] = frozenset(decode_worker_kinds(kinds))
+    return ClusterView(
+        changes=changes,
+        live_workers=sorted(workers),
+        enabled_tasks=sum(by_kind.values()),
+        worker_kinds=workers,
+        enabled_by_kind=by_kind,
     )
 
 

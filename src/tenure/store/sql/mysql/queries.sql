@@ -161,15 +161,15 @@ WHERE owner = %(worker)s;
 -- A plain INSERT, not an upsert: two processes registering one new id at once cannot
 -- both succeed (the second gets a duplicate key, reported as WorkerIdInUse).
 -- The clock is read once, so started_at = heartbeat_at = expires_at - ttl exactly.
-INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining)
-SELECT %(worker)s, %(host)s, %(pid)s, n.t, n.t, n.t + %(ttl)s, FALSE
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds)
+SELECT %(worker)s, %(host)s, %(pid)s, n.t, n.t, n.t + %(ttl)s, FALSE, %(kinds)s
 FROM (SELECT {now} AS t) AS n;
 
 -- name: revive_worker
 -- Only after worker_is_live locked the (expired) row, so the clock is not stale.
 UPDATE tenure_workers w JOIN (SELECT {now} AS t) AS n
 SET w.host = %(host)s, w.pid = %(pid)s, w.started_at = n.t, w.heartbeat_at = n.t,
-    w.expires_at = n.t + %(ttl)s, w.draining = FALSE
+    w.expires_at = n.t + %(ttl)s, w.draining = FALSE, w.kinds = %(kinds)s
 WHERE w.id = %(worker)s;
 
 -- name: renew_lease
@@ -197,7 +197,7 @@ DELETE FROM tenure_workers WHERE id = %(worker)s;
 
 -- name: list_workers
 SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
-       (SELECT COUNT(*) FROM tenure_tasks t WHERE t.owner = w.id)
+       (SELECT COUNT(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds
 FROM tenure_workers w ORDER BY w.id;
 
 -- name: reap_candidates
@@ -264,12 +264,14 @@ WHERE owner = %(worker)s AND term BETWEEN %(first)s AND %(last)s
 ORDER BY term;
 
 -- name: cluster_view
--- One statement, so one consistent snapshot: the counts row (id NULL), then one row per
--- live, non-draining worker.
-SELECT NULL, (SELECT value FROM tenure_counters WHERE name = 'changes'),
-       (SELECT COUNT(*) FROM tenure_tasks WHERE enabled)
+-- One statement, so one consistent snapshot: the change counter ('changes'), the
+-- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
+-- kinds it runs ('worker').
+SELECT 'changes', NULL, value, NULL FROM tenure_counters WHERE name = 'changes'
 UNION ALL
-SELECT id, NULL, NULL FROM tenure_workers WHERE expires_at > {now} AND NOT draining;
+SELECT 'kind', kind, COUNT(*), NULL FROM tenure_tasks WHERE enabled GROUP BY kind
+UNION ALL
+SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining;
 
 -- name: fence
 -- The fence (schema version 2): locks the task row if the worker owns it at this term

@@ -106,11 +106,12 @@ SET owner = NULL, freed_how = 'expired',
 WHERE owner = %(worker)s;
 
 -- name: upsert_worker
-INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining)
-VALUES (%(worker)s, %(host)s, %(pid)s, {now}, {now}, {now} + %(ttl)s, false)
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds)
+VALUES (%(worker)s, %(host)s, %(pid)s, {now}, {now}, {now} + %(ttl)s, false, %(kinds)s)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
-    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = false
+    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = false,
+    kinds = excluded.kinds
 -- Two processes registering the same new id at once: the second finds a live row here
 -- and gets no row back (WorkerIdInUse) instead of overwriting the first.
 WHERE tenure_workers.expires_at <= {now}
@@ -137,7 +138,7 @@ DELETE FROM tenure_workers WHERE id = %(worker)s;
 
 -- name: list_workers
 SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
-       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id)
+       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds
 FROM tenure_workers w ORDER BY w.id;
 
 -- name: reap_workers
@@ -171,12 +172,15 @@ FROM cand
 WHERE t.kind = cand.kind AND t.key = cand.key
 RETURNING {task_columns_t};
 
--- name: live_workers
-SELECT id FROM tenure_workers WHERE expires_at > {now} AND NOT draining ORDER BY id;
-
--- name: cluster_counts
-SELECT (SELECT value FROM tenure_counters WHERE name = 'changes'),
-       (SELECT count(*) FROM tenure_tasks WHERE enabled);
+-- name: cluster_view
+-- One statement, so one consistent snapshot: the change counter ('changes'), the
+-- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
+-- kinds it runs ('worker').
+SELECT 'changes', NULL::text, value::bigint, NULL::text FROM tenure_counters WHERE name = 'changes'
+UNION ALL
+SELECT 'kind', kind, count(*), NULL FROM tenure_tasks WHERE enabled GROUP BY kind
+UNION ALL
+SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining;
 
 -- name: fence
 -- The fence (schema version 2): locks the task row if the worker owns it at this term

@@ -81,11 +81,12 @@ SET owner = NULL, freed_how = 'expired',
 WHERE owner = :worker;
 
 -- name: upsert_worker
-INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining)
-VALUES (:worker, :host, :pid, {now}, {now}, {now} + :ttl, 0)
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds)
+VALUES (:worker, :host, :pid, {now}, {now}, {now} + :ttl, 0, :kinds)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
-    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = 0
+    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = 0,
+    kinds = excluded.kinds
 RETURNING expires_at, heartbeat_at, draining;
 
 -- name: renew_lease
@@ -109,7 +110,7 @@ DELETE FROM tenure_workers WHERE id = :worker;
 
 -- name: list_workers
 SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
-       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id)
+       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds
 FROM tenure_workers w ORDER BY w.id;
 
 -- name: reap_workers
@@ -136,12 +137,15 @@ SET owner = :worker, term = :term,
     freed_at = CASE WHEN :had_owner THEN coalesce(:old_expiry, {now}) ELSE freed_at END
 WHERE kind = :kind AND key = :key;
 
--- name: live_workers
-SELECT id FROM tenure_workers WHERE expires_at > {now} AND draining = 0 ORDER BY id;
-
--- name: cluster_counts
-SELECT (SELECT value FROM tenure_counters WHERE name = 'changes'),
-       (SELECT count(*) FROM tenure_tasks WHERE enabled = 1);
+-- name: cluster_view
+-- One statement, so one consistent snapshot: the change counter ('changes'), the
+-- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
+-- kinds it runs ('worker').
+SELECT 'changes', NULL, value, NULL FROM tenure_counters WHERE name = 'changes'
+UNION ALL
+SELECT 'kind', kind, count(*), NULL FROM tenure_tasks WHERE enabled = 1 GROUP BY kind
+UNION ALL
+SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND draining = 0;
 
 -- name: bump_changes
 UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';

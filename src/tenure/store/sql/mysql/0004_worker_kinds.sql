@@ -1,0 +1,5 @@
+-- tenure schema version 4 (MySQL 8.0.17+ / MariaDB 10.6+): the kinds each worker runs,
+-- published with its membership row (a JSON array of kind names), so that fair share is
+-- counted per kind over the workers that run it. NULL (a row from before this version):
+-- no kind.
+ALTER TABLE tenure_workers ADD COLUMN kinds TEXT NULL;

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenure import metrics
@@ -45,8 +45,11 @@ class LeaseKeeper:
         log: WorkerLog,
         holding: Callable[[], bool],
         on_fence: Callable[[str], Awaitable[None]],
+        kinds: Sequence[str] = (),
     ) -> None:
         self.store = store
+        #: The kinds this worker runs, published with every (re)join.
+        self.kinds = tuple(kinds)
         self.settings = settings
         self.id = worker_id
         self._life = life
@@ -110,7 +113,11 @@ class LeaseKeeper:
             sent = time.monotonic()
             try:
                 lease = await self.store.register_worker(
-                    worker_id=self.id, host=socket.gethostname(), pid=os.getpid(), ttl=self.settings.lease_ttl
+                    worker_id=self.id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    ttl=self.settings.lease_ttl,
+                    kinds=self.kinds,
                 )
             except WorkerIdInUse:
                 if not rejoin:

@@ -11,13 +11,15 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tenure import metrics
 from tenure.errors import LeaseLost, StoreError
 from tenure.kinds import TaskKind
-from tenure.models import Claim, Freed, SlotDone
+from tenure.models import Claim, ClusterView, Freed, SlotDone
 from tenure.pauses import PauseView
 from tenure.schedule import first_slot
 from tenure.worker.lifecycle import Lifecycle, WorkerState
@@ -106,21 +108,23 @@ class Rebalancer:
             await self._refresh_owned()
             self.changes_seen = view.changes
             self._reconcile_at = now + RECONCILE_EVERY
-        target = self.fair_share(view.live_workers, view.enabled_tasks)
-        held = len(self._owned)
-        if held <= target:
-            # A task marked for handover while it ran is no longer surplus (a worker left
-            # since): keep it, and let it run again.
-            for ot in self._owned.values():
-                if ot.handover:
-                    self._log(logging.INFO, "handover called off: no longer surplus", task=ot)
-                    ot.handover = False
-        if held > target:
-            await self._release_surplus(held - target)
-        elif held < target and self._lease.trusted():
+        targets = self.kind_shares(view)
+        held = Counter(ot.task.kind for ot in self._owned.values())
+        for ot in self._owned.values():
+            if ot.handover and held[ot.task.kind] <= targets.get(ot.task.kind, 0):
+                # A task marked for handover while it ran is no longer surplus (a worker
+                # left since): keep it, and let it run again.
+                self._log(logging.INFO, "handover called off: no longer surplus", task=ot)
+                ot.handover = False
+        surplus = {kind: held[kind] - t for kind, t in targets.items() if held[kind] > t}
+        if surplus:
+            await self._release_surplus(surplus)
+        for kind, target in targets.items():
+            if held[kind] >= target or not self._lease.trusted():
+                continue
             fences = self._lease.fences
-            wanted = min(target - held, CLAIM_CHUNK)
-            claims = await self.store.claim_tasks(self.id, kinds=list(self._kinds), limit=wanted)
+            wanted = min(target - held[kind], CLAIM_CHUNK)
+            claims = await self.store.claim_tasks(self.id, kinds=[kind], limit=wanted)
             for i, claim in enumerate(claims):
                 if i % YIELD_EVERY == 0:
                     if i:
@@ -133,18 +137,30 @@ class Rebalancer:
                         self.changes_seen = None
                         return
                 self._adopt(claim)
-            if len(claims) == wanted < target - held:
+            if len(claims) == wanted < target - held[kind]:
                 self.wake.set()  # more to claim: another round at once
 
-    def fair_share(self, live: list[str], enabled: int) -> int:
-        """This worker's share: tasks split evenly, the remainder to the first ids."""
+    def kind_shares(self, view: ClusterView) -> dict[str, int]:
+        """This worker's share of each kind it runs: the kind's enabled tasks split over
+        the live workers that run that kind (a worker never counts for a kind it lacks, so
+        a rolling deploy that adds a kind hands its tasks only to the workers that have it)."""
+        return {
+            kind: self.fair_share(view.runners(kind), view.enabled_by_kind.get(kind, 0), kind) for kind in self._kinds
+        }
+
+    def fair_share(self, live: list[str], enabled: int, kind: str = "") -> int:
+        """This worker's share of ``enabled`` tasks of ``kind`` among ``live``: split
+        evenly, the remainder to the ids that follow a point fixed by the kind (the same in
+        every process), so that many small kinds do not all give their extra task to the
+        same worker."""
         if self._lease.draining or self._life.stopping:
             return 0
         if self.id not in live:
             live = sorted([*live, self.id])
         w = len(live)
         base, extra = divmod(enabled, w)
-        return base + (1 if live.index(self.id) < extra else 0)
+        position = (live.index(self.id) - zlib.crc32(kind.encode())) % w
+        return base + (1 if position < extra else 0)
 
     async def _refresh_owned(self) -> None:
         """Reconcile owned tasks with the store: disabled, removed, triggered, edited, and
@@ -215,19 +231,26 @@ class Rebalancer:
         if row is not None and not row.enabled and row.owner is None and row.term == ot.term:
             self._executor.cancel(ot, "task disabled with cancel")
 
-    async def _release_surplus(self, count: int) -> None:
-        """Hand over ``count`` tasks: idle ones now; running ones start no new run and go
-        at a later poll, once idle, so that a run in progress is never refused its commit
-        (when stopping, the supervisor's leave() releases them after the grace period)."""
-        idle = sorted((ot for ot in self._owned.values() if ot.running is None), key=lambda ot: ot.name)
-        if idle[:count]:
-            await self.release(idle[:count])
-        for ot in sorted((ot for ot in self._owned.values() if ot.running is not None), key=lambda ot: ot.name)[
-            : count - len(idle[:count])
-        ]:
-            if not ot.handover:
-                self._log(logging.INFO, "handing over once its run ends", task=ot)
-            ot.handover = True
+    async def _release_surplus(self, surplus: Mapping[str, int]) -> None:
+        """Hand over ``surplus[kind]`` tasks of each kind: idle ones now; running ones
+        start no new run and go at a later poll, once idle, so that a run in progress is
+        never refused its commit (when stopping, the supervisor's leave() releases them
+        after the grace period)."""
+        idle: list[OwnedTask] = []
+        for kind, count in surplus.items():
+            of_kind = sorted(
+                (ot for ot in self._owned.values() if ot.task.kind == kind),
+                key=lambda ot: (ot.running is not None, ot.name),
+            )
+            for ot in of_kind[:count]:
+                if ot.running is None:
+                    idle.append(ot)
+                    continue
+                if not ot.handover:
+                    self._log(logging.INFO, "handing over once its run ends", task=ot)
+                ot.handover = True
+        if idle:
+            await self.release(idle)
 
     async def release(self, tasks: list[OwnedTask]) -> None:
         """Give ``tasks`` back to the store (their finished slots and answered triggers

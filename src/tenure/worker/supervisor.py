@@ -110,6 +110,7 @@ class Worker:
             log=self._log,
             holding=self._holding,
             on_fence=self._self_fence,
+            kinds=sorted(self._kinds),
         )
         self.recorder = RunRecorder(
             store=store,

@@ -35,6 +35,8 @@ Scenarios (kinds registered):
   it inserts, then sleeps ``params["hold"]`` seconds (default 5) in its thread, far past
   its timeout, and inserts again.
 - ``linger``: ``tick``, plus ``linger`` (async, waits until cancelled; timeout 600 s).
+- ``report``: ``tick``, plus ``report`` (the same handler as ``tick``): the new release of
+  a rolling deploy that adds a kind.
 """
 
 from __future__ import annotations
@@ -199,6 +201,9 @@ def build(args: argparse.Namespace) -> tenure.App:
                 raise
 
         app.task("linger", every=1.0, timeout=600.0)(linger)
+
+    elif args.scenario == "report":
+        app.task("report", every=1.0)(tick)
 
     elif args.scenario != "tick":
         raise SystemExit(f"unknown scenario {args.scenario!r}")

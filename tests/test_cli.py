@@ -134,9 +134,9 @@ def cluster(cli: CLI) -> CLI:
     assert cli("tasks", "add", "report", "daily", "--cron", "0 6 * * *", "--disabled").code == 0
 
     async def go(store: tenure.Store) -> None:
-        gone = await store.register_worker(worker_id="w-gone", host="old-host", pid=7, ttl=0.5)
+        gone = await store.register_worker(worker_id="w-gone", host="old-host", pid=7, ttl=0.5, kinds=["report"])
         await wait_past(store, gone.expires_at)  # on the database's clock, not a fixed sleep
-        await store.register_worker(worker_id="w-live", host="host-a", pid=4242, ttl=60)
+        await store.register_worker(worker_id="w-live", host="host-a", pid=4242, ttl=60, kinds=["dispatch"])
         claims = await store.claim_tasks("w-live", kinds=["dispatch", "report"], limit=10)
         assert sorted(c.task.key for c in claims) == ["barcelona", "lisbon"]
         now = await store.now()
@@ -467,6 +467,9 @@ def test_workers_list_and_drain(cluster: CLI) -> None:
     assert live["age"] >= 0
     assert workers["w-gone"]["live"] is False
     assert workers["w-gone"]["lease_left"] == 0
+    assert (live["kinds"], workers["w-gone"]["kinds"]) == (["dispatch"], ["report"])
+    (live_line,) = [line for line in human.out.splitlines() if "w-live" in line]
+    assert "dispatch" in live_line
 
     result = cluster("workers", "drain", "w-live")
     assert result.code == 0
@@ -503,6 +506,20 @@ def test_status(cluster: CLI) -> None:
     assert "host-a" in human.out
     assert "recent failures" in human.out
     assert "timeout" in human.out
+    assert status["unrunnable"] == {}
+    assert "unrunnable" not in human.out
+
+
+def test_status_names_the_tasks_no_live_worker_can_run(cluster: CLI) -> None:
+    """Only the expired w-gone ran ``report``: an enabled report task has nowhere to go."""
+    assert cluster("tasks", "enable", "report", "daily").code == 0
+    assert cluster("tasks", "add", "report", "weekly", "--cron", "0 7 * * 1").code == 0
+    status = cluster("status", "--json").json()
+    assert status["unrunnable"] == {"report": 2}
+    assert "unrunnable: 2 report (no live worker runs their kind)" in cluster("status").out
+    # A draining worker takes no task: its kinds count as unrunnable too.
+    assert cluster("workers", "drain", "w-live").code == 0
+    assert cluster("status", "--json").json()["unrunnable"] == {"dispatch": 2, "report": 2}
 
 
 def test_status_of_an_empty_store(cli: CLI) -> None:

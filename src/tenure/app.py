@@ -539,7 +539,8 @@ class App:
         return snapshot.Roster(now=await store.now(), workers=workers)
 
     async def status(self, *, recent_failures: int = RECENT_FAILURES) -> snapshot.Status:
-        """The store at a glance: its workers, its tasks counted by state, and the latest
+        """The store at a glance: its workers (with the kinds each runs), its tasks counted
+        by state, the enabled tasks no live worker can run (by kind), and the latest
         ``recent_failures`` runs that ended in error, timeout or lease_lost, newest first.
 
         What ``tenure status`` and ``GET /api/status`` show.
@@ -557,6 +558,7 @@ class App:
             tasks=snapshot.state_counts(tasks, roster),
             recent_failures=failures[:recent_failures],
             pauses=await self.pauses(),
+            unrunnable=snapshot.unrunnable(tasks, roster),
         )
 
     async def drain(self, worker_id: str) -> bool:

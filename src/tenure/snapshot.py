@@ -8,7 +8,7 @@ epoch seconds on the database's clock and durations are seconds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -37,6 +37,22 @@ class Roster:
         """Owned means: by a worker whose lease is live."""
         return task.owner is not None and task.owner in self.live
 
+    @property
+    def runnable_kinds(self) -> set[str]:
+        """The kinds some live, non-draining worker runs (one that can take a task now)."""
+        return {k for w in self.workers if w.expires_at > self.now and not w.draining for k in w.kinds}
+
+
+def unrunnable(tasks: Iterable[Task], roster: Roster) -> dict[str, int]:
+    """Enabled tasks that no live worker can run (no live, non-draining worker runs their
+    kind), counted by kind: they wait until a worker with the kind joins."""
+    runnable = roster.runnable_kinds
+    counts: dict[str, int] = {}
+    for t in tasks:
+        if t.enabled and t.kind not in runnable:
+            counts[t.kind] = counts.get(t.kind, 0) + 1
+    return dict(sorted(counts.items()))
+
 
 @dataclass(frozen=True)
 class Status:
@@ -51,6 +67,8 @@ class Status:
     recent_failures: Sequence[Run]
     #: Pauses in force: the whole store's first, then by kind.
     pauses: Sequence[Pause] = ()
+    #: Enabled tasks no live worker can run, counted by kind (:func:`unrunnable`).
+    unrunnable: dict[str, int] = field(default_factory=dict)
 
 
 def status_json(status: Status) -> dict[str, Any]:
@@ -63,6 +81,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "tasks": status.tasks,
         "recent_failures": [run_json(r) for r in status.recent_failures],
         "paused": [pause_json(p) for p in status.pauses],
+        "unrunnable": status.unrunnable,
     }
 
 
@@ -161,6 +180,7 @@ def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
         "pid": w.pid,
         "live": w.expires_at > now,
         "draining": w.draining,
+        "kinds": list(w.kinds),
         "tasks_held": w.tasks_held,
         "started_at": w.started_at,
         "heartbeat_at": w.heartbeat_at,

@@ -91,13 +91,13 @@ async def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         await admin.add_task("dispatch", "Saint-Étienne/nord", every=10)
         await admin.add_task("report", "daily", cron="0 6 * * *", enabled=False)
         store = admin.store
-        await store.register_worker(worker_id="w-gone", host="old-host", pid=7, ttl=0.2)
+        await store.register_worker(worker_id="w-gone", host="old-host", pid=7, ttl=0.2, kinds=["dispatch"])
         (first,) = await store.claim_tasks("w-gone", kinds=["dispatch"], limit=1)
         assert first.task.key == "Saint-Étienne/nord"  # claims go in kind, key order
         now = await store.now()
         runs = [_run(first.task, "w-gone", first.term, now - 30 + i, Outcome.OK) for i in range(3)]
         await asyncio.sleep(0.3)  # w-gone's lease expires
-        await store.register_worker(worker_id="w-live", host="host-a", pid=4242, ttl=60)
+        await store.register_worker(worker_id="w-live", host="host-a", pid=4242, ttl=60, kinds=["dispatch", "report"])
         claims = await store.claim_tasks("w-live", kinds=["dispatch", "report"], limit=10)
         assert len(claims) == 3
         terms = {c.task.key: c.term for c in claims}

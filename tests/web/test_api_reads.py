@@ -44,6 +44,8 @@ async def test_status(http: httpx.AsyncClient, seeded: Seeded) -> None:
     assert 0 < workers["w-live"]["lease_left"] <= 60
     assert workers["w-gone"]["live"] is False
     assert workers["w-gone"]["lease_left"] == 0
+    assert (workers["w-live"]["kinds"], workers["w-gone"]["kinds"]) == (["dispatch", "report"], ["dispatch"])
+    assert status["unrunnable"] == {}
     (failure,) = status["recent_failures"]
     assert failure["key"] == "lisbon"
     assert failure["outcome"] == "error"

@@ -293,6 +293,8 @@ def status(args: argparse.Namespace) -> int:
     if roster.workers:
         out.append(render.workers_table(roster.workers, roster.now))
     out.append("tasks: " + ", ".join(f"{counts[name]} {name}" for name in ("total", *snapshot.STATES)))
+    if st.unrunnable:
+        out.append(render.unrunnable_text(st.unrunnable))
     if st.pauses:
         out.append("paused: " + "; ".join(render.pause_text(p, roster.now) for p in st.pauses))
     if st.recent_failures:

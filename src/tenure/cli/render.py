@@ -220,9 +220,17 @@ def workers_table(workers: Sequence[WorkerInfo], now: float) -> Table:
                 span(now - w.started_at),
                 span(w.expires_at - now) if w.expires_at > now else "-",
                 str(w.tasks_held),
+                ", ".join(w.kinds) or "-",
             ]
         )
-    return table(["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS"], rows, wrap=("ID", "HOST"))
+    headers = ["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS", "KINDS"]
+    return table(headers, rows, wrap=("ID", "HOST", "KINDS"))
+
+
+def unrunnable_text(counts: dict[str, int]) -> str:
+    """``unrunnable: 3 report, 1 billing (no live worker runs their kind)``."""
+    listed = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    return f"unrunnable: {listed} (no live worker runs their kind)"
 
 
 def sync_lines(result: SyncResult) -> list[str]:

@@ -82,6 +82,7 @@ class Page(HTMLParser):
         self.html = html
         self.owners: dict[str, str] = {}
         self.workers: dict[str, str] = {}
+        self.worker_kinds: dict[str, str] = {}
         self.polls = 0
         self.failover_text: list[str] = []
         self._in_failovers = False
@@ -93,6 +94,7 @@ class Page(HTMLParser):
             self.owners[a["data-task"]] = a.get("data-owner", "")
         if tag == "tr" and "data-worker" in a:
             self.workers[a["data-worker"]] = a.get("data-state", "")
+            self.worker_kinds[a["data-worker"]] = a.get("data-kinds", "")
         if a.get("id") == "updated":
             self.polls = int(a.get("data-polls", "0"))
         if tag == "table":
@@ -133,6 +135,7 @@ def test_dashboard_in_chromium_follows_a_failover(procs: Procs, tmp_path: Path) 
     assert page.owners == owners_via_api()
     assert sorted(page.owners.values()) == ["w-a"] * 3 + ["w-b"] * 3
     assert page.workers == {"w-a": "live", "w-b": "live"}
+    assert page.worker_kinds == {"w-a": "dispatch", "w-b": "dispatch"}
     assert page.polls >= 2, "the page did not keep refreshing"
     browser.screenshot(url, ARTIFACTS / "dashboard-two-workers.png")
 

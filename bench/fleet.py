@@ -75,6 +75,7 @@ from common import (
 from coordination import rates, snapshot
 from failover import first_runs_elsewhere
 from load import db_cpu_delta, db_server_cpu
+from tenure.store.postgresql import Q as PG_QUERIES
 from throughput import BenchResult, analyse_runs
 
 KIND = "noop"  # bench_worker.py's no-op kind
@@ -163,15 +164,12 @@ def statement_calls(store: BenchStore) -> int:
 
 
 def per_poll_read_ms(store: BenchStore, repeats: int = 10) -> float:
-    """Median milliseconds of the read every worker makes every poll (``cluster_counts``:
-    it counts the enabled tasks, so its cost grows with N)."""
+    """Median milliseconds of the read every worker makes every poll (``cluster_view``:
+    it counts the enabled tasks of each kind, so its cost grows with N)."""
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        store.query(
-            "SELECT (SELECT value FROM tenure_counters WHERE name = 'changes'), "
-            "(SELECT count(*) FROM tenure_tasks WHERE enabled)"
-        )
+        store.query(PG_QUERIES["cluster_view"])
         times.append(1000 * (time.perf_counter() - t))
     return round(sorted(times)[len(times) // 2], 2)
 

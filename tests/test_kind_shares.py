@@ -1,0 +1,75 @@
+"""Fair share per kind, as each worker computes it from the same cluster view: for every
+kind, the shares of the workers that run it add up to its enabled tasks and differ by at
+most one, and no worker takes a share of a kind it does not run."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tenure.models import ClusterView
+from tenure.worker.rebalancer import Rebalancer
+
+KINDS = ["billing", "dispatch", "report", "sync"]
+
+
+def rebalancer(worker_id: str, kinds: frozenset[str]) -> Rebalancer:
+    """A rebalancer with only what the share computation reads (its id, its kinds, and
+    whether it is draining or stopping): nothing else is called."""
+    unused = cast(Any, None)
+    return Rebalancer(
+        store=unused,
+        settings=unused,
+        worker_id=worker_id,
+        kinds=dict.fromkeys(kinds, unused),
+        life=cast(Any, SimpleNamespace(stopping=False)),
+        log=unused,
+        lease=cast(Any, SimpleNamespace(draining=False)),
+        timers=unused,
+        recorder=unused,
+        executor=unused,
+        pauses=unused,
+        owned={},
+    )
+
+
+@given(
+    workers=st.dictionaries(
+        st.sampled_from([f"w{i}" for i in range(7)]), st.frozensets(st.sampled_from(KINDS)), min_size=1
+    ),
+    tasks=st.dictionaries(st.sampled_from(KINDS), st.integers(min_value=1, max_value=50)),
+)
+def test_shares_of_each_kind_add_up_over_the_workers_that_run_it(
+    workers: dict[str, frozenset[str]], tasks: dict[str, int]
+) -> None:
+    view = ClusterView(
+        changes=0,
+        live_workers=sorted(workers),
+        enabled_tasks=sum(tasks.values()),
+        worker_kinds=workers,
+        enabled_by_kind=tasks,
+    )
+    shares = {w: rebalancer(w, kinds).kind_shares(view) for w, kinds in workers.items()}
+    for w, kinds in workers.items():
+        assert set(shares[w]) == kinds, "a share of a kind the worker does not run"
+    for kind in KINDS:
+        runners = [w for w, kinds in workers.items() if kind in kinds]
+        if not runners:
+            continue
+        of_kind = [shares[w][kind] for w in runners]
+        assert sum(of_kind) == tasks.get(kind, 0)
+        assert max(of_kind) - min(of_kind) <= 1
+
+
+def test_the_remainders_of_small_kinds_do_not_all_land_on_one_worker() -> None:
+    workers = {w: frozenset(KINDS) for w in ("w1", "w2", "w3")}
+    tasks = dict.fromkeys(KINDS, 1)  # one task of each kind: a remainder of 1 each
+    view = ClusterView(
+        changes=0, live_workers=sorted(workers), enabled_tasks=4, worker_kinds=workers, enabled_by_kind=tasks
+    )
+    totals = {w: sum(rebalancer(w, kinds).kind_shares(view).values()) for w, kinds in workers.items()}
+    assert sum(totals.values()) == 4
+    assert max(totals.values()) < 4, totals

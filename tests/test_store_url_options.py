@@ -48,6 +48,11 @@ BAD_OPTIONS: list[tuple[str, str, str]] = [
     ("sqlite", "pool=65", "from 1 to 64"),
     ("sqlite", "busy_timeout=1&busy_timeout=2", "given more than once"),
     ("sqlite", "synchronous=full&synchronous=off", "given more than once"),
+    # Issue 17: session-bound liveness, switched off behind a transaction-pooling proxy.
+    ("postgresql", "liveness=pooled", "liveness must be session or lease, got 'pooled'"),
+    ("postgresql", "liveness=lease&liveness=session", "liveness is given more than once"),
+    ("mysql", "liveness=", "liveness must be session or lease, got ''"),
+    ("sqlite", "liveness=off", "liveness must be session or lease"),
 ]
 
 
@@ -88,6 +93,9 @@ def test_the_password_is_hidden_in_every_message(url: str) -> None:
         ("postgresql", "pool=8.0&idle_tx_timeout=2e0"),
         ("mysql", "pool=1000&idle_tx_timeout=0.001&lock_timeout=31536000"),
         ("sqlite", "busy_timeout=0.001&pool=64&synchronous=NORMAL"),
+        ("postgresql", "liveness=lease"),
+        ("mysql", "liveness=LEASE"),
+        ("sqlite", "liveness=session"),
     ],
 )
 def test_the_limits_themselves_are_accepted(store: str, query: str) -> None:

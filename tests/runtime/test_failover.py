@@ -89,6 +89,46 @@ async def test_sigkill_tasks_run_elsewhere_within_ttl_plus_poll(cluster: Cluster
         assert tasks[task].freed_how is Freed.EXPIRED
 
 
+async def test_sigkill_tasks_move_long_before_the_ttl_as_the_lock_dies(cluster: Cluster) -> None:
+    """Issue 17: a killed worker's liveness lock dies with its process, so survivors end
+    its lease at their next poll instead of waiting out a TTL of 30 s."""
+    timing = Timing(ttl=30.0, heartbeat=1.0, poll=0.25, trust_margin=0.3)
+    await cluster.add_tasks("tick", [f"city{i}" for i in range(9)], every=PERIOD)
+    await cluster.start_all(WORKERS, timing=timing)
+    await cluster.wait_balanced(WORKERS)
+    victim = cluster.workers["w2"]
+    last_id = cluster.commits()[-1].id
+    lease_end = next(w.expires_at for w in await cluster.store.list_workers() if w.id == "w2")
+    held = await cluster.owned_by("w2")
+    assert len(held) == 3, held
+
+    killed_at = victim.send(signal.SIGKILL)
+    await victim.wait_exit()
+
+    async def all_moved() -> bool:
+        return len(takeovers(cluster.commits(), held, after_id=last_id, victim="w2")) == len(held)
+
+    # Waiting out the lease would take about 30 s; the lock makes it a poll or two.
+    await cluster.wait_for(all_moved, "w2's tasks to run elsewhere before its lease ends", within=timing.ttl / 3)
+    commits = cluster.commits()
+    moved = takeovers(commits, held, after_id=last_id, victim="w2")
+    delays = {f"{k}/{key}": round(c.started - killed_at, 3) for (k, key), c in moved.items()}
+    print(f"SIGKILL (ttl 30 s) -> first run elsewhere (s): {delays}")
+    for task, c in moved.items():
+        assert c.term > held[task]
+    late = [c for c in commits if c.worker == "w2" and c.at > killed_at]
+    assert not late, f"commits from the dead worker after its death: {late}"
+    assert_fenced_history(commits)
+    tasks = await cluster.tasks()
+    for task in held:
+        assert tasks[task].owner in ("w1", "w3")
+        assert tasks[task].freed_how is Freed.EXPIRED
+        freed_at = tasks[task].freed_at
+        assert freed_at is not None
+        assert freed_at < lease_end - timing.ttl / 2
+    assert (await cluster.store.cluster_view()).live_workers == ["w1", "w3"]
+
+
 async def test_sigstop_past_ttl_then_sigcont_late_commits_refused(cluster: Cluster) -> None:
     # Each run sleeps 0.3 s before its fenced commit, so the worker can be stopped with a
     # run in flight. The handler is "stubborn": when cancelled (the resumed worker fences

@@ -24,9 +24,10 @@ from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import SchemaMissing, SchemaTooNew
 from tenure.models import Claim, ClusterView, KindInfo, Lease, Pause, Run, SlotDone, Task, WorkerInfo
 from tenure.schedule import Schedule
+from tenure.store.liveness import Liveness
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def require_current_schema(version: int | None, where: str) -> None:
@@ -229,6 +230,18 @@ class Store(Protocol):
 
     # -- membership ---------------------------------------------------------------------
 
+    def hold_liveness(self, worker_id: str, *, check_every: float) -> AbstractAsyncContextManager[Liveness]:
+        """The worker's session-bound liveness lock (see :mod:`tenure.store.liveness`), for
+        the block's duration; let go when the block ends (after :meth:`leave`).
+
+        Entering takes nothing: the worker calls :meth:`Liveness.ensure` before each
+        :meth:`register_worker`, which then records the lock in the worker's row. The
+        store watches the lock's session (probing it at most every ``check_every``
+        seconds where it must ask the server) and sets :attr:`Liveness.lost` when it goes.
+        With the URL option ``liveness=lease`` the handle holds nothing and is never lost.
+        """
+        ...
+
     async def register_worker(
         self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
     ) -> Lease:
@@ -240,6 +253,11 @@ class Store(Protocol):
         back after a pause), its tasks are freed as expired first, in the same
         transaction, so none of its old terms can commit again. Raises
         :class:`~tenure.errors.WorkerIdInUse` if a live worker holds the id.
+
+        While this process holds ``worker_id``'s liveness lock (:meth:`hold_liveness`), the
+        row records it; and a row with a live lease that recorded a lock is taken over
+        the same way as an expired one: its lock was free when this process took it, so
+        the session that held it is gone.
         """
         ...
 
@@ -276,7 +294,9 @@ class Store(Protocol):
     async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
         """Take up to ``limit`` enabled tasks of ``kinds`` that have no live owner.
 
-        A task is free if it has no owner or its owner's lease has expired. Each claimed
+        First, in the same transaction, the lease of every other worker whose row records
+        a liveness lock that is now free ends at the database's now (also when nothing is
+        then claimed). A task is free if it has no owner or its owner's lease has expired. Each claimed
         task gets a new term from the counter. Refuses (:class:`~tenure.errors.LeaseLost`)
         if the caller's own lease is not live. Concurrent callers never claim the same task.
         """
@@ -294,7 +314,8 @@ class Store(Protocol):
     async def cluster_view(self) -> ClusterView:
         """The change counter, the live non-draining workers with the kinds each runs, and
         the enabled tasks counted per kind (and in all), read in one statement: what a
-        worker needs each poll for its fair share of each kind."""
+        worker needs each poll for its fair share of each kind. A
+        worker whose recorded liveness lock is free is not live, whatever its lease says."""
         ...
 
     async def listen(self, wake: Callable[[], None]) -> None:

@@ -86,7 +86,7 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -126,6 +126,7 @@ from tenure.models import (
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
+from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, mysql_name
 from tenure.store.rows import (
     TASK_COLUMNS,
     cluster_view_from_rows,
@@ -192,7 +193,7 @@ OPTIONS = (
     NumberOption(name="lock_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=31536000, why=_SECONDS_WHY),
     NumberOption(name="connect_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=MAX_CONNECT_TIMEOUT),
 )
-_OWN_OPTIONS = {o.name for o in OPTIONS}
+_OWN_OPTIONS = {o.name for o in OPTIONS} | {"liveness"}
 _DRIVER_OPTIONS = {"unix_socket", "ssl", "ssl_ca", "ssl_cert", "ssl_key"}
 
 # Error numbers that mean "the server or the connection is not there right now".
@@ -235,6 +236,7 @@ class MySQLOptions:
     idle_tx_timeout: int
     lock_timeout: int
     connect_timeout: int
+    liveness: str = "session"
 
 
 def parse_mysql_url(url: str) -> MySQLOptions:
@@ -283,6 +285,7 @@ def parse_mysql_url(url: str) -> MySQLOptions:
         idle_tx_timeout=math.ceil(numbers["idle_tx_timeout"]),
         lock_timeout=math.ceil(numbers["lock_timeout"]),
         connect_timeout=math.ceil(numbers["connect_timeout"]),
+        liveness=liveness_option("mysql", query),
     )
 
 
@@ -574,6 +577,7 @@ class MySQLStore:
         self._lease_pool: Pool | None = None
         self._schema_ok = False
         self._kills: set[asyncio.Task[None]] = set()
+        self._liveness: dict[str, Liveness] = {}
 
     @property
     def display_url(self) -> str:
@@ -997,15 +1001,30 @@ class MySQLStore:
 
     # -- membership -----------------------------------------------------------------------
 
+    def hold_liveness(self, worker_id: str, *, check_every: float) -> AbstractAsyncContextManager[Liveness]:
+        if self._options.liveness != "session":
+            return holding(self._liveness, Liveness(worker_id))
+        return holding(self._liveness, _NamedLockLiveness(self, worker_id, check_every))
+
     async def register_worker(
         self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
     ) -> Lease:
-        args = {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl, "kinds": encode_worker_kinds(kinds)}
+        liveness = held_token(self._liveness, worker_id)
+        args = {
+            "worker": worker_id,
+            "host": host,
+            "pid": pid,
+            "ttl": ttl,
+            "kinds": encode_worker_kinds(kinds),
+            "liveness": liveness,
+        }
 
         async def go(s: _Session) -> Lease:
             live = await s.one(self._q["worker_is_live"], {"worker": worker_id})
             if live is not None and live[0]:
-                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+                if not (live[1] and liveness is not None):
+                    raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+                await s.run(self._q["end_lease"], {"worker": worker_id})
             if live is None:
                 try:
                     await s.run(self._q["insert_worker"], args)
@@ -1082,6 +1101,7 @@ class MySQLStore:
 
         async def go(s: _Session) -> list[Claim]:
             q = self._q
+            await s.run(q["end_dead_leases"], {"worker": worker_id})
             candidates = await s.all(
                 q["claim_candidates"], {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit)}
             )
@@ -1276,3 +1296,108 @@ def _split_statements(script: str) -> list[str]:
     if "\n".join(lines).strip():
         statements.append("\n".join(lines).strip())
     return [s for s in statements if s]
+
+
+class _NamedLockLiveness(Liveness):
+    """``GET_LOCK`` on a connection of its own, kept for the worker's life.
+
+    The driver cannot wait on an idle connection's socket, so the session is probed every
+    ``check_every`` seconds (one statement): the lock must still be this session's. A probe
+    that fails or does not answer within ``check_every`` marks the lock lost; the worker
+    then fences itself and takes it again on a new connection.
+    """
+
+    mode = "session"
+
+    def __init__(self, store: MySQLStore, worker_id: str, check_every: float) -> None:
+        super().__init__(worker_id)
+        self._store = store
+        self._name = mysql_name(store._options.database, worker_id)
+        self._every = max(0.2, check_every)
+        self._conn: Connection | None = None
+        self._thread = 0
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def token(self) -> str | None:
+        return self._name if self.held else None
+
+    async def _take(self) -> None:
+        store = self._store
+        q = store._q
+        try:
+            conn = await asyncmy.connect(**store._connect_args(None))
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"cannot connect to MySQL store {store._display}: {exc}") from exc
+        try:
+            cur = conn.cursor()
+            await cur.execute(q["liveness_session"])
+            await cur.execute(q["liveness_take"], {"name": self._name})
+            got = await cur.fetchone()
+            if not got or got[0] != 1:
+                raise WorkerIdInUse(
+                    f"worker id {self.worker_id!r} is held by a live worker (its liveness lock is taken)"
+                )
+            await cur.execute(q["liveness_mine"], {"name": self._name})
+            mine = await cur.fetchone()
+            if not mine or mine[0] != 1:
+                raise InvalidStoreURL(
+                    f"the liveness lock just taken on {store._display} does not show as this session's: " + POOLING_HINT
+                )
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await conn.ensure_closed()
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise StoreUnavailable(f"cannot take the liveness lock on {store._display}: {exc}") from exc
+            raise
+        self._conn, self._thread = conn, int(got[1])
+        self._watch = asyncio.create_task(self._probe(conn), name="tenure-liveness")
+
+    async def _probe(self, conn: Connection) -> None:
+        q = self._store._q
+        while True:
+            await asyncio.sleep(self._every)
+
+            async def ask() -> Any:
+                cur = conn.cursor()
+                await cur.execute(q["liveness_mine"], {"name": self._name})
+                return await cur.fetchone()
+
+            try:
+                mine = await asyncio.wait_for(ask(), timeout=self._every)
+            except TimeoutError:
+                self._mark_lost(f"the liveness session did not answer within {self._every:g}s")
+                return
+            except _DRIVER_ERRORS as exc:
+                self._mark_lost(f"the liveness session ended ({exc})")
+                return
+            if not mine or mine[0] != 1:
+                self._mark_lost("the liveness lock is no longer this session's")
+                return
+
+    async def _drop(self) -> None:
+        conn, watch, thread = self._conn, self._watch, self._thread
+        self._conn, self._watch, self._thread = None, None, 0
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
+        if conn is None:
+            return
+        q = self._store._q
+        alive = not self.lost.is_set()
+        if alive:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.cursor().execute(q["liveness_unlock"], {"name": self._name}), 2.0)
+        with contextlib.suppress(Exception):
+            conn.close()
+        if not alive and thread:
+            # The session may live on in the server unseen (a half-open connection): end it,
+            # if it still holds the lock, so that the lock is free for our next one.
+            with contextlib.suppress(Exception):
+                async with asyncmy.connect(**self._store._connect_args(None)) as other:
+                    cur = other.cursor()
+                    await cur.execute(q["liveness_holder"], {"name": self._name})
+                    holder = await cur.fetchone()
+                    if holder and holder[0] == thread:
+                        await cur.execute("KILL CONNECTION %s", (thread,))

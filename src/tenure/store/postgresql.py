@@ -17,7 +17,9 @@ URL: ``postgresql://user:password@host:port/dbname?…``. tenure's own options, 
 before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_timeout``
 (seconds, default 2), ``lock_timeout`` (seconds, default 5), ``connect_timeout``
 (seconds, default 5); their ranges are :data:`OPTIONS` (timeouts reach the server in
-whole milliseconds, never as 0, which would mean "no limit").
+whole milliseconds, never as 0, which would mean "no limit"); ``liveness`` (``session``,
+the default, or ``lease`` behind a transaction-pooling proxy: see
+:mod:`tenure.store.liveness`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -64,6 +66,7 @@ from tenure.models import (
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
+from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, postgresql_key
 from tenure.store.rows import (
     TASK_COLUMNS,
     cluster_view_from_rows,
@@ -83,10 +86,17 @@ from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hi
 log = logging.getLogger("tenure.store.postgresql")
 
 _NOW = "extract(epoch from clock_timestamp())::double precision"
+#: The keys of the session advisory locks held now in this database (liveness.postgresql_key).
+_HELD_LOCKS = (
+    "SELECT (l.classid::bigint << 32) | l.objid::bigint AS key FROM pg_locks l "
+    "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 Q = load_queries(
     "postgresql",
     {
         "now": _NOW,
+        "held_locks": _HELD_LOCKS,
         "task_columns": TASK_COLUMNS,
         "task_columns_t": ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(",")),
     },
@@ -127,7 +137,8 @@ def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
     options = number_options("postgresql", query, OPTIONS)
     for name in ("idle_tx_timeout", "lock_timeout", "connect_timeout"):
         options[name] = round(options[name] * 1000) / 1000
-    ours = {o.name for o in OPTIONS}
+    options["session_liveness"] = 1.0 if liveness_option("postgresql", query) == "session" else 0.0
+    ours = {o.name for o in OPTIONS} | {"liveness"}
     rest = [(k, v) for k, v in query if k not in ours]
     libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
     try:
@@ -270,6 +281,7 @@ class PostgreSQLStore:
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lease_pool: AsyncConnectionPool[Conn] | None = None
         self._schema_ok = False
+        self._liveness: dict[str, Liveness] = {}
 
     @property
     def display_url(self) -> str:
@@ -551,19 +563,35 @@ class PostgreSQLStore:
 
     # -- membership -----------------------------------------------------------------------
 
+    def hold_liveness(self, worker_id: str, *, check_every: float) -> AbstractAsyncContextManager[Liveness]:
+        if not self._options["session_liveness"]:
+            return holding(self._liveness, Liveness(worker_id))
+        return holding(self._liveness, _AdvisoryLiveness(self, worker_id))
+
     async def register_worker(
         self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
     ) -> Lease:
+        liveness = held_token(self._liveness, worker_id)
+
         async def go(conn: Conn) -> Lease:
             live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
             if live is not None and live[0]:
-                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+                if not (live[1] and liveness is not None):
+                    raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+                await conn.execute(Q["end_lease"].encode(), {"worker": worker_id})
             if live is not None:
                 await conn.execute(Q["free_expired_worker_tasks"].encode(), {"worker": worker_id})
             row = await _maybe_one(
                 conn,
                 Q["upsert_worker"],
-                {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl, "kinds": encode_worker_kinds(kinds)},
+                {
+                    "worker": worker_id,
+                    "host": host,
+                    "pid": pid,
+                    "ttl": ttl,
+                    "kinds": encode_worker_kinds(kinds),
+                    "liveness": liveness,
+                },
             )
             if row is None:
                 raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
@@ -821,3 +849,90 @@ async def _advance_slots(conn: Conn, slots: Sequence[SlotDone]) -> None:
                     for s in sorted(slots, key=lambda d: (d.kind, d.key))
                 ],
             )
+
+
+class _AdvisoryLiveness(Liveness):
+    """A session-level advisory lock on a connection of its own, kept for the worker's life.
+
+    Nothing is sent on the connection once the lock is taken: a task waits for the socket
+    to turn readable, which happens only when the server ends the session (a restart,
+    ``pg_terminate_backend``) or the connection breaks, and then marks the lock lost.
+    """
+
+    mode = "session"
+
+    def __init__(self, store: PostgreSQLStore, worker_id: str) -> None:
+        super().__init__(worker_id)
+        self._store = store
+        self._key = postgresql_key(worker_id)
+        self._conn: Conn | None = None
+        self._backend = 0
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def token(self) -> int | None:
+        return self._key if self.held else None
+
+    async def _take(self) -> None:
+        store = self._store
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                store._libpq_url,
+                autocommit=True,
+                connect_timeout=max(1, int(store._options["connect_timeout"])),
+                application_name="tenure-liveness",
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {store._display}: {exc}") from exc
+        try:
+            got = await _one(conn, Q["liveness_take"], {"key": self._key})
+            if not got[0]:
+                raise WorkerIdInUse(
+                    f"worker id {self.worker_id!r} is held by a live worker (its liveness lock is taken)"
+                )
+            # Under a transaction-pooling proxy the next statement may run in another
+            # server session, which does not hold the lock taken by the previous one.
+            mine = await _one(conn, Q["liveness_mine"], {"key": self._key})
+            if not mine[0]:
+                raise InvalidStoreURL(
+                    f"the liveness lock just taken on {store._display} does not show as this session's: " + POOLING_HINT
+                )
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreUnavailable(f"cannot take the liveness lock on {store._display}: {exc}") from exc
+            raise
+        self._conn, self._backend = conn, int(got[1])
+        self._watch = asyncio.create_task(self._watch_session(conn), name="tenure-liveness")
+
+    async def _watch_session(self, conn: Conn) -> None:
+        try:
+            async for _ in conn.notifies():
+                pass  # nobody LISTENs on this session: nothing arrives but its end
+            why = "the liveness connection was closed"
+        except psycopg.Error as exc:
+            why = f"the liveness session ended ({cut(str(exc).strip(), ECHO_LIMIT)})"
+        self._mark_lost(why)
+
+    async def _drop(self) -> None:
+        conn, watch, backend = self._conn, self._watch, self._backend
+        self._conn, self._watch, self._backend = None, None, 0
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
+        if conn is None:
+            return
+        alive = not conn.closed and not self.lost.is_set()
+        with contextlib.suppress(Exception):
+            if alive:
+                await conn.execute(Q["liveness_unlock"].encode(), {"key": self._key})
+        with contextlib.suppress(Exception):
+            await conn.close()
+        if not alive and backend and self._store._pool is not None:
+            # The session may live on in the server unseen (a half-open connection): end it,
+            # so that the lock is free for the next one (our own, once we join again).
+            with contextlib.suppress(Exception):
+                async with self._store._pool.connection(timeout=1.0) as other:
+                    await other.execute(Q["liveness_terminate"].encode(), {"pid": backend, "key": self._key})

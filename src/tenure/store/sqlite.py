@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -59,6 +59,15 @@ from tenure.models import (
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
+from tenure.store.liveness import (
+    FileLiveness,
+    Liveness,
+    held_token,
+    holding,
+    liveness_option,
+    lock_file_free,
+    sqlite_lock_path,
+)
 from tenure.store.rows import (
     TASK_COLUMNS,
     cluster_view_from_rows,
@@ -105,6 +114,7 @@ class SQLiteOptions:
     busy_timeout: float
     synchronous: str  # FULL or NORMAL
     pool: int
+    liveness: str  # session or lease
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, SQLiteOptions]:
@@ -127,7 +137,7 @@ def parse_sqlite_url(url: str) -> tuple[Path, SQLiteOptions]:
     if "\x00" in path:
         raise InvalidStoreURL(f"sqlite URL {quote(url)} names a file with a NUL character")
     query = parse_qsl(parts.query, keep_blank_values=True)
-    unknown = {k for k, _ in query} - {"busy_timeout", "synchronous", "pool"}
+    unknown = {k for k, _ in query} - {"busy_timeout", "synchronous", "pool", "liveness"}
     if unknown:
         raise InvalidStoreURL(f"unknown sqlite URL option(s): {', '.join(quote(u) for u in sorted(unknown)[:5])}")
     numbers = number_options("sqlite", query, OPTIONS)
@@ -137,7 +147,10 @@ def parse_sqlite_url(url: str) -> tuple[Path, SQLiteOptions]:
     sync = (synchronous[0] if synchronous else "full").upper()
     if sync not in ("FULL", "NORMAL"):
         raise InvalidStoreURL(f"sqlite URL option synchronous must be full or normal, got {quote(synchronous[0])}")
-    return Path(path), SQLiteOptions(busy_timeout=numbers["busy_timeout"], synchronous=sync, pool=int(numbers["pool"]))
+    liveness = liveness_option("sqlite", query)
+    return Path(path), SQLiteOptions(
+        busy_timeout=numbers["busy_timeout"], synchronous=sync, pool=int(numbers["pool"]), liveness=liveness
+    )
 
 
 class _Authorizer:
@@ -289,6 +302,8 @@ class SQLiteStore:
         self._busy_timeout = options.busy_timeout
         self._pool_size = options.pool
         self._synchronous = options.synchronous
+        self._session_liveness = options.liveness == "session"
+        self._liveness: dict[str, Liveness] = {}
         self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all: list[aiosqlite.Connection] = []
         self._lease_conn: aiosqlite.Connection | None = None
@@ -308,6 +323,8 @@ class SQLiteStore:
             try:
                 await self._use_wal(conn)
                 await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                # Claims and the cluster view test other workers' lock files from SQL.
+                await conn.create_function("tenure_lock_free", 1, lock_file_free)
                 authorizer = _Authorizer()
                 await conn.set_authorizer(authorizer)
             except BaseException:
@@ -590,19 +607,36 @@ class SQLiteStore:
         async with self._lease_lock:
             return await self._in_tx(self._lease_conn, fn, write=True)
 
+    def hold_liveness(self, worker_id: str, *, check_every: float) -> AbstractAsyncContextManager[Liveness]:
+        # A lock file cannot be taken from a live process: nothing to watch.
+        if not self._session_liveness:
+            return holding(self._liveness, Liveness(worker_id))
+        return holding(self._liveness, FileLiveness(worker_id, sqlite_lock_path(self._path, worker_id)))
+
     async def register_worker(
         self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
     ) -> Lease:
+        liveness = held_token(self._liveness, worker_id)
+
         async def go(conn: aiosqlite.Connection) -> Lease:
             live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
             if live is not None and live[0]:
-                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+                if not (live[1] and liveness is not None):
+                    raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+                await conn.execute(Q["end_lease"], {"worker": worker_id})
             if live is not None:
                 await conn.execute(Q["free_expired_worker_tasks"], {"worker": worker_id})
             row = await _one(
                 conn,
                 Q["upsert_worker"],
-                {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl, "kinds": encode_worker_kinds(kinds)},
+                {
+                    "worker": worker_id,
+                    "host": host,
+                    "pid": pid,
+                    "ttl": ttl,
+                    "kinds": encode_worker_kinds(kinds),
+                    "liveness": liveness,
+                },
             )
             return _lease(worker_id, row)
 
@@ -656,6 +690,7 @@ class SQLiteStore:
             live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
             if live is None or not live[0]:
                 raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
+            await conn.execute(Q["end_dead_leases"], {"worker": worker_id})
             candidates = await _all(conn, Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit})
             if not candidates:
                 return []

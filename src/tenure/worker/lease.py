@@ -24,6 +24,7 @@ from tenure.worker.owned import WorkerLog, log
 if TYPE_CHECKING:
     from tenure.config import Settings
     from tenure.store import Store
+    from tenure.store.liveness import Liveness
 
 T = TypeVar("T")
 
@@ -65,6 +66,9 @@ class LeaseKeeper:
         #: The store asked this worker to hand its tasks over and take no more.
         self.draining = False
         self._abandoned: set[asyncio.Task[Any]] = set()  # timed-out store calls still unwinding
+        #: The lock that stands for this worker's life (:meth:`Store.hold_liveness`), held
+        #: from before the first join until after leaving; None outside that span.
+        self.liveness: Liveness | None = None
 
     # -- clocks and trust -----------------------------------------------------------------
 
@@ -73,7 +77,11 @@ class LeaseKeeper:
         return time.monotonic() + self.offset
 
     def trusted(self) -> bool:
-        """True while the last confirmed renewal still vouches for the lease."""
+        """True while the last confirmed renewal still vouches for the lease, and the
+        liveness lock that stands for this worker has not been lost (the other workers
+        then take it for dead and its lease for ended)."""
+        if self.liveness is not None and self.liveness.lost.is_set():
+            return False
         return time.monotonic() < self.trusted_until
 
     def distrust(self) -> None:
@@ -112,6 +120,10 @@ class LeaseKeeper:
         while not self._life.stopping:
             sent = time.monotonic()
             try:
+                if self.liveness is not None:
+                    # Before registering: the row records the lock, and a claimer would take
+                    # a registered worker without it for dead.
+                    await self.liveness.ensure()
                 lease = await self.store.register_worker(
                     worker_id=self.id,
                     host=socket.gethostname(),
@@ -140,6 +152,10 @@ class LeaseKeeper:
     async def run(self) -> None:
         """Renew every ``heartbeat`` until the worker has left."""
         while self._life.state < WorkerState.CLOSED:
+            lost = self.liveness.lost if self.liveness is not None else None
+            if lost is not None and lost.is_set() and not self._life.stopping:
+                await self._on_fence(f"liveness lock lost: {self.liveness.reason if self.liveness else ''}")
+                continue
             next_beat = time.monotonic() + self.settings.heartbeat
             sent = time.monotonic()
             budget = self.trusted_until - sent
@@ -169,7 +185,20 @@ class LeaseKeeper:
                 else:
                     self._log(logging.WARNING, "lease renewal failed, will retry: %r", exc)
                     next_beat = min(next_beat, time.monotonic() + self.settings.heartbeat / 4)
-            await self._life.sleep(next_beat - time.monotonic(), until=WorkerState.CLOSED)
+            await self._rest(next_beat - time.monotonic(), lost if lost is not None and not lost.is_set() else None)
+
+    async def _rest(self, seconds: float, lost: asyncio.Event | None) -> None:
+        """Sleep until the next renewal, waking early once the worker has left or the
+        liveness lock is lost."""
+        if lost is None:
+            await self._life.sleep(seconds, until=WorkerState.CLOSED)
+            return
+        waits = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(self._life.reached(WorkerState.CLOSED))]
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def within(self, budget: float, call: Coroutine[Any, Any, T]) -> T:
         """``call``'s result, or :class:`TimeoutError` once ``budget`` seconds have passed.

@@ -219,7 +219,12 @@ class Worker:
                     for s in self._sidecars
                 ]
                 try:
-                    await self._work()
+                    async with self.store.hold_liveness(self.id, check_every=self.settings.heartbeat) as liveness:
+                        self.lease.liveness = liveness
+                        try:
+                            await self._work()
+                        finally:
+                            self.lease.liveness = None
                 finally:
                     await self._stop_sidecars(running)
         except BaseExceptionGroup as group:

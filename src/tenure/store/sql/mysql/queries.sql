@@ -146,7 +146,18 @@ UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
 
 -- name: worker_is_live
 -- Locks the worker's row (if any) until the registration commits.
-SELECT expires_at > {now} FROM tenure_workers WHERE id = %(worker)s FOR UPDATE;
+SELECT expires_at > {now}, liveness IS NOT NULL FROM tenure_workers WHERE id = %(worker)s FOR UPDATE;
+
+-- name: end_lease
+-- The worker's liveness lock was free when this process took it: its session is gone.
+UPDATE tenure_workers SET expires_at = {now} WHERE id = %(worker)s AND expires_at > {now};
+
+-- name: end_dead_leases
+-- Ends, at now, the lease of every other worker whose liveness lock is free (its session
+-- is gone): run in the claim's transaction, before the candidates are read, which then
+-- count that worker's tasks free.
+UPDATE tenure_workers SET expires_at = {now}
+WHERE liveness IS NOT NULL AND id <> %(worker)s AND expires_at > {now} AND IS_USED_LOCK(liveness) IS NULL;
 
 -- name: lease_is_live
 SELECT expires_at > {now} FROM tenure_workers WHERE id = %(worker)s;
@@ -161,15 +172,15 @@ WHERE owner = %(worker)s;
 -- A plain INSERT, not an upsert: two processes registering one new id at once cannot
 -- both succeed (the second gets a duplicate key, reported as WorkerIdInUse).
 -- The clock is read once, so started_at = heartbeat_at = expires_at - ttl exactly.
-INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds)
-SELECT %(worker)s, %(host)s, %(pid)s, n.t, n.t, n.t + %(ttl)s, FALSE, %(kinds)s
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds, liveness)
+SELECT %(worker)s, %(host)s, %(pid)s, n.t, n.t, n.t + %(ttl)s, FALSE, %(kinds)s, %(liveness)s
 FROM (SELECT {now} AS t) AS n;
 
 -- name: revive_worker
 -- Only after worker_is_live locked the (expired) row, so the clock is not stale.
 UPDATE tenure_workers w JOIN (SELECT {now} AS t) AS n
 SET w.host = %(host)s, w.pid = %(pid)s, w.started_at = n.t, w.heartbeat_at = n.t,
-    w.expires_at = n.t + %(ttl)s, w.draining = FALSE, w.kinds = %(kinds)s
+    w.expires_at = n.t + %(ttl)s, w.draining = FALSE, w.kinds = %(kinds)s, w.liveness = %(liveness)s
 WHERE w.id = %(worker)s;
 
 -- name: renew_lease
@@ -266,12 +277,14 @@ ORDER BY term;
 -- name: cluster_view
 -- One statement, so one consistent snapshot: the change counter ('changes'), the
 -- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
--- kinds it runs ('worker').
+-- kinds it runs ('worker'). A worker whose liveness lock is free is dead, whatever its
+-- lease says.
 SELECT 'changes', NULL, value, NULL FROM tenure_counters WHERE name = 'changes'
 UNION ALL
 SELECT 'kind', kind, COUNT(*), NULL FROM tenure_tasks WHERE enabled GROUP BY kind
 UNION ALL
-SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining;
+SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining
+  AND (liveness IS NULL OR IS_USED_LOCK(liveness) IS NOT NULL);
 
 -- name: fence
 -- The fence (schema version 2): locks the task row if the worker owns it at this term
@@ -330,3 +343,22 @@ SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
 
 -- name: delete_pause
 DELETE FROM tenure_pauses WHERE scope = %(scope)s;
+
+-- name: liveness_session
+-- The liveness connection idles for the worker's life: the server must not end it.
+SET SESSION wait_timeout = 31536000;
+
+-- name: liveness_take
+-- A worker's liveness lock (tenure.store.liveness): 1 taken, 0 held by another session.
+SELECT GET_LOCK(%(name)s, 0), CONNECTION_ID();
+
+-- name: liveness_mine
+-- Does this session hold the lock it took a statement ago? Not behind a proxy that
+-- multiplexes sessions, where this statement may run in another server session.
+SELECT COALESCE(IS_USED_LOCK(%(name)s) = CONNECTION_ID(), 0);
+
+-- name: liveness_unlock
+SELECT RELEASE_LOCK(%(name)s);
+
+-- name: liveness_holder
+SELECT IS_USED_LOCK(%(name)s);

@@ -97,7 +97,11 @@ UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
 SELECT pg_notify('tenure_changes', '');
 
 -- name: worker_is_live
-SELECT expires_at > {now} FROM tenure_workers WHERE id = %(worker)s FOR UPDATE;
+SELECT expires_at > {now}, liveness IS NOT NULL FROM tenure_workers WHERE id = %(worker)s FOR UPDATE;
+
+-- name: end_lease
+-- The worker's liveness lock was free when this process took it: its session is gone.
+UPDATE tenure_workers SET expires_at = {now} WHERE id = %(worker)s AND expires_at > {now};
 
 -- name: free_expired_worker_tasks
 UPDATE tenure_tasks
@@ -106,12 +110,12 @@ SET owner = NULL, freed_how = 'expired',
 WHERE owner = %(worker)s;
 
 -- name: upsert_worker
-INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds)
-VALUES (%(worker)s, %(host)s, %(pid)s, {now}, {now}, {now} + %(ttl)s, false, %(kinds)s)
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds, liveness)
+VALUES (%(worker)s, %(host)s, %(pid)s, {now}, {now}, {now} + %(ttl)s, false, %(kinds)s, %(liveness)s)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
     heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = false,
-    kinds = excluded.kinds
+    kinds = excluded.kinds, liveness = excluded.liveness
 -- Two processes registering the same new id at once: the second finds a live row here
 -- and gets no row back (WorkerIdInUse) instead of overwriting the first.
 WHERE tenure_workers.expires_at <= {now}
@@ -147,17 +151,28 @@ WHERE w.expires_at < {now} - %(older_than)s
   AND NOT EXISTS (SELECT 1 FROM tenure_tasks t WHERE t.owner = w.id);
 
 -- name: claim
+-- First `dead` ends, at the server's now, the lease of every other worker whose liveness
+-- lock is free (its session is gone); the sub-statements of one statement share a
+-- snapshot, so the candidates count those workers' tasks free by their ids.
 -- Liveness of the old owner is a subquery, not a join: when a candidate row changed
 -- while we waited for its lock, PostgreSQL re-checks the WHERE against the new row
 -- version, and only a subquery is re-evaluated for it. SKIP LOCKED passes over rows a
 -- fenced transaction holds, so a claim never waits behind a commit in progress.
-WITH cand AS (
+WITH held AS ({held_locks}),
+dead AS (
+    UPDATE tenure_workers SET expires_at = {now}
+    WHERE liveness IS NOT NULL AND id <> %(worker)s AND expires_at > {now}
+      AND liveness NOT IN (SELECT key FROM held)
+    RETURNING id, expires_at
+),
+cand AS (
     SELECT t.kind, t.key, t.owner IS NOT NULL AS had_owner,
-           (SELECT w.expires_at FROM tenure_workers w WHERE w.id = t.owner) AS old_expiry
+           coalesce((SELECT d.expires_at FROM dead d WHERE d.id = t.owner),
+                    (SELECT w.expires_at FROM tenure_workers w WHERE w.id = t.owner)) AS old_expiry
     FROM tenure_tasks t
     WHERE t.enabled
       AND t.kind = ANY(%(kinds)s)
-      AND (t.owner IS NULL OR NOT EXISTS (
+      AND (t.owner IS NULL OR t.owner IN (SELECT id FROM dead) OR NOT EXISTS (
             SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now}))
       AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
     ORDER BY t.kind, t.key
@@ -175,12 +190,14 @@ RETURNING {task_columns_t};
 -- name: cluster_view
 -- One statement, so one consistent snapshot: the change counter ('changes'), the
 -- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
--- kinds it runs ('worker').
+-- kinds it runs ('worker'). A worker whose liveness lock is free is dead, whatever its
+-- lease says.
 SELECT 'changes', NULL::text, value::bigint, NULL::text FROM tenure_counters WHERE name = 'changes'
 UNION ALL
 SELECT 'kind', kind, count(*), NULL FROM tenure_tasks WHERE enabled GROUP BY kind
 UNION ALL
-SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining;
+SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining
+  AND (liveness IS NULL OR liveness IN (SELECT key FROM ({held_locks}) AS held));
 
 -- name: fence
 -- The fence (schema version 2): locks the task row if the worker owns it at this term
@@ -228,3 +245,25 @@ SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
 
 -- name: delete_pause
 DELETE FROM tenure_pauses WHERE scope = %(scope)s;
+
+-- name: liveness_take
+-- A worker's liveness lock (tenure.store.liveness), on a connection kept for it alone.
+SELECT pg_try_advisory_lock(%(key)s), pg_backend_pid();
+
+-- name: liveness_mine
+-- Does this session hold the lock it took a statement ago? Not behind a
+-- transaction-pooling proxy, where this statement may run in another server session.
+SELECT EXISTS (SELECT 1 FROM pg_locks l
+               WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid()
+                 AND l.objsubid = 1 AND l.objid = (%(key)s & 4294967295)::oid
+                 AND l.classid = (%(key)s >> 32)::oid);
+
+-- name: liveness_unlock
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: liveness_terminate
+-- Ends a former liveness session that the server still keeps (a half-open connection),
+-- only if that backend still holds this worker's lock (its pid may have been reused).
+SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+WHERE l.pid = %(pid)s AND l.locktype = 'advisory' AND l.granted
+  AND l.objsubid = 1 AND l.objid = (%(key)s & 4294967295)::oid AND l.classid = (%(key)s >> 32)::oid;

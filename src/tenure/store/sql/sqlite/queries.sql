@@ -72,7 +72,17 @@ WHERE kind = :kind AND key IN (SELECT value FROM json_each(:keys)) AND enabled =
 DELETE FROM tenure_tasks WHERE kind = :kind AND key IN (SELECT value FROM json_each(:keys));
 
 -- name: worker_is_live
-SELECT expires_at > {now} FROM tenure_workers WHERE id = :worker;
+SELECT expires_at > {now}, liveness IS NOT NULL FROM tenure_workers WHERE id = :worker;
+
+-- name: end_lease
+-- The worker's liveness lock was free when this process took it: its process is gone.
+UPDATE tenure_workers SET expires_at = {now} WHERE id = :worker AND expires_at > {now};
+
+-- name: end_dead_leases
+-- Ends, at now, the lease of every other worker whose liveness lock file is free (its
+-- process is gone): run in the claim's transaction, before the candidates are read.
+UPDATE tenure_workers SET expires_at = {now}
+WHERE liveness IS NOT NULL AND id <> :worker AND expires_at > {now} AND tenure_lock_free(liveness);
 
 -- name: free_expired_worker_tasks
 UPDATE tenure_tasks
@@ -81,12 +91,12 @@ SET owner = NULL, freed_how = 'expired',
 WHERE owner = :worker;
 
 -- name: upsert_worker
-INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds)
-VALUES (:worker, :host, :pid, {now}, {now}, {now} + :ttl, 0, :kinds)
+INSERT INTO tenure_workers (id, host, pid, started_at, heartbeat_at, expires_at, draining, kinds, liveness)
+VALUES (:worker, :host, :pid, {now}, {now}, {now} + :ttl, 0, :kinds, :liveness)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
     heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = 0,
-    kinds = excluded.kinds
+    kinds = excluded.kinds, liveness = excluded.liveness
 RETURNING expires_at, heartbeat_at, draining;
 
 -- name: renew_lease
@@ -140,12 +150,13 @@ WHERE kind = :kind AND key = :key;
 -- name: cluster_view
 -- One statement, so one consistent snapshot: the change counter ('changes'), the
 -- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
--- kinds it runs ('worker').
+-- kinds it runs ('worker'). A worker whose liveness lock file is free is dead,
+-- whatever its lease says.
 SELECT 'changes', NULL, value, NULL FROM tenure_counters WHERE name = 'changes'
 UNION ALL
 SELECT 'kind', kind, count(*), NULL FROM tenure_tasks WHERE enabled = 1 GROUP BY kind
 UNION ALL
-SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND draining = 0;
+SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND draining = 0 AND (liveness IS NULL OR NOT tenure_lock_free(liveness));
 
 -- name: bump_changes
 UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';

@@ -1,0 +1,261 @@
+"""Session-bound liveness: a lock that dies with a worker's process or its session.
+
+A lease covers a worker that is paused, hung or cut off, but only once its TTL has run
+out. Most failures are crashes, and the database (or, on SQLite, the kernel) knows of a
+crash at once: the dead process's connection closes, and with it every session lock it
+held. So each worker also holds, for its whole life, a lock only its own session can
+hold:
+
+- PostgreSQL: a session-level advisory lock (:func:`postgresql_key` of the worker id) on
+  one connection kept for that purpose;
+- MySQL/MariaDB: ``GET_LOCK`` on a name derived from the database and the worker id
+  (:func:`mysql_name`), on one connection kept for that purpose;
+- SQLite: ``flock`` on a file per worker beside the database file
+  (:func:`sqlite_lock_path`).
+
+The worker's row records the lock's identity (column ``liveness``; NULL for a worker
+that holds none). A worker whose lock is free is dead: whoever claims next ends its lease
+on the database, at the database's clock, in the transaction that claims, and the tasks
+move with new terms; the cluster view leaves it out, so that fair shares grow at once.
+Ending a lease early is always safe: every fence and renewal already refuses an expired
+lease. A worker that notices its own lock gone (its liveness connection was closed under
+it) stops trusting its lease, fences itself and joins again with a new lock.
+
+A store URL option turns this off, ``liveness=lease`` (default ``session``): behind a
+transaction-pooling proxy such as PgBouncer in ``pool_mode=transaction``, a "session"
+is not one process's, and the lease alone must decide. Taking the lock checks that the
+same session holds it a statement later, which catches the obvious cases of such a proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from tenure.errors import InvalidStoreURL, WorkerIdInUse
+from tenure.inputs import quote
+
+log = logging.getLogger("tenure.store.liveness")
+
+#: The values of the ``liveness`` store URL option; the first is the default.
+MODES = ("session", "lease")
+
+#: Why a lock that was just taken may not show as this session's: said at start-up.
+POOLING_HINT = (
+    "is a transaction-pooling proxy (PgBouncer pool_mode=transaction, ProxySQL multiplexing) "
+    "between tenure and the database? Session locks do not hold there: add liveness=lease "
+    "to the store URL, and the lease alone decides when a worker is dead"
+)
+
+
+def liveness_option(label: str, query: Sequence[tuple[str, str]]) -> str:
+    """The ``liveness`` option of a store URL's query pairs: ``session`` (default) or ``lease``."""
+    given = [v for k, v in query if k == "liveness"]
+    if len(given) > 1:
+        raise InvalidStoreURL(f"{label} URL option liveness is given more than once")
+    if not given:
+        return MODES[0]
+    value = given[0].strip().lower()
+    if value not in MODES:
+        raise InvalidStoreURL(
+            f"{label} URL option liveness must be session or lease, got {quote(given[0])} "
+            "(lease: behind a transaction-pooling proxy, where session locks do not hold)"
+        )
+    return value
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def postgresql_key(worker_id: str) -> int:
+    """The advisory lock key of a worker: 63 bits, so that pg_locks shows it as
+    ``classid = key >> 32``, ``objid = key & 0xffffffff`` (``objsubid = 1``) without a sign."""
+    return int.from_bytes(_digest(f"tenure-liveness/{worker_id}")[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def mysql_name(database: str, worker_id: str) -> str:
+    """The ``GET_LOCK`` name of a worker. Named locks are server-wide, so the database is part
+    of it; 52 characters, under the server's limit of 64."""
+    return "tenure-live-" + _digest(f"{database}/{worker_id}").hex()[:40]
+
+
+def sqlite_lock_path(db_path: Path, worker_id: str) -> Path:
+    """The lock file of a worker, beside the database file (as its -wal and -shm are)."""
+    db = db_path.resolve()
+    return db.with_name(f"{db.name}-live-{_digest(worker_id).hex()[:20]}")
+
+
+class Liveness:
+    """A worker's liveness lock, as :meth:`Store.hold_liveness` hands it out.
+
+    This base class is the ``liveness=lease`` one: it holds nothing, is never lost, and
+    leaves the lease alone to decide. Session-bound subclasses take their lock in
+    :meth:`ensure` and set :attr:`lost` when it goes.
+    """
+
+    #: ``session`` when a lock that dies with the session stands for the worker, else ``lease``.
+    mode = "lease"
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        #: Set when the lock was held and is no more; cleared when :meth:`ensure` takes it again.
+        self.lost = asyncio.Event()
+        self.reason = ""
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        """True while the lock is held, as far as this process knows."""
+        return self._held and not self.lost.is_set()
+
+    @property
+    def token(self) -> int | str | None:
+        """What the worker's row records of the lock while it is held; None otherwise."""
+        return None
+
+    async def ensure(self) -> None:
+        """Hold the lock, taking it (again) if it is not held.
+
+        Raises :class:`~tenure.errors.WorkerIdInUse` if another live session holds it,
+        :class:`~tenure.errors.StoreUnavailable` if the database does not answer, and
+        :class:`~tenure.errors.InvalidStoreURL` if the lock just taken does not show as
+        this session's (a transaction-pooling proxy).
+        """
+        if self.held or self.mode == "lease":
+            return
+        await self._drop()
+        await self._take()
+        self._held = True
+        self.reason = ""
+        self.lost.clear()
+
+    async def release(self) -> None:
+        """Let the lock go (the worker has left). Idempotent."""
+        self._held = False
+        await self._drop()
+
+    def _mark_lost(self, why: str) -> None:
+        if self._held and not self.lost.is_set():
+            log.error("liveness lock of worker %s lost: %s", self.worker_id, why)
+            self.reason = why
+            self.lost.set()
+
+    async def _take(self) -> None:
+        """Take the lock; raise as :meth:`ensure` says."""
+
+    async def _drop(self) -> None:
+        """Let go of whatever is left of the lock and its connection; never raises."""
+
+
+@asynccontextmanager
+async def holding(registry: dict[str, Liveness], handle: Liveness) -> AsyncIterator[Liveness]:
+    """Keep ``handle`` in the store's ``registry`` (register_worker reads it) until the block
+    ends, then let the lock go."""
+    if registry.get(handle.worker_id) is not None:
+        raise WorkerIdInUse(f"worker id {handle.worker_id!r} already holds its liveness lock in this process")
+    registry[handle.worker_id] = handle
+    try:
+        yield handle
+    finally:
+        if registry.get(handle.worker_id) is handle:
+            del registry[handle.worker_id]
+        await asyncio.shield(handle.release())
+
+
+def held_token(registry: dict[str, Liveness], worker_id: str) -> int | str | None:
+    """The lock identity to record in ``worker_id``'s row: None unless this process holds it."""
+    handle = registry.get(worker_id)
+    return handle.token if handle is not None and handle.held else None
+
+
+# -- SQLite: one lock file per worker ---------------------------------------------------
+
+
+class FileLiveness(Liveness):
+    """``flock`` on a file beside the database, held by an open descriptor for the
+    worker's life; the kernel lets it go when the process ends, however it ends."""
+
+    mode = "session"
+
+    def __init__(self, worker_id: str, path: Path) -> None:
+        super().__init__(worker_id)
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def token(self) -> str | None:
+        return str(self.path) if self.held else None
+
+    async def _take(self) -> None:
+        # Another process may hold the file for an instant to test it (lock_file_free):
+        # try a few times before calling it taken.
+        for _ in range(50):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                await asyncio.sleep(0.02)
+                continue
+            # A tester may have removed the file between our open and our lock: a lock on
+            # a file no longer at the path would stand for nothing.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)
+        raise WorkerIdInUse(
+            f"worker id {self.worker_id!r} is held by a live worker (its lock file {str(self.path)!r} is taken)"
+        )
+
+    async def _drop(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            # Removed while still held, so that no tester can mistake a new file for it.
+            if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(self.path)
+        os.close(fd)
+
+
+def lock_file_free(path: str | None) -> int:
+    """1 if the lock file at ``path`` is held by no process (its worker is dead), else 0.
+
+    Runs inside SQLite statements (registered as ``tenure_lock_free``). A free file is
+    removed while this holds it, so that dead workers leave no files behind; a missing one
+    is free. Errors other than "held" count as held: the lease then decides.
+    """
+    if not path:
+        return 0
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 1
+    except OSError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                log.warning("cannot test the liveness lock file %r: %s", path, exc)
+            return 0
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+        return 1
+    finally:
+        os.close(fd)

@@ -1,0 +1,184 @@
+"""Session-bound liveness: a worker whose liveness lock is free is dead at the next claim.
+
+A second store object on the same database stands for the other worker's process: its
+connections (and, on SQLite, its lock file descriptors) are its own. Ending its hold on
+the lock is what a crash does to the lock; the server ending its session is what a cut
+liveness connection does (PostgreSQL and MySQL/MariaDB only: on SQLite only the process's
+end lets a lock file go, which tests/faults covers with SIGKILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+
+from tenure.errors import LeaseLost, WorkerIdInUse
+from tenure.models import Freed
+from tenure.store import Store, make_store
+from tenure.store.liveness import Liveness, mysql_name, postgresql_key
+
+from .dialect import raw_db
+from .helpers import LONG_TTL, add, register, task_of, wait_past
+
+
+def _with_option(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+@pytest.fixture
+async def other(store_url: str, store: Store) -> AsyncIterator[Store]:
+    """A second store on the same database: another worker's process."""
+    s = make_store(store_url)
+    await s.open(migrate=False)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def _join(stack: AsyncExitStack, store: Store, worker_id: str) -> Liveness:
+    live = await stack.enter_async_context(store.hold_liveness(worker_id, check_every=0.2))
+    await live.ensure()
+    await register(store, worker_id, ttl=LONG_TTL)
+    return live
+
+
+async def test_a_worker_whose_lock_is_free_is_dead_at_once_and_its_tasks_move(store: Store, other: Store) -> None:
+    await add(store, "dispatch", "barcelona")
+    async with AsyncExitStack() as mine:
+        live = await _join(mine, store, "w2")
+        assert live.mode == "session"
+        assert live.held
+        async with AsyncExitStack() as theirs:
+            await _join(theirs, other, "w1")
+            (first,) = await other.claim_tasks("w1", kinds=["dispatch"], limit=1)
+            assert (await store.cluster_view()).live_workers == ["w1", "w2"]
+            # Nothing is free while w1's lock is held: its lease (a minute) stands.
+            assert await store.claim_tasks("w2", kinds=["dispatch"], limit=1) == []
+        # w1's lock is free now, its lease still a minute long.
+        assert (await store.cluster_view()).live_workers == ["w2"]
+        (moved,) = await store.claim_tasks("w2", kinds=["dispatch"], limit=1)
+        assert moved.task.owner == "w2"
+        assert moved.term > first.term
+        assert moved.task.freed_how is Freed.EXPIRED
+        info = {w.id: w for w in await store.list_workers()}
+        assert info["w1"].expires_at <= await store.now()  # ended on the database, not waited out
+        # The dead worker's term can commit nothing, and its lease cannot be renewed.
+        with pytest.raises(LeaseLost):
+            async with other.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=first.term):
+                pass
+        with pytest.raises(LeaseLost):
+            await other.renew_lease("w1", LONG_TTL)
+        assert (await task_of(store, "dispatch", "barcelona")).term == moved.term
+
+
+async def test_a_live_lock_keeps_the_lease_deciding(store: Store, other: Store) -> None:
+    """Holding the lock is not a lease: a worker that stops renewing still expires."""
+    await add(store, "dispatch", "a")
+    async with AsyncExitStack() as theirs:
+        live = await theirs.enter_async_context(other.hold_liveness("w1", check_every=0.2))
+        await live.ensure()
+        lease = await other.register_worker(worker_id="w1", host="h", pid=1, ttl=0.4)
+        await other.claim_tasks("w1", kinds=["dispatch"], limit=1)
+        await register(store, "w2")
+        await wait_past(store, lease.expires_at)
+        (moved,) = await store.claim_tasks("w2", kinds=["dispatch"], limit=1)
+        assert moved.task.freed_how is Freed.EXPIRED
+        assert live.held  # the lock is still held: only the lease ended
+
+
+async def test_a_lock_held_elsewhere_refuses_the_id(store: Store, other: Store) -> None:
+    async with AsyncExitStack() as stack:
+        await _join(stack, other, "w1")
+        twin = await stack.enter_async_context(store.hold_liveness("w1", check_every=0.2))
+        with pytest.raises(WorkerIdInUse, match="w1"):
+            await twin.ensure()
+        assert not twin.held
+
+
+async def test_the_same_id_back_with_its_lock_takes_its_row_over_at_once(store: Store, other: Store) -> None:
+    """A worker restarted under the same id (or rejoining after its lock was lost) need
+    not wait out its former lease: the lock was free, so that session is gone."""
+    await add(store, "dispatch", "a")
+    async with AsyncExitStack() as before:
+        await _join(before, other, "w1")
+        (old,) = await other.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    async with AsyncExitStack() as after:
+        await _join(after, store, "w1")
+        task = await task_of(store, "dispatch", "a")
+        assert task.owner is None
+        assert task.freed_how is Freed.EXPIRED
+        (new,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+        assert new.term > old.term
+    # Without its lock, a live row is still refused as before.
+    await register(store, "w3")
+    with pytest.raises(WorkerIdInUse):
+        await register(store, "w3")
+
+
+async def test_liveness_lease_option_holds_no_lock(store_url: str, store: Store) -> None:
+    leased = make_store(_with_option(store_url, "liveness=lease"))
+    await leased.open(migrate=False)
+    try:
+        await add(store, "dispatch", "a")
+        async with leased.hold_liveness("w1", check_every=0.2) as live:
+            await live.ensure()
+            assert live.mode == "lease"
+            assert live.token is None
+            await register(leased, "w1")
+            await leased.claim_tasks("w1", kinds=["dispatch"], limit=1)
+        # No lock was recorded, so none is found free: the lease alone decides.
+        await register(store, "w2")
+        assert (await store.cluster_view()).live_workers == ["w1", "w2"]
+        assert await store.claim_tasks("w2", kinds=["dispatch"], limit=1) == []
+    finally:
+        await leased.close()
+
+
+def _cut_session(store_url: str, dialect: str, worker_id: str) -> int:
+    """End, from the server, the session holding ``worker_id``'s liveness lock; return how many ended."""
+    raw = raw_db(store_url)
+    if dialect == "postgresql":
+        key = postgresql_key(worker_id)
+        rows = raw.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            f"AND objsubid = 1 AND classid = {key >> 32} AND objid = {key & 0xFFFFFFFF}"
+        )
+        return sum(1 for (ok,) in rows if ok)
+    database = store_url.split("?")[0].rsplit("/", 1)[1]
+    (holder,) = raw.query(f"SELECT IS_USED_LOCK('{mysql_name(database, worker_id)}')")[0]
+    if holder is None:
+        return 0
+    raw.query(f"KILL CONNECTION {int(holder)}")
+    return 1
+
+
+async def test_a_cut_liveness_session_is_noticed_and_ends_the_lease(store_url: str, store: Store, other: Store) -> None:
+    if store.dialect == "sqlite":
+        pytest.skip("a lock file is let go only by its process's end (tests/faults kills one)")
+    await add(store, "dispatch", "a")
+    async with AsyncExitStack() as stack:
+        await _join(stack, store, "w2")
+        live = await _join(stack, other, "w1")
+        (first,) = await other.claim_tasks("w1", kinds=["dispatch"], limit=1)
+        assert await asyncio.to_thread(_cut_session, store_url, store.dialect, "w1") == 1
+        deadline = time.monotonic() + 10
+        while not live.lost.is_set():
+            assert time.monotonic() < deadline, "the cut liveness session was not noticed"
+            await asyncio.sleep(0.02)
+        assert "liveness" in live.reason or "session" in live.reason
+        (moved,) = await store.claim_tasks("w2", kinds=["dispatch"], limit=1)
+        assert moved.term > first.term
+        with pytest.raises(LeaseLost):
+            async with other.fenced(worker_id="w1", kind="dispatch", key="a", term=first.term) as tx:
+                await tx.fetchone("SELECT 1")
+        # Rejoining: the lock again on a new session, and the row taken over.
+        await live.ensure()
+        assert live.held
+        assert not live.lost.is_set()
+        await register(other, "w1")
+        assert "w1" in (await store.cluster_view()).live_workers

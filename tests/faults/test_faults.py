@@ -16,6 +16,7 @@ over windows of ``period + BOUND`` once the faults are over.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -25,11 +26,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import STORE_KINDS
 from store_faults.harness import Timing
+from tenure.store.liveness import mysql_name, postgresql_key
 
 from .checker import Report, stale_refusals
 from .harness import KIND, Faults
@@ -609,6 +612,101 @@ async def test_careless_handlers_get_nothing_past_the_fence(faults: Faults) -> N
     for e in swallowed():
         assert not accepted_run(c, e["worker"], e), f"a run that swallowed its cancellation committed: {e}"
     await quiet_then_check(c, "careless-handlers", tasks, c.db.now())
+
+
+def cut_liveness(c: Faults, name: str) -> int:
+    """End, from the server, only the session holding worker ``name``'s liveness lock (the
+    worker keeps running, its other connections untouched); return how many ended."""
+    if c.kind == "postgresql":
+        key = postgresql_key(name)
+        rows = c._sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            f"AND objsubid = 1 AND classid = {key >> 32} AND objid = {key & 0xFFFFFFFF}"
+        )
+        return len(rows)
+    lock = mysql_name(urlsplit(c.url).path.lstrip("/"), name)
+    (holder,) = c._sql(f"SELECT IS_USED_LOCK('{lock}')")[0]
+    if holder in (None, "NULL"):
+        return 0
+    c._sql(f"KILL CONNECTION {int(holder)}")
+    return 1
+
+
+@servers
+async def test_liveness_connection_cut_while_the_worker_runs(faults: Faults) -> None:
+    """Issue 17: only w's liveness session is ended by the server, mid-run, while its
+    process, its lease and its other connections live on. The others take it for dead at
+    their next poll and end its lease, so its run in flight is refused (its lease would
+    still be live by the TTL), its tasks move at new terms, and it rejoins on its own."""
+    c = faults
+    tasks = await c.add_jobs([f"k{i}" for i in range(3)], every=PERIOD)
+    tasks += await c.add_jobs(["victim"], every=1.0, work=1.0)
+    await start(c, ["w1", "w2"])
+    cuts: list[tuple[str, float]] = []
+
+    def cut(name: str) -> None:
+        assert cut_liveness(c, name) == 1, f"{name} held no liveness lock"
+        cuts.append((name, c.db.now()))
+
+    name, e = await pause_at(c, tasks[-1], "working", halt=cut, resume=lambda _: None)
+    cut_at = cuts[-1][1]
+    await taken_over(c, tasks[-1], e["term"], within=BOUND + 10)
+    r = await wait_refused(c, name, e)
+    print(f"{name}'s run in flight at the cut refused: {r['reason']}: {r.get('error', '')}")
+    assert not accepted_run(c, name, e), "STALE COMMIT ACCEPTED after the liveness session was cut"
+    # Every later commit of the old terms is refused; it rejoins and commits at new terms.
+    stale_terms = {a.term for a in c.attempts() if a.worker == name and a.accepted and a.at < cut_at}
+
+    async def rejoined() -> bool:
+        return any(a.worker == name and a.accepted and a.at > cut_at for a in c.attempts())
+
+    await c.wait_for(rejoined, f"{name} to rejoin and commit again", within=BOUND + 20)
+    late = [a for a in c.attempts() if a.worker == name and a.accepted and a.at > cut_at and a.term in stale_terms]
+    assert not late, f"{name} committed at a term from before the cut: {late[:3]}"
+    assert c.log_has(name, f"liveness lock of worker {name} lost"), f"{name} never noticed its liveness session end"
+    report = await quiet_then_check(c, "liveness-cut", tasks, cut_at)
+    assert report.stale_refused >= 1, "INCONCLUSIVE: no stale commit was refused"
+
+
+@stores
+async def test_half_the_cluster_sigkilled_at_once(faults: Faults) -> None:
+    c = faults
+    names = ["w1", "w2", "w3", "w4"]
+    tasks = await c.add_jobs([f"k{i}" for i in range(8)], every=PERIOD)
+    await start(c, names)
+    victims = ["w1", "w2"]
+    held = {t: task.term for t, task in (await c.tasks()).items() if task.owner in victims}
+    assert held, "INCONCLUSIVE: the victims held no task"
+    for n in victims:
+        c.workers[n].kill()
+    killed_at = c.db.now()
+    for t, term in held.items():
+        await taken_over(c, t, term, within=BOUND + 10)
+    moved = await c.tasks()
+    assert all(moved[t].owner in ("w3", "w4") for t in held), {t: moved[t].owner for t in held}
+    await quiet_then_check(c, "half-killed", tasks, killed_at)
+
+
+@servers
+@pytest.mark.server_restart
+async def test_database_restart_with_all_workers_alive(faults: Faults) -> None:
+    """The server goes down and comes back at once: every liveness session (and every
+    other connection) ends, every worker notices and rejoins, and nothing stale lands."""
+    c = faults
+    names = ["w1", "w2", "w3"]
+    tasks = await c.add_jobs([f"k{i}" for i in range(6)], every=PERIOD)
+    await start(c, names)
+    marks = {n: c.log_lines(n) for n in names}
+    try:
+        await asyncio.to_thread(c.db.stop_server)
+    finally:
+        await asyncio.to_thread(c.db.start_server)
+    back_at = await c.first_answer()
+    await c.wait_balanced(names, within=BOUND + 30)
+    noticed = [n for n in names if c.log_has(n, f"liveness lock of worker {n} lost", after_line=marks[n])]
+    print(f"{c.kind} restart: workers that saw their liveness session end: {noticed}")
+    assert noticed, "INCONCLUSIVE: no worker noticed its liveness session end"
+    await quiet_then_check(c, "server-restart", tasks, back_at)
 
 
 @stores

@@ -375,10 +375,14 @@ class WorkerProc:
 class Cluster:
     """Worker processes of one scenario, started on ``bench_worker.py``."""
 
-    def __init__(self, store: BenchStore, settings: dict[str, float], *, stats: bool = False) -> None:
+    def __init__(
+        self, store: BenchStore, settings: dict[str, float], *, stats: bool = False, worker_url: str | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.stats = stats
+        #: The store URL the workers get (with options of tenure's), if not the store's own.
+        self.worker_url = worker_url or store.url
         self.workers: list[WorkerProc] = []
         self._serial = 0
         self.logdir = Path(tempfile.mkdtemp(prefix="tenure-bench-logs-"))
@@ -394,7 +398,7 @@ class Cluster:
                 sys.executable,
                 str(WORKER_SCRIPT),
                 "--store",
-                self.store.url,
+                self.worker_url,
                 "--id",
                 wid,
                 "--ttl",

@@ -3,8 +3,13 @@
 ``--workers`` worker processes (default 3) share ``--tasks`` ``noop`` tasks (default 300,
 every second). Then, ``--repeats`` times each:
 
-- **failover**: SIGKILL one worker. Its lease runs out (at most ``lease_ttl`` after its
-  last renewal), the others see its tasks as free at their next poll and claim them;
+- **failover** (``kill``): SIGKILL one worker. Its liveness lock dies with it (issue 17):
+  the others leave it out of their fair share and end its lease at their next poll, and
+  claim its tasks. With ``--liveness lease`` (no lock) its lease runs out first (at most
+  ``lease_ttl`` after its last renewal);
+- **pause** (``stop``): SIGSTOP one worker for longer than its lease. It keeps its lock
+  (its process and sessions live): its lease runs out, then the others claim its tasks.
+  It is continued afterwards, fences itself and rejoins;
 - **handoff**: SIGTERM one worker. It stops starting runs, lets running ones finish,
   releases its tasks and leaves; the others claim them at their next poll.
 
@@ -22,9 +27,12 @@ For each event, from the signal (wall clock; the database's clock is the same ma
 A replacement worker is started after each event and the tasks are spread again; the
 time that takes (a join reaching fair share) is reported as ``rebalance_s``.
 
-Targets: failover <= lease_ttl + poll + 0.5 s; handoff <= one poll interval.
+Targets (issue 17): SIGKILL failover <= poll + 0.5 s (lease_ttl + poll + 0.5 s with
+``--liveness lease``); SIGSTOP <= lease_ttl + poll + 0.5 s; handoff <= one poll interval,
+and <= 100 ms from the release.
 
     .venv/bin/python bench/failover.py [--tasks 300] [--workers 3] [--repeats 3] [--ttl 10 --poll 1]
+        [--modes kill,stop,term] [--liveness session|lease]
 """
 
 from __future__ import annotations
@@ -63,7 +71,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="events of each kind (default %(default)s)")
     p.add_argument("--settle", type=float, default=2.0, help="seconds of normal running before each event")
     p.add_argument(
-        "--modes", default="kill,term", help="which events, comma-separated: kill, term (default %(default)s)"
+        "--modes",
+        default="kill,stop,term",
+        help="which events, comma-separated: kill, stop, term (default %(default)s)",
+    )
+    p.add_argument(
+        "--liveness",
+        choices=("session", "lease"),
+        default="session",
+        help="the workers' store URL option liveness (default %(default)s; lease: no crash-detection lock)",
     )
     return p
 
@@ -93,7 +109,7 @@ def one_event(cluster: Cluster, victim: WorkerProc, mode: str, timeout: float) -
     store = cluster.store
     keys = {r[0] for r in store.query("SELECT key FROM tenure_tasks WHERE owner = ?", (victim.id,))}
     lease = store.query("SELECT expires_at FROM tenure_workers WHERE id = ?", (victim.id,))
-    sig = signal.SIGKILL if mode == "kill" else signal.SIGTERM
+    sig = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM}[mode]
     t_sig = cluster.signal(victim, sig)
     expires_in = float(lease[0][0]) - t_sig if lease else None
     moved_at: float | None = None
@@ -115,7 +131,7 @@ def one_event(cluster: Cluster, victim: WorkerProc, mode: str, timeout: float) -
         if len(firsts) == len(keys):
             break
         time.sleep(0.02)
-    if exited_at is None:
+    if exited_at is None and mode != "stop":
         with contextlib.suppress(subprocess.TimeoutExpired):
             victim.proc.wait(5)
         exited_at = time.time() if not victim.alive() else None
@@ -154,11 +170,13 @@ def run(args: argparse.Namespace) -> BenchResult:
     settings = settings_of(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bound = settings["lease_ttl"] + settings["poll"] + 0.5
+    crash_bound = settings["poll"] + 0.5 if args.liveness == "session" else bound
     events: list[dict[str, Any]] = []
     with scenario_store(args.store, "failover") as store:
         print(f"[failover] {args.tasks} tasks: creating", file=sys.stderr, flush=True)
         creation = create_tasks(store, args.tasks, every=args.every)
-        with Cluster(store, settings) as cluster:
+        worker_url = f"{store.url}{'&' if '?' in store.url else '?'}liveness={args.liveness}"
+        with Cluster(store, settings, worker_url=worker_url) as cluster:
             cluster.start(args.workers)
             spread = cluster.wait_balanced(timeout=60)
             serial = 0
@@ -171,6 +189,14 @@ def run(args: argparse.Namespace) -> BenchResult:
                     serial += 1
                     print(f"[failover] {mode} {victim.id}", file=sys.stderr, flush=True)
                     event = one_event(cluster, victim, mode, timeout=bound + 15)
+                    if mode == "stop":
+                        # Continued, it fences itself and rejoins: no replacement needed.
+                        cluster.signal(victim, signal.SIGCONT)
+                        t = time.monotonic()
+                        event["rebalance_s"] = cluster.wait_balanced(timeout=60, workers=cluster.live)
+                        event["resumed_to_balanced_s"] = round(time.monotonic() - t, 3)
+                        events.append(event)
+                        continue
                     (replacement,) = cluster.start(1)
                     t = time.monotonic()
                     rebalanced = cluster.wait_balanced(timeout=60, workers=[w for w in cluster.live])
@@ -184,7 +210,9 @@ def run(args: argparse.Namespace) -> BenchResult:
         "every_s": args.every,
         "workers": args.workers,
         "settings": settings,
-        "failover_bound_s": bound,
+        "liveness": args.liveness,
+        "failover_bound_s": crash_bound,
+        "pause_bound_s": bound,
         "handoff_bound_s": settings["poll"],
         "creation": creation,
         "spread_s": spread,
@@ -205,7 +233,11 @@ def run(args: argparse.Namespace) -> BenchResult:
         ]
     ]
     targets = []
-    for mode, label, limit in (("kill", "SIGKILL failover", bound), ("term", "SIGTERM handoff", settings["poll"])):
+    for mode, label, limit in (
+        ("kill", "SIGKILL failover", crash_bound),
+        ("stop", "SIGSTOP past TTL", bound),
+        ("term", "SIGTERM handoff", settings["poll"]),
+    ):
         evs = [e for e in events if e["mode"] == mode]
         if not evs:
             continue
@@ -244,8 +276,10 @@ def run(args: argparse.Namespace) -> BenchResult:
             note = f"{incomplete} event(s) where some task never ran elsewhere within the timeout"
         elif worst is not None and worst > limit:
             note = f"{worst - limit:.3f} s over"
-        if mode == "kill":
-            name = f"failover <= TTL + poll + 0.5 s = {limit:g} s"
+        if mode == "kill" and args.liveness == "session":
+            name = f"failover after SIGKILL <= poll + 0.5 s = {limit:g} s"
+        elif mode in ("kill", "stop"):
+            name = f"{label} <= TTL + poll + 0.5 s = {limit:g} s"
         else:
             name = f"handoff <= one poll interval = {limit:g} s"
         targets.append(Target(name, f"max {worst} s (median {s['median']} s, n={s['n']})", met, note))
@@ -253,7 +287,8 @@ def run(args: argparse.Namespace) -> BenchResult:
         results["worker_log_tail"] = logs
     notes = [
         f"settings: lease_ttl={settings['lease_ttl']:g} s, heartbeat={settings['heartbeat']:g} s, "
-        f"poll={settings['poll']:g} s; failover bound TTL + poll + 0.5 = {bound:g} s; "
+        f"poll={settings['poll']:g} s, liveness={args.liveness}; SIGKILL bound {crash_bound:g} s, "
+        f"SIGSTOP bound TTL + poll + 0.5 = {bound:g} s; "
         f"{args.tasks} tasks every {args.every:g} s on {args.workers} workers",
     ]
     return BenchResult(results=results, targets=targets, table=table, notes=notes)

@@ -152,8 +152,11 @@ WHERE w.expires_at < {now} - %(older_than)s
 
 -- name: claim
 -- First `dead` ends, at the server's now, the lease of every other worker whose liveness
--- lock is free (its session is gone); the sub-statements of one statement share a
--- snapshot, so the candidates count those workers' tasks free by their ids.
+-- lock is free (its session is gone). The sub-statements of one statement share a
+-- snapshot, so the candidates do not see that update: an owner counts as live only while
+-- its lock is held too. (A claim racing another's `dead` waits for that worker's row and
+-- then updates nothing, but its snapshot still shows the old lease: without the lock test
+-- it would find the dead worker's tasks taken only at its next poll.)
 -- Liveness of the old owner is a subquery, not a join: when a candidate row changed
 -- while we waited for its lock, PostgreSQL re-checks the WHERE against the new row
 -- version, and only a subquery is re-evaluated for it. SKIP LOCKED passes over rows a
@@ -172,8 +175,10 @@ cand AS (
     FROM tenure_tasks t
     WHERE t.enabled
       AND t.kind = ANY(%(kinds)s)
-      AND (t.owner IS NULL OR t.owner IN (SELECT id FROM dead) OR NOT EXISTS (
-            SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now}))
+      AND (t.owner IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tenure_workers w
+            WHERE w.id = t.owner AND w.expires_at > {now}
+              AND (w.liveness IS NULL OR w.liveness IN (SELECT key FROM held))))
       AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
     ORDER BY t.kind, t.key
     LIMIT %(limit)s
@@ -182,7 +187,7 @@ cand AS (
 UPDATE tenure_tasks t
 SET owner = %(worker)s, term = nextval('tenure_term_seq'),
     freed_how = CASE WHEN cand.had_owner THEN 'expired' ELSE t.freed_how END,
-    freed_at = CASE WHEN cand.had_owner THEN coalesce(cand.old_expiry, {now}) ELSE t.freed_at END
+    freed_at = CASE WHEN cand.had_owner THEN least(coalesce(cand.old_expiry, {now}), {now}) ELSE t.freed_at END
 FROM cand
 WHERE t.kind = cand.kind AND t.key = cand.key
 RETURNING {task_columns_t};

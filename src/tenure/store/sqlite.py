@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -91,6 +92,31 @@ _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 Q = load_queries("sqlite", {"now": _NOW, "task_columns": TASK_COLUMNS})
 
 T = TypeVar("T")
+
+#: How often listen() looks at the wake file (seconds): a handoff waits at most this long
+#: for the other workers to look for free tasks, instead of a whole poll interval.
+WAKE_CHECK = 0.05
+
+
+def ring(path: Path) -> None:
+    """Touch the wake file (creating it if need be), so that every listener wakes."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.utime(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # listeners then find the change at their next poll
+        log.warning("cannot touch the wake file %r: %s", str(path), exc)
+
+
+def wake_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the wake file is touched (its status change time, nanoseconds)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
 #: tenure's options of a sqlite URL, besides ``synchronous``.
@@ -303,6 +329,9 @@ class SQLiteStore:
         self._pool_size = options.pool
         self._synchronous = options.synchronous
         self._session_liveness = options.liveness == "session"
+        #: Touched after a commit that frees tasks or changes them: listen() watches it.
+        self._wake_path = self._path.resolve().with_name(f"{self._path.name}-wake")
+        self._ring_on_commit: set[aiosqlite.Connection] = set()
         self._liveness: dict[str, Liveness] = {}
         self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all: list[aiosqlite.Connection] = []
@@ -411,7 +440,11 @@ class SQLiteStore:
             try:
                 result = await fn(conn)
                 await conn.execute("COMMIT")
+                if conn in self._ring_on_commit:
+                    self._ring_on_commit.discard(conn)
+                    ring(self._wake_path)
             except BaseException:
+                self._ring_on_commit.discard(conn)
                 # Also when COMMIT itself failed or was cancelled: a connection must never
                 # go back to the pool inside a transaction.
                 await asyncio.shield(_rollback(conn))
@@ -499,7 +532,7 @@ class SQLiteStore:
                 await conn.execute(Q["insert_task"], {**args, "enabled": int(enabled)})
             except sqlite3.IntegrityError as exc:
                 raise TaskExists(f"task {kind}/{key} already exists") from exc
-            await conn.execute(Q["bump_changes"])
+            await self._changed(conn)
             return await _task(conn, kind, key)
 
         return await self._run(go, write=True)
@@ -523,7 +556,7 @@ class SQLiteStore:
             cur = await conn.execute(Q[query], {"kind": kind, "key": key, **extra})
             if cur.rowcount != 1:
                 raise TaskNotFound(f"no task {kind}/{key}")
-            await conn.execute(Q["bump_changes"])
+            await self._changed(conn)
             return await _task(conn, kind, key)
 
         return await self._run(go, write=True)
@@ -541,7 +574,7 @@ class SQLiteStore:
             cur = await conn.execute(Q["delete_task"], {"kind": kind, "key": key})
             if cur.rowcount != 1:
                 raise TaskNotFound(f"no task {kind}/{key}")
-            await conn.execute(Q["bump_changes"])
+            await self._changed(conn)
 
         await self._run(go, write=True)
 
@@ -563,7 +596,7 @@ class SQLiteStore:
             for query, keys in (("sync_disable", plan.disable), ("sync_remove", plan.remove)):
                 for key_batch in batches(keys, len):
                     await conn.execute(Q[query], {"kind": kind, "keys": json.dumps(list(key_batch))})
-            await conn.execute(Q["bump_changes"])
+            await self._changed(conn)
             return plan.result(dry_run=False)
 
         return await self._run(go, write=not dry_run)
@@ -575,7 +608,7 @@ class SQLiteStore:
 
         async def go(conn: aiosqlite.Connection) -> Pause:
             await conn.execute(Q["set_pause"], {"scope": scope, "by": by, "cancel": int(cancel)})
-            await conn.execute(Q["bump_changes"])
+            await self._changed(conn)
             return pause_from_row(await _one(conn, Q["get_pause"], {"scope": scope}))
 
         return await self._run(go, write=True)
@@ -588,7 +621,7 @@ class SQLiteStore:
             if row is None:
                 return None
             await conn.execute(Q["delete_pause"], {"scope": scope})
-            await conn.execute(Q["bump_changes"])
+            await self._changed(conn)
             return pause_from_row(row)
 
         return await self._run(go, write=True)
@@ -654,6 +687,7 @@ class SQLiteStore:
     async def set_draining(self, worker_id: str, draining: bool) -> bool:
         async def go(conn: aiosqlite.Connection) -> bool:
             cur = await conn.execute(Q["set_draining"], {"worker": worker_id, "draining": int(draining)})
+            self._ring_on_commit.add(conn)
             return cur.rowcount == 1
 
         return await self._run(go, write=True)
@@ -663,6 +697,7 @@ class SQLiteStore:
             await _advance_slots(conn, slots)
             cur = await conn.execute(Q["release_all"], {"worker": worker_id})
             await conn.execute(Q["delete_worker"], {"worker": worker_id})
+            self._ring_on_commit.add(conn)
             return cur.rowcount
 
         return await self._run(go, write=True)
@@ -718,6 +753,8 @@ class SQLiteStore:
                     Q["release_one"], {"kind": s.kind, "key": s.key, "worker": worker_id, "term": s.term}
                 )
                 released += cur.rowcount
+            if released:
+                self._ring_on_commit.add(conn)
             return released
 
         return await self._run(go, write=True)
@@ -734,8 +771,28 @@ class SQLiteStore:
 
         return await self._run(go, write=False)
 
+    async def _changed(self, conn: aiosqlite.Connection) -> None:
+        """Advance the change counter, and wake the listeners once this transaction commits."""
+        await conn.execute(Q["bump_changes"])
+        self._ring_on_commit.add(conn)
+
     async def listen(self, wake: Callable[[], None]) -> None:
-        return  # SQLite cannot notify other processes: workers poll
+        """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
+
+        SQLite cannot notify, but its processes share one host: a commit that frees or
+        changes tasks touches the file ``<db>-wake``, and this reads the file's status
+        every :data:`WAKE_CHECK` seconds (a ``stat``, no statement: the idle cluster sends
+        the database nothing more). Calls ``wake`` once at the start, as a listener that
+        has just connected would.
+        """
+        wake()
+        last = wake_stamp(self._wake_path)
+        while True:
+            await asyncio.sleep(WAKE_CHECK)
+            stamp = wake_stamp(self._wake_path)
+            if stamp != last:
+                last = stamp
+                wake()
 
     # -- fencing --------------------------------------------------------------------------
 

@@ -103,12 +103,14 @@ def test_the_limits_themselves_are_accepted(store: str, query: str) -> None:
 
 
 #: Options at their smallest, and how each store's session reports them (rounded as sent).
+#: One statement each: it travels with BEGIN, so a 1 ms idle-in-transaction limit cannot
+#: end the session between statements on a busy machine.
 SMALLEST = {
     "sqlite": ("busy_timeout=0.001", ["PRAGMA busy_timeout"], [(1,)]),
     "postgresql": (
         "idle_tx_timeout=0.001&lock_timeout=0.0024",
-        ["SHOW idle_in_transaction_session_timeout", "SHOW lock_timeout"],
-        [("1ms",), ("2ms",)],
+        ["SELECT current_setting('idle_in_transaction_session_timeout'), current_setting('lock_timeout')"],
+        [("1ms", "2ms")],
     ),
     "mysql": (
         "idle_tx_timeout=0.001&lock_timeout=0.001",
@@ -118,18 +120,31 @@ SMALLEST = {
 }
 
 
+class _ReadDone(Exception):
+    """Ends the fenced block once the settings are read."""
+
+
 async def test_the_smallest_timeouts_reach_the_server_switched_on(store_url: str) -> None:
     dialect = make_store(store_url).dialect
     query, statements, expected = SMALLEST[dialect]
     assert "?" not in store_url
+    # The set-up runs on a store with the default limits: its transactions take several
+    # round trips, which a 1 ms idle-in-transaction limit may cut on a busy machine.
+    setup = make_store(store_url)
+    await setup.open(migrate=True)
     store = make_store(f"{store_url}?{query}")
-    await store.open(migrate=True)
     try:
-        await register(store, "w1")
-        await add(store, "dispatch", "barcelona")
-        (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
-        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
-            seen = [await tx.fetchone(sql) for sql in statements]
+        await register(setup, "w1")
+        await add(setup, "dispatch", "barcelona")
+        (claim,) = await setup.claim_tasks("w1", kinds=["dispatch"], limit=1)
+        await store.open(migrate=False)
+        with pytest.raises(_ReadDone):
+            async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+                seen = [await tx.fetchone(sql) for sql in statements]
+                # Roll back rather than commit: the commit would come after an idle gap
+                # longer than the 1 ms limit being read, which ends the session.
+                raise _ReadDone
     finally:
         await store.close()
+        await setup.close()
     assert seen == expected

@@ -449,7 +449,7 @@ class WorkerProc:
             run = (e.get("kind"), e.get("key"), e.get("term"), e.get("slot"))
             if e["ev"] == "inserted":
                 open_runs.add(run)
-            elif e["ev"] in ("committed", "failed", "refused"):
+            elif e["ev"] in ("committed", "failed", "refused", "cancelled"):
                 open_runs.discard(run)
         return bool(open_runs)
 

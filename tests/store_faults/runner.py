@@ -95,6 +95,11 @@ def build(store: str, events: Events) -> tenure.App:
         except StoreError as exc:
             events.note("failed", ctx, error=f"{type(exc).__name__}: {exc}")
             raise
+        except asyncio.CancelledError:
+            # A worker whose liveness session was cut stops trusting its lease at once and
+            # cancels its runs, before the cut transaction can fail on its own.
+            events.note("cancelled", ctx)
+            raise
         events.note("committed", ctx)
 
     return app

@@ -244,7 +244,7 @@ class RunExecutor:
             deadline=time.monotonic() + timeout,
         )
         ot.ctx = ctx
-        started = self._lease.db_time()
+        started, began = self._lease.db_time(), time.monotonic()
         outcome, error = Outcome.OK, None
         handler = ot.kind.handler
         limit = asyncio.timeout(timeout)
@@ -286,7 +286,7 @@ class RunExecutor:
             self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
         elif outcome is Outcome.LEASE_LOST:
             self._log(logging.WARNING, "run lost its lease: %s", error, task=ot)
-        self._recorder.record(ot, slot, started, outcome, error, triggered=triggered)
+        self._recorder.record(ot, slot, started, outcome, error, triggered=triggered, elapsed=time.monotonic() - began)
 
     def _why_cancelled(self) -> tuple[Outcome, str]:
         if not self._lease.trusted():

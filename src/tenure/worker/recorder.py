@@ -89,12 +89,17 @@ class RunRecorder:
         error: str | None,
         *,
         triggered: bool = False,
+        elapsed: float | None = None,
     ) -> None:
         """Buffer one run's record, and the slot it finished if the task is still ours
         under the same ownership (a run that outlived a self-fence or a release must not
-        speak for the task's next term)."""
+        speak for the task's next term).
+
+        ``elapsed`` is the run's length on this process's monotonic clock: the estimate of
+        the database's clock moves with every renewal, so ``db_time()`` read at the end
+        could make a run look shorter (or longer) than it was."""
         task = ot.task
-        ended = self._lease.db_time()
+        ended = started + elapsed if elapsed is not None else self._lease.db_time()
         ran = outcome is not Outcome.SKIPPED
         metrics.record_run(
             task.kind,

@@ -97,50 +97,25 @@ from asyncmy.connection import Connection
 from asyncmy.constants import CLIENT, SERVER_STATUS
 from asyncmy.pool import Pool
 
-from tenure.desired import DesiredTask, SyncResult
+from tenure.desired import DesiredTask
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
     SchemaTooNew,
     StoreError,
     StoreUnavailable,
-    TaskExists,
-    TaskNotFound,
     TenureError,
     WorkerIdInUse,
 )
 from tenure.inputs import quote
-from tenure.models import (
-    ALL_KINDS,
-    Claim,
-    ClusterView,
-    KindInfo,
-    Lease,
-    Pause,
-    Run,
-    SlotDone,
-    Task,
-    WorkerInfo,
-    pause_from_row,
-)
-from tenure.schedule import Schedule
+from tenure.models import Claim, Lease, Run, SlotDone
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, mysql_name
-from tenure.store.rows import (
-    TASK_COLUMNS,
-    cluster_view_from_rows,
-    done_before,
-    encode_worker_kinds,
-    kind_from_row,
-    run_from_row,
-    run_params,
-    schedule_columns,
-    task_from_row,
-    worker_from_row,
-)
+from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params, task_from_row
 from tenure.store.sqlfile import load_migrations, load_queries
-from tenure.store.sync import batches, desired_columns, plan_sync, stored_task, task_size
+from tenure.store.sqlstore import SQLStore
+from tenure.store.sync import batches, desired_columns, task_size
 from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
 
 log = logging.getLogger("tenure.store.mysql")
@@ -420,6 +395,9 @@ class _Session:
     async def count(self, sql: str, args: Any = None) -> int:
         return (await self.run(sql, args))[0]
 
+    async def notify(self) -> None:
+        """MySQL cannot notify: workers poll."""
+
     async def begin(self) -> None:
         await self._call(self.conn.begin)
 
@@ -483,7 +461,7 @@ class _Fenced(FencedSession):
 
     def _call_fence(self, s: _Session, slot: float | None) -> str:
         f = self.fence
-        return s.mogrify(self._store._q["fence"], {"kind": f.kind, "key": f.key, "worker": f.worker_id,
+        return s.mogrify(self._store.q["fence"], {"kind": f.kind, "key": f.key, "worker": f.worker_id,
                                                     "term": f.term, "slot": slot})  # fmt: skip
 
     def backslash_escapes(self) -> bool | None:
@@ -564,7 +542,7 @@ class _Fenced(FencedSession):
         self.reusable = self.session.reusable and not self.in_transaction()
 
 
-class MySQLStore:
+class MySQLStore(SQLStore[_Session]):
     """The MySQL/MariaDB store (see the module docstring)."""
 
     dialect = "mysql"
@@ -584,7 +562,7 @@ class MySQLStore:
         return self._display
 
     @property
-    def _q(self) -> dict[str, str]:
+    def q(self) -> dict[str, str]:
         return _Q[self._server.flavor if self._server else "mysql"]
 
     # -- connections ----------------------------------------------------------------------
@@ -750,8 +728,15 @@ class MySQLStore:
             conn.close()
         pool.release(conn)
 
-    async def _tx(self, fn: Callable[[_Session], Awaitable[T]], *, pool: Pool | None = None, what: str = "") -> T:
-        """Run ``fn`` in one transaction, translating driver errors."""
+    async def _write(
+        self,
+        fn: Callable[[_Session], Awaitable[T]],
+        *,
+        what: str = "",
+        single: bool = False,
+        pool: Pool | None = None,
+    ) -> T:
+        """Run ``fn`` in one transaction, translating driver errors (``single`` or not)."""
         async with self._session(pool, begin=True) as s:
             try:
                 result = await fn(s)
@@ -764,9 +749,7 @@ class MySQLStore:
                 raise _translate(exc, what) from exc
             return result
 
-    async def _autocommit(
-        self, fn: Callable[[_Session], Awaitable[T]], *, pool: Pool | None = None, what: str = ""
-    ) -> T:
+    async def _read(self, fn: Callable[[_Session], Awaitable[T]], *, what: str = "", pool: Pool | None = None) -> T:
         """Run ``fn``'s statements each in its own transaction: for reads of a single
         statement (one statement reads one consistent snapshot), and idempotent writes.
 
@@ -802,13 +785,13 @@ class MySQLStore:
     # -- schema -------------------------------------------------------------------------
 
     async def schema_version(self) -> int | None:
-        return await self._autocommit(self._schema_version, what="reading the schema version")
+        return await self._read(self._schema_version, what="reading the schema version")
 
     async def _schema_version(self, s: _Session) -> int | None:
-        exists = await s.one(self._q["meta_exists"])
+        exists = await s.one(self.q["meta_exists"])
         if not exists or not exists[0]:
             return None
-        row = await s.one(self._q["schema_version"])
+        row = await s.one(self.q["schema_version"])
         return None if row is None else int(row[0])
 
     async def _check_schema(self) -> None:
@@ -819,7 +802,7 @@ class MySQLStore:
         # concurrent migrations apart, and every migration statement can run again.
         if self._server is None:
             raise StoreError("the store is not open")
-        q = self._q
+        q = self.q
         collation = _COLLATION[self._server.flavor]
         wait = max(30, self._options.lock_timeout)
         async with self._session() as s:
@@ -851,153 +834,15 @@ class MySQLStore:
             except _DRIVER_ERRORS as exc:
                 raise _translate(exc, "migrating the schema") from exc
 
-    async def now(self) -> float:
-        async def go(s: _Session) -> float:
-            row = await s.one(self._q["now"])
-            assert row is not None
-            return float(row[0])
-
-        return await self._autocommit(go, what="reading the clock")
-
     # -- kinds and tasks ------------------------------------------------------------------
 
-    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
-        if not kinds:
-            return
-        rows = []
-        for k in kinds:
-            every, cron = schedule_columns(k.schedule) if k.schedule else (None, None)
-            rows.append({"kind": k.kind, "every": every, "cron": cron, "timeout": k.timeout})
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncmy.errors.IntegrityError) and _errno(exc) == 1062
 
-        async def go(s: _Session) -> None:
-            for row in rows:
-                await s.run(self._q["publish_kind"], row)
-
-        await self._tx(go, what="publishing kinds")
-
-    async def list_kinds(self) -> list[KindInfo]:
-        async def go(s: _Session) -> list[KindInfo]:
-            return [kind_from_row(r) for r in await s.all(self._q["list_kinds"])]
-
-        return await self._autocommit(go, what="listing kinds")
-
-    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
-        every, cron = schedule_columns(schedule)
-        args = {"kind": kind, "key": key, "every": every, "cron": cron, "params": params_json, "enabled": enabled}
-
-        async def go(s: _Session) -> Task:
-            try:
-                await s.run(self._q["insert_task"], args)
-            except asyncmy.errors.IntegrityError as exc:
-                if _errno(exc) == 1062:  # duplicate key
-                    raise TaskExists(f"task {kind}/{key} already exists") from exc
-                raise
-            await s.run(self._q["bump_changes"])
-            return await self._task(s, kind, key)
-
-        return await self._tx(go, what="adding a task")
-
-    async def _task(self, s: _Session, kind: str, key: str) -> Task:
-        row = await s.one(self._q["get_task"], {"kind": kind, "key": key})
-        if row is None:
-            raise TaskNotFound(f"no task {kind}/{key}")
-        return task_from_row(row)
-
-    async def get_task(self, kind: str, key: str) -> Task | None:
-        async def go(s: _Session) -> Task | None:
-            row = await s.one(self._q["get_task"], {"kind": kind, "key": key})
-            return None if row is None else task_from_row(row)
-
-        return await self._autocommit(go, what="reading a task")
-
-    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
-        async def go(s: _Session) -> list[Task]:
-            return [task_from_row(r) for r in await s.all(self._q["list_tasks"], {"kind": kind, "owner": owner})]
-
-        return await self._autocommit(go, what="listing tasks")
-
-    async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
-        async def go(s: _Session) -> Task:
-            if await s.count(self._q[query], {"kind": kind, "key": key, **extra}) != 1:
-                raise TaskNotFound(f"no task {kind}/{key}")
-            await s.run(self._q["bump_changes"])
-            return await self._task(s, kind, key)
-
-        return await self._tx(go, what="changing a task")
-
-    async def set_enabled(self, kind: str, key: str, enabled: bool, *, cancel: bool = False) -> Task:
-        if cancel and not enabled:
-            return await self._update_task("disable_cancel", kind, key)
-        return await self._update_task("set_enabled", kind, key, enabled=enabled)
-
-    async def trigger(self, kind: str, key: str) -> Task:
-        return await self._update_task("trigger", kind, key)
-
-    async def remove_task(self, kind: str, key: str) -> None:
-        async def go(s: _Session) -> None:
-            if await s.count(self._q["delete_task"], {"kind": kind, "key": key}) != 1:
-                raise TaskNotFound(f"no task {kind}/{key}")
-            await s.run(self._q["bump_changes"])
-
-        await self._tx(go, what="removing a task")
-
-    async def sync_tasks(
-        self, kind: str, desired: Sequence[DesiredTask], *, remove_missing: bool, dry_run: bool
-    ) -> SyncResult:
-        async def go(s: _Session) -> SyncResult:
-            q = self._q
-            if not dry_run:
-                await s.run(q["sync_lock"], {"kind": kind})
-            stored = [stored_task(r) for r in await s.all(q["sync_read"], {"kind": kind})]
-            plan = plan_sync(kind, stored, desired, remove_missing=remove_missing)
-            if dry_run or not plan.changed:
-                return plan.result(dry_run=dry_run)
-            for query, tasks in (("sync_add", plan.add), ("sync_update", plan.update)):
-                for batch in batches(tasks, task_size):
-                    rows = [
-                        [k, every, cron, params, int(on)] for k, every, cron, params, on in map(desired_columns, batch)
-                    ]
-                    await s.run(q[query], {"kind": kind, "tasks": json.dumps(rows, ensure_ascii=False)})
-            for query, keys in (("sync_disable", plan.disable), ("sync_remove", plan.remove)):
-                for key_batch in batches(keys, len):
-                    await s.run(q[query], {"kind": kind, "keys": json.dumps(list(key_batch), ensure_ascii=False)})
-            await s.run(q["bump_changes"])
-            return plan.result(dry_run=False)
-
-        return await self._tx(go, what="syncing tasks")
-
-    # -- pauses -----------------------------------------------------------------------------
-
-    async def set_pause(self, kind: str | None, *, by: str, cancel: bool) -> Pause:
-        scope = ALL_KINDS if kind is None else kind
-
-        async def go(s: _Session) -> Pause:
-            await s.run(self._q["set_pause"], {"scope": scope, "by": by, "cancel": cancel})
-            await s.run(self._q["bump_changes"])
-            row = await s.one(self._q["get_pause"], {"scope": scope})
-            assert row is not None
-            return pause_from_row(row)
-
-        return await self._tx(go, what="pausing")
-
-    async def clear_pause(self, kind: str | None) -> Pause | None:
-        scope = ALL_KINDS if kind is None else kind
-
-        async def go(s: _Session) -> Pause | None:
-            row = await s.one(self._q["get_pause"] + " FOR UPDATE", {"scope": scope})
-            if row is None:
-                return None
-            await s.run(self._q["delete_pause"], {"scope": scope})
-            await s.run(self._q["bump_changes"])
-            return pause_from_row(row)
-
-        return await self._tx(go, what="resuming")
-
-    async def list_pauses(self) -> list[Pause]:
-        async def go(s: _Session) -> list[Pause]:
-            return [pause_from_row(r) for r in await s.all(self._q["list_pauses"])]
-
-        return await self._autocommit(go, what="listing pauses")
+    async def _sync_write(self, s: _Session, query: str, kind: str, tasks: Sequence[DesiredTask]) -> None:
+        for batch in batches(tasks, task_size):
+            rows = [[k, every, cron, params, int(on)] for k, every, cron, params, on in map(desired_columns, batch)]
+            await s.run(self.q[query], {"kind": kind, "tasks": json.dumps(rows, ensure_ascii=False)})
 
     # -- membership -----------------------------------------------------------------------
 
@@ -1020,14 +865,14 @@ class MySQLStore:
         }
 
         async def go(s: _Session) -> Lease:
-            live = await s.one(self._q["worker_is_live"], {"worker": worker_id})
+            live = await s.one(self.q["worker_is_live"], {"worker": worker_id})
             if live is not None and live[0]:
                 if not (live[1] and liveness is not None):
                     raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
-                await s.run(self._q["end_lease"], {"worker": worker_id})
+                await s.run(self.q["end_lease"], {"worker": worker_id})
             if live is None:
                 try:
-                    await s.run(self._q["insert_worker"], args)
+                    await s.run(self.q["insert_worker"], args)
                 except asyncmy.errors.IntegrityError as exc:
                     if _errno(exc) == 1062:  # registered by someone else meanwhile
                         raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker") from exc
@@ -1035,14 +880,14 @@ class MySQLStore:
             else:
                 # The same worker back after its lease expired: free its tasks as expired
                 # first, so none of its old terms can commit again.
-                await s.run(self._q["free_expired_worker_tasks"], {"worker": worker_id})
-                await s.run(self._q["revive_worker"], args)
+                await s.run(self.q["free_expired_worker_tasks"], {"worker": worker_id})
+                await s.run(self.q["revive_worker"], args)
             return await self._lease(s, worker_id)
 
-        return await self._tx(go, pool=self._lease_pool, what="registering the worker")
+        return await self._write(go, pool=self._lease_pool, what="registering the worker")
 
     async def _lease(self, s: _Session, worker_id: str) -> Lease:
-        row = await s.one(self._q["lease_of"], {"worker": worker_id})
+        row = await s.one(self.q["lease_of"], {"worker": worker_id})
         if row is None:  # pragma: no cover - written in the same transaction
             raise LeaseLost(f"lease of worker {worker_id!r} is gone")
         return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
@@ -1053,45 +898,23 @@ class MySQLStore:
         # returns this renewal's times (and the latest draining flag). Running it again
         # after a lost connection is harmless: it extends a live lease or refuses.
         async def go(s: _Session) -> Lease:
-            if await s.count(self._q["renew_lease"], {"worker": worker_id, "ttl": ttl}) != 1:
+            if await s.count(self.q["renew_lease"], {"worker": worker_id, "ttl": ttl}) != 1:
                 raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
-            row = await s.one(self._q["lease_of"], {"worker": worker_id})
+            row = await s.one(self.q["lease_of"], {"worker": worker_id})
             if row is None:
                 raise LeaseLost(f"worker {worker_id!r} left the cluster")
             return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
 
-        return await self._autocommit(go, pool=self._lease_pool, what="renewing the lease")
-
-    async def set_draining(self, worker_id: str, draining: bool) -> bool:
-        async def go(s: _Session) -> bool:
-            # Found rows: 1 even when the worker was already in that state.
-            return await s.count(self._q["set_draining"], {"worker": worker_id, "draining": draining}) == 1
-
-        return await self._tx(go, what="setting draining")
-
-    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        async def go(s: _Session) -> int:
-            await self._advance_slots(s, slots)
-            freed = await s.count(self._q["release_all"], {"worker": worker_id})
-            await s.run(self._q["delete_worker"], {"worker": worker_id})
-            return freed
-
-        return await self._tx(go, what="leaving the cluster")
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        async def go(s: _Session) -> list[WorkerInfo]:
-            return [worker_from_row(r) for r in await s.all(self._q["list_workers"])]
-
-        return await self._autocommit(go, what="listing workers")
+        return await self._read(go, pool=self._lease_pool, what="renewing the lease")
 
     async def reap_workers(self, older_than: float) -> int:
         async def go(s: _Session) -> int:
-            ids = [r[0] for r in await s.all(self._q["reap_candidates"], {"older_than": older_than})]
+            ids = [r[0] for r in await s.all(self.q["reap_candidates"], {"older_than": older_than})]
             if not ids:
                 return 0
-            return await s.count(self._q["reap_workers"], {"ids": tuple(ids), "older_than": older_than})
+            return await s.count(self.q["reap_workers"], {"ids": tuple(ids), "older_than": older_than})
 
-        return await self._tx(go, what="reaping workers")
+        return await self._write(go, what="reaping workers")
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -1100,7 +923,7 @@ class MySQLStore:
             return []
 
         async def go(s: _Session) -> list[Claim]:
-            q = self._q
+            q = self.q
             await s.run(q["end_dead_leases"], {"worker": worker_id})
             candidates = await s.all(
                 q["claim_candidates"], {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit)}
@@ -1123,37 +946,7 @@ class MySQLStore:
             tasks = [task_from_row(r) for r in rows]
             return [Claim(task=t, done_before=done_before(t)) for t in tasks]
 
-        return await self._tx(go, what="claiming tasks")
-
-    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        if not slots:
-            return 0
-
-        async def go(s: _Session) -> int:
-            await self._advance_slots(s, slots)
-            released = 0
-            for slot in sorted(slots, key=lambda d: (d.kind, d.key)):
-                released += await s.count(
-                    self._q["release_one"], {"kind": slot.kind, "key": slot.key, "worker": worker_id, "term": slot.term}
-                )
-            return released
-
-        return await self._tx(go, what="releasing tasks")
-
-    async def owned_tasks(self, worker_id: str) -> list[Task]:
-        async def go(s: _Session) -> list[Task]:
-            return [task_from_row(r) for r in await s.all(self._q["owned_tasks"], {"worker": worker_id})]
-
-        return await self._autocommit(go, what="listing owned tasks")
-
-    async def cluster_view(self) -> ClusterView:
-        async def go(s: _Session) -> ClusterView:
-            return cluster_view_from_rows(await s.all(self._q["cluster_view"]))
-
-        return await self._autocommit(go, what="reading the cluster view")
-
-    async def listen(self, wake: Callable[[], None]) -> None:
-        return  # MySQL cannot notify: workers poll
+        return await self._write(go, what="claiming tasks")
 
     # -- fencing --------------------------------------------------------------------------
 
@@ -1205,41 +998,19 @@ class MySQLStore:
                 entry[4] = d.slot if entry[4] is None else max(entry[4], d.slot)
         # In key order, the order claims lock rows in too: fewer deadlocks between writers.
         entries = [merged[k] for k in sorted(merged)]
-        await s.run(self._q["advance_slot"], {"slots": json.dumps(entries, ensure_ascii=False)})
+        await s.run(self.q["advance_slot"], {"slots": json.dumps(entries, ensure_ascii=False)})
 
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
         async def insert_runs(s: _Session) -> None:
-            await s.runmany(self._q["insert_run"], [run_params(r) for r in runs])
+            await s.runmany(self.q["insert_run"], [run_params(r) for r in runs])
 
         # Slots first, in one statement that commits on the server at once: a task row is
         # then never locked across a round trip to this worker, which may be slow or cut
         # off (claims skip locked rows, so such a lock would hold the task from them).
         if slots:
-            await self._autocommit(lambda s: self._advance_slots(s, slots), what="recording slots")
+            await self._read(lambda s: self._advance_slots(s, slots), what="recording slots")
         if runs:
-            await self._tx(insert_runs, what="recording runs")
-
-    async def list_runs(
-        self,
-        *,
-        kind: str | None = None,
-        key: str | None = None,
-        worker: str | None = None,
-        outcome: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]:
-        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": int(limit)}
-
-        async def go(s: _Session) -> list[Run]:
-            return [run_from_row(r) for r in await s.all(self._q["list_runs"], args)]
-
-        return await self._autocommit(go, what="listing runs")
-
-    async def prune_runs(self, *, older_than: float) -> int:
-        async def go(s: _Session) -> int:
-            return await s.count(self._q["prune_runs"], {"older_than": older_than})
-
-        return await self._tx(go, what="pruning runs")
+            await self._write(insert_runs, what="recording runs")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -1324,7 +1095,7 @@ class _NamedLockLiveness(Liveness):
 
     async def _take(self) -> None:
         store = self._store
-        q = store._q
+        q = store.q
         try:
             conn = await asyncmy.connect(**store._connect_args(None))
         except _DRIVER_ERRORS as exc:
@@ -1354,7 +1125,7 @@ class _NamedLockLiveness(Liveness):
         self._watch = asyncio.create_task(self._probe(conn), name="tenure-liveness")
 
     async def _probe(self, conn: Connection) -> None:
-        q = self._store._q
+        q = self._store.q
         while True:
             await asyncio.sleep(self._every)
 
@@ -1384,7 +1155,7 @@ class _NamedLockLiveness(Liveness):
                 await watch
         if conn is None:
             return
-        q = self._store._q
+        q = self._store.q
         alive = not self.lost.is_set()
         if alive:
             with contextlib.suppress(Exception):

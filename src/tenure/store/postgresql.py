@@ -37,50 +37,25 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from tenure.desired import DesiredTask, SyncResult
+from tenure.desired import DesiredTask
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
     SchemaTooNew,
     StoreError,
     StoreUnavailable,
-    TaskExists,
-    TaskNotFound,
     TransactionClosed,
     WorkerIdInUse,
 )
 from tenure.inputs import ECHO_LIMIT, cut
-from tenure.models import (
-    ALL_KINDS,
-    Claim,
-    ClusterView,
-    KindInfo,
-    Lease,
-    Pause,
-    Run,
-    SlotDone,
-    Task,
-    WorkerInfo,
-    pause_from_row,
-)
-from tenure.schedule import Schedule
+from tenure.models import Claim, Lease, Run, SlotDone
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, postgresql_key
-from tenure.store.rows import (
-    TASK_COLUMNS,
-    cluster_view_from_rows,
-    done_before,
-    encode_worker_kinds,
-    kind_from_row,
-    run_from_row,
-    run_params,
-    schedule_columns,
-    task_from_row,
-    worker_from_row,
-)
+from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params, task_from_row
 from tenure.store.sqlfile import load_migrations, load_queries
-from tenure.store.sync import batches, desired_columns, plan_sync, stored_task, task_size
+from tenure.store.sqlstore import Args, SQLStore, one_row
+from tenure.store.sync import batches, desired_columns, task_size
 from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
 
 log = logging.getLogger("tenure.store.postgresql")
@@ -270,10 +245,39 @@ class _Fenced(FencedSession):
             self.reusable = conn.info.transaction_status == _IDLE
 
 
-class PostgreSQLStore:
+class _Session:
+    """A pooled connection as the shared store methods use it (see :class:`Session`)."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, args: Args = None) -> Any:
+        cur = await self.conn.execute(sql.encode(), {} if args is None else args)
+        return await cur.fetchone()
+
+    async def all(self, sql: str, args: Args = None) -> list[Any]:
+        cur = await self.conn.execute(sql.encode(), {} if args is None else args)
+        return list(await cur.fetchall())
+
+    async def count(self, sql: str, args: Args = None) -> int:
+        cur = await self.conn.execute(sql.encode(), {} if args is None else args)
+        return cur.rowcount
+
+    async def runmany(self, sql: str, rows: Sequence[Any]) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.executemany(sql.encode(), rows)
+
+    async def notify(self) -> None:
+        await self.conn.execute(Q["notify"].encode())
+
+
+class PostgreSQLStore(SQLStore[_Session]):
     """The PostgreSQL store (see the module docstring)."""
 
     dialect = "postgresql"
+    supports_listen = True
+    returning = True
+    q = Q
 
     def __init__(self, url: str) -> None:
         self._libpq_url, self._options = parse_postgresql_url(url)
@@ -346,11 +350,21 @@ class PostgreSQLStore:
             with contextlib.suppress(Exception):
                 await p.close()
 
-    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, pool: AsyncConnectionPool[Conn] | None = None) -> T:
-        """Run ``fn`` in one transaction, translating driver errors."""
-        return await self._call(fn, pool, transaction=True)
+    async def _write(
+        self,
+        fn: Callable[[_Session], Awaitable[T]],
+        *,
+        what: str = "",
+        single: bool = False,
+        pool: AsyncConnectionPool[Conn] | None = None,
+    ) -> T:
+        """Run ``fn`` in one transaction, translating driver errors; with ``single`` (one
+        statement), autocommitted as :meth:`_read` does."""
+        return await self._call(fn, pool, transaction=not single)
 
-    async def _auto(self, fn: Callable[[Conn], Awaitable[T]], *, pool: AsyncConnectionPool[Conn] | None = None) -> T:
+    async def _read(
+        self, fn: Callable[[_Session], Awaitable[T]], *, what: str = "", pool: AsyncConnectionPool[Conn] | None = None
+    ) -> T:
         """Run ``fn``'s statements each in its own transaction (the pool's connections
         autocommit): for single-statement reads and writes, one round trip instead of
         three (BEGIN, the statement, COMMIT). That matters on a slow network, where a
@@ -358,7 +372,7 @@ class PostgreSQLStore:
         return await self._call(fn, pool, transaction=False)
 
     async def _call(
-        self, fn: Callable[[Conn], Awaitable[T]], pool: AsyncConnectionPool[Conn] | None, *, transaction: bool
+        self, fn: Callable[[_Session], Awaitable[T]], pool: AsyncConnectionPool[Conn] | None, *, transaction: bool
     ) -> T:
         pool = pool or self._pool
         if pool is None:
@@ -368,9 +382,9 @@ class PostgreSQLStore:
                 try:
                     async with pool.connection() as conn:
                         if not transaction:
-                            return await fn(conn)
+                            return await fn(_Session(conn))
                         async with conn.transaction():
-                            return await fn(conn)
+                            return await fn(_Session(conn))
                 except psycopg.errors.DeadlockDetected:
                     # The server rolled the whole transaction back: running it again is
                     # safe (two workers' releases and slot updates can cross on a row).
@@ -390,16 +404,17 @@ class PostgreSQLStore:
     # -- schema -------------------------------------------------------------------------
 
     async def schema_version(self) -> int | None:
-        return await self._auto(_schema_version)
+        return await self._read(_schema_version)
 
     async def _check_schema(self) -> None:
         require_current_schema(await self.schema_version(), self._display)
 
     async def migrate(self) -> tuple[int, int]:
-        async def go(conn: Conn) -> tuple[int, int]:
+        async def go(s: _Session) -> tuple[int, int]:
+            conn = s.conn
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
             await conn.execute("CREATE TABLE IF NOT EXISTS tenure_meta (name text PRIMARY KEY, value text NOT NULL)")
-            before = await _schema_version(conn) or 0
+            before = await _schema_version(s) or 0
             if before > SCHEMA_VERSION:
                 raise SchemaTooNew(
                     f"{self._display} has schema version {before}, newer than this tenure "
@@ -417,149 +432,18 @@ class PostgreSQLStore:
                 log.info("migrated %s to schema version %d", self._display, version)
             return before, SCHEMA_VERSION
 
-        return await self._tx(go)
+        return await self._write(go)
 
-    async def now(self) -> float:
-        async def go(conn: Conn) -> float:
-            return float((await _one(conn, Q["now"], {}))[0])
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.UniqueViolation)
 
-        return await self._auto(go)
+    async def _sync_write(self, s: _Session, query: str, kind: str, tasks: Sequence[DesiredTask]) -> None:
+        async with s.conn.cursor() as cur:
+            for batch in batches(tasks, task_size):
+                await cur.execute(Q[query].encode(), {"kind": kind, **_columns(batch)})
 
-    # -- kinds and tasks ------------------------------------------------------------------
-
-    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
-        rows = []
-        for k in kinds:
-            every, cron = schedule_columns(k.schedule) if k.schedule else (None, None)
-            rows.append({"kind": k.kind, "every": every, "cron": cron, "timeout": k.timeout})
-
-        async def go(conn: Conn) -> None:
-            async with conn.cursor() as cur:
-                await cur.executemany(Q["publish_kind"].encode(), rows)
-
-        await self._tx(go)
-
-    async def list_kinds(self) -> list[KindInfo]:
-        async def go(conn: Conn) -> list[KindInfo]:
-            return [kind_from_row(r) for r in await _all(conn, Q["list_kinds"], {})]
-
-        return await self._auto(go)
-
-    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
-        every, cron = schedule_columns(schedule)
-        args = {
-            "kind": kind,
-            "key": key,
-            "every": every,
-            "cron": cron,
-            "params": params_json,
-            "enabled": enabled,
-        }
-
-        async def go(conn: Conn) -> Task:
-            row = await _one(conn, Q["insert_task"], args)
-            await _changed(conn)
-            return task_from_row(row)
-
-        try:
-            return await self._tx(go)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                raise TaskExists(f"task {kind}/{key} already exists") from exc.__cause__
-            raise
-
-    async def get_task(self, kind: str, key: str) -> Task | None:
-        async def go(conn: Conn) -> Task | None:
-            row = await _maybe_one(conn, Q["get_task"], {"kind": kind, "key": key})
-            return None if row is None else task_from_row(row)
-
-        return await self._auto(go)
-
-    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
-        async def go(conn: Conn) -> list[Task]:
-            return [task_from_row(r) for r in await _all(conn, Q["list_tasks"], {"kind": kind, "owner": owner})]
-
-        return await self._auto(go)
-
-    async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
-        async def go(conn: Conn) -> Task:
-            row = await _maybe_one(conn, Q[query], {"kind": kind, "key": key, **extra})
-            if row is None:
-                raise TaskNotFound(f"no task {kind}/{key}")
-            await _changed(conn)
-            return task_from_row(row)
-
-        return await self._tx(go)
-
-    async def set_enabled(self, kind: str, key: str, enabled: bool, *, cancel: bool = False) -> Task:
-        if cancel and not enabled:
-            return await self._update_task("disable_cancel", kind, key)
-        return await self._update_task("set_enabled", kind, key, enabled=enabled)
-
-    async def trigger(self, kind: str, key: str) -> Task:
-        return await self._update_task("trigger", kind, key)
-
-    async def remove_task(self, kind: str, key: str) -> None:
-        async def go(conn: Conn) -> None:
-            cur = await conn.execute(Q["delete_task"].encode(), {"kind": kind, "key": key})
-            if cur.rowcount != 1:
-                raise TaskNotFound(f"no task {kind}/{key}")
-            await _changed(conn)
-
-        await self._tx(go)
-
-    async def sync_tasks(
-        self, kind: str, desired: Sequence[DesiredTask], *, remove_missing: bool, dry_run: bool
-    ) -> SyncResult:
-        async def go(conn: Conn) -> SyncResult:
-            if not dry_run:
-                await conn.execute(Q["sync_lock"].encode(), {"kind": kind})
-            stored = [stored_task(r) for r in await _all(conn, Q["sync_read"], {"kind": kind})]
-            plan = plan_sync(kind, stored, desired, remove_missing=remove_missing)
-            if dry_run or not plan.changed:
-                return plan.result(dry_run=dry_run)
-            async with conn.cursor() as cur:
-                for query, tasks in (("sync_add", plan.add), ("sync_update", plan.update)):
-                    for batch in batches(tasks, task_size):
-                        await cur.execute(Q[query].encode(), {"kind": kind, **_columns(batch)})
-                for query, keys in (("sync_disable", plan.disable), ("sync_remove", plan.remove)):
-                    for key_batch in batches(keys, len):
-                        await cur.execute(Q[query].encode(), {"kind": kind, "keys": list(key_batch)})
-            await _changed(conn)
-            return plan.result(dry_run=False)
-
-        return await self._tx(go)
-
-    # -- pauses -----------------------------------------------------------------------------
-
-    async def set_pause(self, kind: str | None, *, by: str, cancel: bool) -> Pause:
-        scope = ALL_KINDS if kind is None else kind
-
-        async def go(conn: Conn) -> Pause:
-            await conn.execute(Q["set_pause"].encode(), {"scope": scope, "by": by, "cancel": cancel})
-            await _changed(conn)
-            return pause_from_row(await _one(conn, Q["get_pause"], {"scope": scope}))
-
-        return await self._tx(go)
-
-    async def clear_pause(self, kind: str | None) -> Pause | None:
-        scope = ALL_KINDS if kind is None else kind
-
-        async def go(conn: Conn) -> Pause | None:
-            row = await _maybe_one(conn, Q["get_pause"] + " FOR UPDATE", {"scope": scope})
-            if row is None:
-                return None
-            await conn.execute(Q["delete_pause"].encode(), {"scope": scope})
-            await _changed(conn)
-            return pause_from_row(row)
-
-        return await self._tx(go)
-
-    async def list_pauses(self) -> list[Pause]:
-        async def go(conn: Conn) -> list[Pause]:
-            return [pause_from_row(r) for r in await _all(conn, Q["list_pauses"], {})]
-
-        return await self._auto(go)
+    def _array(self, values: list[str]) -> Any:
+        return values
 
     # -- membership -----------------------------------------------------------------------
 
@@ -573,16 +457,15 @@ class PostgreSQLStore:
     ) -> Lease:
         liveness = held_token(self._liveness, worker_id)
 
-        async def go(conn: Conn) -> Lease:
-            live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+        async def go(s: _Session) -> Lease:
+            live = await s.one(Q["worker_is_live"], {"worker": worker_id})
             if live is not None and live[0]:
                 if not (live[1] and liveness is not None):
                     raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
-                await conn.execute(Q["end_lease"].encode(), {"worker": worker_id})
+                await s.count(Q["end_lease"], {"worker": worker_id})
             if live is not None:
-                await conn.execute(Q["free_expired_worker_tasks"].encode(), {"worker": worker_id})
-            row = await _maybe_one(
-                conn,
+                await s.count(Q["free_expired_worker_tasks"], {"worker": worker_id})
+            row = await s.one(
                 Q["upsert_worker"],
                 {
                     "worker": worker_id,
@@ -597,48 +480,17 @@ class PostgreSQLStore:
                 raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
             return _lease(worker_id, row)
 
-        return await self._tx(go, pool=self._lease_pool)
+        return await self._write(go, pool=self._lease_pool)
 
     async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
         # One autocommitted UPDATE … RETURNING: one round trip on the heartbeat path.
-        async def go(conn: Conn) -> Lease:
-            row = await _maybe_one(conn, Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
+        async def go(s: _Session) -> Lease:
+            row = await s.one(Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
             if row is None:
                 raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
             return _lease(worker_id, row)
 
-        return await self._auto(go, pool=self._lease_pool)
-
-    async def set_draining(self, worker_id: str, draining: bool) -> bool:
-        async def go(conn: Conn) -> bool:
-            cur = await conn.execute(Q["set_draining"].encode(), {"worker": worker_id, "draining": draining})
-            await conn.execute(Q["notify"].encode())
-            return cur.rowcount == 1
-
-        return await self._tx(go)
-
-    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        async def go(conn: Conn) -> int:
-            await _advance_slots(conn, slots)
-            cur = await conn.execute(Q["release_all"].encode(), {"worker": worker_id})
-            await conn.execute(Q["delete_worker"].encode(), {"worker": worker_id})
-            await conn.execute(Q["notify"].encode())
-            return cur.rowcount
-
-        return await self._tx(go)
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        async def go(conn: Conn) -> list[WorkerInfo]:
-            return [worker_from_row(r) for r in await _all(conn, Q["list_workers"], {})]
-
-        return await self._auto(go)
-
-    async def reap_workers(self, older_than: float) -> int:
-        async def go(conn: Conn) -> int:
-            cur = await conn.execute(Q["reap_workers"].encode(), {"older_than": older_than})
-            return cur.rowcount
-
-        return await self._auto(go)
+        return await self._read(go, pool=self._lease_pool)
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -646,44 +498,16 @@ class PostgreSQLStore:
         if limit <= 0 or not kinds:
             return []
 
-        async def go(conn: Conn) -> list[Claim]:
-            rows = await _all(conn, Q["claim"], {"worker": worker_id, "kinds": list(kinds), "limit": limit})
+        async def go(s: _Session) -> list[Claim]:
+            rows = await s.all(Q["claim"], {"worker": worker_id, "kinds": list(kinds), "limit": limit})
             if not rows:
-                live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+                live = await s.one(Q["worker_is_live"], {"worker": worker_id})
                 if live is None or not live[0]:
                     raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
             tasks = sorted((task_from_row(r) for r in rows), key=lambda t: t.term)
             return [Claim(task=t, done_before=done_before(t)) for t in tasks]
 
-        return await self._tx(go)
-
-    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        async def go(conn: Conn) -> int:
-            await _advance_slots(conn, slots)
-            released = 0
-            for s in slots:
-                cur = await conn.execute(
-                    Q["release_one"].encode(),
-                    {"kind": s.kind, "key": s.key, "worker": worker_id, "term": s.term},
-                )
-                released += cur.rowcount
-            if released:
-                await conn.execute(Q["notify"].encode())
-            return released
-
-        return await self._tx(go)
-
-    async def owned_tasks(self, worker_id: str) -> list[Task]:
-        async def go(conn: Conn) -> list[Task]:
-            return [task_from_row(r) for r in await _all(conn, Q["owned_tasks"], {"worker": worker_id})]
-
-        return await self._auto(go)
-
-    async def cluster_view(self) -> ClusterView:
-        async def go(conn: Conn) -> ClusterView:
-            return cluster_view_from_rows(await _all(conn, Q["cluster_view"], {}))
-
-        return await self._auto(go)
+        return await self._write(go)
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
@@ -752,74 +576,39 @@ class PostgreSQLStore:
 
     # -- runs -----------------------------------------------------------------------------
 
+    async def _advance_slots(self, s: _Session, slots: Sequence[SlotDone]) -> None:
+        if slots:
+            await s.runmany(
+                Q["advance_slot"],
+                [
+                    {"kind": d.kind, "key": d.key, "term": d.term, "slot": d.slot, "triggered": d.triggered}
+                    # In key order, like every other writer, so that two never wait on each other.
+                    for d in sorted(slots, key=lambda d: (d.kind, d.key))
+                ],
+            )
+
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
-        async def insert_runs(conn: Conn) -> None:
-            async with conn.cursor() as cur:
-                await cur.executemany(Q["insert_run"].encode(), [run_params(r) for r in runs])
+        async def insert_runs(s: _Session) -> None:
+            await s.runmany(Q["insert_run"], [run_params(r) for r in runs])
 
         # Slots first, each update committing on the server at once: a task row is then
         # never locked across a round trip to this worker, which may be slow or cut off
         # (a claimer skips locked rows, so such a lock would hold the task from it).
         if slots:
-            await self._auto(lambda conn: _advance_slots(conn, slots))
+            await self._read(lambda s: self._advance_slots(s, slots))
         if runs:
-            await self._tx(insert_runs)
-
-    async def list_runs(
-        self,
-        *,
-        kind: str | None = None,
-        key: str | None = None,
-        worker: str | None = None,
-        outcome: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]:
-        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": limit}
-
-        async def go(conn: Conn) -> list[Run]:
-            return [run_from_row(r) for r in await _all(conn, Q["list_runs"], args)]
-
-        return await self._auto(go)
-
-    async def prune_runs(self, *, older_than: float) -> int:
-        async def go(conn: Conn) -> int:
-            cur = await conn.execute(Q["prune_runs"].encode(), {"older_than": older_than})
-            return cur.rowcount
-
-        return await self._auto(go)
+            await self._write(insert_runs)
 
 
 # -- helpers ------------------------------------------------------------------------------
 
 
-async def _schema_version(conn: Conn) -> int | None:
-    exists = await _one(conn, "SELECT to_regclass('tenure_meta') IS NOT NULL", {})
+async def _schema_version(s: _Session) -> int | None:
+    exists = await one_row(s, "SELECT to_regclass('tenure_meta') IS NOT NULL")
     if not exists[0]:
         return None
-    row = await _maybe_one(conn, Q["schema_version"], {})
+    row = await s.one(Q["schema_version"])
     return None if row is None else int(row[0])
-
-
-async def _all(conn: Conn, sql: str, args: dict[str, Any]) -> list[Any]:
-    cur = await conn.execute(sql.encode(), args)
-    return list(await cur.fetchall())
-
-
-async def _maybe_one(conn: Conn, sql: str, args: dict[str, Any]) -> Any:
-    cur = await conn.execute(sql.encode(), args)
-    return await cur.fetchone()
-
-
-async def _one(conn: Conn, sql: str, args: dict[str, Any]) -> Any:
-    row = await _maybe_one(conn, sql, args)
-    if row is None:  # pragma: no cover - the query always returns a row
-        raise StoreError(f"query returned no row: {sql.splitlines()[0]}")
-    return row
-
-
-async def _changed(conn: Conn) -> None:
-    await conn.execute(Q["bump_changes"].encode())
-    await conn.execute(Q["notify"].encode())
 
 
 def _columns(tasks: Sequence[DesiredTask]) -> dict[str, list[Any]]:
@@ -836,19 +625,6 @@ def _columns(tasks: Sequence[DesiredTask]) -> dict[str, list[Any]]:
 
 def _lease(worker_id: str, row: Any) -> Lease:
     return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
-
-
-async def _advance_slots(conn: Conn, slots: Sequence[SlotDone]) -> None:
-    if slots:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                Q["advance_slot"].encode(),
-                [
-                    {"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot, "triggered": s.triggered}
-                    # In key order, like every other writer, so that two never wait on each other.
-                    for s in sorted(slots, key=lambda d: (d.kind, d.key))
-                ],
-            )
 
 
 class _AdvisoryLiveness(Liveness):
@@ -885,14 +661,14 @@ class _AdvisoryLiveness(Liveness):
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {store._display}: {exc}") from exc
         try:
-            got = await _one(conn, Q["liveness_take"], {"key": self._key})
+            got = await one_row(_Session(conn), Q["liveness_take"], {"key": self._key})
             if not got[0]:
                 raise WorkerIdInUse(
                     f"worker id {self.worker_id!r} is held by a live worker (its liveness lock is taken)"
                 )
             # Under a transaction-pooling proxy the next statement may run in another
             # server session, which does not hold the lock taken by the previous one.
-            mine = await _one(conn, Q["liveness_mine"], {"key": self._key})
+            mine = await one_row(_Session(conn), Q["liveness_mine"], {"key": self._key})
             if not mine[0]:
                 raise InvalidStoreURL(
                     f"the liveness lock just taken on {store._display} does not show as this session's: " + POOLING_HINT

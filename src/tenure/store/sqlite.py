@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiosqlite
 
-from tenure.desired import DesiredTask, SyncResult
+from tenure.desired import DesiredTask
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
@@ -39,25 +39,10 @@ from tenure.errors import (
     StatementRefused,
     StoreError,
     StoreUnavailable,
-    TaskExists,
-    TaskNotFound,
     WorkerIdInUse,
 )
 from tenure.inputs import quote
-from tenure.models import (
-    ALL_KINDS,
-    Claim,
-    ClusterView,
-    KindInfo,
-    Lease,
-    Pause,
-    Run,
-    SlotDone,
-    Task,
-    WorkerInfo,
-    pause_from_row,
-)
-from tenure.schedule import Schedule
+from tenure.models import Claim, Lease, Run, SlotDone
 from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import (
@@ -69,21 +54,11 @@ from tenure.store.liveness import (
     lock_file_free,
     sqlite_lock_path,
 )
-from tenure.store.rows import (
-    TASK_COLUMNS,
-    cluster_view_from_rows,
-    done_before,
-    encode_worker_kinds,
-    kind_from_row,
-    run_from_row,
-    run_params,
-    schedule_columns,
-    task_from_row,
-    worker_from_row,
-)
+from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params
 from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.statements import sqlite_pragma_allowed
-from tenure.store.sync import batches, desired_columns, plan_sync, stored_task
+from tenure.store.sync import desired_columns
 from tenure.store.urls import MIN_TIMEOUT, NumberOption, number_options
 
 log = logging.getLogger("tenure.store.sqlite")
@@ -317,10 +292,44 @@ class _Fenced(FencedSession):
             self.reusable = True
 
 
-class SQLiteStore:
+class _Session:
+    """A pooled connection as the shared store methods use it (see :class:`Session`).
+
+    Cursors are closed as soon as read: a statement left unfinished (a RETURNING or a
+    SELECT read for one row, kept alive by a traceback) makes SQLite refuse COMMIT with
+    "SQL statements in progress".
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        #: Touch the wake file once the transaction commits.
+        self.woken = False
+
+    async def one(self, sql: str, args: Args = None) -> Any:
+        async with self.conn.execute(sql, args or {}) as cur:
+            return await cur.fetchone()
+
+    async def all(self, sql: str, args: Args = None) -> list[Any]:
+        async with self.conn.execute(sql, args or {}) as cur:
+            return list(await cur.fetchall())
+
+    async def count(self, sql: str, args: Args = None) -> int:
+        async with self.conn.execute(sql, args or {}) as cur:
+            return cur.rowcount
+
+    async def runmany(self, sql: str, rows: Sequence[Any]) -> None:
+        await self.conn.executemany(sql, rows)
+
+    async def notify(self) -> None:
+        self.woken = True
+
+
+class SQLiteStore(SQLStore[_Session]):
     """The embedded store (see the module docstring)."""
 
     dialect = "sqlite"
+    supports_listen = True
+    q = Q
 
     def __init__(self, url: str) -> None:
         self._path, options = parse_sqlite_url(url)
@@ -331,7 +340,6 @@ class SQLiteStore:
         self._session_liveness = options.liveness == "session"
         #: Touched after a commit that frees tasks or changes them: listen() watches it.
         self._wake_path = self._path.resolve().with_name(f"{self._path.name}-wake")
-        self._ring_on_commit: set[aiosqlite.Connection] = set()
         self._liveness: dict[str, Liveness] = {}
         self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all: list[aiosqlite.Connection] = []
@@ -427,28 +435,30 @@ class SQLiteStore:
         finally:
             self._pool.put_nowait(conn)
 
-    async def _run(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]], *, write: bool) -> T:
-        """Run ``fn`` in one transaction on a pooled connection, translating errors."""
+    async def _read(self, fn: Callable[[_Session], Awaitable[T]], *, what: str) -> T:
         async with self._conn() as conn:
-            return await self._in_tx(conn, fn, write=write)
+            return await self._in_tx(conn, fn, write=False)
 
-    async def _in_tx(
-        self, conn: aiosqlite.Connection, fn: Callable[[aiosqlite.Connection], Awaitable[T]], *, write: bool
-    ) -> T:
+    async def _write(self, fn: Callable[[_Session], Awaitable[T]], *, what: str, single: bool = False) -> T:
+        async with self._conn() as conn:
+            return await self._in_tx(conn, fn, write=True)
+
+    async def _in_tx(self, conn: aiosqlite.Connection, fn: Callable[[_Session], Awaitable[T]], *, write: bool) -> T:
+        """Run ``fn`` in one transaction on ``conn`` (``BEGIN IMMEDIATE`` to write),
+        translating errors; touch the wake file after a commit that asked to notify."""
+        s = _Session(conn)
         try:
             await _begin(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                result = await fn(conn)
+                result = await fn(s)
                 await conn.execute("COMMIT")
-                if conn in self._ring_on_commit:
-                    self._ring_on_commit.discard(conn)
-                    ring(self._wake_path)
             except BaseException:
-                self._ring_on_commit.discard(conn)
                 # Also when COMMIT itself failed or was cancelled: a connection must never
                 # go back to the pool inside a transaction.
                 await asyncio.shield(_rollback(conn))
                 raise
+            if s.woken:
+                ring(self._wake_path)
             return result
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
@@ -462,21 +472,21 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error: {exc}") from exc
 
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
     # -- schema -------------------------------------------------------------------------
 
     async def schema_version(self) -> int | None:
-        async def go(conn: aiosqlite.Connection) -> int | None:
-            return await _schema_version(conn)
-
-        return await self._run(go, write=False)
+        return await self._read(_schema_version, what="reading the schema version")
 
     async def _check_schema(self) -> None:
         require_current_schema(await self.schema_version(), str(self._path))
 
     async def migrate(self) -> tuple[int, int]:
-        async def go(conn: aiosqlite.Connection) -> tuple[int, int]:
-            await conn.execute("CREATE TABLE IF NOT EXISTS tenure_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            before = await _schema_version(conn) or 0
+        async def go(s: _Session) -> tuple[int, int]:
+            await s.count("CREATE TABLE IF NOT EXISTS tenure_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            before = await _schema_version(s) or 0
             if before > SCHEMA_VERSION:
                 raise SchemaTooNew(
                     f"{self._path} has schema version {before}, newer than this tenure "
@@ -487,8 +497,8 @@ class SQLiteStore:
                     continue
                 # executescript would commit our transaction; run statements one by one.
                 for statement in _split_statements(script):
-                    await conn.execute(statement)
-                await conn.execute(
+                    await s.count(statement)
+                await s.count(
                     "INSERT INTO tenure_meta (name, value) VALUES ('schema_version', :v) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     {"v": str(version)},
@@ -496,145 +506,24 @@ class SQLiteStore:
                 log.info("migrated %s to schema version %d", self._path, version)
             return before, SCHEMA_VERSION
 
-        return await self._run(go, write=True)
-
-    async def now(self) -> float:
-        async def go(conn: aiosqlite.Connection) -> float:
-            return float((await _one(conn, Q["now"], {}))[0])
-
-        return await self._run(go, write=False)
+        return await self._write(go, what="migrating the schema")
 
     # -- kinds and tasks ------------------------------------------------------------------
 
-    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
-        rows = []
-        for k in kinds:
-            every, cron = schedule_columns(k.schedule) if k.schedule else (None, None)
-            rows.append({"kind": k.kind, "every": every, "cron": cron, "timeout": k.timeout})
-
-        async def go(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(Q["publish_kind"], rows)
-
-        await self._run(go, write=True)
-
-    async def list_kinds(self) -> list[KindInfo]:
-        async def go(conn: aiosqlite.Connection) -> list[KindInfo]:
-            return [kind_from_row(r) for r in await _all(conn, Q["list_kinds"], {})]
-
-        return await self._run(go, write=False)
-
-    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
-        every, cron = schedule_columns(schedule)
-        args = {"kind": kind, "key": key, "every": every, "cron": cron, "params": params_json}
-
-        async def go(conn: aiosqlite.Connection) -> Task:
-            try:
-                await conn.execute(Q["insert_task"], {**args, "enabled": int(enabled)})
-            except sqlite3.IntegrityError as exc:
-                raise TaskExists(f"task {kind}/{key} already exists") from exc
-            await self._changed(conn)
-            return await _task(conn, kind, key)
-
-        return await self._run(go, write=True)
-
-    async def get_task(self, kind: str, key: str) -> Task | None:
-        async def go(conn: aiosqlite.Connection) -> Task | None:
-            row = await _maybe_one(conn, Q["get_task"], {"kind": kind, "key": key})
-            return None if row is None else task_from_row(row)
-
-        return await self._run(go, write=False)
-
-    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
-        async def go(conn: aiosqlite.Connection) -> list[Task]:
-            rows = await _all(conn, Q["list_tasks"], {"kind": kind, "owner": owner})
-            return [task_from_row(r) for r in rows]
-
-        return await self._run(go, write=False)
-
-    async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
-        async def go(conn: aiosqlite.Connection) -> Task:
-            cur = await conn.execute(Q[query], {"kind": kind, "key": key, **extra})
-            if cur.rowcount != 1:
-                raise TaskNotFound(f"no task {kind}/{key}")
-            await self._changed(conn)
-            return await _task(conn, kind, key)
-
-        return await self._run(go, write=True)
-
-    async def set_enabled(self, kind: str, key: str, enabled: bool, *, cancel: bool = False) -> Task:
-        if cancel and not enabled:
-            return await self._update_task("disable_cancel", kind, key)
-        return await self._update_task("set_enabled", kind, key, enabled=int(enabled))
-
-    async def trigger(self, kind: str, key: str) -> Task:
-        return await self._update_task("trigger", kind, key)
-
-    async def remove_task(self, kind: str, key: str) -> None:
-        async def go(conn: aiosqlite.Connection) -> None:
-            cur = await conn.execute(Q["delete_task"], {"kind": kind, "key": key})
-            if cur.rowcount != 1:
-                raise TaskNotFound(f"no task {kind}/{key}")
-            await self._changed(conn)
-
-        await self._run(go, write=True)
-
-    async def sync_tasks(
-        self, kind: str, desired: Sequence[DesiredTask], *, remove_missing: bool, dry_run: bool
-    ) -> SyncResult:
+    async def _sync_write(self, s: _Session, query: str, kind: str, tasks: Sequence[DesiredTask]) -> None:
         # The write lock (BEGIN IMMEDIATE) keeps every other writer out from the read to
         # the commit. New and changed rows go through executemany: one prepared statement
         # run in-process per row, as cheap as a batch statement here, with periods bound
         # as the very doubles compared at the next sync rather than through JSON text.
-        async def go(conn: aiosqlite.Connection) -> SyncResult:
-            stored = [stored_task(r) for r in await _all(conn, Q["sync_read"], {"kind": kind})]
-            plan = plan_sync(kind, stored, desired, remove_missing=remove_missing)
-            if dry_run or not plan.changed:
-                return plan.result(dry_run=dry_run)
-            for query, tasks in (("insert_task", plan.add), ("sync_update", plan.update)):
-                if tasks:
-                    await conn.executemany(Q[query], [_row(kind, d) for d in tasks])
-            for query, keys in (("sync_disable", plan.disable), ("sync_remove", plan.remove)):
-                for key_batch in batches(keys, len):
-                    await conn.execute(Q[query], {"kind": kind, "keys": json.dumps(list(key_batch))})
-            await self._changed(conn)
-            return plan.result(dry_run=False)
+        sql = Q["insert_task" if query == "sync_add" else query]
+        await s.runmany(sql, [_row(kind, d) for d in tasks])
 
-        return await self._run(go, write=not dry_run)
-
-    # -- pauses -----------------------------------------------------------------------------
-
-    async def set_pause(self, kind: str | None, *, by: str, cancel: bool) -> Pause:
-        scope = ALL_KINDS if kind is None else kind
-
-        async def go(conn: aiosqlite.Connection) -> Pause:
-            await conn.execute(Q["set_pause"], {"scope": scope, "by": by, "cancel": int(cancel)})
-            await self._changed(conn)
-            return pause_from_row(await _one(conn, Q["get_pause"], {"scope": scope}))
-
-        return await self._run(go, write=True)
-
-    async def clear_pause(self, kind: str | None) -> Pause | None:
-        scope = ALL_KINDS if kind is None else kind
-
-        async def go(conn: aiosqlite.Connection) -> Pause | None:
-            row = await _maybe_one(conn, Q["get_pause"], {"scope": scope})
-            if row is None:
-                return None
-            await conn.execute(Q["delete_pause"], {"scope": scope})
-            await self._changed(conn)
-            return pause_from_row(row)
-
-        return await self._run(go, write=True)
-
-    async def list_pauses(self) -> list[Pause]:
-        async def go(conn: aiosqlite.Connection) -> list[Pause]:
-            return [pause_from_row(r) for r in await _all(conn, Q["list_pauses"], {})]
-
-        return await self._run(go, write=False)
+    def _array(self, values: list[str]) -> Any:
+        return json.dumps(values)
 
     # -- membership -----------------------------------------------------------------------
 
-    async def _lease_tx(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _lease_tx(self, fn: Callable[[_Session], Awaitable[T]]) -> T:
         if self._lease_conn is None:
             raise StoreError("the store is not open")
         async with self._lease_lock:
@@ -651,16 +540,16 @@ class SQLiteStore:
     ) -> Lease:
         liveness = held_token(self._liveness, worker_id)
 
-        async def go(conn: aiosqlite.Connection) -> Lease:
-            live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+        async def go(s: _Session) -> Lease:
+            live = await s.one(Q["worker_is_live"], {"worker": worker_id})
             if live is not None and live[0]:
                 if not (live[1] and liveness is not None):
                     raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
-                await conn.execute(Q["end_lease"], {"worker": worker_id})
+                await s.count(Q["end_lease"], {"worker": worker_id})
             if live is not None:
-                await conn.execute(Q["free_expired_worker_tasks"], {"worker": worker_id})
-            row = await _one(
-                conn,
+                await s.count(Q["free_expired_worker_tasks"], {"worker": worker_id})
+            row = await one_row(
+                s,
                 Q["upsert_worker"],
                 {
                     "worker": worker_id,
@@ -676,44 +565,13 @@ class SQLiteStore:
         return await self._lease_tx(go)
 
     async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
-        async def go(conn: aiosqlite.Connection) -> Lease:
-            row = await _maybe_one(conn, Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
+        async def go(s: _Session) -> Lease:
+            row = await s.one(Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
             if row is None:
                 raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
             return _lease(worker_id, row)
 
         return await self._lease_tx(go)
-
-    async def set_draining(self, worker_id: str, draining: bool) -> bool:
-        async def go(conn: aiosqlite.Connection) -> bool:
-            cur = await conn.execute(Q["set_draining"], {"worker": worker_id, "draining": int(draining)})
-            self._ring_on_commit.add(conn)
-            return cur.rowcount == 1
-
-        return await self._run(go, write=True)
-
-    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        async def go(conn: aiosqlite.Connection) -> int:
-            await _advance_slots(conn, slots)
-            cur = await conn.execute(Q["release_all"], {"worker": worker_id})
-            await conn.execute(Q["delete_worker"], {"worker": worker_id})
-            self._ring_on_commit.add(conn)
-            return cur.rowcount
-
-        return await self._run(go, write=True)
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        async def go(conn: aiosqlite.Connection) -> list[WorkerInfo]:
-            return [worker_from_row(r) for r in await _all(conn, Q["list_workers"], {})]
-
-        return await self._run(go, write=False)
-
-    async def reap_workers(self, older_than: float) -> int:
-        async def go(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(Q["reap_workers"], {"older_than": older_than})
-            return cur.rowcount
-
-        return await self._run(go, write=True)
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -721,60 +579,28 @@ class SQLiteStore:
         if limit <= 0 or not kinds:
             return []
 
-        async def go(conn: aiosqlite.Connection) -> list[Claim]:
-            live = await _maybe_one(conn, Q["worker_is_live"], {"worker": worker_id})
+        async def go(s: _Session) -> list[Claim]:
+            live = await s.one(Q["worker_is_live"], {"worker": worker_id})
             if live is None or not live[0]:
                 raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
-            await conn.execute(Q["end_dead_leases"], {"worker": worker_id})
-            candidates = await _all(conn, Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit})
+            await s.count(Q["end_dead_leases"], {"worker": worker_id})
+            candidates = await s.all(Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit})
             if not candidates:
                 return []
-            (last_term,) = await _one(conn, Q["take_terms"], {"count": len(candidates)})
+            (last_term,) = await one_row(s, Q["take_terms"], {"count": len(candidates)})
             first_term = int(last_term) - len(candidates) + 1
             claims = []
             for term, (kind, key, old_expiry, had_owner) in enumerate(candidates, start=first_term):
-                await conn.execute(
+                await s.count(
                     Q["claim_one"],
                     {"worker": worker_id, "term": term, "had_owner": had_owner,
                      "old_expiry": old_expiry, "kind": kind, "key": key},
                 )  # fmt: skip
-                task = await _task(conn, kind, key)
+                task = await self._task(s, kind, key)
                 claims.append(Claim(task=task, done_before=done_before(task)))
             return claims
 
-        return await self._run(go, write=True)
-
-    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
-        async def go(conn: aiosqlite.Connection) -> int:
-            await _advance_slots(conn, slots)
-            released = 0
-            for s in slots:
-                cur = await conn.execute(
-                    Q["release_one"], {"kind": s.kind, "key": s.key, "worker": worker_id, "term": s.term}
-                )
-                released += cur.rowcount
-            if released:
-                self._ring_on_commit.add(conn)
-            return released
-
-        return await self._run(go, write=True)
-
-    async def owned_tasks(self, worker_id: str) -> list[Task]:
-        async def go(conn: aiosqlite.Connection) -> list[Task]:
-            return [task_from_row(r) for r in await _all(conn, Q["owned_tasks"], {"worker": worker_id})]
-
-        return await self._run(go, write=False)
-
-    async def cluster_view(self) -> ClusterView:
-        async def go(conn: aiosqlite.Connection) -> ClusterView:
-            return cluster_view_from_rows(await _all(conn, Q["cluster_view"], {}))
-
-        return await self._run(go, write=False)
-
-    async def _changed(self, conn: aiosqlite.Connection) -> None:
-        """Advance the change counter, and wake the listeners once this transaction commits."""
-        await conn.execute(Q["bump_changes"])
-        self._ring_on_commit.add(conn)
+        return await self._write(go, what="claiming tasks")
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
@@ -822,39 +648,26 @@ class SQLiteStore:
 
     # -- runs -----------------------------------------------------------------------------
 
+    async def _advance_slots(self, s: _Session, slots: Sequence[SlotDone]) -> None:
+        if slots:
+            await s.runmany(
+                Q["advance_slot"],
+                [
+                    {"kind": d.kind, "key": d.key, "term": d.term, "slot": d.slot, "triggered": d.triggered}
+                    for d in slots
+                ],
+            )
+
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
         if not runs and not slots:
             return
 
-        async def go(conn: aiosqlite.Connection) -> None:
+        async def go(s: _Session) -> None:
             if runs:
-                await conn.executemany(Q["insert_run"], [run_params(r) for r in runs])
-            await _advance_slots(conn, slots)
+                await s.runmany(Q["insert_run"], [run_params(r) for r in runs])
+            await self._advance_slots(s, slots)
 
-        await self._run(go, write=True)
-
-    async def list_runs(
-        self,
-        *,
-        kind: str | None = None,
-        key: str | None = None,
-        worker: str | None = None,
-        outcome: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]:
-        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": limit}
-
-        async def go(conn: aiosqlite.Connection) -> list[Run]:
-            return [run_from_row(r) for r in await _all(conn, Q["list_runs"], args)]
-
-        return await self._run(go, write=False)
-
-    async def prune_runs(self, *, older_than: float) -> int:
-        async def go(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(Q["prune_runs"], {"older_than": older_than})
-            return cur.rowcount
-
-        return await self._run(go, write=True)
+        await self._write(go, what="recording runs")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -905,43 +718,14 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def _schema_version(conn: aiosqlite.Connection) -> int | None:
+async def _schema_version(s: _Session) -> int | None:
     try:
-        row = await _maybe_one(conn, Q["schema_version"], {})
+        row = await s.one(Q["schema_version"])
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return None
         raise
     return None if row is None else int(row[0])
-
-
-# Cursors are closed as soon as read: a statement left unfinished (a RETURNING or a
-# SELECT read for one row, kept alive by a traceback) makes SQLite refuse COMMIT with
-# "SQL statements in progress".
-
-
-async def _all(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> list[Any]:
-    async with conn.execute(sql, args) as cur:
-        return list(await cur.fetchall())
-
-
-async def _maybe_one(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> Any:
-    async with conn.execute(sql, args) as cur:
-        return await cur.fetchone()
-
-
-async def _one(conn: aiosqlite.Connection, sql: str, args: dict[str, Any]) -> Any:
-    row = await _maybe_one(conn, sql, args)
-    if row is None:  # pragma: no cover - the query always returns a row
-        raise StoreError(f"query returned no row: {sql.splitlines()[0]}")
-    return row
-
-
-async def _task(conn: aiosqlite.Connection, kind: str, key: str) -> Task:
-    row = await _maybe_one(conn, Q["get_task"], {"kind": kind, "key": key})
-    if row is None:
-        raise TaskNotFound(f"no task {kind}/{key}")
-    return task_from_row(row)
 
 
 def _row(kind: str, d: DesiredTask) -> dict[str, Any]:
@@ -951,14 +735,6 @@ def _row(kind: str, d: DesiredTask) -> dict[str, Any]:
 
 def _lease(worker_id: str, row: Any) -> Lease:
     return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
-
-
-async def _advance_slots(conn: aiosqlite.Connection, slots: Sequence[SlotDone]) -> None:
-    if slots:
-        await conn.executemany(
-            Q["advance_slot"],
-            [{"kind": s.kind, "key": s.key, "term": s.term, "slot": s.slot, "triggered": s.triggered} for s in slots],
-        )
 
 
 def _split_statements(script: str) -> list[str]:

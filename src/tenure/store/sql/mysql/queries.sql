@@ -338,6 +338,10 @@ ON DUPLICATE KEY UPDATE cancel = cancel OR %(cancel)s;
 -- name: get_pause
 SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = %(scope)s;
 
+-- name: lock_pause
+-- get_pause, locking the row until the transaction ends.
+SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = %(scope)s FOR UPDATE;
+
 -- name: list_pauses
 SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
 

@@ -245,6 +245,10 @@ ON CONFLICT (scope) DO UPDATE SET cancel = tenure_pauses.cancel OR excluded.canc
 -- name: get_pause
 SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = %(scope)s;
 
+-- name: lock_pause
+-- get_pause, locking the row until the transaction ends.
+SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = %(scope)s FOR UPDATE;
+
 -- name: list_pauses
 SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
 

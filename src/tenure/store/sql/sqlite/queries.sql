@@ -199,6 +199,10 @@ ON CONFLICT (scope) DO UPDATE SET cancel = max(tenure_pauses.cancel, excluded.ca
 -- name: get_pause
 SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = :scope;
 
+-- name: lock_pause
+-- get_pause: the write lock (BEGIN IMMEDIATE) already keeps other writers out.
+SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses WHERE scope = :scope;
+
 -- name: list_pauses
 SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
 

@@ -1,0 +1,389 @@
+"""The domain logic every SQL store shares, written once over named queries.
+
+A dialect module (:mod:`~tenure.store.sqlite`, :mod:`~tenure.store.postgresql`,
+:mod:`~tenure.store.mysql`) subclasses :class:`SQLStore` and supplies two things:
+
+- **a connector**: how a transaction (:meth:`SQLStore._write`) and a read
+  (:meth:`SQLStore._read`) run on its driver, each handing the function a
+  :class:`Session` and translating driver errors into :mod:`tenure.errors`;
+- **what truly differs** between databases: claiming, the fence, migrations, slot
+  upserts, batch writes of a sync, listening, liveness.
+
+The methods here run the dialect's named queries (``self.q[name]``, loaded from its
+``sql/<dialect>/queries.sql``; every dialect has the same names for the same work) with
+a mapping of parameters, and keep the contract of :class:`~tenure.store.base.Store`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from tenure.desired import DesiredTask, SyncResult
+from tenure.errors import StoreError, TaskExists, TaskNotFound
+from tenure.models import ALL_KINDS, ClusterView, KindInfo, Pause, Run, SlotDone, Task, WorkerInfo, pause_from_row
+from tenure.schedule import Schedule
+from tenure.store.rows import (
+    cluster_view_from_rows,
+    kind_from_row,
+    run_from_row,
+    schedule_columns,
+    task_from_row,
+    worker_from_row,
+)
+from tenure.store.sync import batches, plan_sync, stored_task
+
+T = TypeVar("T")
+Args = Mapping[str, Any] | None
+
+
+class Session(Protocol):
+    """One connection, inside a transaction or autocommitting, as the store's methods use it.
+
+    Statements are the dialect's own SQL with named parameters. Driver errors pass through
+    unchanged: the connector that handed out the session translates them.
+    """
+
+    async def one(self, sql: str, args: Args = None) -> Any:
+        """Run a statement; its first row, or None."""
+        ...
+
+    async def all(self, sql: str, args: Args = None) -> list[Any]:
+        """Run a query; all its rows."""
+        ...
+
+    async def count(self, sql: str, args: Args = None) -> int:
+        """Run a statement; the number of rows it matched."""
+        ...
+
+    async def runmany(self, sql: str, rows: Sequence[Any]) -> None:
+        """Run one statement once per parameter row."""
+        ...
+
+    async def notify(self) -> None:
+        """Wake the store's listeners once this transaction commits (nothing where the
+        dialect cannot notify: see :attr:`SQLStore.supports_listen`)."""
+        ...
+
+
+S = TypeVar("S", bound=Session)
+
+
+async def one_row(s: Session, sql: str, args: Args = None) -> Any:
+    """The first row of a query that always returns one."""
+    row = await s.one(sql, args)
+    if row is None:  # pragma: no cover - the query always returns a row
+        raise StoreError(f"query returned no row: {sql.splitlines()[0]}")
+    return row
+
+
+class SQLStore(Generic[S]):
+    """What the three SQL stores share (see the module docstring).
+
+    Subclasses set :attr:`dialect` and the capability flags, provide :attr:`q` and the
+    connector methods, and implement the rest of :class:`~tenure.store.base.Store`.
+    """
+
+    dialect: str
+    #: Does :meth:`listen` hear changes as they happen? (Without, workers rely on polling.)
+    supports_listen: bool = False
+    #: Do the dialect's task-changing statements (``insert_task``, ``set_enabled``,
+    #: ``disable_cancel``, ``trigger``) return the task row (``RETURNING``)?
+    returning: bool = False
+
+    @property
+    def q(self) -> Mapping[str, str]:
+        """The dialect's named queries."""
+        raise NotImplementedError
+
+    # -- the connector (each dialect's) -----------------------------------------------------
+
+    async def _read(self, fn: Callable[[S], Awaitable[T]], *, what: str) -> T:
+        """Run ``fn``'s reads, each statement seeing one consistent snapshot."""
+        raise NotImplementedError
+
+    async def _write(self, fn: Callable[[S], Awaitable[T]], *, what: str, single: bool = False) -> T:
+        """Run ``fn`` in one transaction, committed if it returns, rolled back if it raises.
+
+        ``single``: ``fn`` sends one statement, which a dialect may autocommit instead.
+        ``what`` names the work in error messages."""
+        raise NotImplementedError
+
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        """Is ``exc`` the driver's error for a row whose primary key exists?"""
+        raise NotImplementedError
+
+    async def _advance_slots(self, s: S, slots: Sequence[SlotDone]) -> None:
+        """Advance tasks' last slots, each guarded by its term."""
+        raise NotImplementedError
+
+    async def _sync_write(self, s: S, query: str, kind: str, tasks: Sequence[DesiredTask]) -> None:
+        """Run ``sync_add`` or ``sync_update`` for ``tasks``, in batches."""
+        raise NotImplementedError
+
+    def _array(self, values: list[str]) -> Any:
+        """A list of keys as the dialect's queries take it (a JSON text by default)."""
+        return json.dumps(values, ensure_ascii=False)
+
+    # -- shared pieces ----------------------------------------------------------------------
+
+    async def _changed(self, s: S) -> None:
+        """Advance the change counter read by cluster_view(), and wake listeners."""
+        await s.count(self.q["bump_changes"])
+        await s.notify()
+
+    async def _task(self, s: S, kind: str, key: str) -> Task:
+        row = await s.one(self.q["get_task"], {"kind": kind, "key": key})
+        if row is None:
+            raise TaskNotFound(f"no task {kind}/{key}")
+        return task_from_row(row)
+
+    async def _change_task(self, s: S, query: str, args: Mapping[str, Any]) -> Task | None:
+        """Run ``query``, which changes (or adds) the task ``args`` names; the task as it
+        now is, or None if no row matched."""
+        if self.returning:
+            row = await s.one(self.q[query], args)
+            return None if row is None else task_from_row(row)
+        if await s.count(self.q[query], args) != 1:
+            return None
+        return await self._task(s, args["kind"], args["key"])
+
+    # -- clock ------------------------------------------------------------------------------
+
+    async def now(self) -> float:
+        async def go(s: S) -> float:
+            return float((await one_row(s, self.q["now"]))[0])
+
+        return await self._read(go, what="reading the clock")
+
+    # -- kinds and tasks --------------------------------------------------------------------
+
+    async def publish_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        if not kinds:
+            return
+        rows = []
+        for k in kinds:
+            every, cron = schedule_columns(k.schedule) if k.schedule else (None, None)
+            rows.append({"kind": k.kind, "every": every, "cron": cron, "timeout": k.timeout})
+
+        async def go(s: S) -> None:
+            # One statement per kind (a handful, once per worker start): MySQL's upsert
+            # names its parameters twice, which its driver's batch rewriting cannot take.
+            for row in rows:
+                await s.count(self.q["publish_kind"], row)
+
+        await self._write(go, what="publishing kinds")
+
+    async def list_kinds(self) -> list[KindInfo]:
+        async def go(s: S) -> list[KindInfo]:
+            return [kind_from_row(r) for r in await s.all(self.q["list_kinds"])]
+
+        return await self._read(go, what="listing kinds")
+
+    async def add_task(self, *, kind: str, key: str, schedule: Schedule, params_json: str, enabled: bool) -> Task:
+        every, cron = schedule_columns(schedule)
+        args = {"kind": kind, "key": key, "every": every, "cron": cron, "params": params_json, "enabled": enabled}
+
+        async def go(s: S) -> Task:
+            try:
+                task = await self._change_task(s, "insert_task", args)
+            except Exception as exc:
+                if self._is_duplicate(exc):
+                    raise TaskExists(f"task {kind}/{key} already exists") from exc
+                raise
+            if task is None:  # pragma: no cover - an INSERT that did not fail added its row
+                raise StoreError(f"task {kind}/{key} was not added")
+            await self._changed(s)
+            return task
+
+        return await self._write(go, what="adding a task")
+
+    async def get_task(self, kind: str, key: str) -> Task | None:
+        async def go(s: S) -> Task | None:
+            row = await s.one(self.q["get_task"], {"kind": kind, "key": key})
+            return None if row is None else task_from_row(row)
+
+        return await self._read(go, what="reading a task")
+
+    async def list_tasks(self, *, kind: str | None = None, owner: str | None = None) -> list[Task]:
+        async def go(s: S) -> list[Task]:
+            return [task_from_row(r) for r in await s.all(self.q["list_tasks"], {"kind": kind, "owner": owner})]
+
+        return await self._read(go, what="listing tasks")
+
+    async def _update_task(self, query: str, kind: str, key: str, **extra: Any) -> Task:
+        async def go(s: S) -> Task:
+            task = await self._change_task(s, query, {"kind": kind, "key": key, **extra})
+            if task is None:
+                raise TaskNotFound(f"no task {kind}/{key}")
+            await self._changed(s)
+            return task
+
+        return await self._write(go, what="changing a task")
+
+    async def set_enabled(self, kind: str, key: str, enabled: bool, *, cancel: bool = False) -> Task:
+        if cancel and not enabled:
+            return await self._update_task("disable_cancel", kind, key)
+        return await self._update_task("set_enabled", kind, key, enabled=enabled)
+
+    async def trigger(self, kind: str, key: str) -> Task:
+        return await self._update_task("trigger", kind, key)
+
+    async def remove_task(self, kind: str, key: str) -> None:
+        async def go(s: S) -> None:
+            if await s.count(self.q["delete_task"], {"kind": kind, "key": key}) != 1:
+                raise TaskNotFound(f"no task {kind}/{key}")
+            await self._changed(s)
+
+        await self._write(go, what="removing a task")
+
+    async def sync_tasks(
+        self, kind: str, desired: Sequence[DesiredTask], *, remove_missing: bool, dry_run: bool
+    ) -> SyncResult:
+        q = self.q
+
+        async def go(s: S) -> SyncResult:
+            # A dialect without a sync_lock query (SQLite) holds the store's write lock
+            # from the read to the commit.
+            if not dry_run and "sync_lock" in q:
+                await s.count(q["sync_lock"], {"kind": kind})
+            stored = [stored_task(r) for r in await s.all(q["sync_read"], {"kind": kind})]
+            plan = plan_sync(kind, stored, desired, remove_missing=remove_missing)
+            if dry_run or not plan.changed:
+                return plan.result(dry_run=dry_run)
+            for query, tasks in (("sync_add", plan.add), ("sync_update", plan.update)):
+                if tasks:
+                    await self._sync_write(s, query, kind, tasks)
+            for query, keys in (("sync_disable", plan.disable), ("sync_remove", plan.remove)):
+                for key_batch in batches(keys, len):
+                    await s.count(q[query], {"kind": kind, "keys": self._array(list(key_batch))})
+            await self._changed(s)
+            return plan.result(dry_run=False)
+
+        if dry_run:
+            return await self._read(go, what="planning a sync")
+        return await self._write(go, what="syncing tasks")
+
+    # -- pauses -----------------------------------------------------------------------------
+
+    async def set_pause(self, kind: str | None, *, by: str, cancel: bool) -> Pause:
+        scope = ALL_KINDS if kind is None else kind
+
+        async def go(s: S) -> Pause:
+            await s.count(self.q["set_pause"], {"scope": scope, "by": by, "cancel": cancel})
+            await self._changed(s)
+            return pause_from_row(await one_row(s, self.q["get_pause"], {"scope": scope}))
+
+        return await self._write(go, what="pausing")
+
+    async def clear_pause(self, kind: str | None) -> Pause | None:
+        scope = ALL_KINDS if kind is None else kind
+
+        async def go(s: S) -> Pause | None:
+            row = await s.one(self.q["lock_pause"], {"scope": scope})
+            if row is None:
+                return None
+            await s.count(self.q["delete_pause"], {"scope": scope})
+            await self._changed(s)
+            return pause_from_row(row)
+
+        return await self._write(go, what="resuming")
+
+    async def list_pauses(self) -> list[Pause]:
+        async def go(s: S) -> list[Pause]:
+            return [pause_from_row(r) for r in await s.all(self.q["list_pauses"])]
+
+        return await self._read(go, what="listing pauses")
+
+    # -- membership -------------------------------------------------------------------------
+
+    async def set_draining(self, worker_id: str, draining: bool) -> bool:
+        async def go(s: S) -> bool:
+            # MySQL counts found rows: 1 even when the worker was already in that state.
+            found = await s.count(self.q["set_draining"], {"worker": worker_id, "draining": draining}) == 1
+            await s.notify()
+            return found
+
+        return await self._write(go, what="setting draining")
+
+    async def leave(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        async def go(s: S) -> int:
+            await self._advance_slots(s, slots)
+            freed = await s.count(self.q["release_all"], {"worker": worker_id})
+            await s.count(self.q["delete_worker"], {"worker": worker_id})
+            await s.notify()
+            return freed
+
+        return await self._write(go, what="leaving the cluster")
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async def go(s: S) -> list[WorkerInfo]:
+            return [worker_from_row(r) for r in await s.all(self.q["list_workers"])]
+
+        return await self._read(go, what="listing workers")
+
+    async def reap_workers(self, older_than: float) -> int:
+        async def go(s: S) -> int:
+            return await s.count(self.q["reap_workers"], {"older_than": older_than})
+
+        return await self._write(go, what="reaping workers", single=True)
+
+    # -- ownership --------------------------------------------------------------------------
+
+    async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
+        if not slots:
+            return 0
+
+        async def go(s: S) -> int:
+            await self._advance_slots(s, slots)
+            released = 0
+            # In key order, like every other writer, so that two never wait on each other.
+            for d in sorted(slots, key=lambda d: (d.kind, d.key)):
+                args = {"kind": d.kind, "key": d.key, "worker": worker_id, "term": d.term}
+                released += await s.count(self.q["release_one"], args)
+            if released:
+                await s.notify()
+            return released
+
+        return await self._write(go, what="releasing tasks")
+
+    async def owned_tasks(self, worker_id: str) -> list[Task]:
+        async def go(s: S) -> list[Task]:
+            return [task_from_row(r) for r in await s.all(self.q["owned_tasks"], {"worker": worker_id})]
+
+        return await self._read(go, what="listing owned tasks")
+
+    async def cluster_view(self) -> ClusterView:
+        async def go(s: S) -> ClusterView:
+            return cluster_view_from_rows(await s.all(self.q["cluster_view"]))
+
+        return await self._read(go, what="reading the cluster view")
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Without :attr:`supports_listen`, return at once: workers rely on polling."""
+        return
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def list_runs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        worker: str | None = None,
+        outcome: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": int(limit)}
+
+        async def go(s: S) -> list[Run]:
+            return [run_from_row(r) for r in await s.all(self.q["list_runs"], args)]
+
+        return await self._read(go, what="listing runs")
+
+    async def prune_runs(self, *, older_than: float) -> int:
+        async def go(s: S) -> int:
+            return await s.count(self.q["prune_runs"], {"older_than": older_than})
+
+        return await self._write(go, what="pruning runs", single=True)

@@ -30,14 +30,19 @@ from tenure.store.liveness import Liveness
 SCHEMA_VERSION = 5
 
 
+def schema_too_new(version: int, where: str) -> SchemaTooNew:
+    """The error for a schema version (read from the database ``where``) above ours."""
+    return SchemaTooNew(
+        f"{where} has schema version {version}, newer than this tenure ({SCHEMA_VERSION}); upgrade tenure"
+    )
+
+
 def require_current_schema(version: int | None, where: str) -> None:
     """Raise unless ``version`` (read from the database ``where``) is :data:`SCHEMA_VERSION`."""
     if version is None:
         raise SchemaMissing(f"{where} has no tenure schema; run `tenure migrate`")
     if version > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"{where} has schema version {version}, newer than this tenure ({SCHEMA_VERSION}); upgrade tenure"
-        )
+        raise schema_too_new(version, where)
     if version < SCHEMA_VERSION:
         raise SchemaMissing(f"{where} has schema version {version}; run `tenure migrate` to reach {SCHEMA_VERSION}")
 

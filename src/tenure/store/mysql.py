@@ -101,7 +101,6 @@ from tenure.desired import DesiredTask
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
-    SchemaTooNew,
     StoreError,
     StoreUnavailable,
     TenureError,
@@ -109,11 +108,10 @@ from tenure.errors import (
 )
 from tenure.inputs import quote
 from tenure.models import Claim, Lease, Run, SlotDone
-from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, mysql_name
 from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params, task_from_row
-from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import SQLStore
 from tenure.store.sync import batches, desired_columns, task_size
 from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
@@ -553,7 +551,6 @@ class MySQLStore(SQLStore[_Session]):
         self._server: _Server | None = None
         self._pool: Pool | None = None
         self._lease_pool: Pool | None = None
-        self._schema_ok = False
         self._kills: set[asyncio.Task[None]] = set()
         self._liveness: dict[str, Liveness] = {}
 
@@ -629,30 +626,23 @@ class MySQLStore(SQLStore[_Session]):
         check_server_version(server)
         return server
 
-    async def open(self, *, migrate: bool) -> None:
-        if self._pool is not None and self._schema_ok:
-            return
-        if self._pool is None:
-            server = await self._probe()
-            pool = lease_pool = None
-            try:
-                args = self._connect_args(server)
-                recycle = self._recycle(server)
-                pool = await asyncmy.create_pool(minsize=1, maxsize=self._options.pool, pool_recycle=recycle, **args)
-                lease_pool = await asyncmy.create_pool(minsize=1, maxsize=1, pool_recycle=recycle, **args)
-            except _DRIVER_ERRORS as exc:
-                for p in (pool, lease_pool):
-                    if p is not None:
-                        await _close_pool(p)
-                raise StoreUnavailable(f"cannot connect to MySQL store {self._display}: {exc}") from exc
-            self._server, self._pool, self._lease_pool = server, pool, lease_pool
-        # A schema refused here leaves the store connected (so migrate() can follow), but
-        # not open: the next open() checks or migrates again instead of returning early.
-        if migrate:
-            await self.migrate()
-        else:
-            await self._check_schema()
-        self._schema_ok = True
+    def _connected(self) -> bool:
+        return self._pool is not None
+
+    async def _open_connections(self) -> None:
+        server = await self._probe()
+        pool = lease_pool = None
+        try:
+            args = self._connect_args(server)
+            recycle = self._recycle(server)
+            pool = await asyncmy.create_pool(minsize=1, maxsize=self._options.pool, pool_recycle=recycle, **args)
+            lease_pool = await asyncmy.create_pool(minsize=1, maxsize=1, pool_recycle=recycle, **args)
+        except _DRIVER_ERRORS as exc:
+            for p in (pool, lease_pool):
+                if p is not None:
+                    await _close_pool(p)
+            raise StoreUnavailable(f"cannot connect to MySQL store {self._display}: {exc}") from exc
+        self._server, self._pool, self._lease_pool = server, pool, lease_pool
 
     async def close(self) -> None:
         pools = [p for p in (self._pool, self._lease_pool) if p is not None]
@@ -784,26 +774,12 @@ class MySQLStore(SQLStore[_Session]):
 
     # -- schema -------------------------------------------------------------------------
 
-    async def schema_version(self) -> int | None:
-        return await self._read(self._schema_version, what="reading the schema version")
-
-    async def _schema_version(self, s: _Session) -> int | None:
-        exists = await s.one(self.q["meta_exists"])
-        if not exists or not exists[0]:
-            return None
-        row = await s.one(self.q["schema_version"])
-        return None if row is None else int(row[0])
-
-    async def _check_schema(self) -> None:
-        require_current_schema(await self.schema_version(), self._display)
-
-    async def migrate(self) -> tuple[int, int]:
+    async def _migrating(self, go: Callable[[_Session], Awaitable[T]]) -> T:
         # DDL commits on its own in MySQL: no transaction around it. A named lock keeps
         # concurrent migrations apart, and every migration statement can run again.
         if self._server is None:
             raise StoreError("the store is not open")
         q = self.q
-        collation = _COLLATION[self._server.flavor]
         wait = max(30, self._options.lock_timeout)
         async with self._session() as s:
             try:
@@ -813,26 +789,18 @@ class MySQLStore(SQLStore[_Session]):
                 try:
                     if not (await s.one(q["meta_exists"]) or (0,))[0]:
                         await s.run(q["create_meta"])
-                    before = await self._schema_version(s) or 0
-                    if before > SCHEMA_VERSION:
-                        raise SchemaTooNew(
-                            f"{self._display} has schema version {before}, newer than this tenure "
-                            f"({SCHEMA_VERSION}); upgrade tenure"
-                        )
-                    for version, script in load_migrations("mysql"):
-                        if version <= before:
-                            continue
-                        script = script.replace("{collation}", collation).replace("{now}", _NOW)
-                        for statement in _split_statements(script):
-                            await s.run(statement)
-                        await s.run(q["set_schema_version"], {"version": str(version)})
-                        log.info("migrated %s to schema version %d", self._display, version)
-                    return before, SCHEMA_VERSION
+                    return await go(s)
                 finally:
                     if s.reusable:
                         await s.run(q["migrate_unlock"])
             except _DRIVER_ERRORS as exc:
                 raise _translate(exc, "migrating the schema") from exc
+
+    async def _run_script(self, s: _Session, script: str) -> None:
+        assert self._server is not None  # checked by _migrating
+        script = script.replace("{collation}", _COLLATION[self._server.flavor]).replace("{now}", _NOW)
+        for statement in _split_statements(script):
+            await s.run(statement)
 
     # -- kinds and tasks ------------------------------------------------------------------
 

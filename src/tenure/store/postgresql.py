@@ -41,7 +41,6 @@ from tenure.desired import DesiredTask
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
-    SchemaTooNew,
     StoreError,
     StoreUnavailable,
     TransactionClosed,
@@ -49,11 +48,10 @@ from tenure.errors import (
 )
 from tenure.inputs import ECHO_LIMIT, cut
 from tenure.models import Claim, Lease, Run, SlotDone
-from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, postgresql_key
 from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params, task_from_row
-from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.sync import batches, desired_columns, task_size
 from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
@@ -78,8 +76,6 @@ Q = load_queries(
 )
 #: Attempts of a store transaction the server aborted as a deadlock victim.
 _DEADLOCK_RETRIES = 3
-#: Serialises concurrent `tenure migrate` runs (an arbitrary constant of ours).
-_MIGRATE_LOCK = 7_245_311_802
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -284,7 +280,6 @@ class PostgreSQLStore(SQLStore[_Session]):
         self._display = hide_password(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lease_pool: AsyncConnectionPool[Conn] | None = None
-        self._schema_ok = False
         self._liveness: dict[str, Liveness] = {}
 
     @property
@@ -320,27 +315,20 @@ class PostgreSQLStore(SQLStore[_Session]):
             name=f"tenure-{name}",
         )
 
-    async def open(self, *, migrate: bool) -> None:
-        if self._pool is not None and self._schema_ok:
-            return
-        if self._pool is None:
-            pool = self._make_pool(int(self._options["pool"]), "main")
-            lease_pool = self._make_pool(1, "lease")
-            try:
-                await pool.open(wait=True, timeout=self._options["connect_timeout"])
-                await lease_pool.open(wait=True, timeout=self._options["connect_timeout"])
-            except (PoolTimeout, psycopg.Error) as exc:
-                await pool.close()
-                await lease_pool.close()
-                raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {exc}") from exc
-            self._pool, self._lease_pool = pool, lease_pool
-        # A schema refused here leaves the store connected (so migrate() can follow), but
-        # not open: the next open() checks or migrates again instead of returning early.
-        if migrate:
-            await self.migrate()
-        else:
-            await self._check_schema()
-        self._schema_ok = True
+    def _connected(self) -> bool:
+        return self._pool is not None
+
+    async def _open_connections(self) -> None:
+        pool = self._make_pool(int(self._options["pool"]), "main")
+        lease_pool = self._make_pool(1, "lease")
+        try:
+            await pool.open(wait=True, timeout=self._options["connect_timeout"])
+            await lease_pool.open(wait=True, timeout=self._options["connect_timeout"])
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            await lease_pool.close()
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {exc}") from exc
+        self._pool, self._lease_pool = pool, lease_pool
 
     async def close(self) -> None:
         pools = [p for p in (self._pool, self._lease_pool) if p is not None]
@@ -403,36 +391,8 @@ class PostgreSQLStore(SQLStore[_Session]):
 
     # -- schema -------------------------------------------------------------------------
 
-    async def schema_version(self) -> int | None:
-        return await self._read(_schema_version)
-
-    async def _check_schema(self) -> None:
-        require_current_schema(await self.schema_version(), self._display)
-
-    async def migrate(self) -> tuple[int, int]:
-        async def go(s: _Session) -> tuple[int, int]:
-            conn = s.conn
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            await conn.execute("CREATE TABLE IF NOT EXISTS tenure_meta (name text PRIMARY KEY, value text NOT NULL)")
-            before = await _schema_version(s) or 0
-            if before > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{self._display} has schema version {before}, newer than this tenure "
-                    f"({SCHEMA_VERSION}); upgrade tenure"
-                )
-            for version, script in load_migrations("postgresql"):
-                if version <= before:
-                    continue
-                await conn.execute(script.encode())  # our own file, several statements
-                await conn.execute(
-                    "INSERT INTO tenure_meta (name, value) VALUES ('schema_version', %s) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (str(version),),
-                )
-                log.info("migrated %s to schema version %d", self._display, version)
-            return before, SCHEMA_VERSION
-
-        return await self._write(go)
+    async def _run_script(self, s: _Session, script: str) -> None:
+        await s.conn.execute(script.encode())  # our own file, several statements, no parameters
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
@@ -601,14 +561,6 @@ class PostgreSQLStore(SQLStore[_Session]):
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-async def _schema_version(s: _Session) -> int | None:
-    exists = await one_row(s, "SELECT to_regclass('tenure_meta') IS NOT NULL")
-    if not exists[0]:
-        return None
-    row = await s.one(Q["schema_version"])
-    return None if row is None else int(row[0])
 
 
 def _columns(tasks: Sequence[DesiredTask]) -> dict[str, list[Any]]:

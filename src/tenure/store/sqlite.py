@@ -35,7 +35,6 @@ from tenure.desired import DesiredTask
 from tenure.errors import (
     InvalidStoreURL,
     LeaseLost,
-    SchemaTooNew,
     StatementRefused,
     StoreError,
     StoreUnavailable,
@@ -43,7 +42,6 @@ from tenure.errors import (
 )
 from tenure.inputs import quote
 from tenure.models import Claim, Lease, Run, SlotDone
-from tenure.store.base import SCHEMA_VERSION, require_current_schema
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import (
     FileLiveness,
@@ -55,7 +53,7 @@ from tenure.store.liveness import (
     sqlite_lock_path,
 )
 from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params
-from tenure.store.sqlfile import load_migrations, load_queries
+from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.statements import sqlite_pragma_allowed
 from tenure.store.sync import desired_columns
@@ -346,7 +344,6 @@ class SQLiteStore(SQLStore[_Session]):
         self._lease_conn: aiosqlite.Connection | None = None
         self._lease_lock = asyncio.Lock()
         self._authorizers: dict[aiosqlite.Connection, _Authorizer] = {}
-        self._schema_ok = False
 
     @property
     def display_url(self) -> str:
@@ -392,28 +389,21 @@ class SQLiteStore(SQLStore[_Session]):
                     raise
             await asyncio.sleep(0.01)
 
-    async def open(self, *, migrate: bool) -> None:
-        if self._all and self._schema_ok:
-            return
-        if not self._all:
-            parent = self._path.parent
-            if not parent.is_dir():
-                raise StoreUnavailable(f"cannot open SQLite store: folder {str(parent)!r} does not exist")
-            try:
-                for _ in range(self._pool_size):
-                    self._pool.put_nowait(await self._connect())
-                # Lease upkeep gets its own connection so it never queues behind handlers' work.
-                self._lease_conn = await self._connect()
-            except BaseException:
-                await self.close()
-                raise
-        # A schema refused here leaves the store connected (so migrate() can follow), but
-        # not open: the next open() checks or migrates again instead of returning early.
-        if migrate:
-            await self.migrate()
-        else:
-            await self._check_schema()
-        self._schema_ok = True
+    def _connected(self) -> bool:
+        return bool(self._all)
+
+    async def _open_connections(self) -> None:
+        parent = self._path.parent
+        if not parent.is_dir():
+            raise StoreUnavailable(f"cannot open SQLite store: folder {str(parent)!r} does not exist")
+        try:
+            for _ in range(self._pool_size):
+                self._pool.put_nowait(await self._connect())
+            # Lease upkeep gets its own connection so it never queues behind handlers' work.
+            self._lease_conn = await self._connect()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         conns, self._all = self._all, []
@@ -477,36 +467,14 @@ class SQLiteStore(SQLStore[_Session]):
 
     # -- schema -------------------------------------------------------------------------
 
-    async def schema_version(self) -> int | None:
-        return await self._read(_schema_version, what="reading the schema version")
+    @property
+    def _where(self) -> str:
+        return str(self._path)
 
-    async def _check_schema(self) -> None:
-        require_current_schema(await self.schema_version(), str(self._path))
-
-    async def migrate(self) -> tuple[int, int]:
-        async def go(s: _Session) -> tuple[int, int]:
-            await s.count("CREATE TABLE IF NOT EXISTS tenure_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            before = await _schema_version(s) or 0
-            if before > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{self._path} has schema version {before}, newer than this tenure "
-                    f"({SCHEMA_VERSION}); upgrade tenure"
-                )
-            for version, script in load_migrations("sqlite"):
-                if version <= before:
-                    continue
-                # executescript would commit our transaction; run statements one by one.
-                for statement in _split_statements(script):
-                    await s.count(statement)
-                await s.count(
-                    "INSERT INTO tenure_meta (name, value) VALUES ('schema_version', :v) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    {"v": str(version)},
-                )
-                log.info("migrated %s to schema version %d", self._path, version)
-            return before, SCHEMA_VERSION
-
-        return await self._write(go, what="migrating the schema")
+    async def _run_script(self, s: _Session, script: str) -> None:
+        # executescript would commit our transaction; run statements one by one.
+        for statement in _split_statements(script):
+            await s.count(statement)
 
     # -- kinds and tasks ------------------------------------------------------------------
 
@@ -716,16 +684,6 @@ async def _begin(conn: aiosqlite.Connection, sql: str) -> None:
 async def _rollback(conn: aiosqlite.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):  # no transaction was open: BEGIN itself failed
         await conn.execute("ROLLBACK")
-
-
-async def _schema_version(s: _Session) -> int | None:
-    try:
-        row = await s.one(Q["schema_version"])
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None
-        raise
-    return None if row is None else int(row[0])
 
 
 def _row(kind: str, d: DesiredTask) -> dict[str, Any]:

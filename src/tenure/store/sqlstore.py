@@ -17,6 +17,7 @@ a mapping of parameters, and keep the contract of :class:`~tenure.store.base.Sto
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -24,6 +25,7 @@ from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import StoreError, TaskExists, TaskNotFound
 from tenure.models import ALL_KINDS, ClusterView, KindInfo, Pause, Run, SlotDone, Task, WorkerInfo, pause_from_row
 from tenure.schedule import Schedule
+from tenure.store.base import SCHEMA_VERSION, require_current_schema, schema_too_new
 from tenure.store.rows import (
     cluster_view_from_rows,
     kind_from_row,
@@ -32,6 +34,7 @@ from tenure.store.rows import (
     task_from_row,
     worker_from_row,
 )
+from tenure.store.sqlfile import load_migrations
 from tenure.store.sync import batches, plan_sync, stored_task
 
 T = TypeVar("T")
@@ -86,6 +89,8 @@ class SQLStore(Generic[S]):
     """
 
     dialect: str
+    #: The schema was found current (or migrated) by :meth:`open`.
+    _schema_ok = False
     #: Does :meth:`listen` hear changes as they happen? (Without, workers rely on polling.)
     supports_listen: bool = False
     #: Do the dialect's task-changing statements (``insert_task``, ``set_enabled``,
@@ -96,6 +101,15 @@ class SQLStore(Generic[S]):
     def q(self) -> Mapping[str, str]:
         """The dialect's named queries."""
         raise NotImplementedError
+
+    @property
+    def display_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def _where(self) -> str:
+        """The database, as messages name it."""
+        return self.display_url
 
     # -- the connector (each dialect's) -----------------------------------------------------
 
@@ -112,6 +126,31 @@ class SQLStore(Generic[S]):
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         """Is ``exc`` the driver's error for a row whose primary key exists?"""
+        raise NotImplementedError
+
+    def _connected(self) -> bool:
+        """Are the store's connections (or pools) there?"""
+        raise NotImplementedError
+
+    async def _open_connections(self) -> None:
+        """Make the store's connections (or pools); raise StoreUnavailable if it cannot."""
+        raise NotImplementedError
+
+    async def _migrating(self, go: Callable[[S], Awaitable[T]]) -> T:
+        """Run ``go`` with the schema to itself, ``tenure_meta`` existing. By default in one
+        transaction (the dialect's DDL is transactional), first taking its
+        ``migrate_lock`` if it has one (SQLite's write lock already keeps others out)."""
+
+        async def run(s: S) -> T:
+            if "migrate_lock" in self.q:
+                await s.count(self.q["migrate_lock"])
+            await s.count(self.q["create_meta"])
+            return await go(s)
+
+        return await self._write(run, what="migrating the schema")
+
+    async def _run_script(self, s: S, script: str) -> None:
+        """Run one migration file, several statements."""
         raise NotImplementedError
 
     async def _advance_slots(self, s: S, slots: Sequence[SlotDone]) -> None:
@@ -148,6 +187,48 @@ class SQLStore(Generic[S]):
         if await s.count(self.q[query], args) != 1:
             return None
         return await self._task(s, args["kind"], args["key"])
+
+    # -- life cycle and schema --------------------------------------------------------------
+
+    async def open(self, *, migrate: bool) -> None:
+        if self._connected() and self._schema_ok:
+            return
+        if not self._connected():
+            await self._open_connections()
+        # A schema refused here leaves the store connected (so migrate() can follow), but
+        # not open: the next open() checks or migrates again instead of returning early.
+        if migrate:
+            await self.migrate()
+        else:
+            require_current_schema(await self.schema_version(), self._where)
+        self._schema_ok = True
+
+    async def _schema_version(self, s: S) -> int | None:
+        exists = await s.one(self.q["meta_exists"])
+        if not exists or not exists[0]:
+            return None
+        row = await s.one(self.q["schema_version"])
+        return None if row is None else int(row[0])
+
+    async def schema_version(self) -> int | None:
+        return await self._read(self._schema_version, what="reading the schema version")
+
+    async def migrate(self) -> tuple[int, int]:
+        log = logging.getLogger(type(self).__module__)
+
+        async def go(s: S) -> tuple[int, int]:
+            before = await self._schema_version(s) or 0
+            if before > SCHEMA_VERSION:
+                raise schema_too_new(before, self._where)
+            for version, script in load_migrations(self.dialect):
+                if version <= before:
+                    continue
+                await self._run_script(s, script)
+                await s.count(self.q["set_schema_version"], {"version": str(version)})
+                log.info("migrated %s to schema version %d", self._where, version)
+            return before, SCHEMA_VERSION
+
+        return await self._migrating(go)
 
     # -- clock ------------------------------------------------------------------------------
 

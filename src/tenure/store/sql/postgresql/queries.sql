@@ -5,8 +5,23 @@
 -- name: now
 SELECT {now};
 
+-- name: meta_exists
+SELECT to_regclass('tenure_meta') IS NOT NULL;
+
+-- name: create_meta
+CREATE TABLE IF NOT EXISTS tenure_meta (name text PRIMARY KEY, value text NOT NULL);
+
 -- name: schema_version
 SELECT value FROM tenure_meta WHERE name = 'schema_version';
+
+-- name: set_schema_version
+INSERT INTO tenure_meta (name, value) VALUES ('schema_version', %(version)s)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+
+-- name: migrate_lock
+-- Serialises concurrent `tenure migrate` runs until the migration commits (an
+-- arbitrary constant of ours).
+SELECT pg_advisory_xact_lock(7245311802);
 
 -- name: publish_kind
 INSERT INTO tenure_kinds (kind, every, cron, timeout, updated_at)

@@ -5,8 +5,18 @@
 -- name: now
 SELECT {now};
 
+-- name: meta_exists
+SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'tenure_meta';
+
+-- name: create_meta
+CREATE TABLE IF NOT EXISTS tenure_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+
 -- name: schema_version
 SELECT value FROM tenure_meta WHERE name = 'schema_version';
+
+-- name: set_schema_version
+INSERT INTO tenure_meta (name, value) VALUES ('schema_version', :version)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 
 -- name: publish_kind
 INSERT INTO tenure_kinds (kind, every, cron, timeout, updated_at)

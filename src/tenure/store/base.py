@@ -62,6 +62,11 @@ class FencedTransaction(Protocol):
     is kept and the block raises. Calls from several tasks take turns. Once the block has
     ended, every call raises :class:`~tenure.errors.TransactionClosed` and touches no
     connection.
+
+    A statement (or the commit) that the database refuses raises
+    :class:`~tenure.errors.StoreError` (:class:`~tenure.errors.StoreUnavailable` if the
+    database could not answer), never the driver's exception, which is its ``__cause__``;
+    the same on every store (``tests/store_contract/test_errors.py``).
     """
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:

@@ -16,6 +16,11 @@ check, roll back). This class keeps the promises that do not depend on the datab
   waiting for its turn when the block ended is refused rather than run after it.
 - **Dead once its block ends.** From then on (or from a refusal, a break, an abort),
   every call raises :class:`~tenure.errors.TransactionClosed` and touches no connection.
+- **One error rule.** A driver error from a statement or from the commit reaches the
+  handler as the store's translation of it (:meth:`FencedSession.translate`): a
+  :class:`~tenure.errors.StoreError` (:class:`~tenure.errors.StoreUnavailable` if the
+  database could not answer), or :class:`~tenure.errors.LeaseLost` where the error means
+  the fence no longer holds, with the driver's exception as ``__cause__``, on every store.
 - **The run's own check at commit time.** The ``precommit`` callback (the run's
   deadline and cancellation) is called immediately before the store's final fence check
   and ``COMMIT`` go out, in the same step.
@@ -141,6 +146,11 @@ class FencedSession(ABC):
         leave nothing committed) if the check fails. Sets ``reusable`` on success."""
 
     @abstractmethod
+    def translate(self, exc: Exception) -> Exception:
+        """The tenure error for the driver's ``exc``, or ``exc`` itself if it is not the
+        driver's (see :mod:`tenure.errors`)."""
+
+    @abstractmethod
     async def roll_back(self) -> None:
         """Roll back whatever is open; set ``reusable`` if the connection is in a known
         state afterwards. Never raises a driver error."""
@@ -184,8 +194,9 @@ class FencedSession(ABC):
                 if precommit is not None:
                     precommit()
                 await self.commit()
-            except BaseException:
+            except BaseException as exc:
                 await self._roll_back_safely()
+                self._raise_translated(exc)
                 raise
 
     async def _statement(self, op: Op, sql: str, params: Any) -> Any:
@@ -213,6 +224,7 @@ class FencedSession(ABC):
                 elif self.begun and not self.in_transaction():
                     self._over = TransactionBroken(f"the transaction of {self.fence.what} ended with an error: {exc}")
                     self.discard = True
+                self._raise_translated(exc)
                 raise
             if not self.in_transaction():
                 self._over = TransactionBroken(
@@ -223,6 +235,13 @@ class FencedSession(ABC):
                 self.discard = True  # whatever ended the transaction may have changed the session too
                 raise self._over
             return result
+
+    def _raise_translated(self, exc: BaseException) -> None:
+        """Raise the store's translation of a driver error (from it); return otherwise."""
+        if isinstance(exc, Exception) and not isinstance(exc, TenureError):
+            translated = self.translate(exc)
+            if translated is not exc:
+                raise translated from exc
 
     def _refuse_if_over(self) -> None:
         if self._over is not None:

@@ -532,6 +532,11 @@ class _Fenced(FencedSession):
         assert self.session is not None
         self.reusable = self.session.reusable and not self.in_transaction()
 
+    def translate(self, exc: Exception) -> Exception:
+        if isinstance(exc, _DRIVER_ERRORS):
+            return _translate(exc, f"during the fenced transaction of {self.fence.what}")
+        return exc
+
     async def roll_back(self) -> None:
         if self.session is None:
             self.reusable = True

@@ -43,6 +43,7 @@ from tenure.errors import (
     LeaseLost,
     StoreError,
     StoreUnavailable,
+    TenureError,
     TransactionClosed,
     WorkerIdInUse,
 )
@@ -230,6 +231,9 @@ class _Fenced(FencedSession):
             raise
         self.reusable = conn.info.transaction_status == _IDLE
 
+    def translate(self, exc: Exception) -> Exception:
+        return _translate(exc, self.fence) if isinstance(exc, psycopg.Error) else exc
+
     async def roll_back(self) -> None:
         conn = self._conn
         if conn.closed or conn.info.transaction_status not in (_INTRANS, _INERROR, _IDLE):
@@ -380,14 +384,8 @@ class PostgreSQLStore(SQLStore[_Session]):
                         raise
                     log.info("deadlock with another worker's transaction; retrying")
             raise AssertionError("unreachable")  # pragma: no cover
-        except PoolTimeout as exc:
-            raise StoreUnavailable(f"PostgreSQL store did not answer: {exc}") from exc
-        except psycopg.errors.LockNotAvailable as exc:
-            raise StoreUnavailable(f"PostgreSQL lock wait timed out: {exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL store unavailable: {exc}") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise _translate(exc) from exc
 
     # -- schema -------------------------------------------------------------------------
 
@@ -510,7 +508,6 @@ class PostgreSQLStore(SQLStore[_Session]):
         if self._pool is None:
             raise StoreError("the store is not open")
         fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
-        what = fence.what
         try:
             async with self._pool.connection() as conn:
                 tx = _Fenced(conn, fence)
@@ -522,17 +519,8 @@ class PostgreSQLStore(SQLStore[_Session]):
                         # In an unknown state, or carrying session state past the transaction
                         # (a session advisory lock, a temporary table): the pool replaces it.
                         await conn.close()
-        except PoolTimeout as exc:
-            raise StoreUnavailable(f"PostgreSQL store did not answer: {exc}") from exc
-        except psycopg.errors.LockNotAvailable as exc:
-            raise StoreUnavailable(f"task {what} is locked by another transaction: {exc}") from exc
-        except psycopg.errors.IdleInTransactionSessionTimeout as exc:
-            # The server ended the transaction because it sat idle past idle_tx_timeout (a
-            # paused or stalled worker): that is what lets a takeover proceed, so this run's
-            # ownership cannot be vouched for. Nothing it wrote was kept.
-            raise LeaseLost(f"fenced transaction of {what} was idle too long and ended by the server") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL store unavailable during fenced commit: {exc}") from exc
+        except psycopg.Error as exc:  # taking a connection, or giving it back
+            raise _translate(exc, fence) from exc
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -561,6 +549,25 @@ class PostgreSQLStore(SQLStore[_Session]):
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _translate(exc: psycopg.Error, fence: Fence | None = None) -> TenureError:
+    """The store's error for a driver error (``fence``: in that fenced transaction)."""
+    if isinstance(exc, PoolTimeout):
+        return StoreUnavailable(f"PostgreSQL store did not answer: {exc}")
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        if fence is not None:
+            return StoreUnavailable(f"task {fence.what} is locked by another transaction: {exc}")
+        return StoreUnavailable(f"PostgreSQL lock wait timed out: {exc}")
+    if fence is not None and isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+        # The server ended the transaction because it sat idle past idle_tx_timeout (a
+        # paused or stalled worker): that is what lets a takeover proceed, so this run's
+        # ownership cannot be vouched for. Nothing it wrote was kept.
+        return LeaseLost(f"fenced transaction of {fence.what} was idle too long and ended by the server")
+    where = "" if fence is None else f" during the fenced transaction of {fence.what}"
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailable(f"PostgreSQL store unavailable{where}: {exc}")
+    return StoreError(f"PostgreSQL error{where}: {exc}")
 
 
 def _columns(tasks: Sequence[DesiredTask]) -> dict[str, list[Any]]:

@@ -284,6 +284,9 @@ class _Fenced(FencedSession):
             await self._begin(finish)
         self.reusable = True
 
+    def translate(self, exc: Exception) -> Exception:
+        return _translate(exc) if isinstance(exc, sqlite3.Error) else exc
+
     async def roll_back(self) -> None:
         with contextlib.suppress(sqlite3.Error, ValueError):
             await _on_thread(self._conn, lambda db: db.rollback())
@@ -450,17 +453,8 @@ class SQLiteStore(SQLStore[_Session]):
             if s.woken:
                 ring(self._wake_path)
             return result
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise StoreUnavailable(f"SQLite store is busy: {exc}") from exc
-            raise StoreError(f"SQLite error: {exc}") from exc
-        except sqlite3.IntegrityError as exc:
-            # A constraint a known case did not catch (those raise TaskExists and the like
-            # inside ``fn``): the store's error, never the driver's, so callers that handle
-            # StoreError (the worker's loops) survive it.
-            raise StoreError(f"SQLite constraint failed: {exc}") from exc
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite error: {exc}") from exc
+            raise _translate(exc) from exc
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
@@ -684,6 +678,17 @@ async def _begin(conn: aiosqlite.Connection, sql: str) -> None:
 async def _rollback(conn: aiosqlite.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):  # no transaction was open: BEGIN itself failed
         await conn.execute("ROLLBACK")
+
+
+def _translate(exc: sqlite3.Error) -> StoreError:
+    """The store's error for a driver error: never the driver's own, so that callers that
+    handle StoreError (the worker's loops) survive it, also for a constraint a known case
+    did not catch (those raise TaskExists and the like)."""
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return StoreUnavailable(f"SQLite store is busy: {exc}")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreError(f"SQLite constraint failed: {exc}")
+    return StoreError(f"SQLite error: {exc}")
 
 
 def _row(kind: str, d: DesiredTask) -> dict[str, Any]:

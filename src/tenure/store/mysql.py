@@ -111,8 +111,8 @@ from tenure.models import Claim, Lease, Run, SlotDone
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, mysql_name
 from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params, task_from_row
-from tenure.store.sqlfile import load_queries
-from tenure.store.sqlstore import SQLStore
+from tenure.store.sqlfile import load_queries, split_statements
+from tenure.store.sqlstore import SQLStore, lease_from_row
 from tenure.store.sync import batches, desired_columns, task_size
 from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
 
@@ -804,10 +804,15 @@ class MySQLStore(SQLStore[_Session]):
     async def _run_script(self, s: _Session, script: str) -> None:
         assert self._server is not None  # checked by _migrating
         script = script.replace("{collation}", _COLLATION[self._server.flavor]).replace("{now}", _NOW)
-        for statement in _split_statements(script):
+        for statement in split_statements(script):
             await s.run(statement)
 
     # -- kinds and tasks ------------------------------------------------------------------
+
+    async def _on_lease(self, fn: Callable[[_Session], Awaitable[T]], *, transaction: bool, what: str) -> T:
+        if transaction:
+            return await self._write(fn, pool=self._lease_pool, what=what)
+        return await self._read(fn, pool=self._lease_pool, what=what)
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, asyncmy.errors.IntegrityError) and _errno(exc) == 1062
@@ -857,13 +862,13 @@ class MySQLStore(SQLStore[_Session]):
                 await s.run(self.q["revive_worker"], args)
             return await self._lease(s, worker_id)
 
-        return await self._write(go, pool=self._lease_pool, what="registering the worker")
+        return await self._on_lease(go, transaction=True, what="registering the worker")
 
     async def _lease(self, s: _Session, worker_id: str) -> Lease:
         row = await s.one(self.q["lease_of"], {"worker": worker_id})
         if row is None:  # pragma: no cover - written in the same transaction
             raise LeaseLost(f"lease of worker {worker_id!r} is gone")
-        return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
+        return lease_from_row(worker_id, row)
 
     async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
         # Two autocommitted statements rather than a transaction (half the round trips on
@@ -876,9 +881,9 @@ class MySQLStore(SQLStore[_Session]):
             row = await s.one(self.q["lease_of"], {"worker": worker_id})
             if row is None:
                 raise LeaseLost(f"worker {worker_id!r} left the cluster")
-            return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
+            return lease_from_row(worker_id, row)
 
-        return await self._read(go, pool=self._lease_pool, what="renewing the lease")
+        return await self._on_lease(go, transaction=False, what="renewing the lease")
 
     async def reap_workers(self, older_than: float) -> int:
         async def go(s: _Session) -> int:
@@ -924,32 +929,16 @@ class MySQLStore(SQLStore[_Session]):
     # -- fencing --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def fenced(
-        self,
-        *,
-        worker_id: str,
-        kind: str,
-        key: str,
-        term: int,
-        slot: float | None = None,
-        precommit: Callable[[], None] | None = None,
-    ) -> AsyncIterator[_Fenced]:
+    async def _fenced_session(self, fence: Fence) -> AsyncIterator[_Fenced]:
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open")
-        fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
         tx = _Fenced(self, pool, fence)
         failure: BaseException | None = None
         try:
-            async with tx.lifetime(precommit):
-                yield tx
+            yield tx
         except BaseException as exc:
             failure = exc
-            s = tx.session
-            if isinstance(exc, _DRIVER_ERRORS) and s is not None and exc is s.error and _unavailable(exc):
-                raise StoreUnavailable(
-                    f"MySQL store unavailable during the fenced commit of {fence.what}: {exc}"
-                ) from exc
             raise
         finally:
             if tx.session is not None:
@@ -1015,31 +1004,6 @@ def _args(params: Sequence[Any]) -> tuple[Any, ...] | None:
     """Handlers' parameters; none at all means the SQL is sent as written (a literal %
     needs no doubling), as DB-API drivers do."""
     return tuple(params) if params else None
-
-
-def _split_statements(script: str) -> list[str]:
-    """Split a migration script into statements: each ends with a `;` that ends a line
-    (our scripts keep to that), or, between ``DELIMITER //`` and ``DELIMITER ;`` lines
-    (the mysql client's convention, for routine bodies full of `;`), with ``//``."""
-    statements: list[str] = []
-    delimiter = ";"
-    lines: list[str] = []
-    for line in script.splitlines():
-        stripped = line.strip()
-        if stripped.upper().startswith("DELIMITER "):
-            delimiter = stripped.split(None, 1)[1]
-            continue
-        if stripped.startswith("--") or (not stripped and not lines):
-            continue
-        if stripped.endswith(delimiter):
-            lines.append(line.rstrip()[: -len(delimiter)])
-            statements.append("\n".join(lines).strip())
-            lines = []
-        else:
-            lines.append(line)
-    if "\n".join(lines).strip():
-        statements.append("\n".join(lines).strip())
-    return [s for s in statements if s]
 
 
 class _NamedLockLiveness(Liveness):

@@ -48,10 +48,10 @@ from tenure.errors import (
     WorkerIdInUse,
 )
 from tenure.inputs import ECHO_LIMIT, cut
-from tenure.models import Claim, Lease, Run, SlotDone
+from tenure.models import Claim, Run, SlotDone
 from tenure.store.fence import Fence, FencedSession, Op
-from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, postgresql_key
-from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params, task_from_row
+from tenure.store.liveness import POOLING_HINT, Liveness, holding, liveness_option, postgresql_key
+from tenure.store.rows import TASK_COLUMNS, done_before, run_params, task_from_row
 from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.sync import batches, desired_columns, task_size
@@ -363,6 +363,9 @@ class PostgreSQLStore(SQLStore[_Session]):
         renewal must come back well within the lease."""
         return await self._call(fn, pool, transaction=False)
 
+    async def _on_lease(self, fn: Callable[[_Session], Awaitable[T]], *, transaction: bool, what: str) -> T:
+        return await self._call(fn, self._lease_pool, transaction=transaction)
+
     async def _call(
         self, fn: Callable[[_Session], Awaitable[T]], pool: AsyncConnectionPool[Conn] | None, *, transaction: bool
     ) -> T:
@@ -410,46 +413,6 @@ class PostgreSQLStore(SQLStore[_Session]):
             return holding(self._liveness, Liveness(worker_id))
         return holding(self._liveness, _AdvisoryLiveness(self, worker_id))
 
-    async def register_worker(
-        self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
-    ) -> Lease:
-        liveness = held_token(self._liveness, worker_id)
-
-        async def go(s: _Session) -> Lease:
-            live = await s.one(Q["worker_is_live"], {"worker": worker_id})
-            if live is not None and live[0]:
-                if not (live[1] and liveness is not None):
-                    raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
-                await s.count(Q["end_lease"], {"worker": worker_id})
-            if live is not None:
-                await s.count(Q["free_expired_worker_tasks"], {"worker": worker_id})
-            row = await s.one(
-                Q["upsert_worker"],
-                {
-                    "worker": worker_id,
-                    "host": host,
-                    "pid": pid,
-                    "ttl": ttl,
-                    "kinds": encode_worker_kinds(kinds),
-                    "liveness": liveness,
-                },
-            )
-            if row is None:
-                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
-            return _lease(worker_id, row)
-
-        return await self._write(go, pool=self._lease_pool)
-
-    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
-        # One autocommitted UPDATE … RETURNING: one round trip on the heartbeat path.
-        async def go(s: _Session) -> Lease:
-            row = await s.one(Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
-            if row is None:
-                raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
-            return _lease(worker_id, row)
-
-        return await self._read(go, pool=self._lease_pool)
-
     # -- ownership ------------------------------------------------------------------------
 
     async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
@@ -495,25 +458,14 @@ class PostgreSQLStore(SQLStore[_Session]):
     # -- fencing --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def fenced(
-        self,
-        *,
-        worker_id: str,
-        kind: str,
-        key: str,
-        term: int,
-        slot: float | None = None,
-        precommit: Callable[[], None] | None = None,
-    ) -> AsyncIterator[_Fenced]:
+    async def _fenced_session(self, fence: Fence) -> AsyncIterator[_Fenced]:
         if self._pool is None:
             raise StoreError("the store is not open")
-        fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
         try:
             async with self._pool.connection() as conn:
                 tx = _Fenced(conn, fence)
                 try:
-                    async with tx.lifetime(precommit):
-                        yield tx
+                    yield tx
                 finally:
                     if not tx.reusable or tx.discard or tx.touched_session:
                         # In an unknown state, or carrying session state past the transaction
@@ -580,10 +532,6 @@ def _columns(tasks: Sequence[DesiredTask]) -> dict[str, list[Any]]:
         "params": list(params),
         "enabled": list(enabled),
     }
-
-
-def _lease(worker_id: str, row: Any) -> Lease:
-    return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
 
 
 class _AdvisoryLiveness(Liveness):

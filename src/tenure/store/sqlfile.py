@@ -36,3 +36,30 @@ def load_migrations(dialect: str) -> list[tuple[int, str]]:
     if versions != list(range(1, len(versions) + 1)):
         raise RuntimeError(f"migrations for {dialect} are not numbered 1..n: {versions}")
     return found
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration script into statements, for drivers that run one at a time.
+
+    Each statement ends with a `;` that ends a line (our scripts keep to that), or,
+    between ``DELIMITER //`` and ``DELIMITER ;`` lines (the mysql client's convention,
+    for routine bodies full of `;`), with ``//``. Lines starting with ``--`` are left out."""
+    statements: list[str] = []
+    delimiter = ";"
+    lines: list[str] = []
+    for line in script.splitlines():
+        stripped = line.strip()
+        if stripped.upper().startswith("DELIMITER "):
+            delimiter = stripped.split(None, 1)[1]
+            continue
+        if stripped.startswith("--") or (not stripped and not lines):
+            continue
+        if stripped.endswith(delimiter):
+            lines.append(line.rstrip()[: -len(delimiter)])
+            statements.append("\n".join(lines).strip())
+            lines = []
+        else:
+            lines.append(line)
+    if "\n".join(lines).strip():
+        statements.append("\n".join(lines).strip())
+    return [s for s in statements if s]

@@ -38,22 +38,20 @@ from tenure.errors import (
     StatementRefused,
     StoreError,
     StoreUnavailable,
-    WorkerIdInUse,
 )
 from tenure.inputs import quote
-from tenure.models import Claim, Lease, Run, SlotDone
+from tenure.models import Claim, Run, SlotDone
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import (
     FileLiveness,
     Liveness,
-    held_token,
     holding,
     liveness_option,
     lock_file_free,
     sqlite_lock_path,
 )
-from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params
-from tenure.store.sqlfile import load_queries
+from tenure.store.rows import TASK_COLUMNS, done_before, run_params
+from tenure.store.sqlfile import load_queries, split_statements
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.statements import sqlite_pragma_allowed
 from tenure.store.sync import desired_columns
@@ -467,7 +465,7 @@ class SQLiteStore(SQLStore[_Session]):
 
     async def _run_script(self, s: _Session, script: str) -> None:
         # executescript would commit our transaction; run statements one by one.
-        for statement in _split_statements(script):
+        for statement in split_statements(script):
             await s.count(statement)
 
     # -- kinds and tasks ------------------------------------------------------------------
@@ -485,7 +483,8 @@ class SQLiteStore(SQLStore[_Session]):
 
     # -- membership -----------------------------------------------------------------------
 
-    async def _lease_tx(self, fn: Callable[[_Session], Awaitable[T]]) -> T:
+    async def _on_lease(self, fn: Callable[[_Session], Awaitable[T]], *, transaction: bool, what: str) -> T:
+        # Always a write transaction: SQLite has no round trips to save.
         if self._lease_conn is None:
             raise StoreError("the store is not open")
         async with self._lease_lock:
@@ -496,44 +495,6 @@ class SQLiteStore(SQLStore[_Session]):
         if not self._session_liveness:
             return holding(self._liveness, Liveness(worker_id))
         return holding(self._liveness, FileLiveness(worker_id, sqlite_lock_path(self._path, worker_id)))
-
-    async def register_worker(
-        self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
-    ) -> Lease:
-        liveness = held_token(self._liveness, worker_id)
-
-        async def go(s: _Session) -> Lease:
-            live = await s.one(Q["worker_is_live"], {"worker": worker_id})
-            if live is not None and live[0]:
-                if not (live[1] and liveness is not None):
-                    raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
-                await s.count(Q["end_lease"], {"worker": worker_id})
-            if live is not None:
-                await s.count(Q["free_expired_worker_tasks"], {"worker": worker_id})
-            row = await one_row(
-                s,
-                Q["upsert_worker"],
-                {
-                    "worker": worker_id,
-                    "host": host,
-                    "pid": pid,
-                    "ttl": ttl,
-                    "kinds": encode_worker_kinds(kinds),
-                    "liveness": liveness,
-                },
-            )
-            return _lease(worker_id, row)
-
-        return await self._lease_tx(go)
-
-    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
-        async def go(s: _Session) -> Lease:
-            row = await s.one(Q["renew_lease"], {"worker": worker_id, "ttl": ttl})
-            if row is None:
-                raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
-            return _lease(worker_id, row)
-
-        return await self._lease_tx(go)
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -585,22 +546,11 @@ class SQLiteStore(SQLStore[_Session]):
     # -- fencing --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def fenced(
-        self,
-        *,
-        worker_id: str,
-        kind: str,
-        key: str,
-        term: int,
-        slot: float | None = None,
-        precommit: Callable[[], None] | None = None,
-    ) -> AsyncIterator[_Fenced]:
-        fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
+    async def _fenced_session(self, fence: Fence) -> AsyncIterator[_Fenced]:
         async with self._conn() as conn:
             tx = _Fenced(conn, self._authorizers[conn], fence)
             try:
-                async with tx.lifetime(precommit):
-                    yield tx
+                yield tx
             finally:
                 if not tx.reusable or tx.discard:
                     # A call of ours may still be queued or running on the connection's
@@ -694,13 +644,3 @@ def _translate(exc: sqlite3.Error) -> StoreError:
 def _row(kind: str, d: DesiredTask) -> dict[str, Any]:
     key, every, cron, params, enabled = desired_columns(d)
     return {"kind": kind, "key": key, "every": every, "cron": cron, "params": params, "enabled": int(enabled)}
-
-
-def _lease(worker_id: str, row: Any) -> Lease:
-    return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
-
-
-def _split_statements(script: str) -> list[str]:
-    """Split a migration script on semicolons that end a line (our scripts keep to that)."""
-    body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
-    return [s.strip() for s in body.split(";\n") if s.strip().rstrip(";").strip()]

@@ -18,16 +18,31 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
 from tenure.desired import DesiredTask, SyncResult
-from tenure.errors import StoreError, TaskExists, TaskNotFound
-from tenure.models import ALL_KINDS, ClusterView, KindInfo, Pause, Run, SlotDone, Task, WorkerInfo, pause_from_row
+from tenure.errors import LeaseLost, StoreError, TaskExists, TaskNotFound, WorkerIdInUse
+from tenure.models import (
+    ALL_KINDS,
+    ClusterView,
+    KindInfo,
+    Lease,
+    Pause,
+    Run,
+    SlotDone,
+    Task,
+    WorkerInfo,
+    pause_from_row,
+)
 from tenure.schedule import Schedule
 from tenure.store.base import SCHEMA_VERSION, require_current_schema, schema_too_new
+from tenure.store.fence import Fence, FencedSession
+from tenure.store.liveness import Liveness, held_token
 from tenure.store.rows import (
     cluster_view_from_rows,
+    encode_worker_kinds,
     kind_from_row,
     run_from_row,
     schedule_columns,
@@ -73,6 +88,11 @@ class Session(Protocol):
 S = TypeVar("S", bound=Session)
 
 
+def lease_from_row(worker_id: str, row: Any) -> Lease:
+    """A lease from a row of (expires_at, db_now, draining)."""
+    return Lease(worker_id=worker_id, expires_at=float(row[0]), db_now=float(row[1]), draining=bool(row[2]))
+
+
 async def one_row(s: Session, sql: str, args: Args = None) -> Any:
     """The first row of a query that always returns one."""
     row = await s.one(sql, args)
@@ -91,6 +111,8 @@ class SQLStore(Generic[S]):
     dialect: str
     #: The schema was found current (or migrated) by :meth:`open`.
     _schema_ok = False
+    #: The liveness handles held now, by worker id (see :meth:`hold_liveness`).
+    _liveness: dict[str, Liveness]
     #: Does :meth:`listen` hear changes as they happen? (Without, workers rely on polling.)
     supports_listen: bool = False
     #: Do the dialect's task-changing statements (``insert_task``, ``set_enabled``,
@@ -122,6 +144,17 @@ class SQLStore(Generic[S]):
 
         ``single``: ``fn`` sends one statement, which a dialect may autocommit instead.
         ``what`` names the work in error messages."""
+        raise NotImplementedError
+
+    async def _on_lease(self, fn: Callable[[S], Awaitable[T]], *, transaction: bool, what: str) -> T:
+        """Run ``fn`` on the lease connection, kept apart so that lease upkeep never queues
+        behind handlers' work: in one transaction, or (if the dialect can) autocommitting."""
+        raise NotImplementedError
+
+    def _fenced_session(self, fence: Fence) -> AbstractAsyncContextManager[FencedSession]:
+        """The dialect's fenced session for ``fence``, on a connection of the store's; when
+        the block ends the connection goes back, or is discarded as the session's state
+        (reusable, discard, touched_session) says."""
         raise NotImplementedError
 
     def _is_duplicate(self, exc: BaseException) -> bool:
@@ -379,6 +412,43 @@ class SQLStore(Generic[S]):
 
     # -- membership -------------------------------------------------------------------------
 
+    async def register_worker(
+        self, *, worker_id: str, host: str, pid: int, ttl: float, kinds: Sequence[str] = ()
+    ) -> Lease:
+        """As the contract says, for dialects whose ``upsert_worker`` returns the lease
+        (``RETURNING``)."""
+        q = self.q
+        liveness = held_token(self._liveness, worker_id)
+        args = {"worker": worker_id, "host": host, "pid": pid, "ttl": ttl}
+        args |= {"kinds": encode_worker_kinds(kinds), "liveness": liveness}
+
+        async def go(s: S) -> Lease:
+            live = await s.one(q["worker_is_live"], {"worker": worker_id})
+            if live is not None and live[0]:
+                if not (live[1] and liveness is not None):
+                    raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+                await s.count(q["end_lease"], {"worker": worker_id})
+            if live is not None:
+                await s.count(q["free_expired_worker_tasks"], {"worker": worker_id})
+            row = await s.one(q["upsert_worker"], args)
+            if row is None:
+                raise WorkerIdInUse(f"worker id {worker_id!r} is held by a live worker")
+            return lease_from_row(worker_id, row)
+
+        return await self._on_lease(go, transaction=True, what="registering the worker")
+
+    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+        """As the contract says, for dialects whose ``renew_lease`` returns the lease: one
+        statement, one round trip on the heartbeat path."""
+
+        async def go(s: S) -> Lease:
+            row = await s.one(self.q["renew_lease"], {"worker": worker_id, "ttl": ttl})
+            if row is None:
+                raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
+            return lease_from_row(worker_id, row)
+
+        return await self._on_lease(go, transaction=False, what="renewing the lease")
+
     async def set_draining(self, worker_id: str, draining: bool) -> bool:
         async def go(s: S) -> bool:
             # MySQL counts found rows: 1 even when the worker was already in that state.
@@ -444,6 +514,23 @@ class SQLStore(Generic[S]):
     async def listen(self, wake: Callable[[], None]) -> None:
         """Without :attr:`supports_listen`, return at once: workers rely on polling."""
         return
+
+    # -- fencing ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def fenced(
+        self,
+        *,
+        worker_id: str,
+        kind: str,
+        key: str,
+        term: int,
+        slot: float | None = None,
+        precommit: Callable[[], None] | None = None,
+    ) -> AsyncIterator[FencedSession]:
+        fence = Fence(worker_id=worker_id, kind=kind, key=key, term=term, slot=slot)
+        async with self._fenced_session(fence) as tx, tx.lifetime(precommit):
+            yield tx
 
     # -- runs -------------------------------------------------------------------------------
 

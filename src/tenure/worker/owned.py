@@ -38,7 +38,8 @@ class OwnedTask:
     next_slot: float
     #: Latest slot started under this ownership (remembered on release, flushed with runs).
     last_slot: float | None = None
-    timer: asyncio.TimerHandle | None = None
+    #: The event-loop time of the wake-up its next slot waits for (None: not armed).
+    armed_at: float | None = None
     #: A trigger held back until the takeover delay is over.
     trigger_timer: asyncio.TimerHandle | None = None
     running: asyncio.Task[None] | None = None
@@ -68,10 +69,10 @@ class OwnedTask:
 
     def disarm(self) -> None:
         """Cancel its timers: no new run starts from them."""
-        for timer in (self.timer, self.trigger_timer):
-            if timer is not None:
-                timer.cancel()
-        self.timer = self.trigger_timer = None
+        self.armed_at = None
+        if self.trigger_timer is not None:
+            self.trigger_timer.cancel()
+        self.trigger_timer = None
 
 
 class WorkerLog:

@@ -239,6 +239,7 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             watchdog.stop()
+            self.timers.close()
             self.executor.close()
         if self._crash is not None:
             raise self._crash

@@ -225,19 +225,38 @@ SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND N
 -- which fails the transaction.
 SELECT tenure_fence(%(kind)s, %(key)s, %(worker)s, %(term)s, %(slot)s::double precision);
 
--- name: advance_slot
--- A triggered run's slot is the trigger time; running it answers every trigger asked
--- up to then, so a later owner does not run it again.
-UPDATE tenure_tasks
-SET last_slot = greatest(coalesce(last_slot, %(slot)s), %(slot)s),
-    trigger_at = CASE WHEN %(triggered)s AND trigger_at <= %(slot)s THEN NULL ELSE trigger_at END
-WHERE kind = %(kind)s AND key = %(key)s AND term = %(term)s;
+-- name: advance_slots
+-- One statement for a whole batch, passed as one JSON array of
+-- [kind, key, term, slot, triggered]: a statement per row costs the server a statement
+-- (and, in autocommit, a commit) per run, and arrays of text cost the client a quoting
+-- pass per element. A triggered run's slot is the trigger time; running it answers every
+-- trigger asked up to then, so a later owner does not run it again. Rows are locked in key
+-- order, like every other writer's, so that two never wait on each other.
+WITH done AS (
+    SELECT e->>0 AS kind, e->>1 AS key, (e->>2)::bigint AS term, (e->>3)::float8 AS slot,
+           (e->>4)::boolean AS triggered
+    FROM jsonb_array_elements(%(slots)s::jsonb) AS e
+), locked AS (
+    SELECT t.kind, t.key FROM tenure_tasks t JOIN done d ON d.kind = t.kind AND d.key = t.key AND d.term = t.term
+    ORDER BY t.kind, t.key
+    FOR UPDATE OF t
+)
+UPDATE tenure_tasks t
+SET last_slot = greatest(coalesce(t.last_slot, d.slot), d.slot),
+    trigger_at = CASE WHEN d.triggered AND t.trigger_at <= d.slot THEN NULL ELSE t.trigger_at END
+FROM done d JOIN locked l ON l.kind = d.kind AND l.key = d.key
+WHERE t.kind = d.kind AND t.key = d.key AND t.term = d.term;
 
--- name: insert_run
+-- name: insert_runs
+-- One statement for a whole batch, passed as one JSON array of
+-- [kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error];
+-- ids in the batch's order.
 INSERT INTO tenure_runs
     (kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error)
-VALUES (%(kind)s, %(key)s, %(worker)s, %(term)s, %(scheduled_at)s, %(started_at)s,
-        %(ended_at)s, %(outcome)s, %(error)s);
+SELECT e->>0, e->>1, e->>2, (e->>3)::bigint, (e->>4)::float8, (e->>5)::float8,
+       (e->>6)::float8, e->>7, e->>8
+FROM jsonb_array_elements(%(runs)s::jsonb) WITH ORDINALITY AS r(e, n)
+ORDER BY n;
 
 -- name: list_runs
 SELECT id, kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error

@@ -104,13 +104,22 @@ class Rebalancer:
                 await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll)
 
     async def _poll_once(self) -> None:
-        if not self._lease.trusted():
-            return
+        """One round: read the cluster, reconcile what we own, release our surplus, claim
+        up to our share.
+
+        Only claiming needs a lease we trust. Reading changes nothing, and releasing only
+        gives up tasks we own, each guarded by its term (a task taken over meanwhile is
+        left alone), so a worker whose renewal is late still hands over its surplus, and
+        the tasks disabled or paused meanwhile, instead of sitting on them until it has
+        fenced itself and its lease has run out."""
+        if not self._owned and not self._lease.trusted():
+            return  # nothing to give up, nothing to claim (joining, or rejoining after a fence)
         view = await self.store.cluster_view()
         now = time.monotonic()
         if view.changes != self.changes_seen or now >= self._reconcile_at:
-            await self._refresh_owned()
-            self.changes_seen = view.changes
+            complete = await self._refresh_owned(strays=self._lease.trusted())
+            # Strays held back while untrusted: reconcile again at the next poll.
+            self.changes_seen = view.changes if complete else None
             self._reconcile_at = now + RECONCILE_EVERY
         targets = self.kind_shares(view)
         held = Counter(ot.task.kind for ot in self._owned.values())
@@ -174,10 +183,16 @@ class Rebalancer:
         position = (live.index(self.id) - zlib.crc32(kind.encode())) % w
         return base + (1 if position < extra else 0)
 
-    async def _refresh_owned(self) -> None:
+    async def _refresh_owned(self, *, strays: bool = True) -> bool:
         """Reconcile owned tasks with the store: disabled, removed, triggered, edited, and
-        any task the store says is ours that we are not running (a release that failed);
-        and pauses, paused or lifted."""
+        any task the store says is ours that we are not running (a release that failed, a
+        self-fence); and pauses, paused or lifted.
+
+        With ``strays`` False (the lease is not trusted), the strays are left for a later
+        reconcile: right after a self-fence their runs were only told to stop (a sync
+        handler's thread may still be at work), and released now they would be taken over
+        as released, without the takeover delay an expired lease calls for. Returns False
+        if strays were left."""
         for change in self._pauses.update(await self.store.list_pauses()):
             self._log(logging.INFO, "%s", change)
         self.apply_pauses()
@@ -204,12 +219,17 @@ class Rebalancer:
                     self._timers.trigger(ot, row.trigger_at)
         if to_release:
             await self.release(to_release)
+        if rows and not strays:
+            return False
         if rows:  # ours in the store, unknown here: give them back rather than sit on them
-            strays = [
-                SlotDone(kind=t.kind, key=t.key, term=t.term, slot=self._recorder.done_through(t, t.last_slot))
-                for t in rows.values()
-            ]
-            await self.store.release_tasks(self.id, strays)
+            await self.store.release_tasks(
+                self.id,
+                [
+                    SlotDone(kind=t.kind, key=t.key, term=t.term, slot=self._recorder.done_through(t, t.last_slot))
+                    for t in rows.values()
+                ],
+            )
+        return True
 
     def apply_pauses(self) -> None:
         """Cancel runs a pause asks to cancel; arm again the tasks whose pause was lifted."""

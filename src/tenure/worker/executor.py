@@ -37,6 +37,7 @@ from tenure.worker.lifecycle import Lifecycle, WorkerState
 from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
 
 if TYPE_CHECKING:
+    from tenure.kinds import TaskKind
     from tenure.store import Store
     from tenure.worker.lease import LeaseKeeper
     from tenure.worker.recorder import RunRecorder
@@ -94,6 +95,7 @@ class RunExecutor:
         self._runs: set[asyncio.Task[None]] = set()
         #: Why a run was cancelled (the outcome to record), by its asyncio task.
         self._cancelled_as: dict[asyncio.Task[None], tuple[Outcome, str]] = {}
+        self._async_kinds: dict[str, bool] = {}
         self._threads = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="tenure-sync")
 
     def attach(self, group: asyncio.TaskGroup) -> None:
@@ -237,7 +239,8 @@ class RunExecutor:
             kind=task.kind,
             key=task.key,
             # A copy: a handler that changes its params must not change the next run's.
-            params=copy.deepcopy(task.params),
+            # (Most tasks have none: a new empty dict is all the copy they need.)
+            params=copy.deepcopy(task.params) if task.params else {},
             token=ot.term,
             scheduled_at=slot,
             lease_trusted=self._lease.trusted,
@@ -252,7 +255,7 @@ class RunExecutor:
             kind=task.kind, key=task.key, term=ot.term, worker=self.id, slot=slot, started=started, triggered=triggered
         )
         try:
-            if is_async_handler(handler):
+            if self._is_async(ot.kind):
                 async with limit:
                     await handler(ctx)  # type: ignore[misc]
             else:
@@ -287,6 +290,13 @@ class RunExecutor:
         elif outcome is Outcome.LEASE_LOST:
             self._log(logging.WARNING, "run lost its lease: %s", error, task=ot)
         self._recorder.record(ot, slot, started, outcome, error, triggered=triggered, elapsed=time.monotonic() - began)
+
+    def _is_async(self, kind: TaskKind) -> bool:
+        # Asked once per kind: inspecting the handler costs more than a no-op run's start.
+        known = self._async_kinds.get(kind.kind)
+        if known is None:
+            known = self._async_kinds[kind.kind] = is_async_handler(kind.handler)
+        return known
 
     def _why_cancelled(self) -> tuple[Outcome, str]:
         if not self._lease.trusted():

@@ -105,6 +105,12 @@ class Store(Protocol):
         """``sqlite``, ``postgresql`` or ``mysql``: which SQL fenced transactions speak."""
         ...
 
+    @property
+    def supports_listen(self) -> bool:
+        """Does :meth:`listen` hear changes as they happen? If not, it returns at once and
+        workers rely on polling alone."""
+        ...
+
     # -- life cycle and schema ---------------------------------------------------------
 
     async def open(self, *, migrate: bool) -> None:
@@ -331,8 +337,8 @@ class Store(Protocol):
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever tasks are released or changed, until cancelled.
 
-        A store whose database cannot notify returns at once; workers then rely on
-        polling alone.
+        A store whose database cannot notify (:attr:`supports_listen` false) returns at
+        once; workers then rely on polling alone.
         """
         ...
 

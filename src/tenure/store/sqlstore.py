@@ -3,11 +3,15 @@
 A dialect module (:mod:`~tenure.store.sqlite`, :mod:`~tenure.store.postgresql`,
 :mod:`~tenure.store.mysql`) subclasses :class:`SQLStore` and supplies two things:
 
-- **a connector**: how a transaction (:meth:`SQLStore._write`) and a read
-  (:meth:`SQLStore._read`) run on its driver, each handing the function a
-  :class:`Session` and translating driver errors into :mod:`tenure.errors`;
-- **what truly differs** between databases: claiming, the fence, migrations, slot
-  upserts, batch writes of a sync, listening, liveness.
+- **a connector**: how a transaction (:meth:`SQLStore._write`), a read
+  (:meth:`SQLStore._read`) and lease upkeep on its own connection
+  (:meth:`SQLStore._on_lease`) run on its driver, each handing the function a
+  :class:`Session` and translating driver errors into :mod:`tenure.errors` (the same
+  translation its fenced session applies, :meth:`~tenure.store.fence.FencedSession.translate`);
+- **what truly differs** between databases: claiming, the fenced session
+  (:meth:`SQLStore._fenced_session`), how migrations run, slot upserts, batch writes of a
+  sync, listening, liveness; and capability flags (:attr:`SQLStore.supports_listen`,
+  :attr:`SQLStore.returning`) where a dialect can do more.
 
 The methods here run the dialect's named queries (``self.q[name]``, loaded from its
 ``sql/<dialect>/queries.sql``; every dialect has the same names for the same work) with

@@ -32,7 +32,7 @@ from tenure.errors import (
     WorkerIdInUse,
 )
 from tenure.kinds import TaskKind
-from tenure.models import Outcome, Run, Task, WorkerInfo
+from tenure.models import Outcome, Run, Task, WorkerInfo, WorkerLoad
 from tenure.schedule import Cron, Every, Misfire
 from tenure.store import FencedTransaction, Store
 
@@ -77,5 +77,6 @@ __all__ = [
     "UnknownKind",
     "WorkerIdInUse",
     "WorkerInfo",
+    "WorkerLoad",
     "__version__",
 ]

@@ -336,6 +336,24 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerLoad:
+    """How loaded a worker is, as it publishes with each lease renewal (in the renewal's
+    own statement: no write of its own)."""
+
+    #: Due runs waiting for a place under the concurrency cap (0: the worker keeps up).
+    waiting: int
+    #: Seconds the longest-waiting of them had waited (0 when none waits).
+    oldest_waiting: float
+    #: The worker's cap on runs in progress at once (``concurrency``).
+    concurrency: int
+
+    @property
+    def over_capacity(self) -> bool:
+        """Due runs wait for a place: the worker cannot start them all on time."""
+        return self.waiting > 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerInfo:
     """A worker's membership row."""
 
@@ -349,6 +367,9 @@ class WorkerInfo:
     tasks_held: int
     #: The kinds it runs, sorted (empty for a row written before workers published them).
     kinds: tuple[str, ...] = ()
+    #: Its load as of its last renewal (``heartbeat_at``); None until it publishes one (a
+    #: worker that has just joined, or of a release from before schema version 6).
+    load: WorkerLoad | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tenure.errors import LeaseLost, WorkerIdInUse
-from tenure.models import Freed, SlotDone
+from tenure.models import Freed, SlotDone, WorkerLoad
 from tenure.store import Store
 
 from .helpers import LONG_TTL, SHORT_TTL, add, register, task_of, wait_past
@@ -48,6 +48,30 @@ async def test_renew_lease_extends_it(store: Store) -> None:
     (info,) = await store.list_workers()
     assert info.expires_at == pytest.approx(longer.expires_at, abs=1e-6)
     assert info.heartbeat_at == pytest.approx(longer.db_now, abs=1e-6)
+
+
+async def test_a_renewal_publishes_the_workers_load(store: Store) -> None:
+    """The load travels in the renewal's own statement and reads back as written; a
+    renewal without one, or a join, leaves none (schema version 6)."""
+    await register(store, "w1")
+    await register(store, "w2")
+    assert [w.load for w in await store.list_workers()] == [None, None], "nothing published at the join"
+    busy = WorkerLoad(waiting=340, oldest_waiting=2.125, concurrency=100)
+    calm = WorkerLoad(waiting=0, oldest_waiting=0.0, concurrency=7)
+    assert (busy.over_capacity, calm.over_capacity) == (True, False)
+    await store.renew_lease("w1", LONG_TTL, busy)
+    await store.renew_lease("w2", LONG_TTL, calm)
+    assert {w.id: w.load for w in await store.list_workers()} == {"w1": busy, "w2": calm}
+    # Each renewal replaces the last load; one without a load clears it.
+    await store.renew_lease("w1", LONG_TTL, WorkerLoad(waiting=3, oldest_waiting=0.5, concurrency=100))
+    await store.renew_lease("w2", LONG_TTL)
+    loads = {w.id: w.load for w in await store.list_workers()}
+    assert loads == {"w1": WorkerLoad(waiting=3, oldest_waiting=0.5, concurrency=100), "w2": None}
+    # A worker joining again under the same id (its old lease expired) starts with none.
+    lease = await store.renew_lease("w1", SHORT_TTL, busy)
+    await wait_past(store, lease.expires_at)
+    await register(store, "w1")
+    assert {w.id: w.load for w in await store.list_workers()}["w1"] is None
 
 
 async def test_expired_lease_is_never_revived(store: Store) -> None:

@@ -22,12 +22,12 @@ from typing import Any, Protocol
 
 from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import SchemaMissing, SchemaTooNew
-from tenure.models import Claim, ClusterView, KindInfo, Lease, Pause, Run, SlotDone, Task, WorkerInfo
+from tenure.models import Claim, ClusterView, KindInfo, Lease, Pause, Run, SlotDone, Task, WorkerInfo, WorkerLoad
 from tenure.schedule import Schedule
 from tenure.store.liveness import Liveness
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def schema_too_new(version: int, where: str) -> SchemaTooNew:
@@ -277,10 +277,14 @@ class Store(Protocol):
         """
         ...
 
-    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+    async def renew_lease(self, worker_id: str, ttl: float, load: WorkerLoad | None = None) -> Lease:
         """Extend a live lease to database now + ``ttl``. One write, whatever the number
         of tasks held. Raises :class:`~tenure.errors.LeaseLost` if the lease had already
         expired or the row is gone: an expired lease is never revived.
+
+        ``load`` is published in the same statement, replacing the row's last one (None
+        publishes none): :meth:`list_workers` returns it as it was written. A join
+        (:meth:`register_worker`) clears it.
         """
         ...
 

@@ -107,10 +107,10 @@ from tenure.errors import (
     WorkerIdInUse,
 )
 from tenure.inputs import quote
-from tenure.models import Claim, Lease, Run, SlotDone
+from tenure.models import Claim, Lease, Run, SlotDone, WorkerLoad
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, mysql_name
-from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, run_params, task_from_row
+from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, load_params, run_params, task_from_row
 from tenure.store.sqlfile import load_queries, split_statements
 from tenure.store.sqlstore import SQLStore, lease_from_row
 from tenure.store.sync import batches, desired_columns, task_size
@@ -870,13 +870,13 @@ class MySQLStore(SQLStore[_Session]):
             raise LeaseLost(f"lease of worker {worker_id!r} is gone")
         return lease_from_row(worker_id, row)
 
-    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+    async def renew_lease(self, worker_id: str, ttl: float, load: WorkerLoad | None = None) -> Lease:
         # Two autocommitted statements rather than a transaction (half the round trips on
         # the heartbeat path): only this worker renews its row, so the read that follows
         # returns this renewal's times (and the latest draining flag). Running it again
         # after a lost connection is harmless: it extends a live lease or refuses.
         async def go(s: _Session) -> Lease:
-            if await s.count(self.q["renew_lease"], {"worker": worker_id, "ttl": ttl}) != 1:
+            if await s.count(self.q["renew_lease"], {"worker": worker_id, "ttl": ttl, **load_params(load)}) != 1:
                 raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
             row = await s.one(self.q["lease_of"], {"worker": worker_id})
             if row is None:

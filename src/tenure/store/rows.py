@@ -6,7 +6,17 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from tenure.models import ClusterView, Freed, KindInfo, Outcome, Run, Task, WorkerInfo, decode_stored_params
+from tenure.models import (
+    ClusterView,
+    Freed,
+    KindInfo,
+    Outcome,
+    Run,
+    Task,
+    WorkerInfo,
+    WorkerLoad,
+    decode_stored_params,
+)
 from tenure.schedule import Cron, Every, Schedule
 
 #: Columns every store selects for a task, in this order.
@@ -69,7 +79,10 @@ def kind_from_row(row: Sequence[Any]) -> KindInfo:
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
-    wid, host, pid, started_at, heartbeat_at, expires_at, draining, held, kinds = row
+    wid, host, pid, started_at, heartbeat_at, expires_at, draining, held, kinds, waiting, oldest, concurrency = row
+    load = None
+    if waiting is not None and oldest is not None and concurrency is not None:
+        load = WorkerLoad(waiting=int(waiting), oldest_waiting=float(oldest), concurrency=int(concurrency))
     return WorkerInfo(
         id=wid,
         host=host,
@@ -80,7 +93,15 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         draining=bool(draining),
         tasks_held=int(held),
         kinds=tuple(decode_worker_kinds(kinds)),
+        load=load,
     )
+
+
+def load_params(load: WorkerLoad | None) -> dict[str, Any]:
+    """The ``renew_lease`` parameters that publish a worker's load (all NULL: none)."""
+    if load is None:
+        return {"runs_waiting": None, "oldest_waiting": None, "concurrency": None}
+    return {"runs_waiting": load.waiting, "oldest_waiting": load.oldest_waiting, "concurrency": load.concurrency}
 
 
 def encode_worker_kinds(kinds: Sequence[str]) -> str:

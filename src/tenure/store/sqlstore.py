@@ -39,6 +39,7 @@ from tenure.models import (
     SlotDone,
     Task,
     WorkerInfo,
+    WorkerLoad,
     pause_from_row,
 )
 from tenure.schedule import Schedule
@@ -49,6 +50,7 @@ from tenure.store.rows import (
     cluster_view_from_rows,
     encode_worker_kinds,
     kind_from_row,
+    load_params,
     run_from_row,
     schedule_columns,
     task_from_row,
@@ -457,12 +459,12 @@ class SQLStore(Generic[S]):
 
         return await self._on_lease(go, transaction=True, what="registering the worker")
 
-    async def renew_lease(self, worker_id: str, ttl: float) -> Lease:
+    async def renew_lease(self, worker_id: str, ttl: float, load: WorkerLoad | None = None) -> Lease:
         """As the contract says, for dialects whose ``renew_lease`` returns the lease: one
-        statement, one round trip on the heartbeat path."""
+        statement, one round trip on the heartbeat path (the load travels in it)."""
 
         async def go(s: S) -> Lease:
-            row = await s.one(self.q["renew_lease"], {"worker": worker_id, "ttl": ttl})
+            row = await s.one(self.q["renew_lease"], {"worker": worker_id, "ttl": ttl, **load_params(load)})
             if row is None:
                 raise LeaseLost(f"lease of worker {worker_id!r} has expired or was removed")
             return lease_from_row(worker_id, row)

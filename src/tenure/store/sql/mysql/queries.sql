@@ -180,13 +180,16 @@ FROM (SELECT {now} AS t) AS n;
 -- Only after worker_is_live locked the (expired) row, so the clock is not stale.
 UPDATE tenure_workers w JOIN (SELECT {now} AS t) AS n
 SET w.host = %(host)s, w.pid = %(pid)s, w.started_at = n.t, w.heartbeat_at = n.t,
-    w.expires_at = n.t + %(ttl)s, w.draining = FALSE, w.kinds = %(kinds)s, w.liveness = %(liveness)s
+    w.expires_at = n.t + %(ttl)s, w.draining = FALSE, w.kinds = %(kinds)s, w.liveness = %(liveness)s,
+    w.runs_waiting = NULL, w.oldest_waiting = NULL, w.concurrency = NULL
 WHERE w.id = %(worker)s;
 
 -- name: renew_lease
 -- {now} is evaluated after the row lock is granted, so a renewal that waited past the
 -- lease's end is refused instead of reviving it.
-UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + %(ttl)s
+-- The worker's load travels with the renewal (no statement of its own).
+UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + %(ttl)s,
+    runs_waiting = %(runs_waiting)s, oldest_waiting = %(oldest_waiting)s, concurrency = %(concurrency)s
 WHERE id = %(worker)s AND expires_at > {now};
 
 -- name: lease_of
@@ -208,7 +211,8 @@ DELETE FROM tenure_workers WHERE id = %(worker)s;
 
 -- name: list_workers
 SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
-       (SELECT COUNT(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds
+       (SELECT COUNT(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds,
+       w.runs_waiting, w.oldest_waiting, w.concurrency
 FROM tenure_workers w ORDER BY w.id;
 
 -- name: reap_candidates

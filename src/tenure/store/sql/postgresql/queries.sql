@@ -130,14 +130,17 @@ VALUES (%(worker)s, %(host)s, %(pid)s, {now}, {now}, {now} + %(ttl)s, false, %(k
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
     heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = false,
-    kinds = excluded.kinds, liveness = excluded.liveness
+    kinds = excluded.kinds, liveness = excluded.liveness,
+    runs_waiting = NULL, oldest_waiting = NULL, concurrency = NULL
 -- Two processes registering the same new id at once: the second finds a live row here
 -- and gets no row back (WorkerIdInUse) instead of overwriting the first.
 WHERE tenure_workers.expires_at <= {now}
 RETURNING expires_at, heartbeat_at, draining;
 
 -- name: renew_lease
-UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + %(ttl)s
+-- The worker's load travels with the renewal (no statement of its own).
+UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + %(ttl)s,
+    runs_waiting = %(runs_waiting)s, oldest_waiting = %(oldest_waiting)s, concurrency = %(concurrency)s
 WHERE id = %(worker)s AND expires_at > {now}
 RETURNING expires_at, heartbeat_at, draining;
 
@@ -157,7 +160,8 @@ DELETE FROM tenure_workers WHERE id = %(worker)s;
 
 -- name: list_workers
 SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
-       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds
+       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds,
+       w.runs_waiting, w.oldest_waiting, w.concurrency
 FROM tenure_workers w ORDER BY w.id;
 
 -- name: reap_workers

@@ -106,11 +106,14 @@ VALUES (:worker, :host, :pid, {now}, {now}, {now} + :ttl, 0, :kinds, :liveness)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
     heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, draining = 0,
-    kinds = excluded.kinds, liveness = excluded.liveness
+    kinds = excluded.kinds, liveness = excluded.liveness,
+    runs_waiting = NULL, oldest_waiting = NULL, concurrency = NULL
 RETURNING expires_at, heartbeat_at, draining;
 
 -- name: renew_lease
-UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + :ttl
+-- The worker's load travels with the renewal (no statement of its own).
+UPDATE tenure_workers SET heartbeat_at = {now}, expires_at = {now} + :ttl,
+    runs_waiting = :runs_waiting, oldest_waiting = :oldest_waiting, concurrency = :concurrency
 WHERE id = :worker AND expires_at > {now}
 RETURNING expires_at, heartbeat_at, draining;
 
@@ -130,7 +133,8 @@ DELETE FROM tenure_workers WHERE id = :worker;
 
 -- name: list_workers
 SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.expires_at, w.draining,
-       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds
+       (SELECT count(*) FROM tenure_tasks t WHERE t.owner = w.id), w.kinds,
+       w.runs_waiting, w.oldest_waiting, w.concurrency
 FROM tenure_workers w ORDER BY w.id;
 
 -- name: reap_workers

@@ -24,7 +24,7 @@ import pytest
 import tenure
 from store_contract.helpers import wait_past
 from tenure.cli import load_app, main, worker_settings
-from tenure.models import Outcome, Pause, Run, Task, WorkerInfo
+from tenure.models import Outcome, Pause, Run, Task, WorkerInfo, WorkerLoad
 from tenure.store import SCHEMA_VERSION
 
 # -- helpers --------------------------------------------------------------------------------
@@ -520,6 +520,45 @@ def test_status_names_the_tasks_no_live_worker_can_run(cluster: CLI) -> None:
     # A draining worker takes no task: its kinds count as unrunnable too.
     assert cluster("workers", "drain", "w-live").code == 0
     assert cluster("status", "--json").json()["unrunnable"] == {"dispatch": 2, "report": 2}
+
+
+def test_status_and_workers_list_say_which_worker_is_over_capacity(cluster: CLI) -> None:
+    """A worker's load is what it published with its last renewal: nothing yet (``-``),
+    keeping up (``ok``), or over capacity with the runs waiting and the oldest's age."""
+
+    def publish(load: WorkerLoad) -> None:
+        async def go(store: tenure.Store) -> None:
+            await store.renew_lease("w-live", 60, load)
+
+        cluster.with_store(go)
+
+    def live_line(out: str) -> str:
+        (line,) = [line for line in out.splitlines() if "w-live" in line and "host-a" in line]
+        return line
+
+    before = {w["id"]: w for w in cluster("workers", "list", "--json").json()}["w-live"]
+    assert (before["over_capacity"], before["runs_waiting"], before["oldest_waiting"]) == (False, None, None)
+    assert "LOAD" in cluster("workers", "list").out
+
+    publish(WorkerLoad(waiting=340, oldest_waiting=2.1, concurrency=100))
+    for command in (("status",), ("workers", "list")):
+        assert "over capacity: 340 waiting, oldest 2.1s (cap 100)" in live_line(cluster(*command).out), command
+    assert "over capacity: w-live (340 waiting, oldest 2.1s)" in cluster("status").out.splitlines()
+    status = cluster("status", "--json").json()
+    listed = cluster("workers", "list", "--json").json()
+    for workers in (status["workers"], listed):
+        w = {w["id"]: w for w in workers}
+        load = ("over_capacity", "runs_waiting", "oldest_waiting", "concurrency")
+        assert [w["w-live"][k] for k in load] == [True, 340, 2.1, 100]
+        # The expired worker is over capacity in no way: it published nothing and is gone.
+        assert (w["w-gone"]["over_capacity"], w["w-gone"]["runs_waiting"]) == (False, None)
+
+    publish(WorkerLoad(waiting=0, oldest_waiting=0.0, concurrency=100))
+    human = cluster("status").out
+    assert "over capacity" not in human
+    assert live_line(human).endswith(" ok")
+    w = {w["id"]: w for w in cluster("status", "--json").json()["workers"]}["w-live"]
+    assert (w["over_capacity"], w["runs_waiting"], w["oldest_waiting"], w["concurrency"]) == (False, 0, 0.0, 100)
 
 
 def test_status_of_an_empty_store(cli: CLI) -> None:

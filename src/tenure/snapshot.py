@@ -173,7 +173,18 @@ def run_json(run: Run) -> dict[str, Any]:
     }
 
 
+def over_capacity(w: WorkerInfo, now: float) -> bool:
+    """Whether a live worker said, at its last renewal, that due runs wait for a place
+    under its concurrency cap."""
+    return w.expires_at > now and w.load is not None and w.load.over_capacity
+
+
 def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
+    """A worker's membership row. Its load is as published with its last renewal
+    (``heartbeat_at``): ``runs_waiting``, ``oldest_waiting`` (seconds) and
+    ``concurrency`` are null until it publishes one; ``over_capacity`` is true while it is
+    live and runs wait."""
+    load = w.load
     return {
         "id": w.id,
         "host": w.host,
@@ -187,6 +198,10 @@ def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
         "expires_at": w.expires_at,
         "age": now - w.started_at,
         "lease_left": max(0.0, w.expires_at - now),
+        "over_capacity": over_capacity(w, now),
+        "runs_waiting": load.waiting if load is not None else None,
+        "oldest_waiting": load.oldest_waiting if load is not None else None,
+        "concurrency": load.concurrency if load is not None else None,
     }
 
 

@@ -5,6 +5,9 @@ over capacity. Real worker processes; counts and order, never timings."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 from tenure.models import Outcome
@@ -81,3 +84,43 @@ async def test_waiting_runs_start_oldest_due_first(cluster: Cluster) -> None:
     # Oldest due first: every key waits its turn; none runs twice while another waits.
     windows = [seq[i : i + 3] for i in range(len(seq) - 2)]
     assert all(len(set(win)) == 3 for win in windows), seq
+
+
+def tenure_status(cluster: Cluster) -> tuple[dict[str, Any], str]:
+    """``tenure status --json`` and ``tenure status``, run as an operator would."""
+
+    def run(*flags: str) -> str:
+        argv = [sys.executable, "-m", "tenure.cli", "--store", cluster.url, "status", *flags]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    return json.loads(run("--json")), run()
+
+
+async def test_status_says_a_worker_is_over_capacity_while_it_is(cluster: Cluster) -> None:
+    keys = [f"k{i}" for i in range(6)]
+    await cluster.add_tasks("tick", keys, every=1.0, params={"work": WORK})
+    await cluster.start_all(["w1"], timing=Timing(concurrency=2))
+
+    async def load_published(over: bool) -> bool:
+        (info,) = [i for i in await cluster.store.list_workers() if i.id == "w1"]
+        return info.load is not None and info.load.over_capacity is over
+
+    await cluster.wait_for(lambda: load_published(True), "w1 to publish that it is over capacity", within=30)
+    status, human = tenure_status(cluster)
+    (shown,) = status["workers"]
+    assert shown["over_capacity"] is True, shown
+    assert shown["runs_waiting"] >= 1
+    assert shown["concurrency"] == 2
+    assert shown["oldest_waiting"] >= 0
+    assert "over capacity: w1 (" in human, human
+
+    # Four keys fewer: two runs of 0.6 s a second fit under a cap of two.
+    for key in keys[2:]:
+        await cluster.store.set_enabled("tick", key, False)
+    await cluster.wait_for(lambda: load_published(False), "w1 to publish that it keeps up", within=30)
+    status, human = tenure_status(cluster)
+    (shown,) = status["workers"]
+    assert (shown["over_capacity"], shown["runs_waiting"], shown["oldest_waiting"]) == (False, 0, 0.0), shown
+    assert "over capacity" not in human, human

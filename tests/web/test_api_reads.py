@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 import tenure
+from tenure.models import WorkerLoad
 from tenure.web import create_app
 from tenure.web.asgi import host_of
 
@@ -169,6 +170,24 @@ async def test_workers(http: httpx.AsyncClient) -> None:
     assert [w["id"] for w in workers] == ["w-gone", "w-live"]
     assert [w["live"] for w in workers] == [False, True]
     assert workers[1]["draining"] is False
+
+
+async def test_status_and_workers_show_a_worker_over_capacity(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    """The load a worker published with its last renewal, in the fields of ``--json``."""
+    fields = ("over_capacity", "runs_waiting", "oldest_waiting", "concurrency")
+
+    async def shown(path: str) -> dict[str, list[Any]]:
+        body = (await http.get(path)).json()
+        workers = body["workers"] if path == "/api/status" else body
+        return {w["id"]: [w[f] for f in fields] for w in workers}
+
+    for path in ("/api/status", "/api/workers"):
+        assert await shown(path) == {"w-gone": [False, None, None, None], "w-live": [False, None, None, None]}
+    await seeded.admin.store.renew_lease("w-live", 60, WorkerLoad(waiting=340, oldest_waiting=2.1, concurrency=100))
+    for path in ("/api/status", "/api/workers"):
+        assert (await shown(path))["w-live"] == [True, 340, 2.1, 100]
+    await seeded.admin.store.renew_lease("w-live", 60, WorkerLoad(waiting=0, oldest_waiting=0.0, concurrency=100))
+    assert (await shown("/api/status"))["w-live"] == [False, 0, 0.0, 100]
 
 
 async def test_failovers_show_the_change_of_owner(http: httpx.AsyncClient, seeded: Seeded) -> None:

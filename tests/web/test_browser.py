@@ -12,6 +12,7 @@ Without Chromium this test fails under CI (``CI`` set) and skips loudly elsewher
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -25,6 +26,9 @@ from typing import Any
 import httpx
 import pytest
 import websocket
+
+import tenure
+from tenure.models import WorkerLoad
 
 from .procs import Procs, procs, wait_until
 
@@ -83,6 +87,7 @@ class Page(HTMLParser):
         self.owners: dict[str, str] = {}
         self.workers: dict[str, str] = {}
         self.worker_kinds: dict[str, str] = {}
+        self.worker_load: dict[str, str] = {}
         self.polls = 0
         self.failover_text: list[str] = []
         self._in_failovers = False
@@ -95,6 +100,7 @@ class Page(HTMLParser):
         if tag == "tr" and "data-worker" in a:
             self.workers[a["data-worker"]] = a.get("data-state", "")
             self.worker_kinds[a["data-worker"]] = a.get("data-kinds", "")
+            self.worker_load[a["data-worker"]] = a.get("data-load", "")
         if a.get("id") == "updated":
             self.polls = int(a.get("data-polls", "0"))
         if tag == "table":
@@ -153,6 +159,29 @@ def test_dashboard_in_chromium_follows_a_failover(procs: Procs, tmp_path: Path) 
     browser.screenshot(url, ARTIFACTS / "dashboard-after-failover.png")
     assert a.proc.poll() is None
     assert a.stop() == 0
+    assert dash.stop() == 0
+
+
+@pytest.mark.slow
+def test_dashboard_shows_which_worker_is_over_capacity(procs: Procs, tmp_path: Path) -> None:
+    """Each worker's load as published with its last renewal: over capacity (how many runs
+    wait, the oldest's age, the cap), ok, or nothing yet."""
+    browser = Browser(chromium(), tmp_path / "chromium-profile")
+
+    async def seed() -> None:
+        async with tenure.App(procs.url) as admin:
+            store = admin.store
+            for wid in ("w-busy", "w-calm", "w-new"):
+                await store.register_worker(worker_id=wid, host="host-a", pid=1, ttl=600.0)
+            await store.renew_lease("w-busy", 600.0, WorkerLoad(waiting=340, oldest_waiting=2.1, concurrency=100))
+            await store.renew_lease("w-calm", 600.0, WorkerLoad(waiting=0, oldest_waiting=0.0, concurrency=100))
+
+    asyncio.run(seed())
+    dash = procs.start("dashboard", "dashboard", "--port", "0", "--log-format", "json")
+    page = browser.dom(dash.wait_for_url())
+    assert page.worker_load == {"w-busy": "over", "w-calm": "ok", "w-new": ""}, page.html[-2000:]
+    assert "340 waiting, oldest 2.10s (cap 100)" in page.html
+    browser.screenshot(dash.wait_for_url(), ARTIFACTS / "dashboard-over-capacity.png")
     assert dash.stop() == 0
 
 

@@ -292,6 +292,9 @@ def status(args: argparse.Namespace) -> int:
     ]
     if roster.workers:
         out.append(render.workers_table(roster.workers, roster.now))
+    over = render.over_capacity_text(roster.workers, roster.now)
+    if over is not None:
+        out.append(over)
     out.append("tasks: " + ", ".join(f"{counts[name]} {name}" for name in ("total", *snapshot.STATES)))
     if st.unrunnable:
         out.append(render.unrunnable_text(st.unrunnable))

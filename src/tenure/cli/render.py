@@ -21,7 +21,7 @@ from rich.text import Text
 from tenure.desired import CHANGES, SyncResult
 from tenure.models import Pause, Run, Task, WorkerInfo
 from tenure.schedule import next_slot
-from tenure.snapshot import Roster
+from tenure.snapshot import Roster, over_capacity
 
 #: Width tables are laid out at when the output is not a terminal: wide enough to cut nothing.
 UNCUT_WIDTH = 10_000
@@ -221,10 +221,32 @@ def workers_table(workers: Sequence[WorkerInfo], now: float) -> Table:
                 span(w.expires_at - now) if w.expires_at > now else "-",
                 str(w.tasks_held),
                 ", ".join(w.kinds) or "-",
+                load_text(w, now),
             ]
         )
-    headers = ["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS", "KINDS"]
-    return table(headers, rows, wrap=("ID", "HOST", "KINDS"))
+    headers = ["ID", "HOST", "PID", "STATE", "AGE", "LEASE LEFT", "TASKS", "KINDS", "LOAD"]
+    return table(headers, rows, wrap=("ID", "HOST", "KINDS", "LOAD"))
+
+
+def load_text(w: WorkerInfo, now: float) -> str:
+    """``over capacity: 340 waiting, oldest 2.1s (cap 100)``, ``ok``, or ``-`` (expired, or
+    nothing published yet), as of the worker's last renewal."""
+    if w.expires_at <= now or w.load is None:
+        return "-"
+    if not over_capacity(w, now):
+        return "ok"
+    load = w.load
+    return f"over capacity: {load.waiting} waiting, oldest {span(load.oldest_waiting)} (cap {load.concurrency})"
+
+
+def over_capacity_text(workers: Sequence[WorkerInfo], now: float) -> str | None:
+    """``over capacity: w1 (340 waiting, oldest 2.1s), w2 (…)``; None if no live worker is."""
+    listed = [
+        f"{w.id} ({w.load.waiting} waiting, oldest {span(w.load.oldest_waiting)})"
+        for w in workers
+        if w.load is not None and over_capacity(w, now)
+    ]
+    return "over capacity: " + ", ".join(listed) if listed else None
 
 
 def unrunnable_text(counts: dict[str, int]) -> str:

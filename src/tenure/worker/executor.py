@@ -114,6 +114,10 @@ class RunExecutor:
 
     def oldest_waiting(self) -> float:
         """Seconds the longest-waiting due run has waited (0 if none waits)."""
+        # Entries of tasks whose slots no longer wait (released, fenced) leave the queue
+        # only when a place frees up: they are not the oldest run waiting.
+        while self._queue and not self._queue[0][2].waiting:
+            heapq.heappop(self._queue)
         if not self._queue:
             return 0.0
         return max(0.0, self._lease.db_time() - self._queue[0][0])

@@ -23,6 +23,7 @@ from tenure.worker.owned import WorkerLog, log
 
 if TYPE_CHECKING:
     from tenure.config import Settings
+    from tenure.models import WorkerLoad
     from tenure.store import Store
     from tenure.store.liveness import Liveness
 
@@ -47,10 +48,14 @@ class LeaseKeeper:
         holding: Callable[[], bool],
         on_fence: Callable[[str], Awaitable[None]],
         kinds: Sequence[str] = (),
+        load: Callable[[], WorkerLoad] | None = None,
     ) -> None:
         self.store = store
         #: The kinds this worker runs, published with every (re)join.
         self.kinds = tuple(kinds)
+        #: What the worker's load is now, published with every renewal (not a statement of
+        #: its own: coordination stays one write per worker per heartbeat).
+        self._load = load
         self.settings = settings
         self.id = worker_id
         self._life = life
@@ -168,7 +173,8 @@ class LeaseKeeper:
                     budget = max(budget, self.settings.lease_ttl - self.settings.trust_margin)
                 elif budget <= 0:
                     raise TimeoutError
-                lease = await self.within(budget, self.store.renew_lease(self.id, self.settings.lease_ttl))
+                load = self._load() if self._load is not None else None
+                lease = await self.within(budget, self.store.renew_lease(self.id, self.settings.lease_ttl, load))
                 metrics.RENEW_LATENCY.observe(time.monotonic() - sent)
                 self._confirmed(sent, lease.db_now, lease.draining)
             except LeaseLost as exc:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from tenure import metrics
 from tenure.errors import StoreError, TenureError
 from tenure.kinds import Sidecar, TaskKind
-from tenure.models import Outcome
+from tenure.models import Outcome, WorkerLoad
 from tenure.pauses import PauseView
 from tenure.worker.executor import RunExecutor
 from tenure.worker.lease import LeaseKeeper
@@ -111,6 +111,7 @@ class Worker:
             holding=self._holding,
             on_fence=self._self_fence,
             kinds=sorted(self._kinds),
+            load=self._load,
         )
         self.recorder = RunRecorder(
             store=store,
@@ -183,6 +184,14 @@ class Worker:
             loop_blocked_by=by,
             runs_in_progress=self.executor.running,
             runs_waiting=self.executor.waiting,
+        )
+
+    def _load(self) -> WorkerLoad:
+        """The load this worker publishes with its lease renewals (status, dashboard)."""
+        return WorkerLoad(
+            waiting=self.executor.waiting,
+            oldest_waiting=round(self.executor.oldest_waiting(), 3),
+            concurrency=self.executor.concurrency,
         )
 
     @property

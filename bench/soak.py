@@ -1,5 +1,5 @@
 """Fault-injection soak: a seeded schedule of faults against real worker processes on each
-store, checked at the end by the fault suite's history checker (tests/faults/checker.py).
+store, checked at the end by the fault suite's history checker (tests/support/history.py).
 
     python bench/soak.py [--stores sqlite,postgresql,mariadb] [--seconds 600] [--seed 1] [--faults a,b]
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import signal
@@ -37,11 +36,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from conftest import STORE_FACTORIES
-from faults.checker import stale_refusals
 from faults.harness import Faults
 from faults.test_faults import BOUND, TIMING, pause_at, taken_over_or_stalled, wait_refused
-from store_faults.harness import database_for
+from support.history import stale_refusals
+from support.rawdb import raw_db
+from support.stores import STORE_FACTORIES
 from tenure.store import make_store
 
 FAULTS = ["sigkill", "sigstop-between", "sigstop-mid-run", "sigstop-in-tx", "join-leave"]
@@ -117,8 +116,7 @@ class Soak:
         elif fault == "join-leave":
             self.spawn()
             leaving = c.workers[self.rng.choice(self.live()[:-1])]
-            leaving.signalled = True
-            os.kill(leaving.pid, signal.SIGTERM)
+            leaving.send(signal.SIGTERM)
         elif fault == "partition":
             assert self.net is not None
             name = self.of_sort("cut")
@@ -151,7 +149,7 @@ async def soak(kind: str, seconds: float, seed: int, tmp: Path, only: list[str] 
         url = f"{base}?synchronous=normal" if kind == "sqlite" else base
         store = make_store(url)
         await store.open(migrate=True)
-        c = Faults(kind, url, store, database_for(url), tmp)
+        c = Faults(kind=kind, url=url, store=store, db=raw_db(url), tmp=tmp)
         network = kind != "sqlite"
         faults = [f for f in FAULTS + (NETWORK_FAULTS if network else []) if not only or f in only]
         stats: dict[str, dict[str, Any]] = {
@@ -203,6 +201,7 @@ async def soak(kind: str, seconds: float, seed: int, tmp: Path, only: list[str] 
         finally:
             c.reap()
             await store.close()
+            c.db.close()
     return {
         "store": kind, "seconds": seconds, "seed": seed, "bound": BOUND, "attempts": report.attempts,
         "accepted": report.accepted, "refused": report.refused, "stale_refused": report.stale_refused,

@@ -1,37 +1,38 @@
-"""The fault suite's harness: ``tests/store_faults``' :class:`FaultCluster` (worker
-processes, raw database access, waits with deadlines, reaping), running this suite's
-``runner.py`` workload, and reading back its recorded history for :mod:`.checker`."""
+"""The fault suite's harness: a :class:`support.cluster.WorkerCluster` (worker processes,
+raw database access, waits with deadlines, reaping) running this suite's ``runner.py``
+workload, and reading back its recorded history for :mod:`support.history`'s checker."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from store_faults.harness import Commit, FaultCluster
-from tenure.schedule import Every
+from support.cluster import WorkerCluster
+from support.history import Attempt, Commit, Decision, Report, check
+from support.rawdb import DatabaseUnavailable
+from support.sql import create_table
+from tenure.errors import StoreError
 
-from .checker import Attempt, Decision, Report, check
 from .network import DelayProxy, Isolated
 
-RUNNER = Path(__file__).with_name("runner.py")
 KIND = "job"
-
-_TYPES = {
-    "sqlite": ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", "REAL", ""),
-    "postgresql": ("BIGSERIAL PRIMARY KEY", "TEXT", "DOUBLE PRECISION", ""),
-    "mysql": ("BIGINT AUTO_INCREMENT PRIMARY KEY", "VARCHAR(200)", "DOUBLE", " ENGINE=InnoDB"),
-}
+_COLUMNS = (
+    "worker {text} NOT NULL, kind {text} NOT NULL, tkey {text} NOT NULL, term BIGINT NOT NULL, "
+    "slot {real} NOT NULL, at_db {real} NOT NULL"
+)
 
 
-class Faults(FaultCluster):
-    """A :class:`FaultCluster` running the fault suite's workload, and the network faults
-    (:mod:`.network`) set up for its workers, torn down by :meth:`reap`."""
+class Faults(WorkerCluster):
+    """A :class:`~support.cluster.WorkerCluster` running the fault suite's workload, and
+    the network faults (:mod:`.network`) set up for its workers, torn down by :meth:`reap`."""
 
-    runner = RUNNER
+    program = Path(__file__).with_name("runner.py")
+    poll = 0.05
+    default_within = 30.0
+    not_yet = (StoreError, DatabaseUnavailable)
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -53,25 +54,12 @@ class Faults(FaultCluster):
         self.networks.append(proxy)
         return proxy
 
-    def _sql(self, sql: str) -> list[Any]:
-        rows: list[Any] = self.db._rows(sql)  # type: ignore[attr-defined]
-        return rows
-
     def create_tables(self) -> None:
-        pk, text, real, engine = _TYPES[self.db.dialect]
-        cols = f"worker {text} NOT NULL, kind {text} NOT NULL, tkey {text} NOT NULL, term BIGINT NOT NULL, "
-        cols += f"slot {real} NOT NULL, at_db {real} NOT NULL"
-        self._sql(f"CREATE TABLE fault_attempts (id {pk}, {cols}, accepted INTEGER NOT NULL){engine}")
-        self._sql(f"CREATE TABLE fault_decisions (id {pk}, {cols}){engine}")
+        self.db.query(create_table(self.dialect, "fault_attempts", f"id {{id}}, {_COLUMNS}, accepted INTEGER NOT NULL"))
+        self.db.query(create_table(self.dialect, "fault_decisions", f"id {{id}}, {_COLUMNS}"))
 
     async def add_jobs(self, keys: Iterable[str], *, every: float, **params: Any) -> list[tuple[str, str]]:
-        out = []
-        for key in keys:
-            await self.store.add_task(
-                kind=KIND, key=key, schedule=Every(every), params_json=json.dumps(params), enabled=True
-            )
-            out.append((KIND, key))
-        return out
+        return await self.add_tasks(KIND, keys, every=every, params=params)
 
     # -- the recorded history -------------------------------------------------------------
 
@@ -87,7 +75,7 @@ class Faults(FaultCluster):
                 at=float(r[6]),
                 accepted=True,
             )
-            for r in self._sql("SELECT id, worker, kind, tkey, term, slot, at_db FROM fault_attempts ORDER BY id")
+            for r in self.db.query("SELECT id, worker, kind, tkey, term, slot, at_db FROM fault_attempts ORDER BY id")
         ]
         for w in self.workers.values():
             for e in w.events("refused"):
@@ -107,9 +95,9 @@ class Faults(FaultCluster):
         return out
 
     def commits(self) -> list[Commit]:
-        """Accepted attempts as the store-fault harness's ``Commit`` (its waits use them)."""
+        """Accepted attempts as :class:`~support.history.Commit` (the waits use them)."""
         return [
-            Commit(id=a.seq, kind=a.kind, key=a.key, term=a.term, worker=a.worker, slot=a.slot, committed_at=a.at)
+            Commit(id=a.seq, kind=a.kind, key=a.key, term=a.term, worker=a.worker, slot=a.slot, at=a.at)
             for a in self.attempts()
             if a.accepted
         ]
@@ -117,7 +105,7 @@ class Faults(FaultCluster):
     def decisions(self) -> list[Decision]:
         return [
             Decision(worker=str(r[0]), kind=str(r[1]), key=str(r[2]), term=int(r[3]), slot=float(r[4]))
-            for r in self._sql("SELECT worker, kind, tkey, term, slot FROM fault_decisions")
+            for r in self.db.query("SELECT worker, kind, tkey, term, slot FROM fault_decisions")
         ]
 
     def check(self, **kw: Any) -> Report:

@@ -1,7 +1,7 @@
 """A real worker process for the fault suite: one tenure app run by ``App.run_worker``.
 
-Run as ``python runner.py STORE_URL --id NAME --events FILE [timing flags]`` (the flags
-of ``tests/store_faults/runner.py``, whose ``Events`` side channel this reuses).
+Run as ``python runner.py STORE_URL --id NAME --events FILE [timing flags]`` (the
+command line, logging, stack dumps and ``Events`` side channel of :mod:`support.child`).
 
 One kind, ``job``. Each run of its handler is one *commit attempt*, recorded in the
 workload's own tables, independent of tenure's:
@@ -39,8 +39,8 @@ blocking :data:`CARELESS_HOLD` seconds (a pause that lands there is inside the r
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import logging
 import os
 import random
 import subprocess
@@ -50,28 +50,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support
 
 import tenure
-from store_faults.runner import Events, worker_from_argv
+from support import child
+from support.events import Events
+from support.sql import DB_NOW, MARK
 from tenure import Context, FencedTransaction, LeaseLost
 from tenure.errors import StoreError, TenureError
 
-NOW = {
-    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
-    "postgresql": "extract(epoch from clock_timestamp())",
-    "mysql": "UNIX_TIMESTAMP(NOW(6))",
-}
 #: A run past this is cancelled (the ``hang`` handlers); blocking ``work`` cannot be.
 TIMEOUT = 3.0
 
-MARK = {"sqlite": "?", "postgresql": "%s", "mysql": "%s"}
 #: Seconds a careless run blocks before its careless write.
 CARELESS_HOLD = 0.4
 
 
 def inserts(dialect: str) -> list[str]:
-    m, now = MARK[dialect], NOW[dialect]
+    m, now = MARK[dialect], DB_NOW[dialect]
     cols = "(worker, kind, tkey, term, slot, at_db"
     return [
         f"INSERT INTO fault_attempts {cols}, accepted) VALUES ({m}, {m}, {m}, {m}, {m}, {now}, 1)",
@@ -166,7 +162,8 @@ async def careless(ctx: Context, mode: str, values: tuple[Any, ...], events: Eve
     events.note("committed", ctx)
 
 
-def build(store: str, events: Events) -> tenure.App:
+def build(args: argparse.Namespace, events: Events) -> tenure.App:
+    store = args.store
     app = tenure.App(store)
     unfenced = os.environ.get("TENURE_FAULTS_UNFENCED") == "1"
 
@@ -220,11 +217,5 @@ def build(store: str, events: Events) -> tenure.App:
     return app
 
 
-def main() -> None:
-    args, events, settings = worker_from_argv()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(build(args.store, events).run_worker(settings=settings))
-
-
 if __name__ == "__main__":
-    main()
+    child.main(build)

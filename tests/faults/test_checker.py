@@ -3,7 +3,7 @@ and holds on a clean one."""
 
 from __future__ import annotations
 
-from .checker import (
+from support.history import (
     Attempt,
     Decision,
     check,

@@ -30,11 +30,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import STORE_KINDS
 from store_faults.harness import Timing
+from support.history import Report, stale_refusals
+from support.stores import STORE_KINDS
 from tenure.store.liveness import mysql_name, postgresql_key
 
-from .checker import Report, stale_refusals
 from .harness import KIND, Faults
 
 pytestmark = pytest.mark.slow
@@ -321,8 +321,7 @@ async def test_join_leave_storm(faults: Faults) -> None:
             if i % 2:
                 victim.kill()
             else:
-                victim.signalled = True
-                os.kill(victim.pid, signal.SIGTERM)
+                victim.send(signal.SIGTERM)
     storm_over = c.db.now()
     await c.wait_balanced(["w1", "w5", "w6"])
     terms = {t: task.term for t, task in (await c.tasks()).items()}
@@ -355,8 +354,7 @@ async def test_handover_called_off_when_a_worker_leaves_again(faults: Faults) ->
             return w1_says("handing over once its run ends") > seen or w1_says("tenure.worker released") > released  # noqa: B023
 
         await c.wait_for(marked_or_moved, "w1 to hand a task over", within=30)
-        c.workers[joiner].signalled = True
-        os.kill(c.workers[joiner].pid, signal.SIGTERM)
+        c.workers[joiner].send(signal.SIGTERM)
         c.workers[joiner].proc.wait(timeout=30)
         if w1_says("handing over once its run ends") > seen:
             break
@@ -619,16 +617,16 @@ def cut_liveness(c: Faults, name: str) -> int:
     worker keeps running, its other connections untouched); return how many ended."""
     if c.kind == "postgresql":
         key = postgresql_key(name)
-        rows = c._sql(
+        rows = c.db.query(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
             f"AND objsubid = 1 AND classid = {key >> 32} AND objid = {key & 0xFFFFFFFF}"
         )
         return len(rows)
     lock = mysql_name(urlsplit(c.url).path.lstrip("/"), name)
-    (holder,) = c._sql(f"SELECT IS_USED_LOCK('{lock}')")[0]
+    (holder,) = c.db.query(f"SELECT IS_USED_LOCK('{lock}')")[0]
     if holder in (None, "NULL"):
         return 0
-    c._sql(f"KILL CONNECTION {int(holder)}")
+    c.db.query(f"KILL CONNECTION {int(holder)}")
     return 1
 
 

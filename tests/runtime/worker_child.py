@@ -2,21 +2,21 @@
 
 Run as::
 
-    python worker_child.py STORE_URL --id NAME --scenario NAME --events FILE
-        [--ttl S] [--heartbeat S] [--poll S] [--grace S] [--trust-margin S] [--control DIR]
-        [--concurrency N]
+    python worker_child.py STORE_URL --id NAME --events FILE [timing flags]
+        --scenario NAME [--control DIR]
 
-It does not use the ``tenure`` CLI: it builds a :class:`tenure.App`, registers the
-scenario's kinds and calls ``asyncio.run(app.run_worker(settings=...))``, logging at INFO
-to stderr (``logging.basicConfig``), so the watchdog's reports land in the test's log file.
+(the command line, logging and stack dumps of :mod:`support.child`). It does not use the
+``tenure`` CLI: it builds a :class:`tenure.App`, registers the scenario's kinds and runs
+``app.run_worker``, logging at INFO to stderr, so the watchdog's reports land in the
+test's log file.
 
 What handlers decide goes to the test's ``commits`` table through ``ctx.fenced()``, one
 row per accepted run (``kind, tkey, term, worker, slot, started, at``; ``at`` is the
 database clock inside the transaction; the SQL is the store's dialect, ``ctx.dialect``).
 What the database cannot show, because it was refused or never reached it, goes to the
 ``--events`` file: one JSON object per line
-(``{"ev": "start" | "committed" | "refused" | "cancelled" | "blocking" | ..., ...}``),
-written unbuffered so it survives SIGKILL.
+(``{"ev": "start" | "committed" | "refused" | "cancelled" | "blocking" | ..., ...}``,
+:mod:`support.events`), written unbuffered so it survives SIGKILL.
 
 Scenarios (kinds registered):
 
@@ -43,44 +43,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
-import json
-import logging
 import os
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support and runtime
 
 import tenure
-from tenure import Context, LeaseLost, Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for runtime.rawsql
-from runtime.rawsql import insert_commit_sql, no_transaction_open
-
-
-class Events:
-    """The side channel: one JSON line per event, each in one write() (kept on SIGKILL)."""
-
-    def __init__(self, path: Path, worker: str) -> None:
-        self._out: IO[bytes] = path.open("ab", buffering=0)
-        self._worker = worker
-        self._lock = threading.Lock()
-
-    def note(self, ev: str, ctx: Context | None = None, **extra: Any) -> None:
-        rec: dict[str, Any] = {"ev": ev, "t": time.time(), "worker": self._worker}
-        if ctx is not None:
-            rec.update(kind=ctx.kind, key=ctx.key, term=ctx.token, slot=ctx.scheduled_at)
-        rec.update(extra)
-        with self._lock:
-            self._out.write((json.dumps(rec) + "\n").encode())
+from runtime.harness import insert_commit_sql
+from support import child
+from support.events import Events
+from support.rawdb import no_transaction_open
+from tenure import Context, LeaseLost
 
 
-def build(args: argparse.Namespace) -> tenure.App:
+def build(args: argparse.Namespace, events: Events) -> tenure.App:
     app = tenure.App(args.store)
-    events = Events(Path(args.events), args.id)
     control = Path(args.control) if args.control else None
 
     def outside_transactions() -> bool:
@@ -214,56 +194,10 @@ def _trusted(ctx: Context) -> bool:
     return bool(ctx._lease_trusted())
 
 
-def _dump_tasks() -> None:
-    """Write every asyncio task's stack to the log (on SIGUSR2, like SIGUSR1 for threads)."""
-    tasks = asyncio.all_tasks()
-    print(f"--- {len(tasks)} asyncio tasks (SIGUSR2) ---", file=sys.stderr, flush=True)
-    for t in tasks:
-        t.print_stack(file=sys.stderr)
-    sys.stderr.flush()
-
-
-async def _run(app: tenure.App, settings: Settings) -> None:
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
-    await app.run_worker(settings=settings)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("store")
-    parser.add_argument("--id", required=True)
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="tick")
-    parser.add_argument("--events", required=True)
     parser.add_argument("--control")
-    parser.add_argument("--ttl", type=float, default=1.5)
-    parser.add_argument("--heartbeat", type=float, default=0.3)
-    parser.add_argument("--poll", type=float, default=0.25)
-    parser.add_argument("--grace", type=float, default=1.0)
-    parser.add_argument("--trust-margin", type=float, default=0.3)
-    parser.add_argument("--concurrency", type=int, default=None)
-    args = parser.parse_args()
-    # SIGUSR1 writes every thread's stack to the log: the test sends it to a worker that
-    # does not exit in time, to show where it is stuck.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    settings = Settings(
-        lease_ttl=args.ttl,
-        heartbeat=args.heartbeat,
-        poll=args.poll,
-        grace=args.grace,
-        trust_margin=args.trust_margin,
-        worker_id=args.id,
-        **({} if args.concurrency is None else {"concurrency": args.concurrency}),
-    )
-    app = build(args)
-    logging.getLogger("worker_child").info("pid %d starting as %s (%s)", os.getpid(), args.id, args.scenario)
-    asyncio.run(_run(app, settings))
-    logging.getLogger("worker_child").info("run_worker returned; exiting 0")
 
 
 if __name__ == "__main__":
-    main()
+    child.main(build, _flags)

@@ -32,7 +32,7 @@ import time
 
 import pytest
 
-from conftest import STORE_KINDS
+from support.stores import STORE_KINDS
 from tenure.schedule import Every, latest_slot
 
 from .conftest import SERVER_KINDS
@@ -99,7 +99,7 @@ async def test_skewed_workers_share_fairly_run_on_the_grid_and_commit(fault_clus
     lib = libfaketime()
     c = fault_cluster
     names = ["plain1", "plain2", *SKEWED]
-    tasks = await c.add_tasks([f"city{i}" for i in range(2 * len(names))], every=PERIOD, params={})
+    tasks = await c.add_tasks("tick", [f"city{i}" for i in range(2 * len(names))], every=PERIOD, params={})
     for name in names:
         offset, mono = SKEWED.get(name, ("", False))
         c.start(name, timing=TIMING, env=faketime_env(lib, offset, mono) if offset else None)
@@ -126,7 +126,7 @@ async def test_skewed_workers_share_fairly_run_on_the_grid_and_commit(fault_clus
     lags: dict[str, list[float]] = {n: [] for n in names}
     for cm in steady:
         assert latest_slot(Every(PERIOD), cm.kind, cm.key, cm.slot) == cm.slot, f"slot off the grid: {cm}"
-        lags[cm.worker].append(cm.committed_at - cm.slot)
+        lags[cm.worker].append(cm.at - cm.slot)
     medians = {n: round(statistics.median(v), 4) for n, v in lags.items()}
     worst = {n: round(max(v), 4) for n, v in lags.items()}
     print(f"{c.kind}: tasks held {counts}; lag slot->commit median {medians}, max {worst} (s)")
@@ -152,18 +152,16 @@ async def test_skewed_workers_share_fairly_run_on_the_grid_and_commit(fault_clus
     kill_signal(c.workers[victim])
 
     async def moved() -> bool:
-        return set(held_by_victim) <= {
-            cm.task for cm in c.commits() if cm.committed_at > killed_at and cm.worker != victim
-        }
+        return set(held_by_victim) <= {cm.task for cm in c.commits() if cm.at > killed_at and cm.worker != victim}
 
     await c.wait_for(moved, f"{victim}'s tasks to run elsewhere", within=BOUND + 10)
     firsts: dict[tuple[str, str], float] = {}
     for cm in c.commits():
-        if cm.task in held_by_victim and cm.committed_at > killed_at and cm.worker != victim:
-            firsts.setdefault(cm.task, cm.committed_at - killed_at)
+        if cm.task in held_by_victim and cm.at > killed_at and cm.worker != victim:
+            firsts.setdefault(cm.task, cm.at - killed_at)
     print(f"{c.kind}: {victim} killed; its tasks ran elsewhere after (s) {firsts}; bound {BOUND:.2f}")
     assert max(firsts.values()) <= BOUND, f"failover of a skewed worker took {firsts}"
-    assert all(cm.committed_at <= killed_at for cm in c.commits() if cm.worker == victim)
+    assert all(cm.at <= killed_at for cm in c.commits() if cm.worker == victim)
 
     await c.wait_balanced([n for n in names if n != victim])
     assert_fenced_history(c.commits(), PERIOD)
@@ -180,7 +178,7 @@ async def test_sqlite_one_host_one_clock_skew_is_seen_but_fencing_holds(fault_cl
     lib = libfaketime()
     c = fault_cluster
     names = ["plain", "wall+10m", "wall-10m"]
-    tasks = await c.add_tasks([f"city{i}" for i in range(6)], every=PERIOD, params={})
+    tasks = await c.add_tasks("tick", [f"city{i}" for i in range(6)], every=PERIOD, params={})
     for name in names:
         offset, mono = SKEWED.get(name, ("", False))
         c.start(name, timing=TIMING, env=faketime_env(lib, offset, mono) if offset else None)

@@ -60,7 +60,7 @@ async def _cut_and_recover(c: FaultCluster, victims: list[str], tasks: list[tupl
 @pytest.mark.parametrize("fault_cluster", SERVER_KINDS, indirect=True)
 async def test_cut_sessions_mid_run_no_stale_commit_and_tasks_run_again(fault_cluster: FaultCluster) -> None:
     c = fault_cluster
-    tasks = await c.add_tasks([f"city{i}" for i in range(6)], every=PERIOD, params={"hold": HOLD})
+    tasks = await c.add_tasks("tick", [f"city{i}" for i in range(6)], every=PERIOD, params={"hold": HOLD})
     for n in WORKERS:
         c.start(n, timing=TIMING)
     await c.wait_balanced(WORKERS)

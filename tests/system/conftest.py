@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,10 +24,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     path = tmp_path / "tenure.db"
     store = make_store(f"sqlite:///{path}")
     await store.open(migrate=True)
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("CREATE TABLE decisions (task TEXT, term INTEGER, writer TEXT, n INTEGER)")
-        db.commit()
     c = Cluster(path, store, tmp_path)
+    c.db.query("CREATE TABLE decisions (task TEXT, term INTEGER, writer TEXT, n INTEGER)")
     try:
         yield c
     finally:

@@ -12,14 +12,16 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from support.processes import wait_for
+from support.rawdb import SQLiteDB
 from tenure.schedule import Every
 from tenure.store import Store
+
+__all__ = ["JSON", "KIND", "Child", "Cluster", "wait_for"]
 
 JSON = dict[str, Any]
 
@@ -112,6 +114,7 @@ class Cluster:
         self.path = path
         self.url = f"sqlite:///{path}"  # path is absolute: sqlite:////tmp/...
         self.store = store
+        self.db = SQLiteDB(self.url)
         self._tmp = tmp
         self.children: list[Child] = []
 
@@ -161,26 +164,12 @@ class Cluster:
 
     def decisions(self) -> list[tuple[str, int, str, int]]:
         """Every committed row of the ``decisions`` table, in the order written."""
-        with contextlib.closing(sqlite3.connect(self.path, timeout=REPLY_TIMEOUT)) as db:
-            rows = db.execute("SELECT task, term, writer, n FROM decisions ORDER BY rowid").fetchall()
+        rows = self.db.query("SELECT task, term, writer, n FROM decisions ORDER BY rowid")
         return [(str(t), int(term), str(w), int(n)) for t, term, w, n in rows]
 
     def term_counter(self) -> int:
-        with contextlib.closing(sqlite3.connect(self.path, timeout=REPLY_TIMEOUT)) as db:
-            (value,) = db.execute("SELECT value FROM tenure_counters WHERE name = 'term'").fetchone()
+        ((value,),) = self.db.query("SELECT value FROM tenure_counters WHERE name = 'term'")
         return int(value)
-
-    def write_lock_free(self) -> bool:
-        """True if nobody holds SQLite's write lock right now (tries to take it, without waiting)."""
-        with contextlib.closing(sqlite3.connect(self.path, timeout=0, isolation_level=None)) as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    return False
-                raise
-            db.execute("ROLLBACK")
-            return True
 
     async def add_task(self, key: str) -> None:
         await self.store.add_task(kind=KIND, key=key, schedule=Every(5.0), params_json="{}", enabled=True)
@@ -201,7 +190,7 @@ class Cluster:
             expiry = await self.lease_expiry(worker_id)
             return expiry is None or await self.store.now() > expiry
 
-        await wait_for(expired, f"lease of {worker_id} to expire", within)
+        await wait_for(expired, f"lease of {worker_id} to expire", within=within, poll=POLL)
 
     async def pause_outside_write(self, child: Child) -> None:
         """SIGSTOP ``child`` at a moment it holds no write transaction.
@@ -213,19 +202,11 @@ class Cluster:
 
         async def stopped_idle() -> bool:
             child.pause()
-            if self.write_lock_free():
+            if self.db.write_lock_free():
                 return True
             child.resume()
             return False
 
-        await wait_for(stopped_idle, f"a moment to stop {child.name} outside a transaction")
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, within: float = REPLY_TIMEOUT) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(POLL)
+        await wait_for(
+            stopped_idle, f"a moment to stop {child.name} outside a transaction", within=REPLY_TIMEOUT, poll=POLL
+        )

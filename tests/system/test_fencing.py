@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .harness import JSON, KIND, Child, Cluster, wait_for
+from .harness import JSON, KIND, REPLY_TIMEOUT, Child, Cluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -363,7 +363,7 @@ async def test_paused_worker_late_commit_is_refused(cluster: Cluster) -> None:
     async def past_first_expiry() -> bool:
         return await cluster.store.now() > float(first["expires_at"]) + 0.1
 
-    await wait_for(past_first_expiry, "the first lease to have run out")
+    await wait_for(past_first_expiry, "the first lease to have run out", within=REPLY_TIMEOUT)
     assert (await b.ok("claim", kinds=[KIND], limit=1))["claims"] == []
 
     await cluster.pause_outside_write(a)
@@ -381,7 +381,7 @@ async def test_paused_worker_late_commit_is_refused(cluster: Cluster) -> None:
         status = await a.ok("status")
         return str(status["heartbeat"]) == "lost"
 
-    await wait_for(heartbeat_lost, "A's heartbeat to find its lease lost")
+    await wait_for(heartbeat_lost, "A's heartbeat to find its lease lost", within=REPLY_TIMEOUT)
     refused(await a.call("write", **fence(ta, 5)), "begin")
     assert cluster.decisions() == [(KEY, ta, "a", 1), (KEY, tb, "b", 2), (KEY, tb, "b", 4)]
     await assert_owner(cluster, "b", tb)
@@ -424,7 +424,7 @@ async def test_worker_paused_inside_fenced_transaction(cluster: Cluster) -> None
         status = await a.ok("status")
         return str(status["heartbeat"]) == "lost"
 
-    await wait_for(heartbeat_lost, "A's heartbeat to find its lease lost")
+    await wait_for(heartbeat_lost, "A's heartbeat to find its lease lost", within=REPLY_TIMEOUT)
     await b.ok("write", **fence(tb, 4))
     assert cluster.decisions() == [(KEY, tb, "b", 2), (KEY, tb, "b", 4)]
     await assert_owner(cluster, "b", tb)
@@ -457,6 +457,6 @@ async def test_cancelled_fenced_attempt_leaves_no_transaction_open(cluster: Clus
     assert gave_up.get("gave_up") is True, gave_up
 
     assert (await b.ok("claim", kinds=[KIND], limit=1))["claims"] == []  # b's connection is usable
-    assert cluster.write_lock_free(), "a cancelled fenced attempt left SQLite's write lock taken"
+    assert cluster.db.write_lock_free(), "a cancelled fenced attempt left SQLite's write lock taken"
     await a.ok("write", **fence(ta, 3))
     assert cluster.decisions() == [(KEY, ta, "a", 1), (KEY, ta, "a", 3)]

@@ -1,7 +1,10 @@
-"""The fault suite's history checker: pure functions over a recorded history.
+"""The fenced-history checker: pure functions over the commits a workload recorded.
 
-The history is what the workload's handlers recorded themselves, independently of
-tenure's own tables (see ``runner.py``):
+:func:`assert_fenced_history` states safety over a list of accepted :class:`Commit`
+rows (what the runtime and store-fault workloads write in their fenced transactions).
+
+The fault suite's fuller history is what its handlers recorded themselves, independently
+of tenure's own tables (see ``tests/faults/runner.py``):
 
 - every *accepted* commit attempt, as a row of ``fault_attempts`` written inside the
   fenced transaction (so it exists if and only if the database accepted the commit),
@@ -29,7 +32,49 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tenure.schedule import Every, latest_slot
+
 TaskId = tuple[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Commit:
+    """One accepted fenced commit of a workload: the row its handler wrote inside the
+    fenced transaction (so it exists if and only if the database accepted the commit).
+    ``at`` is the database's clock inside the transaction."""
+
+    id: int
+    kind: str
+    key: str
+    term: int
+    worker: str
+    slot: float
+    at: float
+
+    @property
+    def task(self) -> TaskId:
+        return (self.kind, self.key)
+
+
+def assert_fenced_history(commits: Sequence[Commit], period: float | None = None) -> None:
+    """Safety over the whole history of accepted commits: for each task, in commit order,
+    terms never go back, each term belongs to one worker only, and no slot is committed
+    twice; with ``period``, every slot also lies on the task's grid of that period."""
+    by_task: dict[TaskId, list[Commit]] = {}
+    for c in commits:
+        by_task.setdefault(c.task, []).append(c)
+    for task, cs in by_task.items():
+        for prev, cur in itertools.pairwise(cs):
+            assert cur.term >= prev.term, f"STALE COMMIT ACCEPTED: {task}: term went back from {prev} to {cur}"
+        owner_of_term: dict[int, str] = {}
+        for c in cs:
+            assert owner_of_term.setdefault(c.term, c.worker) == c.worker, (
+                f"STALE COMMIT ACCEPTED: {task}: term {c.term} committed by {owner_of_term[c.term]} and {c.worker}"
+            )
+            if period is not None:
+                assert latest_slot(Every(period), c.kind, c.key, c.slot) == c.slot, f"{task}: slot off the grid: {c}"
+        slots = [c.slot for c in cs]
+        assert len(slots) == len(set(slots)), f"{task}: a slot was committed twice: {sorted(slots)}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import tenure
-from store_contract.dialect import raw_db
+from support.rawdb import raw_db
 from tenure.errors import (
     InvalidInput,
     InvalidKey,

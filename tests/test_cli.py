@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 import tenure
-from store_contract.helpers import wait_past
+from support.storeapi import wait_past
 from tenure.cli import load_app, main, worker_settings
 from tenure.models import Outcome, Pause, Run, Task, WorkerInfo, WorkerLoad
 from tenure.store import SCHEMA_VERSION

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import tenure
-from store_contract.dialect import raw_db
+from support.rawdb import raw_db
 from tenure.models import STORED
 from test_cli import CLI, assert_one_error_line
 

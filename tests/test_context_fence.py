@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from store_contract.dialect import RawDB, raw_db
-from store_contract.helpers import add, register
+from support.rawdb import RawDB, raw_db
+from support.storeapi import add, register
 from tenure import Context
 from tenure.errors import LeaseLost, StoreUnavailable, TransactionClosed
 from tenure.store import Store, make_store

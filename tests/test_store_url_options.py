@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from store_contract.helpers import add, register
+from support.storeapi import add, register
 from tenure.errors import InvalidStoreURL
 from tenure.store import make_store
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tenure
-from store_contract.helpers import add, register
+from support.storeapi import add, register
 from tenure import Context, tracing
 from tenure.errors import LeaseLost
 from tenure.store import make_store

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from support import history
 from support.cluster import Timing, WorkerCluster
@@ -84,21 +85,11 @@ class Cluster(WorkerCluster):
 
     # -- processes ------------------------------------------------------------------------
 
-    def start(
-        self,
-        name: str,
-        *,
-        scenario: str = "tick",
-        timing: Timing | None = None,
-        args: Sequence[str] = (),
-        prefix: Sequence[str] = (),
-        env: dict[str, str] | None = None,
-        url: str | None = None,
-    ) -> WorkerProc:
+    def start(self, name: str, *, scenario: str = "tick", args: Sequence[str] = (), **options: Any) -> WorkerProc:
         """Start a worker process with id ``name`` running ``scenario`` (not waiting for it
-        to join)."""
+        to join; ``options``: those of :meth:`WorkerCluster.start`)."""
         args = ["--scenario", scenario, "--control", str(self.control), *args]
-        return super().start(name, timing=timing, args=args, prefix=prefix, env=env, url=url)
+        return super().start(name, args=args, **options)
 
     async def start_all(
         self, names: Iterable[str], *, scenario: str = "tick", timing: Timing | None = None

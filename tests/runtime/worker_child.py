@@ -101,17 +101,17 @@ def build(args: argparse.Namespace, events: Events) -> tenure.App:
             # refuse what it writes once the lease is gone.
         await commit(ctx, started)
 
+    async def wait_until_cancelled(ctx: Context) -> None:
+        events.note("start", ctx)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            events.note("cancelled", ctx)
+            raise
+
     app.task("tick", every=1.0)(tick)
 
     if args.scenario == "faults":
-
-        async def hang(ctx: Context) -> None:
-            events.note("start", ctx)
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                events.note("cancelled", ctx)
-                raise
 
         async def boom(ctx: Context) -> None:
             events.note("start", ctx)
@@ -130,7 +130,7 @@ def build(args: argparse.Namespace, events: Events) -> tenure.App:
                 raise
             events.note("committed", ctx, cancelled=ctx.is_cancelled)
 
-        app.task("hang", every=1.0, timeout=0.5)(hang)
+        app.task("hang", every=1.0, timeout=0.5)(wait_until_cancelled)
         app.task("boom", every=0.5)(boom)
         app.task("nap", every=1.0, timeout=0.5)(nap)
 
@@ -171,16 +171,7 @@ def build(args: argparse.Namespace, events: Events) -> tenure.App:
         app.task("stuck", every=1.0, timeout=0.5)(stuck)
 
     elif args.scenario == "linger":
-
-        async def linger(ctx: Context) -> None:
-            events.note("start", ctx)
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                events.note("cancelled", ctx)
-                raise
-
-        app.task("linger", every=1.0, timeout=600.0)(linger)
+        app.task("linger", every=1.0, timeout=600.0)(wait_until_cancelled)
 
     elif args.scenario == "report":
         app.task("report", every=1.0)(tick)

@@ -4,9 +4,15 @@ dialect, :func:`raw_db` picks it (like ``make_store``).
 What it offers: statements (:meth:`RawDB.query`, each committed on its own), the
 database's clock, which sessions of a process are inside a transaction (on SQLite, whose
 sessions cannot be seen: whether anyone holds the write lock), cutting a process's
-connections, and stopping and starting the server. Server-side state is read over a
-connection kept open and opened again after a failure, so observation survives a server
-restart; a database that does not answer raises :class:`DatabaseUnavailable`.
+connections, stopping and starting the server, and what the store contract tests write
+behind the store's back (a newer schema version, a probe table a fenced transaction
+writes to, task rows no check of tenure's would let through).
+
+By default each statement runs on a connection of its own. With ``keep=True`` (for
+polling, which the multi-process suites do many times a second) one connection is kept
+open, and opened again after a failure, so observation survives a server restart; close
+such an object when done. A database that does not answer raises
+:class:`DatabaseUnavailable`.
 
 A process's sessions are found by the local TCP ports of its sockets
 (:func:`client_ports`), which is how the servers name a client. MySQL/MariaDB's session
@@ -18,6 +24,7 @@ here: worker child programs use it too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -34,7 +41,7 @@ from urllib.parse import unquote, urlsplit
 from tenure.store.sqlite import parse_sqlite_url
 
 from .processes import wait_until
-from .sql import DB_NOW, dialect_of
+from .sql import DB_NOW, MARK, create_table, dialect_of
 
 T = TypeVar("T")
 
@@ -46,11 +53,24 @@ class DatabaseUnavailable(Exception):
     """The test's own raw access to the database failed (e.g. the server is down)."""
 
 
+#: A table the fenced-transaction tests write to, as a handler would write its decisions.
+PROBE_TABLE = "contract_probe"
+
+
 class RawDB(Protocol):
     """Raw access to one database, and to its server."""
 
     #: The store's ``dialect`` for this database.
     dialect: str
+    #: Does the database take its time from this host's clock (so now() ~ time.time())?
+    clock_is_host: bool
+    #: ``INSERT INTO contract_probe (note) VALUES (<placeholder>)`` in the store's dialect.
+    insert_probe_sql: str
+    #: ``SELECT note FROM contract_probe ORDER BY note`` in the store's dialect.
+    select_probe_sql: str
+    #: An INSERT of one probe row (note given as a parameter) that takes about 0.2 s of
+    #: the database's time: a statement still in flight when something else happens.
+    slow_insert_probe_sql: str
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement (committed on its own); return its rows."""
@@ -79,6 +99,68 @@ class RawDB(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # -- what the store contract tests write behind the store's back -----------------------
+
+    def set_schema_version(self, version: int) -> None: ...
+
+    def read_schema_version(self) -> int | None: ...
+
+    def count_rows(self, table: str) -> int: ...
+
+    def create_probe_table(self) -> None: ...
+
+    def probe_notes(self) -> list[str]: ...
+
+    def set_task_params(self, kind: str, key: str, text: str) -> None:
+        """Overwrite a task's stored params text, as an older version or a direct write could."""
+
+    def set_task_key(self, kind: str, key: str, new_key: str) -> None:
+        """Rename a task's key in place, bypassing every check tenure makes."""
+
+
+class _Common:
+    """What every dialect does the same way, over its :meth:`query`."""
+
+    dialect: str
+    #: The task key's column (a reserved word on MySQL/MariaDB).
+    key_column = "key"
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
+
+    def now(self) -> float:
+        return float(self.query(f"SELECT {DB_NOW[self.dialect]}")[0][0])
+
+    def set_schema_version(self, version: int) -> None:
+        m = MARK[self.dialect]
+        self.query(f"UPDATE tenure_meta SET value = {m} WHERE name = 'schema_version'", (str(version),))
+        assert self.read_schema_version() == version
+
+    def read_schema_version(self) -> int | None:
+        rows = self.query("SELECT value FROM tenure_meta WHERE name = 'schema_version'")
+        return int(rows[0][0]) if rows else None
+
+    def count_rows(self, table: str) -> int:
+        return int(self.query(f"SELECT count(*) FROM {table}")[0][0])
+
+    def create_probe_table(self) -> None:
+        self.query(create_table(self.dialect, PROBE_TABLE, "id {id}, note TEXT NOT NULL"))
+
+    def probe_notes(self) -> list[str]:
+        return [str(r[0]) for r in self.query(self.select_probe_sql)]
+
+    def _update_task(self, assignment: str, kind: str, key: str, value: str) -> None:
+        m, k = MARK[self.dialect], self.key_column
+        self.query(f"UPDATE tenure_tasks SET {assignment} = {m} WHERE kind = {m} AND {k} = {m}", (value, kind, key))
+
+    def set_task_params(self, kind: str, key: str, text: str) -> None:
+        self._update_task("params", kind, key, text)
+
+    def set_task_key(self, kind: str, key: str, new_key: str) -> None:
+        self._update_task(self.key_column, kind, key, new_key)
 
 
 def client_ports(pid: int) -> set[int]:
@@ -111,20 +193,23 @@ def _tool(name: str) -> str:
     return path
 
 
-class SQLiteDB:
+class SQLiteDB(_Common):
     """An SQLite file: a connection of its own per statement; no sessions, no server."""
 
     dialect = "sqlite"
+    clock_is_host = True
+    insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (?)"
+    slow_insert_probe_sql = (
+        f"INSERT INTO {PROBE_TABLE} (note) SELECT ? FROM (WITH RECURSIVE c(x) AS "
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000) SELECT count(*) FROM c)"
+    )
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, keep: bool = False) -> None:
         self.path, _ = parse_sqlite_url(url)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with contextlib.closing(sqlite3.connect(self.path, timeout=10, isolation_level=None)) as db:
             return [tuple(r) for r in db.execute(sql, params).fetchall()]
-
-    def now(self) -> float:
-        return float(self.query(f"SELECT {DB_NOW[self.dialect]}")[0][0])
 
     def write_lock_free(self, wait: float = 0.0) -> bool:
         """True if SQLite's write lock can be taken within ``wait`` seconds (then given back):
@@ -158,14 +243,18 @@ class SQLiteDB:
         pass
 
 
-class PostgreSQLDB:
-    """A PostgreSQL database over one psycopg connection (autocommit); its server is the
-    Debian cluster on the URL's port."""
+class PostgreSQLDB(_Common):
+    """A PostgreSQL database over psycopg (autocommit); its server is the Debian cluster
+    on the URL's port."""
 
     dialect = "postgresql"
+    clock_is_host = False  # the server's clock; on 127.0.0.1 it is the host's anyway
+    insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
+    slow_insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) SELECT %s FROM pg_sleep(0.2)"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, keep: bool = False) -> None:
         self._url = url
+        self._keep = keep
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 5432
@@ -177,26 +266,27 @@ class PostgreSQLDB:
 
         with self._lock:
             kept = self._conn is not None
-            while True:
-                try:
-                    if self._conn is None:
-                        self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
-                    cur = self._conn.execute(sql.encode(), params)
-                    return [tuple(r) for r in cur.fetchall()] if cur.description else []
-                except psycopg.OperationalError as exc:
+            try:
+                while True:
+                    try:
+                        if self._conn is None:
+                            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+                        cur = self._conn.execute(sql.encode(), params)
+                        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+                    except psycopg.OperationalError as exc:
+                        self._drop()
+                        if not kept:
+                            raise DatabaseUnavailable(str(exc)) from exc
+                        kept = False  # the kept connection died (a restart): once more, on a new one
+            finally:
+                if not self._keep:
                     self._drop()
-                    if not kept:
-                        raise DatabaseUnavailable(str(exc)) from exc
-                    kept = False  # the kept connection died (a restart): once more, on a new one
 
     def _drop(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
-
-    def now(self) -> float:
-        return float(self.query(f"SELECT {DB_NOW[self.dialect]}")[0][0])
 
     def _sessions(self, pids: Collection[int]) -> list[int]:
         return sorted(set().union(*(client_ports(p) for p in pids)))
@@ -261,15 +351,20 @@ class PostgreSQLDB:
             self._drop()
 
 
-class MySQLDB:
-    """A MySQL/MariaDB database over one asyncmy connection (the store's driver; it is
-    async only), kept open (autocommit) on an event loop of its own thread, so calls are
-    plain and synchronous whether or not the caller runs an event loop. The server is
-    stopped and started with its command-line tools, as ``.ci/run`` does."""
+class MySQLDB(_Common):
+    """A MySQL/MariaDB database over asyncmy (the store's driver; it is async only,
+    autocommit), on an event loop of its own thread, so calls are plain and synchronous
+    whether or not the caller runs an event loop. The server is stopped and started with
+    its command-line tools, as ``.ci/run`` does."""
 
     dialect = "mysql"
+    key_column = "`key`"
+    clock_is_host = False
+    insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (%s)"
+    slow_insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) SELECT %s FROM (SELECT SLEEP(0.2)) AS pause"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, keep: bool = False) -> None:
+        self._keep = keep
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 3306
@@ -280,44 +375,64 @@ class MySQLDB:
         self._pid_file = ""
         self._conn: Any = None
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mysql-raw", daemon=True)
-        self._thread.start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:  # the kept connection's loop, started on first use
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="mysql-raw", daemon=True)
+            self._thread.start()
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import asyncmy
         from asyncmy.errors import DataError, IntegrityError, NotSupportedError, ProgrammingError
 
-        async def go() -> list[tuple[Any, ...]]:
-            if self._conn is None:
-                self._conn = await asyncmy.connect(
-                    host=self._host,
-                    port=self._port,
-                    user=self._user,
-                    password=self._password,
-                    database=self._db,
-                    autocommit=True,
-                    connect_timeout=5,
-                )
-            async with self._conn.cursor() as cur:
+        async def connect() -> Any:
+            return await asyncmy.connect(
+                host=self._host,
+                port=self._port,
+                user=self._user,
+                password=self._password,
+                database=self._db,
+                autocommit=True,
+                connect_timeout=5,
+            )
+
+        async def run(conn: Any) -> list[tuple[Any, ...]]:
+            async with conn.cursor() as cur:
                 await cur.execute(sql, params or None)
                 return [tuple(r) for r in await cur.fetchall()] if cur.description else []
 
+        async def kept() -> list[tuple[Any, ...]]:
+            if self._conn is None:
+                self._conn = await connect()
+            return await run(self._conn)
+
+        async def once() -> list[tuple[Any, ...]]:
+            conn = await connect()
+            try:
+                return await run(conn)
+            finally:
+                conn.close()
+
         with self._lock:  # one statement at a time on the connection (a thread may stop the server)
-            kept = self._conn is not None
+            retry = self._conn is not None
             while True:
                 try:
-                    return self._run(go())
+                    if self._keep:
+                        return self._run(kept())
+                    # A loop of its own, in a thread: the caller may be inside pytest-asyncio's.
+                    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                        return pool.submit(asyncio.run, once()).result(timeout=30)
                 except (ProgrammingError, IntegrityError, DataError, NotSupportedError):
                     raise  # the statement's fault, not the connection's
                 except Exception as exc:
                     self._drop()
-                    if not kept:
+                    if not retry:
                         raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
-                    kept = False  # the kept connection died (a restart): once more, on a new one
+                    retry = False  # the kept connection died (a restart): once more, on a new one
 
     def _drop(self) -> None:
         async def shut() -> None:  # on the connection's own loop: transports are not thread-safe
@@ -327,9 +442,6 @@ class MySQLDB:
             with contextlib.suppress(Exception):
                 self._run(shut())
             self._conn = None
-
-    def now(self) -> float:
-        return float(self.query(f"SELECT {DB_NOW[self.dialect]}")[0][0])
 
     def no_transaction_open(self, pid: int, *, wait: float = 0.0) -> bool:
         return not self.in_transaction(pid)
@@ -406,19 +518,22 @@ class MySQLDB:
     def close(self) -> None:
         with self._lock:
             self._drop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._loop.close()
+            self._loop = self._thread = None
 
 
-def raw_db(url: str) -> RawDB:
-    """Raw access to the database a store URL names (close it when done)."""
+def raw_db(url: str, *, keep: bool = False) -> RawDB:
+    """Raw access to the database a store URL names (with ``keep``, over a connection kept
+    open: close it when done)."""
     dialect = dialect_of(url)
     if dialect == "sqlite":
         return SQLiteDB(url)
     if dialect == "postgresql":
-        return PostgreSQLDB(url)
-    return MySQLDB(url)
+        return PostgreSQLDB(url, keep=keep)
+    return MySQLDB(url, keep=keep)
 
 
 def no_transaction_open(url: str, pid: int, *, wait: float = 0.0) -> bool:

@@ -3,7 +3,7 @@ write beside tenure's own: the database's clock, the driver's placeholder, colum
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from tenure.store import make_store
 
 #: The database's clock, epoch seconds, inside a statement (PostgreSQL: the statement's
 #: time, not the transaction's).
@@ -32,15 +32,9 @@ _TYPES = {
 
 
 def dialect_of(url: str) -> str:
-    """The store dialect of a store URL (by its scheme, like ``make_store``)."""
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        return "sqlite"
-    if scheme in ("postgresql", "postgres"):
-        return "postgresql"
-    if scheme in ("mysql", "mariadb"):
-        return "mysql"
-    raise NotImplementedError(f"no raw test access for {scheme} stores")
+    """The store dialect of a store URL: that of the store ``make_store`` builds for it
+    (without connecting)."""
+    return make_store(url).dialect
 
 
 def create_table(dialect: str, name: str, columns: str) -> str:

@@ -166,7 +166,7 @@ async def worker_cluster(cls: type[C], kind: str, tmp_path: Path) -> AsyncIterat
     require_store(kind, tmp_path)
     with STORE_FACTORIES[kind](tmp_path) as base_url:
         url = f"{base_url}?synchronous=normal" if kind == "sqlite" else base_url
-        db = raw_db(url)
+        db = raw_db(url, keep=True)
         try:
             store = make_store(url)
             await store.open(migrate=True)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import tenure
-from store_contract.dialect import raw_db
+from support.rawdb import raw_db
 from tenure.models import STORED, UNREADABLE, Outcome, Run
 from tenure.web import create_app
 

@@ -1,0 +1,55 @@
+"""Shortcuts over the store API for tests that drive a store directly (the store contract
+suite, and the tests of the context, the CLI and tracing that set a store up by hand)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tenure.models import Lease, Task
+from tenure.schedule import Every, Schedule
+from tenure.store import Store
+
+#: A lease short enough to wait out in a test, long enough to do a few statements first.
+SHORT_TTL = 0.4
+#: A lease that never runs out during a test.
+LONG_TTL = 60.0
+
+
+async def wait_past(store: Store, moment: float, *, within: float = 10.0) -> float:
+    """Wait until the database's clock is past ``moment`` (a lease expiry); return its time.
+
+    Polls ``store.now()`` against a deadline: the database decides, not a fixed sleep.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        now = await store.now()
+        if now > moment:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"database clock {now} did not pass {moment} within {within}s")
+        await asyncio.sleep(0.02)
+
+
+async def register(store: Store, worker_id: str, ttl: float = LONG_TTL) -> Lease:
+    return await store.register_worker(worker_id=worker_id, host="test-host", pid=4242, ttl=ttl)
+
+
+async def add(
+    store: Store,
+    kind: str,
+    key: str,
+    *,
+    schedule: Schedule | None = None,
+    params_json: str = "{}",
+    enabled: bool = True,
+) -> Task:
+    return await store.add_task(
+        kind=kind, key=key, schedule=schedule or Every(5.0), params_json=params_json, enabled=enabled
+    )
+
+
+async def task_of(store: Store, kind: str, key: str) -> Task:
+    task = await store.get_task(kind, key)
+    assert task is not None, f"task {kind}/{key} is gone"
+    return task

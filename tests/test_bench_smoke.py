@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import require_store
+from support.stores import require_store
 
 LOAD = Path(__file__).resolve().parent.parent / "bench" / "load.py"
 PG = os.environ.get("TENURE_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/postgres")

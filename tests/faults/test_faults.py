@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from store_faults.harness import Timing
+from support.cluster import Timing
 from support.history import Report, stale_refusals
 from support.stores import STORE_KINDS
 from tenure.store.liveness import mysql_name, postgresql_key

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import tenure
+from support.storeapi import opened
 from support.stores import STORE_FACTORIES, STORE_KINDS, require_store, unavailable
-from tenure.store import Store, make_store
+from tenure.store import Store
 
 __all__ = ["STORE_FACTORIES", "STORE_KINDS", "require_store"]
 
@@ -50,12 +51,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
     """The store at ``store_url``, opened with its schema created."""
-    s = make_store(store_url)
-    await s.open(migrate=True)
-    try:
+    async with opened(store_url, migrate=True) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

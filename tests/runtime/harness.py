@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from support import history
-from support.cluster import Timing, WorkerCluster
+from support.cluster import Timing, WorkerCluster, fair_counts
 from support.history import TaskId, assert_fenced_history
 from support.processes import WorkerProc
 from support.rawdb import RawDB, SQLiteDB
@@ -40,6 +40,7 @@ __all__ = [
     "WorkerProc",
     "assert_fenced_history",
     "commits_ddl",
+    "fair_counts",
     "first_commit_after",
     "insert_commit_sql",
 ]

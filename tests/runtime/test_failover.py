@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from tenure.models import Freed, Outcome
+from tenure.models import Freed, Outcome, Task
 
 from .harness import Cluster, Commit, TaskId, Timing, assert_fenced_history, first_commit_after
 
@@ -51,6 +51,21 @@ def takeovers(commits: list[Commit], held: dict[TaskId, int], *, after_id: int, 
         if c is not None:
             found[task] = c
     return found
+
+
+async def assert_w2s_tasks_moved_after_its_death(
+    cluster: Cluster, commits: list[Commit], held: dict[TaskId, int], killed_at: float
+) -> dict[TaskId, Task]:
+    """No commit of the killed w2 was accepted after its death, the history is fenced, and
+    each task w2 held is now w1's or w3's, freed as expired. Returns the tasks."""
+    late = [c for c in commits if c.worker == "w2" and c.at > killed_at]
+    assert not late, f"commits from the dead worker after its death: {late}"
+    assert_fenced_history(commits)
+    tasks = await cluster.tasks()
+    for task in held:
+        assert tasks[task].owner in ("w1", "w3")
+        assert tasks[task].freed_how is Freed.EXPIRED
+    return tasks
 
 
 async def test_sigkill_tasks_run_elsewhere_within_ttl_plus_poll(cluster: Cluster) -> None:
@@ -80,13 +95,7 @@ async def test_sigkill_tasks_run_elsewhere_within_ttl_plus_poll(cluster: Cluster
         assert c.term > held[task], f"{task} committed elsewhere at term {c.term}, not above {held[task]}"
 
     # Nothing of the dead worker's is accepted after its death, and history stays fenced.
-    late = [c for c in commits if c.worker == "w2" and c.at > killed_at]
-    assert not late, f"commits from the dead worker after its death: {late}"
-    assert_fenced_history(commits)
-    tasks = await cluster.tasks()
-    for task in held:
-        assert tasks[task].owner in ("w1", "w3")
-        assert tasks[task].freed_how is Freed.EXPIRED
+    await assert_w2s_tasks_moved_after_its_death(cluster, commits, held, killed_at)
 
 
 async def test_sigkill_tasks_move_long_before_the_ttl_as_the_lock_dies(cluster: Cluster) -> None:
@@ -116,13 +125,8 @@ async def test_sigkill_tasks_move_long_before_the_ttl_as_the_lock_dies(cluster: 
     print(f"SIGKILL (ttl 30 s) -> first run elsewhere (s): {delays}")
     for task, c in moved.items():
         assert c.term > held[task]
-    late = [c for c in commits if c.worker == "w2" and c.at > killed_at]
-    assert not late, f"commits from the dead worker after its death: {late}"
-    assert_fenced_history(commits)
-    tasks = await cluster.tasks()
+    tasks = await assert_w2s_tasks_moved_after_its_death(cluster, commits, held, killed_at)
     for task in held:
-        assert tasks[task].owner in ("w1", "w3")
-        assert tasks[task].freed_how is Freed.EXPIRED
         freed_at = tasks[task].freed_at
         assert freed_at is not None
         assert freed_at < lease_end - timing.ttl / 2

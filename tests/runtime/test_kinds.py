@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from .harness import Cluster, Timing, WorkerProc, assert_fenced_history
+from .harness import Cluster, Timing, WorkerProc, assert_fenced_history, fair_counts
 
 pytestmark = pytest.mark.slow
 
@@ -53,18 +53,8 @@ class OwnershipWatch:
 async def shared(cluster: Cluster, kind: str, runners: list[str]) -> dict[str, int] | None:
     """Each enabled task of ``kind`` owned by one of ``runners``, fairly (counts differ by at
     most one), and committed at its current term; the counts, else None."""
-    tasks = [t for t in (await cluster.tasks()).values() if t.kind == kind and t.enabled]
-    counts = dict.fromkeys(runners, 0)
-    for t in tasks:
-        if t.owner not in counts:
-            return None
-        counts[t.owner] += 1
-    if max(counts.values()) - min(counts.values()) > 1:
-        return None
-    committed = {(c.kind, c.key, c.term) for c in cluster.commits()}
-    if not all((t.kind, t.key, t.term) in committed for t in tasks):
-        return None
-    return counts
+    tasks = [t for t in (await cluster.tasks()).values() if t.kind == kind]
+    return fair_counts(tasks, runners, cluster.commits)
 
 
 async def redeploy(cluster: Cluster, old: WorkerProc) -> tuple[WorkerProc, float]:

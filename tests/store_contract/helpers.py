@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from support.storeapi import LONG_TTL, SHORT_TTL, add, register, task_of, wait_past
+from support.storeapi import LONG_TTL, SHORT_TTL, add, opened, register, task_of, wait_past
 
-__all__ = ["LONG_TTL", "SHORT_TTL", "add", "register", "task_of", "wait_past"]
+__all__ = ["LONG_TTL", "SHORT_TTL", "add", "opened", "register", "task_of", "wait_past"]

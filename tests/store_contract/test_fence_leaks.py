@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import pytest
 
@@ -20,10 +19,10 @@ from tenure.errors import (
     TransactionClosed,
 )
 from tenure.models import Claim, SlotDone
-from tenure.store import FencedTransaction, Store, make_store, statements
+from tenure.store import FencedTransaction, Store, statements
 
 from .dialect import PROBE_TABLE, RawDB, raw_db
-from .helpers import add, register, task_of
+from .helpers import add, opened, register, task_of
 
 #: Statements that would end or change the transaction or the session, per dialect.
 REFUSED = {
@@ -119,16 +118,6 @@ async def _owned(store: Store, key: str = "barcelona") -> Claim:
 
 def with_options(url: str, **options: str) -> str:
     return url + ("&" if "?" in url else "?") + "&".join(f"{k}={v}" for k, v in options.items())
-
-
-@asynccontextmanager
-async def opened(url: str) -> AsyncIterator[Store]:
-    s = make_store(url)
-    await s.open(migrate=False)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 # -- transaction control ---------------------------------------------------------------

@@ -22,7 +22,7 @@ from tenure.store import Store, make_store
 from tenure.store.liveness import Liveness, mysql_name, postgresql_key
 
 from .dialect import raw_db
-from .helpers import LONG_TTL, add, register, task_of, wait_past
+from .helpers import LONG_TTL, add, opened, register, task_of, wait_past
 
 
 def _with_option(url: str, option: str) -> str:
@@ -32,12 +32,8 @@ def _with_option(url: str, option: str) -> str:
 @pytest.fixture
 async def other(store_url: str, store: Store) -> AsyncIterator[Store]:
     """A second store on the same database: another worker's process."""
-    s = make_store(store_url)
-    await s.open(migrate=False)
-    try:
+    async with opened(store_url) as s:
         yield s
-    finally:
-        await s.close()
 
 
 async def _join(stack: AsyncExitStack, store: Store, worker_id: str) -> Liveness:

@@ -50,6 +50,26 @@ class Timing:
         ]  # fmt: skip
 
 
+def fair_counts(
+    tasks: Iterable[Task], owners: Iterable[str], commits: Callable[[], Iterable[Commit]]
+) -> dict[str, int] | None:
+    """How many of the enabled ``tasks`` each of ``owners`` holds, if they hold them all
+    between them, fairly (counts differ by at most one), and each task has a commit at its
+    current term (``commits`` is read only then); else None."""
+    enabled = [t for t in tasks if t.enabled]
+    counts = dict.fromkeys(owners, 0)
+    for t in enabled:
+        if t.owner not in counts:
+            return None
+        counts[t.owner] += 1
+    if max(counts.values()) - min(counts.values()) > 1:
+        return None
+    committed = {(c.kind, c.key, c.term) for c in commits()}
+    if not all((t.kind, t.key, t.term) in committed for t in enabled):
+        return None
+    return counts
+
+
 class WorkerCluster:
     """One store, the test's raw access to its database, and the workers using it."""
 
@@ -189,17 +209,7 @@ class WorkerCluster:
         names = sorted(names)
 
         async def balanced() -> bool:
-            tasks = await self.tasks()
-            counts = dict.fromkeys(names, 0)
-            for t in tasks.values():
-                if t.enabled:
-                    if t.owner not in counts:
-                        return False
-                    counts[t.owner] += 1
-            if max(counts.values()) - min(counts.values()) > 1:
-                return False
-            committed = {(c.kind, c.key, c.term) for c in self.commits()}
-            return all((t.kind, t.key, t.term) in committed for t in tasks.values() if t.enabled)
+            return fair_counts((await self.tasks()).values(), names, self.commits) is not None
 
         await self.wait_for(balanced, f"{names} to share the tasks and commit", within=within)
         return {n: len(await self.owned_by(n)) for n in names}

@@ -5,15 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from tenure.models import Lease, Task
 from tenure.schedule import Every, Schedule
-from tenure.store import Store
+from tenure.store import Store, make_store
 
 #: A lease short enough to wait out in a test, long enough to do a few statements first.
 SHORT_TTL = 0.4
 #: A lease that never runs out during a test.
 LONG_TTL = 60.0
+
+
+@asynccontextmanager
+async def opened(url: str, *, migrate: bool = False) -> AsyncIterator[Store]:
+    """The store at ``url``, opened (with ``migrate``, its schema created or upgraded)
+    until the block ends."""
+    s = make_store(url)
+    await s.open(migrate=migrate)
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 async def wait_past(store: Store, moment: float, *, within: float = 10.0) -> float:

@@ -22,6 +22,6 @@ async def fault_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     (:func:`support.stores.worker_cluster`: at the end, whatever the test's outcome, every
     worker is SIGKILLed and reaped, the database server started again if the test left
     it down, and each worker's log tail printed)."""
-    async with worker_cluster(FaultCluster, request.param, tmp_path) as cluster:
+    async with worker_cluster(FaultCluster, request.param, tmp_path, restarts_server=True) as cluster:
         cluster.create_commits_table()
         yield cluster

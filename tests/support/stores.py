@@ -150,7 +150,7 @@ def unavailable() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def worker_cluster(cls: type[C], kind: str, tmp_path: Path) -> AsyncIterator[C]:
+async def worker_cluster(cls: type[C], kind: str, tmp_path: Path, *, restarts_server: bool = False) -> AsyncIterator[C]:
     """A fresh database of ``kind`` with tenure's schema, and a cluster of class ``cls``
     (a :class:`~support.cluster.WorkerCluster`) on it, for a suite's fixture.
 
@@ -159,9 +159,11 @@ async def worker_cluster(cls: type[C], kind: str, tmp_path: Path) -> AsyncIterat
     (durability across power loss is not what these suites are about).
 
     At the end, whatever the test's outcome: every worker is SIGKILLed and reaped (SIGKILL
-    also ends a process stopped with SIGSTOP), each one's log tail printed (pytest shows
-    it when the test failed), and the database server started again if the test left it
-    down, before the scratch database is dropped.
+    also ends a process stopped with SIGSTOP) and each one's log tail printed (pytest shows
+    it when the test failed); with ``restarts_server`` (a suite whose tests stop the
+    server), the server is started again if the test left it down, before the scratch
+    database is dropped. Other suites never start a server: one a restart test stopped on
+    purpose, meanwhile, must stay down.
     """
     require_store(kind, tmp_path)
     with STORE_FACTORIES[kind](tmp_path) as base_url:
@@ -182,6 +184,7 @@ async def worker_cluster(cls: type[C], kind: str, tmp_path: Path) -> AsyncIterat
                         await store.close()
         finally:
             try:
-                db.start_server()  # a no-op if it runs; the scratch database is dropped next
+                if restarts_server:
+                    db.start_server()  # a no-op if it runs; the scratch database is dropped next
             finally:
                 db.close()

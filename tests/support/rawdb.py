@@ -17,8 +17,8 @@ such an object when done. A database that does not answer raises
 A process's sessions are found by the local TCP ports of its sockets
 (:func:`client_ports`), which is how the servers name a client. MySQL/MariaDB's session
 list and ``KILL`` need a user that sees every session: the tests' URLs use ``root``, as
-``.ci/run`` does. Only the standard library and the stores' own drivers are imported
-here: worker child programs use it too.
+``.ci/run`` does. Only the standard library, tenure and the stores' own drivers are
+imported here: worker child programs use it too.
 """
 
 from __future__ import annotations
@@ -125,11 +125,10 @@ class _Common:
     dialect: str
     #: The task key's column (a reserved word on MySQL/MariaDB).
     key_column = "key"
+    select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
-
-    select_probe_sql = f"SELECT note FROM {PROBE_TABLE} ORDER BY note"
 
     def now(self) -> float:
         return float(self.query(f"SELECT {DB_NOW[self.dialect]}")[0][0])

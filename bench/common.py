@@ -34,6 +34,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import psycopg
 
 import tenure
+from tenure.errors import InvalidStoreURL
+from tenure.store import dialect_of as store_dialect
 from tenure.store.sqlite import parse_sqlite_url
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -120,14 +122,11 @@ def int_list(text: str) -> list[int]:
 
 
 def dialect_of(url: str) -> str:
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        return "sqlite"
-    if scheme in ("postgresql", "postgres"):
-        return "postgresql"
-    if scheme in ("mysql", "mariadb"):
-        return "mysql"
-    raise SystemExit(f"store URL {url!r}: use sqlite:///path, postgresql://host/db or mysql://host/db")
+    """The store URL's dialect; exits naming the URL if it is not one of ours."""
+    try:
+        return store_dialect(url)
+    except InvalidStoreURL as exc:
+        raise SystemExit(str(exc)) from None
 
 
 @dataclass

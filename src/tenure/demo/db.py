@@ -20,9 +20,9 @@ import sqlite3
 import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
-from tenure.errors import InvalidStoreURL, StoreUnavailable
+from tenure.errors import StoreUnavailable
+from tenure.store import dialect_of
 
 T = TypeVar("T")
 
@@ -37,18 +37,6 @@ class Statements(Protocol):
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
-
-
-def dialect_of(url: str) -> str:
-    """``sqlite``, ``postgresql`` or ``mysql``, from a store URL's scheme."""
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        return "sqlite"
-    if scheme in ("postgresql", "postgres"):
-        return "postgresql"
-    if scheme in ("mysql", "mariadb"):
-        return "mysql"
-    raise InvalidStoreURL(f"the demo does not know the store scheme {scheme!r}")
 
 
 def sql(text: str, dialect: str) -> str:
@@ -182,22 +170,9 @@ def _connect(url: str, dialect: str) -> Any:
 def _connect_mysql(url: str) -> Any:
     """The MySQL store's driver, asyncmy, is asynchronous only: drive one connection from
     a private event loop in its own thread, behind the DB-API calls this module makes."""
-    from tenure.store.mysql import parse_mysql_url
+    from tenure.store.mysql import connect_args, parse_mysql_url
 
-    o = parse_mysql_url(url)
-    args = {
-        "host": o.host,
-        "port": o.port,
-        "user": o.user,
-        "password": o.password,
-        "database": o.database,
-        "unix_socket": o.unix_socket,
-        "ssl": o.ssl,
-        "charset": "utf8mb4",
-        "autocommit": True,
-        "connect_timeout": o.connect_timeout,
-    }
-    return _AsyncmyConnection(args)
+    return _AsyncmyConnection(connect_args(parse_mysql_url(url)))
 
 
 class _AsyncmyConnection:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import IO
 
 from tenure.config import ENV_NAMES, Settings
-from tenure.demo.db import Connection, dialect_of
+from tenure.demo.db import Connection
+from tenure.store import dialect_of
 
 #: The domain's log lines around planning (see domain.PLANNING and domain.PLANNED).
 _PLAN_LINE = re.compile(r"dispatch (\S+) term (\d+): (planning|plan ready)")

@@ -9,35 +9,51 @@ from tenure.inputs import quote
 from tenure.store.base import SCHEMA_VERSION, FencedTransaction, Store
 from tenure.store.urls import shown
 
-__all__ = ["SCHEMA_VERSION", "FencedTransaction", "Store", "make_store"]
+__all__ = ["SCHEMA_VERSION", "FencedTransaction", "Store", "dialect_of", "make_store"]
+
+#: The dialect of each store URL scheme.
+SCHEMES = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
 
 
-def make_store(url: str) -> Store:
-    """Build the store a URL names, without connecting. Raises :class:`InvalidStoreURL`."""
+def dialect_of(url: str) -> str:
+    """``sqlite``, ``postgresql`` or ``mysql``: the dialect of the store a URL names, from
+    its scheme alone. Raises :class:`InvalidStoreURL`."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidStoreURL("store URL is empty")
     try:
         scheme = urlsplit(url).scheme
     except ValueError as exc:
         raise InvalidStoreURL(f"store URL {shown(url)} does not parse: {exc}") from exc
-    if scheme == "sqlite":
+    if scheme not in SCHEMES:
+        raise InvalidStoreURL(
+            f"store URL {shown(url)} has unknown scheme {quote(scheme) if scheme else '(none)'}; "
+            "use sqlite:///path.db, postgresql://host/db or mysql://host/db"
+        )
+    return SCHEMES[scheme]
+
+
+def make_store(url: str) -> Store:
+    """Build the store a URL names, without connecting. Raises :class:`InvalidStoreURL`."""
+    dialect = dialect_of(url)
+    if dialect == "sqlite":
         from tenure.store.sqlite import SQLiteStore
 
         return SQLiteStore(url)
-    if scheme in ("postgresql", "postgres"):
+    if dialect == "postgresql":
         from tenure.store.postgresql import PostgreSQLStore
 
         return PostgreSQLStore(url)
-    if scheme in ("mysql", "mariadb"):
-        try:
-            from tenure.store.mysql import MySQLStore
-        except ModuleNotFoundError as exc:
-            if (exc.name or "").split(".")[0] != "asyncmy":
-                raise
-            raise InvalidStoreURL(f"the {scheme} store needs the asyncmy driver: pip install 'tenure[mysql]'") from exc
-
-        return MySQLStore(url)
-    raise InvalidStoreURL(
-        f"store URL {shown(url)} has unknown scheme {quote(scheme) if scheme else '(none)'}; "
-        "use sqlite:///path.db, postgresql://host/db or mysql://host/db"
-    )
+    try:
+        from tenure.store.mysql import MySQLStore
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "asyncmy":
+            raise
+        scheme = urlsplit(url).scheme
+        raise InvalidStoreURL(f"the {scheme} store needs the asyncmy driver: pip install 'tenure[mysql]'") from exc
+    return MySQLStore(url)

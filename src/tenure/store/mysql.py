@@ -262,6 +262,23 @@ def parse_mysql_url(url: str) -> MySQLOptions:
     )
 
 
+def connect_args(o: MySQLOptions) -> dict[str, Any]:
+    """``asyncmy.connect()``'s arguments for the database of a parsed URL: utf8mb4, and
+    autocommit (transactions are explicit: BEGIN … COMMIT)."""
+    return {
+        "host": o.host,
+        "port": o.port,
+        "user": o.user,
+        "password": o.password,
+        "database": o.database,
+        "unix_socket": o.unix_socket,
+        "ssl": o.ssl,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": o.connect_timeout,
+    }
+
+
 @dataclass(frozen=True)
 class _Server:
     """What :meth:`MySQLStore.open` learnt about the server."""
@@ -570,22 +587,8 @@ class MySQLStore(SQLStore[_Session]):
     # -- connections ----------------------------------------------------------------------
 
     def _connect_args(self, server: _Server | None) -> dict[str, Any]:
-        o = self._options
-        args: dict[str, Any] = {
-            "host": o.host,
-            "port": o.port,
-            "user": o.user,
-            "password": o.password,
-            "database": o.database,
-            "unix_socket": o.unix_socket,
-            "ssl": o.ssl,
-            "charset": "utf8mb4",
-            "autocommit": True,  # transactions are explicit: BEGIN … COMMIT
-            # Found rows, not changed rows: see the module docstring.
-            "client_flag": CLIENT.FOUND_ROWS,
-            "connect_timeout": o.connect_timeout,
-            "program_name": "tenure",
-        }
+        # Found rows, not changed rows: see the module docstring.
+        args = connect_args(self._options) | {"client_flag": CLIENT.FOUND_ROWS, "program_name": "tenure"}
         if server is not None:
             args["init_command"] = self._session_setup(server)
         return args

@@ -565,6 +565,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def bench_main(
+    title: str,
+    parser: Callable[[], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace], Any],
+    argv: list[str] | None = None,
+) -> None:
+    """A scenario's command line: parse ``argv``, run, and :func:`report` the result (a
+    ``BenchResult``: results, targets, table, notes) under ``title``."""
+    args = parser().parse_args(argv)
+    res = run(args)
+    report(title, res.results, res.targets, res.table, notes=res.notes, json_only=args.json_only)
+
+
 def report(
     title: str,
     results: dict[str, Any],

@@ -30,9 +30,9 @@ from common import (
     Target,
     WorkerProc,
     add_common_args,
+    bench_main,
     create_tasks,
     int_list,
-    report,
     scenario_store,
     settings_of,
     wait_until,
@@ -161,9 +161,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    res = run(args)
-    report("coordination", res.results, res.targets, res.table, json_only=args.json_only)
+    bench_main("coordination", parser, run, argv)
 
 
 if __name__ == "__main__":

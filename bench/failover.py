@@ -52,8 +52,8 @@ from common import (
     Target,
     WorkerProc,
     add_common_args,
+    bench_main,
     create_tasks,
-    report,
     scenario_store,
     settings_of,
     summary,
@@ -295,9 +295,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    res = run(args)
-    report("failover", res.results, res.targets, res.table, notes=res.notes, json_only=args.json_only)
+    bench_main("failover", parser, run, argv)
 
 
 if __name__ == "__main__":

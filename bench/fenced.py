@@ -36,9 +36,9 @@ from common import (
     Cluster,
     Target,
     add_common_args,
+    bench_main,
     cpu_seconds,
     create_tasks,
-    report,
     scenario_store,
     settings_of,
 )
@@ -171,9 +171,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    res = run(args)
-    report("fenced", res.results, res.targets, res.table, json_only=args.json_only)
+    bench_main("fenced", parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ from common import (
     Cluster,
     Target,
     add_common_args,
+    bench_main,
     create_tasks,
-    report,
     scenario_store,
     settings_of,
     wait_until,
@@ -247,9 +247,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    res = run(args)
-    report("idle", res.results, res.targets, res.table, notes=res.notes, json_only=args.json_only)
+    bench_main("idle", parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,11 @@ from common import (
     Cluster,
     Target,
     add_common_args,
+    bench_main,
     cpu_seconds,
     create_tasks,
     int_list,
     percentile,
-    report,
     rss_mb,
     scenario_store,
     settings_of,
@@ -270,9 +270,7 @@ def _miss_note(delivered: float | None, p99: float | None, limit: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    res = run(args)
-    report("throughput", res.results, res.targets, res.table, json_only=args.json_only)
+    bench_main("throughput", parser, run, argv)
 
 
 if __name__ == "__main__":

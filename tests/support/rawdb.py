@@ -1,5 +1,5 @@
 """Raw access to the database behind a store URL, outside the store API: one class per
-dialect, :func:`raw_db` picks it (like ``make_store``).
+dialect, :func:`raw_db` picks it (by ``tenure.store.dialect_of``, as ``make_store`` does).
 
 What it offers: statements (:meth:`RawDB.query`, each committed on its own), the
 database's clock, which sessions of a process are inside a transaction (on SQLite, whose
@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from tenure.store import dialect_of
 from tenure.store.sqlite import parse_sqlite_url
 
 from .processes import wait_until
-from .sql import DB_NOW, MARK, create_table, dialect_of
+from .sql import DB_NOW, MARK, create_table
 
 T = TypeVar("T")
 

@@ -3,8 +3,6 @@ write beside tenure's own: the database's clock, the driver's placeholder, colum
 
 from __future__ import annotations
 
-from tenure.store import make_store
-
 #: The database's clock, epoch seconds, inside a statement (PostgreSQL: the statement's
 #: time, not the transaction's).
 DB_NOW = {
@@ -29,12 +27,6 @@ _TYPES = {
         "engine": " ENGINE=InnoDB",
     },
 }
-
-
-def dialect_of(url: str) -> str:
-    """The store dialect of a store URL: that of the store ``make_store`` builds for it
-    (without connecting)."""
-    return make_store(url).dialect
 
 
 def create_table(dialect: str, name: str, columns: str) -> str:

@@ -163,15 +163,22 @@ def statement_calls(store: BenchStore) -> int:
     return int(row[0][0])
 
 
-def per_poll_read_ms(store: BenchStore, repeats: int = 10) -> float:
-    """Median milliseconds of the read every worker makes every poll (``cluster_view``:
-    it counts the enabled tasks of each kind, so its cost grows with N)."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        store.query(PG_QUERIES["cluster_view"])
-        times.append(1000 * (time.perf_counter() - t))
-    return round(sorted(times)[len(times) // 2], 2)
+def per_poll_read_ms(store: BenchStore, repeats: int = 10) -> dict[str, float]:
+    """Median milliseconds of the read every worker makes every poll (``cluster_view``),
+    as the workers make it once their store has counted the tasks at the current change
+    counter (``cached``: O(workers)), and when it has to count them (``counting``: O(N),
+    after any change to tasks)."""
+    sql = PG_QUERIES["cluster_view"].replace("%(changes)s", "?").replace("%(stamp)s", "?")
+    head = next(r for r in store.query(sql, (None, None)) if r[0] == "changes")
+    out = {}
+    for name, args in (("cached", (head[2], head[1])), ("counting", (None, None))):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            store.query(sql, args)
+            times.append(1000 * (time.perf_counter() - t))
+        out[name] = round(sorted(times)[len(times) // 2], 2)
+    return out
 
 
 def terms_issued(store: BenchStore) -> int:
@@ -233,14 +240,30 @@ async def _install(url: str, n: int, every: float) -> float:
 
 
 def watch(
-    store: BenchStore, done: Callable[[dict[str | None, int]], bool], timeout: float, interval: float = 0.2
+    store: BenchStore,
+    done: Callable[[dict[str | None, int]], bool],
+    timeout: float,
+    interval: float = 0.2,
+    timeline: list[list[float]] | None = None,
 ) -> tuple[float | None, int]:
-    """Sample ownership until ``done``; (seconds it took or None, peak cluster connections)."""
+    """Sample ownership until ``done``; (seconds it took or None, peak cluster connections).
+
+    With ``timeline``, append one sample per reading: seconds since the watch began,
+    workers registered, tasks unowned, fewest and most tasks a registered worker holds,
+    terms handed out so far (claims)."""
     t0 = time.monotonic()
     peak = 0
     while time.monotonic() - t0 < timeout:
         peak = max(peak, cluster_connections(store))
-        if done(owners(store)):
+        counts = owners(store)
+        if timeline is not None:
+            ids = [str(r[0]) for r in store.query("SELECT id FROM tenure_workers")]
+            held = [counts.get(i, 0) for i in ids] or [0]
+            timeline.append(
+                [round(time.monotonic() - t0, 2), len(ids), counts.get(None, 0), min(held), max(held),
+                 terms_issued(store)]
+            )  # fmt: skip
+        if done(counts):
             return round(time.monotonic() - t0, 3), peak
         time.sleep(interval)
     return None, peak
@@ -406,7 +429,8 @@ def run(args: argparse.Namespace) -> BenchResult:
             first = cluster.start(args.workers)
             ids = {w.id for w in first}
             print(f"[fleet] {args.workers} workers started", file=sys.stderr, flush=True)
-            fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout)
+            timeline: list[list[float]] = []
+            fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout, timeline=timeline)
             t_fair = time.time()
             reg = registered(store, sorted(ids))
             start: dict[str, Any] = {
@@ -416,6 +440,11 @@ def run(args: argparse.Namespace) -> BenchResult:
                 "fair_share_after_last_registration_s": round(t_fair - reg[-1], 3) if reg and fair_s else None,
                 **moves(store, before, args.tasks),
                 "peak_cluster_connections": peak,
+                "registrations_after_spawn_s": [round(r - t_spawn, 2) for r in reg],
+                "timeline": {
+                    "columns": ["s", "registered", "unowned", "least_held", "most_held", "terms"],
+                    "samples": timeline,
+                },
             }
             if start["fair_share_after_last_registration_s"] is not None:
                 start["fair_share_after_last_registration_polls"] = round(

@@ -36,10 +36,10 @@ Then one JSON document, a short table, and issue 15's targets: fair share within
 polls of the last start, moves <= 1.1 x the minimum, coordination <= one store call
 per worker per heartbeat + one per poll, 100% delivered outside the fault windows.
 
-A server allows ``max_connections`` clients, and every worker holds at least three
-(its pool, its lease connection, its LISTEN connection; the pool grows to 8 under
-load): the bench refuses to start more workers than the server's free connections
-allow, and says how many would fit.
+A server allows ``max_connections`` clients, and every worker holds at least two (its
+pool's first, and its session: liveness lock, LISTEN and lease statements; the pool
+grows to 8 under load): the bench refuses to start more workers than the server's free
+connections allow, and says how many would fit.
 
     .venv/bin/python bench/fleet.py [--store postgresql://...] [--workers 40] [--tasks 100000]
         [--every 30] [--kill 10] [--join 10] [--window 60]
@@ -79,8 +79,9 @@ from tenure.store.postgresql import Q as PG_QUERIES
 from throughput import BenchResult, analyse_runs
 
 KIND = "noop"  # bench_worker.py's no-op kind
-#: Connections a worker holds at least on PostgreSQL: its pool's first, the lease's, LISTEN's.
-MIN_CONNECTIONS_PER_WORKER = 3
+#: Connections a worker holds at least on PostgreSQL: its pool's first, and its session
+#: (liveness lock, LISTEN, lease statements).
+MIN_CONNECTIONS_PER_WORKER = 2
 FAIR_POLLS_TARGET = 3
 MOVES_TARGET = 1.1
 

@@ -619,6 +619,8 @@ def cut_liveness(c: Faults, name: str) -> int:
         key = postgresql_key(name)
         rows = c.db.query(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            # Advisory keys are per database: other tests' workers of the same name hold the same key.
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             f"AND objsubid = 1 AND classid = {key >> 32} AND objid = {key & 0xFFFFFFFF}"
         )
         return len(rows)

@@ -142,6 +142,8 @@ def _cut_session(store_url: str, dialect: str, worker_id: str) -> int:
         key = postgresql_key(worker_id)
         rows = raw.query(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            # Advisory keys are per database: other tests' workers of the same name hold the same key.
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             f"AND objsubid = 1 AND classid = {key >> 32} AND objid = {key & 0xFFFFFFFF}"
         )
         return sum(1 for (ok,) in rows if ok)

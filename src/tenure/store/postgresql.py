@@ -12,6 +12,11 @@
   failover bound: the server ends its session and rolls it back.
 - Admin changes and releases send ``NOTIFY tenure_changes``; :meth:`listen` wakes idle
   workers at once instead of at their next poll.
+- Connections: a pool (``pool``, one connection kept open) for everything but the lease,
+  and one session per worker for its liveness lock, its ``LISTEN`` and its lease
+  statements (join, renewals), so that a renewal never queues behind the pool: two
+  connections a worker at rest. With ``liveness=lease`` the lease has a pool of one
+  connection and ``LISTEN`` a connection of its own instead.
 
 URL: ``postgresql://user:password@host:port/dbname?…``. tenure's own options, removed
 before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_timeout``
@@ -296,22 +301,27 @@ class PostgreSQLStore(SQLStore[_Session]):
 
     # -- connections ----------------------------------------------------------------------
 
+    def _connect_kwargs(self, name: str) -> dict[str, Any]:
+        """What every connection of ours is opened with: autocommit, the session limits that
+        end a paused worker's transaction, and a name the server's activity view shows."""
+        o = self._options
+        return {
+            "autocommit": True,
+            "options": (
+                f"-c idle_in_transaction_session_timeout={round(o['idle_tx_timeout'] * 1000)} "
+                f"-c lock_timeout={round(o['lock_timeout'] * 1000)}"
+            ),
+            "connect_timeout": max(1, int(o["connect_timeout"])),
+            "application_name": f"tenure-{name}",
+        }
+
     def _make_pool(self, size: int, name: str) -> AsyncConnectionPool[Conn]:
         o = self._options
-        session = (
-            f"-c idle_in_transaction_session_timeout={round(o['idle_tx_timeout'] * 1000)} "
-            f"-c lock_timeout={round(o['lock_timeout'] * 1000)}"
-        )
         return AsyncConnectionPool(
             self._libpq_url,
             min_size=1,
             max_size=size,
-            kwargs={
-                "autocommit": True,
-                "options": session,
-                "connect_timeout": max(1, int(o["connect_timeout"])),
-                "application_name": f"tenure-{name}",
-            },
+            kwargs=self._connect_kwargs(name),
             timeout=o["connect_timeout"],
             # psycopg_pool retries a lost connection with a delay that doubles (1 s, 2 s, 4 s…)
             # for this long, 5 minutes by default: after a long outage a worker could wait
@@ -328,13 +338,17 @@ class PostgreSQLStore(SQLStore[_Session]):
 
     async def _open_connections(self) -> None:
         pool = self._make_pool(int(self._options["pool"]), "main")
-        lease_pool = self._make_pool(1, "lease")
+        # With session liveness a worker's lease statements go on its liveness session
+        # (_AdvisoryLiveness.call); only a lease-mode store keeps a connection for them.
+        lease_pool = None if self._options["session_liveness"] else self._make_pool(1, "lease")
         try:
             await pool.open(wait=True, timeout=self._options["connect_timeout"])
-            await lease_pool.open(wait=True, timeout=self._options["connect_timeout"])
+            if lease_pool is not None:
+                await lease_pool.open(wait=True, timeout=self._options["connect_timeout"])
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
-            await lease_pool.close()
+            if lease_pool is not None:
+                await lease_pool.close()
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {exc}") from exc
         self._pool, self._lease_pool = pool, lease_pool
 
@@ -368,22 +382,40 @@ class PostgreSQLStore(SQLStore[_Session]):
         return await self._call(fn, pool, transaction=False)
 
     async def _on_lease(self, fn: Callable[[_Session], Awaitable[T]], *, transaction: bool, what: str) -> T:
+        """Run a lease statement on the liveness session this store holds (one worker a
+        store, as a worker process has), else on the lease pool (``liveness=lease``), or on
+        the pool for a caller that holds no lock (a test of the store alone)."""
+        sessions = [h for h in self._liveness.values() if isinstance(h, _AdvisoryLiveness)]
+        if sessions:
+            session = next((h for h in sessions if h.held), sessions[0])
+            return await self._call(fn, None, transaction=transaction, session=session)
         return await self._call(fn, self._lease_pool, transaction=transaction)
 
     async def _call(
-        self, fn: Callable[[_Session], Awaitable[T]], pool: AsyncConnectionPool[Conn] | None, *, transaction: bool
+        self,
+        fn: Callable[[_Session], Awaitable[T]],
+        pool: AsyncConnectionPool[Conn] | None,
+        *,
+        transaction: bool,
+        session: _AdvisoryLiveness | None = None,
     ) -> T:
         pool = pool or self._pool
         if pool is None:
             raise StoreError("the store is not open")
+
+        async def on(conn: Conn) -> T:
+            if not transaction:
+                return await fn(_Session(conn))
+            async with conn.transaction():
+                return await fn(_Session(conn))
+
         try:
             for attempt in range(_DEADLOCK_RETRIES):
                 try:
+                    if session is not None:
+                        return await session.call(on)
                     async with pool.connection() as conn:
-                        if not transaction:
-                            return await fn(_Session(conn))
-                        async with conn.transaction():
-                            return await fn(_Session(conn))
+                        return await on(conn)
                 except psycopg.errors.DeadlockDetected:
                     # The server rolled the whole transaction back: running it again is
                     # safe (two workers' releases and slot updates can cross on a row).
@@ -458,8 +490,19 @@ class PostgreSQLStore(SQLStore[_Session]):
         """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
 
         Reconnects with backoff; after reconnecting it calls ``wake`` once, since
-        notifications sent while it was away are lost.
+        notifications sent while it was away are lost. While this store holds a worker's
+        liveness lock, that session listens (and calls ``wake`` once each time the lock is
+        taken again); no connection is opened for it.
         """
+        session = next((h for h in self._liveness.values() if isinstance(h, _AdvisoryLiveness)), None)
+        if session is not None:
+            session.wakes.append(wake)
+            try:
+                wake()
+                await asyncio.Event().wait()  # until cancelled
+            finally:
+                session.wakes.remove(wake)
+            return
         delay = 0.2
         while True:
             try:
@@ -469,7 +512,7 @@ class PostgreSQLStore(SQLStore[_Session]):
                     connect_timeout=max(1, int(self._options["connect_timeout"])),
                 )
                 async with conn:
-                    await conn.execute("LISTEN tenure_changes")
+                    await conn.execute(Q["listen"].encode())
                     delay = 0.2
                     wake()
                     async for _ in conn.notifies():
@@ -565,11 +608,19 @@ def _columns(tasks: Sequence[DesiredTask]) -> dict[str, list[Any]]:
 
 
 class _AdvisoryLiveness(Liveness):
-    """A session-level advisory lock on a connection of its own, kept for the worker's life.
+    """A session-level advisory lock on a connection of its own, kept for the worker's life:
+    the worker's *session*. It also ``LISTEN``s for the store's changes, and carries the
+    worker's lease statements (:meth:`call`), so that a worker holds two connections at
+    rest, this one and its pool's first (four before: the pool's, the lease's, this one, and
+    one for ``LISTEN``).
 
-    Nothing is sent on the connection once the lock is taken: a task waits for the socket
-    to turn readable, which happens only when the server ends the session (a restart,
-    ``pg_terminate_backend``) or the connection breaks, and then marks the lock lost.
+    Between statements a task waits on the session for notifications, which wake the
+    worker (:attr:`wakes`), and for the session's end, which marks the lock lost: the
+    socket turns readable only then, or when the server ends the session (a restart,
+    ``pg_terminate_backend``) or the connection breaks. A statement pauses that wait (the
+    driver keeps notifications that arrive meanwhile and hands them over when it resumes).
+    The lock is never let go but by :meth:`release` or the session's end, so it still
+    drops exactly when the process dies.
     """
 
     mode = "session"
@@ -581,20 +632,40 @@ class _AdvisoryLiveness(Liveness):
         self._conn: Conn | None = None
         self._backend = 0
         self._watch: asyncio.Task[None] | None = None
+        #: One statement at a time on the session.
+        self._turn = asyncio.Lock()
+        #: Called on every notification, and once each time the lock is taken (those sent
+        #: while no session listened are lost).
+        self.wakes: list[Callable[[], None]] = []
 
     @property
     def token(self) -> int | None:
         return self._key if self.held else None
 
+    async def call(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` on the session (the lease's statements). Raises
+        :class:`~tenure.errors.StoreUnavailable` if the session is gone; driver errors pass
+        through, and a session that ended under ``fn`` marks the lock lost."""
+        async with self._turn:
+            conn = self._conn
+            if conn is None or conn.closed or self.lost.is_set():
+                raise StoreUnavailable(f"the liveness session of worker {self.worker_id!r} is gone")
+            await self._stop_watch()
+            try:
+                return await fn(conn)
+            finally:
+                # A session dropped meanwhile (the lock taken again on a new one) is not ours
+                # to judge: only the current one can be lost.
+                if conn is self._conn:
+                    if conn.closed or conn.broken:
+                        self._mark_lost("the liveness connection was closed")
+                    else:
+                        self._start_watch(conn)
+
     async def _take(self) -> None:
         store = self._store
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                store._libpq_url,
-                autocommit=True,
-                connect_timeout=max(1, int(store._options["connect_timeout"])),
-                application_name="tenure-liveness",
-            )
+            conn = await psycopg.AsyncConnection.connect(store._libpq_url, **store._connect_kwargs("session"))
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {store._display}: {exc}") from exc
         try:
@@ -610,6 +681,7 @@ class _AdvisoryLiveness(Liveness):
                 raise InvalidStoreURL(
                     f"the liveness lock just taken on {store._display} does not show as this session's: " + POOLING_HINT
                 )
+            await conn.execute(Q["listen"].encode())
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -617,24 +689,36 @@ class _AdvisoryLiveness(Liveness):
                 raise StoreUnavailable(f"cannot take the liveness lock on {store._display}: {exc}") from exc
             raise
         self._conn, self._backend = conn, int(got[1])
+        self._start_watch(conn)
+        self._wake()  # what was notified while no session of ours listened is lost
+
+    def _wake(self) -> None:
+        for wake in list(self.wakes):
+            wake()
+
+    def _start_watch(self, conn: Conn) -> None:
         self._watch = asyncio.create_task(self._watch_session(conn), name="tenure-liveness")
+
+    async def _stop_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
 
     async def _watch_session(self, conn: Conn) -> None:
         try:
             async for _ in conn.notifies():
-                pass  # nobody LISTENs on this session: nothing arrives but its end
+                self._wake()
             why = "the liveness connection was closed"
         except psycopg.Error as exc:
             why = f"the liveness session ended ({cut(str(exc).strip(), ECHO_LIMIT)})"
         self._mark_lost(why)
 
     async def _drop(self) -> None:
-        conn, watch, backend = self._conn, self._watch, self._backend
-        self._conn, self._watch, self._backend = None, None, 0
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(BaseException):
-                await watch
+        conn, backend = self._conn, self._backend
+        self._conn, self._backend = None, 0
+        await self._stop_watch()
         if conn is None:
             return
         alive = not conn.closed and not self.lost.is_set()

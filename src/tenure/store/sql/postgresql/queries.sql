@@ -313,6 +313,11 @@ SELECT EXISTS (SELECT 1 FROM pg_locks l
                  AND l.objsubid = 1 AND l.objid = (%(key)s & 4294967295)::oid
                  AND l.classid = (%(key)s >> 32)::oid);
 
+-- name: listen
+-- On the liveness session (tenure.store.postgresql._AdvisoryLiveness), or on a connection
+-- of its own with liveness=lease.
+LISTEN tenure_changes;
+
 -- name: liveness_unlock
 SELECT pg_advisory_unlock(%(key)s);
 

@@ -34,8 +34,12 @@ if TYPE_CHECKING:
     from tenure.worker.recorder import RunRecorder
     from tenure.worker.timers import SlotTimers
 
-#: How often a worker re-reads all its tasks even when no admin change was announced.
-RECONCILE_EVERY = 30.0
+#: How often a worker re-reads all its tasks even when no admin change was announced: a
+#: safety net only. Admin changes move the change counter, and a poll whose store call
+#: failed (a claim or release that may have committed unseen) re-reads at the next poll.
+#: Rare, so that a worker at rest makes one store call a poll (it was every 30 s, which put
+#: the fleet bench's coordination just over one call per heartbeat plus one per poll).
+RECONCILE_EVERY = 300.0
 #: Most tasks claimed in one round: a worker short of thousands claims them over a few
 #: rounds (the next one at once), so that adopting them never holds the event loop long.
 CLAIM_CHUNK = 500
@@ -107,6 +111,9 @@ class Rebalancer:
                 await self._poll_once()
             except StoreError as exc:
                 self._log(logging.WARNING, "task poll failed: %s", exc)
+                # A claim or release may have committed without our hearing of it: the
+                # store may say we own tasks we do not run, or the reverse.
+                self.changes_seen = None
             except LeaseLost:
                 pass  # the lease keeper notices and fences
             if self._life.state >= WorkerState.LEAVING:

@@ -103,6 +103,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=float, default=DEFAULTS.lease_ttl, help="lease TTL (default %(default)s)")
     p.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat, help="default %(default)s")
     p.add_argument("--poll", type=float, default=DEFAULTS.poll, help="default %(default)s")
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=None,
+        help="the workers' pool size (tenure's pool URL option; default tenure's, 8): a worker holds at most "
+        "this + 1 connections (its session)",
+    )
     p.add_argument("--json-only", action="store_true", help="print the JSON only, no table")
     return p
 
@@ -424,7 +431,11 @@ def run(args: argparse.Namespace) -> BenchResult:
         )
         print(f"[fleet] installing {args.tasks:,} tasks", file=sys.stderr, flush=True)
         results["install_s"] = round(asyncio.run(_install(store.url, args.tasks, args.every)), 3)
-        with Cluster(store, settings, stats=True) as cluster:
+        worker_url = (
+            store.url if args.pool is None else f"{store.url}{'&' if '?' in store.url else '?'}pool={args.pool}"
+        )
+        results["worker_pool"] = args.pool
+        with Cluster(store, settings, stats=True, worker_url=worker_url) as cluster:
             before = snapshot_terms(store)
             t_spawn = time.time()
             first = cluster.start(args.workers)

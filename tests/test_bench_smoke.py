@@ -111,7 +111,7 @@ def test_fleet_smoke_run_reports_every_phase_with_consistent_figures(tmp_path: P
         assert 0 <= w["slots_delivered"] <= w["slots_expected"]
         assert w["coordination_calls_per_s"] > 0
         assert w["db_transactions_per_s"] > 0
-        assert w["cluster_connections"] >= 2 * 3  # pool, lease and LISTEN per worker
+        assert w["cluster_connections"] >= 2 * 2  # the pool and the session (liveness, LISTEN, lease) per worker
     assert r["exit_codes"]["bench-w1"] == -9  # the killed one
     assert all(code == 0 for wid, code in r["exit_codes"].items() if wid != "bench-w1")
 

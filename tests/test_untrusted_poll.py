@@ -39,7 +39,11 @@ async def test_an_untrusted_worker_releases_its_surplus_and_claims_nothing(store
     try:
         await app.sync_tasks("tick", {f"k{i}": None for i in range(TASKS)})
         assert await worker.lease.join()
-        await worker.rebalancer._poll_once()
+        # A newcomer claims once the membership it sees has stopped growing for a poll.
+        settled = time.monotonic() + 10 * SETTINGS.poll
+        while await owned_by(app, "w1") < TASKS and time.monotonic() < settled:
+            await worker.rebalancer._poll_once()
+            await asyncio.sleep(SETTINGS.poll / 4)
         assert await owned_by(app, "w1") == TASKS, "alone and trusted, it claims every task"
 
         # A second worker of the kind joins: half of w1's tasks are now surplus.

@@ -46,8 +46,14 @@ class ServeError(TenureError):
     """The HTTP interface cannot listen on the address it was given."""
 
 
+#: Connections the kernel queues before the server accepts them.
+LISTEN_BACKLOG = 128
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (port 0: any free port), not yet listening."""
+    """A TCP socket bound to ``host:port`` (port 0: any free port) and listening: the
+    address is announced before the server starts accepting, and a client that comes in
+    between must wait in the backlog, not be refused."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -57,6 +63,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -5,12 +5,16 @@ over capacity. Real worker processes; counts and order, never timings."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+import signal
 import subprocess
 import sys
+from datetime import datetime
 from typing import Any
 
-from tenure.models import Outcome
+from tenure.models import Outcome, Run
 
 from .harness import Cluster, Timing, WorkerProc
 
@@ -133,3 +137,47 @@ async def test_status_says_a_worker_is_over_capacity_while_it_is(cluster: Cluste
 
     await cluster.wait_for(lambda: load_published(False), "w1 to publish that it keeps up", within=30)
     await cluster.wait_for(status_keeps_up, "tenure status to say w1 keeps up", within=30)
+
+
+#: How a record of several slots skipped in a row says how many (see the run recorder).
+STREAK = re.compile(r"\((\d+) slots in a row, the last (\S+)\)$")
+
+
+def slots_accounted(runs: list[Run]) -> tuple[int, float, float]:
+    """How many slots ``runs`` of one task account for (a run: one; a skipped record: the
+    count it gives), and the first and last of them."""
+    count, first, last = 0, float("inf"), float("-inf")
+    for r in runs:
+        m = STREAK.search(r.error or "") if r.outcome is Outcome.SKIPPED else None
+        n, end = (int(m[1]), datetime.fromisoformat(m[2]).timestamp()) if m else (1, r.scheduled_at)
+        count += n
+        first, last = min(first, r.scheduled_at), max(last, end)
+    return count, first, last
+
+
+async def test_slots_skipped_in_a_row_are_one_record_that_counts_them(cluster: Cluster) -> None:
+    # Six keys of 0.6 s under a cap of one: each key waits about 3.6 s for its turn, so
+    # most of its slots are skipped, several in a row.
+    keys = [f"k{i}" for i in range(6)]
+    await cluster.add_tasks("tick", keys, every=1.0, params={"work": WORK})
+    (w,) = await cluster.start_all(["w1"], timing=Timing(concurrency=1))
+
+    async def every_key_ran_thrice() -> bool:
+        commits = cluster.commits()
+        return all(sum(1 for c in commits if c.key == k) >= 3 for k in keys)
+
+    await cluster.wait_for(every_key_ran_thrice, "every key to commit three times", within=60)
+    w.send(signal.SIGTERM)
+    code, _ = await w.wait_exit(within=20)
+    assert code == 0, w.explain(f"exit {code}")
+    runs = await cluster.runs(kind="tick")  # all flushed on the way out
+    skipped = [r for r in runs if r.outcome is Outcome.SKIPPED]
+    assert any(STREAK.search(r.error or "") for r in skipped), skipped
+    for key in keys:
+        mine = sorted((r for r in runs if r.key == key), key=lambda r: r.scheduled_at)
+        # A streak ends when the task runs again: never two skipped records in a row.
+        kinds = [r.outcome is Outcome.SKIPPED for r in mine]
+        assert not any(a and b for a, b in itertools.pairwise(kinds)), mine
+        # Every slot from the first to the last is accounted for, once: run or skipped.
+        count, first, last = slots_accounted(mine)
+        assert count == round(last - first) + 1, (key, count, first, last, mine)

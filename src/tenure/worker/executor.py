@@ -190,6 +190,7 @@ class RunExecutor:
         ot.last_slot = slot if ot.last_slot is None else max(ot.last_slot, slot)
         if triggered:
             ot.triggered_ran = True
+        self._recorder.run_started(ot)
         run = self._group.create_task(self._run(ot, slot, triggered), name=f"tenure-run-{ot.name}")
         ot.running = run
         self._runs.add(run)

@@ -1,6 +1,11 @@
 """The run recorder: run records and finished slots, buffered in memory and written in
 one transaction per ``poll`` (no write per run on the hot path), plus housekeeping.
 
+Slots skipped in a row by one task (its run still going, or waiting past its next slot
+at capacity) make one ``skipped`` record that says how many, written when the task starts
+a run again or leaves this worker (or after :data:`SKIP_STREAK_MAX_AGE`): past capacity most
+slots are skipped, and a row for each cost the database more than the runs themselves.
+
 Its loop lives from the join until the worker has left (``CLOSED``); the supervisor
 flushes once more before leaving.
 """
@@ -9,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from tenure import metrics
@@ -31,12 +37,36 @@ HOUSEKEEPING_EVERY = 300.0
 #: Most run records written in one transaction: a big backlog goes in several, so that
 #: preparing one never holds the event loop long.
 FLUSH_CHUNK = 2_000
+#: A streak of skipped slots older than this is written even though the task has not run
+#: again, so that a task that never gets a place still shows up in its run history.
+SKIP_STREAK_MAX_AGE = 30.0
 
 
 @dataclass
 class _Buffer:
     runs: list[Run] = field(default_factory=list)
     slots: dict[TaskId, SlotDone] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Streak:
+    """Slots one task skipped in a row under one term: the first one's record, and a count."""
+
+    first: Run
+    last_slot: float
+    last_at: float
+    count: int = 1
+    since: float = field(default_factory=time.monotonic)
+
+    def record(self) -> Run:
+        if self.count == 1:
+            return self.first
+        last = datetime.fromtimestamp(self.last_slot, UTC).isoformat(timespec="milliseconds")
+        return replace(
+            self.first,
+            ended_at=self.last_at,
+            error=f"{self.first.error} ({self.count} slots in a row, the last {last})",
+        )
 
 
 def _merged(old: SlotDone | None, new: SlotDone) -> SlotDone:
@@ -76,6 +106,7 @@ class RunRecorder:
         self._lease = lease
         self._owned = owned
         self._buffer = _Buffer()
+        self._streaks: dict[TaskId, _Streak] = {}
         self._housekeeping_at = 0.0
 
     # -- recording ------------------------------------------------------------------------
@@ -107,26 +138,55 @@ class RunRecorder:
             lag=max(0.0, started - slot) if ran else None,
             duration=max(0.0, ended - started) if ran else None,
         )
+        if not ran:
+            streak = self._streaks.get(ot.id)
+            if streak is not None and streak.first.term == ot.term:
+                streak.count += 1
+                streak.last_slot, streak.last_at = max(streak.last_slot, slot), ended
+                return
+            self._end_streak(ot.id)
+        run = Run(
+            kind=task.kind,
+            key=task.key,
+            worker=self.id,
+            term=ot.term,
+            scheduled_at=slot,
+            started_at=started,
+            ended_at=ended,
+            outcome=outcome,
+            error=error,
+        )
+        if not ran:
+            self._streaks[ot.id] = _Streak(first=run, last_slot=slot, last_at=ended)
+            return
+        self._append(run)
+        if self._owned.get(ot.id) is ot:
+            done = SlotDone(kind=task.kind, key=task.key, term=ot.term, slot=ot.last_slot or slot, triggered=triggered)
+            self._buffer.slots[ot.id] = _merged(self._buffer.slots.get(ot.id), done)
+
+    def run_started(self, ot: OwnedTask) -> None:
+        """A run of ``ot`` begins: the slots it skipped before are one streak, written."""
+        if ot.id in self._streaks:
+            self._end_streak(ot.id)
+
+    def _append(self, run: Run) -> None:
         runs = self._buffer.runs
         if len(runs) >= MAX_BUFFERED_RUNS:
             del runs[: len(runs) // 10]
             self._log(logging.WARNING, "run buffer full: dropped the oldest tenth of unsaved run records")
-        runs.append(
-            Run(
-                kind=task.kind,
-                key=task.key,
-                worker=self.id,
-                term=ot.term,
-                scheduled_at=slot,
-                started_at=started,
-                ended_at=ended,
-                outcome=outcome,
-                error=error,
-            )
-        )
-        if ran and self._owned.get(ot.id) is ot:
-            done = SlotDone(kind=task.kind, key=task.key, term=ot.term, slot=ot.last_slot or slot, triggered=triggered)
-            self._buffer.slots[ot.id] = _merged(self._buffer.slots.get(ot.id), done)
+        runs.append(run)
+
+    def _end_streak(self, task: TaskId) -> None:
+        streak = self._streaks.pop(task, None)
+        if streak is not None:
+            self._append(streak.record())
+
+    def end_streaks(self, *, older_than: float = 0.0) -> None:
+        """Buffer the records of skipped-slot streaks that began at least ``older_than``
+        seconds ago (all of them by default: the worker is leaving)."""
+        cutoff = time.monotonic() - older_than
+        for task in [t for t, s in self._streaks.items() if s.since <= cutoff]:
+            self._end_streak(task)
 
     def slot_done(self, ot: OwnedTask) -> SlotDone:
         """What to tell the store about a task this worker lets go of."""
@@ -143,14 +203,17 @@ class RunRecorder:
         return latest_slot(task.schedule, task.kind, task.key, self._lease.db_time())
 
     def forget_slot(self, ot: OwnedTask) -> None:
-        """Drop the buffered slot of a task let go of (its release carried it)."""
+        """Drop the buffered slot of a task let go of (its release carried it); its
+        skipped-slot streak, if any, is written."""
+        self._end_streak(ot.id)
         held = self._buffer.slots.get(ot.id)
         if held is not None and held.term == ot.term:
             del self._buffer.slots[ot.id]
 
     def forget_slots(self) -> None:
         """Drop every buffered slot: after a self-fence they are not ours to advance.
-        Run records stay."""
+        Run records stay (skipped-slot streaks are written)."""
+        self.end_streaks()
         self._buffer.slots.clear()
 
     # -- writing --------------------------------------------------------------------------
@@ -160,6 +223,7 @@ class RunRecorder:
         while self._life.state < WorkerState.CLOSED:
             await self._life.sleep(self.settings.poll, until=WorkerState.CLOSED)
             try:
+                self.end_streaks(older_than=SKIP_STREAK_MAX_AGE)
                 await self.flush()
                 await self._housekeeping()
             except StoreError as exc:

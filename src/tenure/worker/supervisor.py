@@ -322,6 +322,7 @@ class Worker:
     async def _leave(self) -> None:
         """Save what runs did, stop polling, and hand every task back in one statement."""
         slots = [self.recorder.slot_done(ot) for ot in self._owned.values() if ot.last_slot is not None]
+        self.recorder.end_streaks()
         try:
             await self.recorder.flush()
         except Exception as exc:  # also a crashed recorder's: leaving matters more

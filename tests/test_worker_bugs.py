@@ -177,8 +177,13 @@ async def test_a_crashed_part_stops_the_worker_and_hands_its_tasks_back(tmp_path
             cancelled.set()
             raise
 
+    @app.task("tick", every=0.2)
+    async def tick(ctx: tenure.Context) -> None:
+        pass  # runs to record at every flush
+
     await app.open()
     await admin.add_task("hold", "a")
+    await admin.add_task("tick", "t")
 
     async def broken(runs: object, slots: object) -> None:
         raise RuntimeError("a bug in the run recorder")
@@ -198,6 +203,7 @@ async def test_a_crashed_part_stops_the_worker_and_hands_its_tasks_back(tmp_path
     assert cancelled.is_set(), "the running handler was left running"
     task = await admin.get_task("hold", "a")
     assert task.owner is None, "the crashed worker did not hand its task back"
+    assert (await admin.get_task("tick", "t")).owner is None
     await admin.close()
 
 

@@ -43,6 +43,10 @@ REFUSED = {
         "PRAGMA journal_mode = DELETE",
         "PRAGMA wal_checkpoint",
         "CREATE TEMP TABLE scratch (a INTEGER)",
+        # The temp schema named, quoted: a temporary table or trigger all the same.
+        'CREATE TABLE "temp".scratch (a INTEGER)',
+        "CREATE TABLE [temp].scratch (a INTEGER)",
+        f'CREATE TRIGGER "temp".shadow AFTER INSERT ON {PROBE_TABLE} BEGIN SELECT 1; END',
         f"INSERT INTO {PROBE_TABLE} (note) VALUES ('x'); COMMIT",
     ],
     "postgresql": [

@@ -168,6 +168,7 @@ class _Authorizer:
             sqlite3.SQLITE_CREATE_TEMP_TRIGGER, sqlite3.SQLITE_CREATE_TEMP_VIEW,
         }
     )  # fmt: skip
+    _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master", "sqlite_schema", "sqlite_temp_schema"})
 
     def __init__(self) -> None:
         self.armed = False
@@ -176,6 +177,11 @@ class _Authorizer:
         if not self.armed:
             return sqlite3.SQLITE_OK
         if action in self._DENIED:
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_INSERT and db == "temp" and arg1 in self._SCHEMA_TABLES:
+            # A temporary object made by naming the schema (CREATE TABLE "temp".t, a temp
+            # trigger on a main table): SQLite asks only CREATE_TABLE for it, but every
+            # one is a row added to the temp schema.
             return sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_PRAGMA and not sqlite_pragma_allowed(arg1 or "", arg2):
             return sqlite3.SQLITE_DENY

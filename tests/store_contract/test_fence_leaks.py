@@ -269,6 +269,16 @@ async def test_session_state_does_not_leak_to_the_next_transaction(store_url: st
                 assert await tx.fetchone("SELECT leak()") == ("0",)
             async with one.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
                 assert await tx.fetchone("SHOW idle_in_transaction_session_timeout") == ("2s",)
+            # Any other setting, set for the session in a DO block (its body is a string to
+            # the scanner): commits no longer durable, transactions read-only by default.
+            async with one.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+                await tx.execute(
+                    "DO $$ BEGIN SET synchronous_commit = off; SET default_transaction_read_only = on; END $$"
+                )
+            async with one.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+                await tx.execute(probe.insert_probe_sql, ("after the DO block",))
+                assert await tx.fetchone("SHOW synchronous_commit") == ("on",)
+            assert probe.probe_notes() == ["after the DO block"]
             # A session advisory lock must not stay held by a pooled connection.
             async with one.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
                 await tx.execute("SELECT pg_advisory_lock(4242)")

@@ -93,7 +93,7 @@ async def _true(value: bool) -> bool:
 async def test_a_handlers_own_timeout_error_is_recorded_as_an_error(tmp_path: Path) -> None:
     url = url_of(tmp_path)
     app, admin = tenure.App(url), tenure.App(url)
-    cancelled_seen: list[bool] = []
+    sync_contexts: list[tenure.Context] = []
 
     @app.task("async_own", every=0.3, timeout=5.0)
     async def async_own(ctx: tenure.Context) -> None:
@@ -101,10 +101,8 @@ async def test_a_handlers_own_timeout_error_is_recorded_as_an_error(tmp_path: Pa
 
     @app.task("sync_own", every=0.3, timeout=5.0)
     def sync_own(ctx: tenure.Context) -> None:
-        try:
-            raise TimeoutError("the handler's own deadline")
-        finally:
-            cancelled_seen.append(ctx.is_cancelled)
+        sync_contexts.append(ctx)
+        raise TimeoutError("the handler's own deadline")
 
     await app.open()
     await admin.add_task("async_own", "a")
@@ -119,6 +117,10 @@ async def test_a_handlers_own_timeout_error_is_recorded_as_an_error(tmp_path: Pa
         outcomes = {r.outcome for r in await runs_of(admin, kind)}
         assert outcomes == {Outcome.ERROR}, (kind, outcomes)
         assert all("own deadline" in (r.error or "") for r in await runs_of(admin, kind))
+    # Before the fix the sync path also took it for its timeout and cancelled the context
+    # (which rolls back any fenced transaction the run still holds).
+    assert sync_contexts
+    assert not any(ctx.is_cancelled for ctx in sync_contexts)
     await admin.close()
 
 

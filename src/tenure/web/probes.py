@@ -7,9 +7,10 @@
   interface runs on a thread of its own, so it answers while the loop is blocked, and
   says what blocks it.
 - ``/readyz`` (readiness: "is this worker doing its share?") answers 200 while the worker
-  holds a lease it trusts, is neither draining nor stopping, and the store answers a
-  query within :data:`STORE_TIMEOUT`; 503 otherwise (joining, self-fenced and
-  rejoining, renewals failing, draining, stopping, store down), with every reason.
+  holds a lease it trusts, its loop turns, it is neither draining nor stopping, and the
+  store answers a query within :data:`STORE_TIMEOUT`; 503 otherwise (joining, loop
+  blocked, self-fenced and rejoining, renewals failing, draining, stopping, store down),
+  with every reason. Whenever ``/healthz`` answers 503, so does ``/readyz``.
 
 On ``tenure dashboard`` (no worker) ``/healthz`` is always 200 and ``/readyz`` is the
 store check alone. Both answer JSON, never need the admin token (they hold nothing
@@ -75,6 +76,12 @@ class Probes:
         body: dict[str, Any] = {}
         if self.worker is not None:
             probe = self.worker.probe()
+            blocked_for = round(probe.loop_blocked_for, 3)
+            if blocked_for > blocked_limit(self.settings):
+                # The lease's trusted deadline counts from the last renewal sent, which may
+                # come up to a watchdog tick after the loop's last tick: judged on the lease
+                # alone, /readyz could still say 200 while /healthz says the loop is blocked.
+                reasons.append(f"event loop blocked for {blocked_for:g}s: the lease cannot be renewed")
             if probe.stopping:
                 reasons.append("stopping: handing its tasks over")
             if probe.draining:

@@ -121,6 +121,21 @@ def test_long_input_is_named_not_echoed(cli: CLI) -> None:
         assert len(err) < 400, err[:500]
 
 
+@pytest.mark.parametrize(
+    ("path", "code", "needle"),
+    [
+        ("d" * 300 + "/tenure.db", 1, "File name too long"),  # a folder's name past NAME_MAX
+        ("a/" * 3000 + "tenure.db", 1, "File name too long"),  # the path past PATH_MAX
+        ("b" * 240 + ".db", 2, "the limit is 229"),  # no room for the lock files beside it
+    ],
+)
+@pytest.mark.parametrize("command", [["tasks", "list"], ["migrate"]])
+def test_a_sqlite_path_too_long_is_one_line(cli: CLI, path: str, code: int, needle: str, command: list[str]) -> None:
+    err = cli.fails(code, "--store", f"sqlite:///{path}", *command, store=False)
+    assert needle in err
+    assert len(err) < 400, err
+
+
 def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENURE_ADMIN_TOKEN", "pässwörd-for-tests")
     err = cli.fails(2, "dashboard", "--port", "0")

@@ -5,6 +5,7 @@ what the server's sessions then carry (a timeout never reaches the server as 0 =
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,20 @@ async def test_the_smallest_timeouts_reach_the_server_switched_on(store_url: str
         await store.close()
         await setup.close()
     assert seen == expected
+
+
+async def test_a_sqlite_file_name_leaves_room_for_the_files_beside_it(tmp_path: Path) -> None:
+    """The longest name accepted still takes a worker's lock file (``<name>-live-<20 hex>``),
+    which a name a few bytes longer could not: such a worker crashed with OSError."""
+    longest = tmp_path / ("b" * 226 + ".db")  # 229 bytes
+    store = make_store(f"sqlite:///{longest}")
+    await store.open(migrate=True)
+    try:
+        async with store.hold_liveness("w1", check_every=0.2) as live:
+            await live.ensure()
+            assert live.token is not None
+    finally:
+        await store.close()
+    with pytest.raises(InvalidStoreURL) as info:
+        make_store(f"sqlite:///{tmp_path / ('é' * 113 + 'x.db')}")  # 230 bytes
+    assert "names a file of 230 bytes; the limit is 229" in str(info.value)

@@ -204,7 +204,11 @@ class App:
         from tenure.store.sqlite import parse_sqlite_url
 
         path, _ = parse_sqlite_url(self.store_url)
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as exc:  # a path too long for the system, a loop of links...
+            raise StoreUnavailable(f"cannot open SQLite store {quote(str(path))}: {exc.strerror}") from exc
+        if not exists:
             raise StoreUnavailable(
                 f"no SQLite store at {quote(str(path))}; run `tenure migrate` to create one, or name another store"
             )

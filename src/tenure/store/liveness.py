@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tenure.errors import InvalidStoreURL, WorkerIdInUse
+from tenure.errors import InvalidStoreURL, StoreUnavailable, WorkerIdInUse
 from tenure.inputs import quote
 
 log = logging.getLogger("tenure.store.liveness")
@@ -199,7 +199,12 @@ class FileLiveness(Liveness):
         # Another process may hold the file for an instant to test it (lock_file_free):
         # try a few times before calling it taken.
         for _ in range(50):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot create the liveness lock file {quote(str(self.path))}: {exc.strerror}"
+                ) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

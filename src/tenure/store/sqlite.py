@@ -90,6 +90,13 @@ def wake_stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
+#: Longest file name (bytes) most file systems take (NAME_MAX): the database's ...
+NAME_MAX = 255
+#: ... and the longest name tenure and SQLite keep beside it: ``<name>-live-<20 hex digits>``
+#: (a worker's liveness lock file; the ``-wal``, ``-shm`` and ``-wake`` files are shorter).
+SIBLING_SUFFIX = len("-live-") + 20
+
+
 #: tenure's options of a sqlite URL, besides ``synchronous``.
 OPTIONS = (
     NumberOption(
@@ -133,6 +140,14 @@ def parse_sqlite_url(url: str) -> tuple[Path, SQLiteOptions]:
         raise InvalidStoreURL("the embedded store needs a file shared by processes, not :memory:")
     if "\x00" in path:
         raise InvalidStoreURL(f"sqlite URL {quote(url)} names a file with a NUL character")
+    name_bytes = len(os.fsencode(Path(path).name))
+    if name_bytes > NAME_MAX - SIBLING_SUFFIX:
+        # SQLite would open it, but a worker's lock file beside it could not be created.
+        raise InvalidStoreURL(
+            f"sqlite URL {quote(url)} names a file of {name_bytes} bytes; the limit is "
+            f"{NAME_MAX - SIBLING_SUFFIX}, so that the files kept beside it (name-live-…) fit the file "
+            f"system's {NAME_MAX}"
+        )
     query = parse_qsl(parts.query, keep_blank_values=True)
     unknown = {k for k, _ in query} - {"busy_timeout", "synchronous", "pool", "liveness"}
     if unknown:
@@ -374,7 +389,7 @@ class SQLiteStore(SQLStore[_Session]):
                     await conn.close()
                 raise
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {str(self._path)!r}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open SQLite store {quote(str(self._path))}: {exc}") from exc
         self._all.append(conn)
         self._authorizers[conn] = authorizer
         return conn
@@ -401,8 +416,12 @@ class SQLiteStore(SQLStore[_Session]):
 
     async def _open_connections(self) -> None:
         parent = self._path.parent
-        if not parent.is_dir():
-            raise StoreUnavailable(f"cannot open SQLite store: folder {str(parent)!r} does not exist")
+        try:
+            is_dir = parent.is_dir()
+        except OSError as exc:  # a path too long for the system, a loop of links...
+            raise StoreUnavailable(f"cannot open SQLite store {quote(str(self._path))}: {exc.strerror}") from exc
+        if not is_dir:
+            raise StoreUnavailable(f"cannot open SQLite store: folder {quote(str(parent))} does not exist")
         try:
             for _ in range(self._pool_size):
                 self._pool.put_nowait(await self._connect())

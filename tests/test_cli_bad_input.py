@@ -5,6 +5,7 @@ be listed and shown."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -134,6 +135,18 @@ def test_a_sqlite_path_too_long_is_one_line(cli: CLI, path: str, code: int, need
     err = cli.fails(code, "--store", f"sqlite:///{path}", *command, store=False)
     assert needle in err
     assert len(err) < 400, err
+
+
+def test_a_name_given_twice_is_refused(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python's JSON keeps the last of two values: ``--params`` and sync lines naming a member
+    twice were applied with the last one, silently."""
+    err = cli.fails(2, "tasks", "add", "dispatch", "x", "--params", '{"limit": 1, "limit": 2}')
+    assert "an object names 'limit' twice" in err
+    line = b'{"key": "existing", "key": "other"}\n'
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(line)))
+    err = cli.fails(2, "tasks", "sync", "dispatch", "-", "--remove-missing")
+    assert "line 1" in err
+    assert "an object names 'key' twice" in err
 
 
 def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:

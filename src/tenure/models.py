@@ -214,7 +214,7 @@ def parse_params(text: str, *, max_bytes: int = DEFAULT_MAX_PARAMS_BYTES) -> dic
     if nests_deeper(text, MAX_PARAMS_DEPTH):
         raise InvalidParams(f"params nest deeper than {MAX_PARAMS_DEPTH} levels of objects and arrays")
     try:
-        value = load_json(text)
+        value = load_json(text, unique_names=True)
     except (ValueError, RecursionError) as exc:
         raise InvalidParams(f"params are not valid JSON: {cut(str(exc), ECHO_LIMIT)}") from exc
     encode_params(value, max_bytes=max_bytes)
@@ -271,14 +271,33 @@ def nests_deeper(text: str, levels: int) -> bool:
     return False
 
 
-def load_json(text: str | bytes) -> Any:
+def load_json(text: str | bytes, *, unique_names: bool = False) -> Any:
     """``json.loads``, refusing ``NaN`` and ``Infinity`` (Python's JSON reads them; JSON has
-    no such numbers). Raises ValueError (or RecursionError): callers guard depth first."""
+    no such numbers). Raises ValueError (or RecursionError): callers guard depth first.
+
+    With ``unique_names`` (what users send: request bodies, ``--params``, sync lines) an
+    object that names a member twice is refused too: Python keeps the last value and
+    other parsers the first, so ``{"enabled": false, "enabled": true}`` or a sync body
+    with two ``"tasks"`` would be applied in a way its author may not have meant.
+    """
+    if unique_names:
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_object)
     return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"an object names {quote(name)} twice")
+            seen.add(name)
+    return obj
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

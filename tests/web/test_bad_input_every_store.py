@@ -199,3 +199,28 @@ async def test_long_input_is_named_not_echoed(http: httpx.AsyncClient, app: tenu
         message = r.json()["error"]["message"]
         assert len(message) < 400, message[:500]
     assert await snapshot(app) == before
+
+
+async def test_a_name_given_twice_in_a_body_is_a_400_and_changes_nothing(
+    http: httpx.AsyncClient, app: tenure.App
+) -> None:
+    """Python's JSON keeps the last of two values, other parsers the first: a body naming a
+    member twice was applied with the last one (a sync with two "tasks" could disable or
+    remove a kind's tasks its author meant to keep)."""
+    await app.add_task("dispatch", "existing", params={"keep": 1})
+    before = await snapshot(app)
+    for body in (
+        '{"kind": "dispatch", "key": "a", "key": "b"}',
+        '{"kind": "dispatch", "key": "a", "enabled": false, "enabled": true}',
+        '{"kind": "dispatch", "key": "a", "params": {"limit": 1, "limit": 2}}',
+        '{"kind": "dispatch", "key": "a", "params": {"deep": [{"x": 1, "x": 1}]}}',
+    ):
+        assert_error(await post_task(http, body), 400, "invalid_input", "twice")
+    sync = '{"tasks": [{"key": "existing"}], "remove_missing": true, "tasks": []}'
+    r = await http.put("/api/kinds/dispatch/tasks", content=sync, headers=AUTH)
+    assert_error(r, 400, "invalid_input", "an object names 'tasks' twice")
+    r = await http.post(
+        f"{task_path('dispatch', 'existing')}/disable", content='{"cancel": false, "cancel": true}', headers=AUTH
+    )
+    assert_error(r, 400, "invalid_input", "'cancel' twice")
+    assert await snapshot(app) == before

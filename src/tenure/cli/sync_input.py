@@ -64,7 +64,7 @@ def _entry(raw: bytes, number: int) -> tuple[str | None, TaskSpec]:
     if nests_deeper(text, MAX_PARAMS_DEPTH + 1):
         raise InvalidInput(f"line {number}: params nest deeper than {MAX_PARAMS_DEPTH} levels")
     try:
-        value = load_json(text)
+        value = load_json(text, unique_names=True)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from None
     except (ValueError, RecursionError) as exc:

@@ -409,7 +409,7 @@ async def _json_object(
     if nests_deeper(raw.decode(errors="replace"), depth):
         raise InvalidInput(f"the request body nests too deep: params may nest at most {MAX_PARAMS_DEPTH} levels")
     try:
-        body = load_json(raw)
+        body = load_json(raw, unique_names=True)
     except (ValueError, RecursionError) as exc:
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

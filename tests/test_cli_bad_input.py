@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 import tenure
 from support.rawdb import raw_db
 from tenure.models import STORED
+from tenure.store import make_store
 from test_cli import CLI, assert_one_error_line
 
 
@@ -173,6 +175,24 @@ def test_an_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1, result
     assert_one_error_line(result.stderr)
     assert "cannot connect to PostgreSQL store" in result.stderr
+    assert "Connection refused" in result.stderr  # the reason, not "pool initialization incomplete"
+
+
+#: What each store says of a URL naming a database (or file) that does not exist.
+MISSING_DATABASE = {
+    "postgresql": 'database "tenure_missing_db" does not exist',
+    "mysql": "Unknown database 'tenure_missing_db'",
+    "sqlite": "no SQLite store at",
+}
+
+
+def test_a_missing_database_is_named(cli: CLI) -> None:
+    """The server's reason (PostgreSQL's pool retried until its connect timeout and said
+    only "pool initialization incomplete after 5.0 sec")."""
+    dialect = make_store(cli.url).dialect
+    url = urlunsplit(urlsplit(cli.url)._replace(path="/tenure_missing_db"))
+    err = cli.fails(1, "--store", url, "tasks", "list", store=False)
+    assert MISSING_DATABASE[dialect] in err
 
 
 def test_pause_and_resume(cli: CLI) -> None:

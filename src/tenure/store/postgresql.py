@@ -336,6 +336,7 @@ class PostgreSQLStore(SQLStore[_Session]):
         return self._pool is not None
 
     async def _open_connections(self) -> None:
+        await self._try_one_connection()
         pool = self._make_pool(int(self._options["pool"]), "main")
         # With session liveness a worker's lease statements go on its liveness session
         # (_AdvisoryLiveness.call); only a lease-mode store keeps a connection for them.
@@ -350,6 +351,26 @@ class PostgreSQLStore(SQLStore[_Session]):
                 await lease_pool.close()
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {exc}") from exc
         self._pool, self._lease_pool = pool, lease_pool
+
+    async def _try_one_connection(self) -> None:
+        """Connect once before opening the pools, and raise
+        :class:`~tenure.errors.StoreUnavailable` with the server's or libpq's reason.
+
+        A pool that cannot connect retries until its timeout and then says only "pool
+        initialization incomplete after 5.0 sec", whatever the cause (no server, no such
+        database, a bad port, a refused password); one plain attempt names it, at once
+        where the server answers."""
+        timeout = self._options["connect_timeout"]
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await psycopg.AsyncConnection.connect(self._libpq_url, **self._connect_kwargs("main"))
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL store {self._display}: no answer within {timeout:g}s"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {self._display}: {cut(str(exc))}") from exc
+        await conn.close()
 
     async def close(self) -> None:
         pools = [p for p in (self._pool, self._lease_pool) if p is not None]

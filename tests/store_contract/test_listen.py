@@ -49,6 +49,11 @@ async def test_listen_wakes_on_every_change_or_returns_at_once(store: Store) -> 
             ("release_tasks", release),
             ("leave", leave),
             ("remove_task", lambda: store.remove_task("dispatch", "a")),
+            # Issue 18: workers stop starting a paused kind at once where the store notifies.
+            ("set_pause", lambda: store.set_pause("dispatch", by="test", cancel=False)),
+            ("clear_pause", lambda: store.clear_pause("dispatch")),
+            ("set_pause of every kind", lambda: store.set_pause(None, by="test", cancel=True)),
+            ("clear_pause of every kind", lambda: store.clear_pause(None)),
         ]
         for name, change in changes:
             woken.clear()

@@ -8,10 +8,14 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tenure
+from tenure.cli.commands import MAX_LINE_BYTES
+from tenure.cli.sync_input import read_lines
+from tenure.errors import InvalidInput
 from test_cli import CLI, assert_one_error_line
 
 
@@ -139,6 +143,39 @@ def test_lines_that_are_not_text_or_too_long(cli: CLI, tmp_path: Path) -> None:
     err = cli.fails(2, "tasks", "sync", "dispatch", long)
     assert "line 2 is" in err
     assert "bytes long; the limit is" in err
+
+
+class _EndlessLine(io.RawIOBase):
+    """A stream of bytes that never ends a line, which refuses to be read past ``most``."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.read_so_far = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.read_so_far > self.most:
+            raise AssertionError(f"read {self.read_so_far} bytes of one line")
+        view = memoryview(buffer)
+        view[:] = b"x" * len(view)
+        self.read_so_far += len(view)
+        return len(view)
+
+
+def test_a_line_that_never_ends_is_refused_without_reading_it_whole() -> None:
+    """A line was read whole before its length was checked: ``tasks sync K /dev/zero`` (or a
+    file without newlines) took memory without bound."""
+    raw = _EndlessLine(most=4 * MAX_LINE_BYTES)
+    with pytest.raises(InvalidInput, match=f"line 1 is more than {MAX_LINE_BYTES} bytes long"):
+        read_lines(io.BufferedReader(raw), max_line_bytes=MAX_LINE_BYTES)
+    assert raw.read_so_far <= 2 * MAX_LINE_BYTES
+
+
+def test_dev_zero_is_refused(cli: CLI) -> None:
+    err = cli.fails(2, "tasks", "sync", "dispatch", "/dev/zero")
+    assert "line 1 is more than" in err
 
 
 def test_a_kind_without_default_schedule_needs_one_per_line(cli: CLI, tmp_path: Path) -> None:

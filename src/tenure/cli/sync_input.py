@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -33,15 +33,22 @@ def opened(path: str) -> Iterator[BinaryIO]:
         yield f
 
 
-def read_lines(lines: Iterable[bytes], *, max_line_bytes: int) -> tuple[dict[str, TaskSpec], dict[str, int]]:
-    """The tasks the lines give, by key as given, and the line each key is on."""
+def read_lines(f: BinaryIO, *, max_line_bytes: int) -> tuple[dict[str, TaskSpec], dict[str, int]]:
+    """The tasks the lines of ``f`` give, by key as given, and the line each key is on.
+
+    No more than ``max_line_bytes + 1`` bytes of a line are ever read: a longer line is
+    refused there, not read whole into memory first (``/dev/zero``, a file without
+    newlines, a stream that never ends one).
+    """
     specs: dict[str, TaskSpec] = {}
     line_of: dict[str, int] = {}
     number = 0
     try:
-        for number, raw in enumerate(lines, start=1):
+        for number, raw in enumerate(_bounded_lines(f, max_line_bytes + 1), start=1):
             if len(raw) > max_line_bytes:
-                raise InvalidInput(f"line {number} is {len(raw)} bytes long; the limit is {max_line_bytes}")
+                raise InvalidInput(
+                    f"line {number} is more than {max_line_bytes} bytes long; the limit is {max_line_bytes}"
+                )
             key, spec = _entry(raw, number)
             if key is None:
                 continue
@@ -51,6 +58,15 @@ def read_lines(lines: Iterable[bytes], *, max_line_bytes: int) -> tuple[dict[str
     except OSError as exc:  # a read error half-way (a FIFO gone, an I/O error)
         raise InvalidInput(f"reading line {number + 1} failed: {exc.strerror or exc}") from None
     return specs, line_of
+
+
+def _bounded_lines(f: BinaryIO, most: int) -> Iterator[bytes]:
+    """The lines of ``f``, each cut after ``most`` bytes (the rest would come as more lines)."""
+    while True:
+        line = f.readline(most)
+        if not line:
+            return
+        yield line
 
 
 def _entry(raw: bytes, number: int) -> tuple[str | None, TaskSpec]:

@@ -280,6 +280,13 @@ def test_dashboard_pause_button_asks_then_pauses_and_resumes(procs: Procs, tmp_p
         assert p["by"].startswith("http admin token from 127.0.0.1")
         row = "document.querySelector('#pauses tr[data-pause=\"dispatch\"]') !== null"
         wait_until(lambda: page.js(row), within=20, what="the page to show the pause")
+        # What is paused, since when, by whom, and what happens to runs in progress.
+        cells = "[...document.querySelectorAll('#pauses tr[data-pause=\"dispatch\"] td')].map((td) => td.textContent)"
+        what, since, by, runs, _ = page.js(cells)
+        assert what.endswith("kind dispatch"), what
+        assert since.endswith(" ago"), since
+        assert by == p["by"]
+        assert runs == "end on their own"
         shot = page.call("Page.captureScreenshot")["data"]
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "dashboard-paused.png").write_bytes(base64.b64decode(shot))

@@ -333,6 +333,22 @@ async def test_one_task_ops_bad_input(seeded: tenure.App, op: str) -> None:
         await assert_refused(seeded, f"{op} {kind}/{key}", call(kind, key), TaskNotFound, f"{kind}/{key}")
 
 
+@pytest.mark.parametrize("user", ["u" * 300, "bad\tuser", "\udcff\udcfe"], ids=["long", "tab", "not-utf8"])
+async def test_a_pause_without_by_is_signed_validly_whatever_the_user_name(
+    seeded: tenure.App, monkeypatch: pytest.MonkeyPatch, user: str
+) -> None:
+    """``by`` defaults to ``user@host`` from the environment; it was stored unchecked (300
+    characters into MySQL's VARCHAR(255), a lone surrogate into a UTF-8 column)."""
+    monkeypatch.setenv("LOGNAME", user)
+    paused = await seeded.pause_kind("dispatch")
+    assert paused.by.isprintable()
+    assert len(paused.by) <= 200
+    assert (await seeded.pause()).by == paused.by
+    assert [p.by for p in await seeded.pauses()] == [paused.by, paused.by]
+    assert await seeded.resume() is not None
+    assert await seeded.resume_kind("dispatch") is not None
+
+
 async def test_pause_and_resume_bad_input(seeded: tenure.App) -> None:
     await seeded.pause_kind("dispatch", by="keeper")  # a pause no bad input may touch either
     for op in ("pause_kind", "resume_kind"):

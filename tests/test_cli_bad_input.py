@@ -213,6 +213,26 @@ def test_pause_and_resume(cli: CLI) -> None:
     assert cli("status", "--json").json()["paused"] == []
 
 
+#: User names the environment may hold (LOGNAME comes first for getpass).
+ODD_USERS = ["u" * 300, "bad\tuser", "\udcff\udcfe", "new\nline"]
+
+
+@pytest.mark.parametrize("user", ODD_USERS, ids=["long", "tab", "not-utf8", "newline"])
+def test_the_pause_button_works_whatever_the_user_name(cli: CLI, monkeypatch: pytest.MonkeyPatch, user: str) -> None:
+    """The pause is signed ``cli user@host`` from the environment: an odd user name made
+    ``tenure pause`` refuse ("by must be 1 to 200 printable characters")."""
+    monkeypatch.setenv("LOGNAME", user)
+    r = cli("kinds", "pause", "dispatch")
+    assert (r.code, r.err) == (0, ""), r
+    assert cli("pause", "--cancel").code == 0
+    for p in cli("status", "--json").json()["paused"]:
+        assert p["by"].startswith("cli ")
+        assert p["by"].isprintable()
+        assert len(p["by"]) <= 200
+    assert cli("resume").code == 0
+    assert cli("kinds", "resume", "dispatch").code == 0
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

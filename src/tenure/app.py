@@ -54,12 +54,20 @@ MAX_PAUSED_BY = 200
 
 
 def default_actor() -> str:
-    """Who acts, when a caller does not say: ``user@host`` of this process."""
+    """Who acts, when a caller does not say: ``user@host`` of this process, always a valid
+    ``by`` (printable, and short enough to take a prefix such as ``cli ``).
+
+    The user name comes from the environment (``LOGNAME``, ``USER``…), which may hold
+    anything: a tab, bytes that are not UTF-8, 300 characters. Refusing the pause for
+    that would leave the operator without the big red button when it is needed, so
+    what does not print is escaped (``\\t``, ``\\udcff``) and the whole is cut.
+    """
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container's bare uid)
         user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
+    actor = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in f"{user}@{socket.gethostname()}")
+    return clip(actor, MAX_PAUSED_BY - 20)
 
 
 def _check_by(by: object) -> str:

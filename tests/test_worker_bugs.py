@@ -13,13 +13,18 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import tenure
 from tenure.errors import StoreError, StoreUnavailable
-from tenure.models import Outcome, Run
+from tenure.kinds import TaskKind
+from tenure.models import Freed, Outcome, Run, Task
+from tenure.schedule import Every, Misfire
+from tenure.worker.lifecycle import Lifecycle
+from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
+from tenure.worker.recorder import RunRecorder
 
 #: Short lease settings so that a test's worker joins, claims and flushes quickly.
 FAST: dict[str, Any] = {"lease_ttl": 2.0, "heartbeat": 0.4, "poll": 0.2, "trust_margin": 0.3, "grace": 0.5}
@@ -85,6 +90,82 @@ async def test_a_trigger_is_answered_even_when_scheduled_runs_end_before_the_flu
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_released_task_carries_its_answered_trigger(tmp_path: Path) -> None:
+    """The release path of bug b: run records cannot be saved, so the triggered run's slot
+    stays buffered; the worker then lets the task go. The release itself must say the
+    trigger was answered, or the next owner runs it again."""
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    slots: list[float] = []
+
+    @app.task("tick", every=3600.0)
+    async def tick(ctx: tenure.Context) -> None:
+        slots.append(ctx.scheduled_at)
+
+    await app.open()
+    await admin.add_task("tick", "a")
+
+    async def unavailable(runs: object, slots: object) -> None:
+        raise StoreUnavailable("run records cannot be saved just now")
+
+    async def owned() -> bool:
+        return (await admin.get_task("tick", "a")).owner == "w1"
+
+    async with running(app):
+        await wait_for(owned, "the worker to claim the task")
+        app.store.record_runs = unavailable  # type: ignore[method-assign]
+        asked = (await admin.trigger("tick", "a")).trigger_at
+        assert asked is not None
+        await wait_for(lambda: _true(asked in slots), "the triggered run")
+    # The worker has left (its final flush failed too) and released the task.
+    task = await admin.get_task("tick", "a")
+    assert task.owner is None
+    assert task.trigger_at is None, "the release left the answered trigger pending for the next owner"
+    await admin.close()
+
+
+def test_a_run_that_outlived_its_ownership_does_not_speak_for_the_next_term() -> None:
+    """The other half of bug b: slot records are kept per ownership, not per key. A run of
+    term 5 that ends after the worker fenced itself and claimed the task again at term 7
+    must not replace (or erase the trigger of) the term-7 record."""
+    owned: dict[TaskId, OwnedTask] = {}
+    recorder = RunRecorder(
+        store=cast(Any, None),
+        settings=tenure.Settings(),
+        worker_id="w1",
+        life=Lifecycle(),
+        log=WorkerLog("w1"),
+        lease=cast(Any, None),
+        owned=owned,
+    )
+    kind = TaskKind(kind="tick", handler=lambda ctx: None, schedule=Every(1.0), timeout=None, misfire=Misfire.SKIP)
+
+    def ownership(term: int) -> OwnedTask:
+        task = Task(
+            kind="tick", key="a", schedule=Every(1.0), params={}, enabled=True, owner="w1", term=term,
+            last_slot=None, freed_at=None, freed_how=Freed.RELEASED, trigger_at=None, version=1,
+            created_at=0.0, updated_at=0.0,
+        )  # fmt: skip
+        return OwnedTask(task=task, kind=kind, term=term, next_slot=0.0)
+
+    old = ownership(5)
+    owned[old.id] = old
+    old.last_slot = 10.0  # its run started; then the worker fenced itself
+    recorder.forget_slots()
+    del owned[old.id]
+    new = owned[old.id] = ownership(7)
+    new.last_slot = 20.0
+    recorder.record(new, 20.0, 20.0, Outcome.OK, None, triggered=True, elapsed=0.1)
+    recorder.record(old, 10.0, 10.0, Outcome.LEASE_LOST, "cancelled: lease lost", elapsed=5.0)
+    ((_, held),) = recorder._buffer.slots.items()
+    assert (held.term, held.slot, held.triggered) == (7, 20.0, True)
+    # A later scheduled run of the same term keeps the answered trigger.
+    new.last_slot = 21.0
+    recorder.record(new, 21.0, 21.0, Outcome.OK, None, elapsed=0.1)
+    ((_, held),) = recorder._buffer.slots.items()
+    assert (held.term, held.slot, held.triggered) == (7, 21.0, True)
 
 
 # -- c: a handler's own TimeoutError is an error, not a timeout -------------------------------

@@ -204,3 +204,42 @@ def test_the_error_names_the_statement_not_its_values() -> None:
 )
 def test_sqlite_pragmas(name: str, argument: str | None, allowed: bool) -> None:
     assert sqlite_pragma_allowed(name, argument) is allowed
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("postgresql", "INSERT INTO t VALUES ('%s')"),
+        ("postgresql", "SELECT E'%s'"),
+        ("postgresql", "SELECT $$%(name)s$$"),
+        ("postgresql", 'SELECT 1 AS "%s"'),
+        ("postgresql", "SELECT %s -- %s"),
+        ("postgresql", "SELECT %s /* %b */"),
+        ("postgresql", "SELECT '%%%s'"),  # a percent sign, then a placeholder
+        ("mysql", "INSERT INTO t VALUES ('%s')"),
+        ("mysql", 'INSERT INTO t VALUES ("%s")'),
+        ("mysql", "SELECT `%s` FROM t"),
+        ("mysql", "SELECT %s # %(x)s"),
+    ],
+)
+def test_a_placeholder_inside_quotes_is_refused_when_parameters_come(dialect: str, sql: str) -> None:
+    """The drivers substitute parameters into the text, inside quotes and comments too:
+    the value would be read as SQL the check never saw."""
+    with pytest.raises(StatementRefused, match="placeholder"):
+        check(sql, dialect, with_params=True)
+    check(sql, dialect)  # without parameters the text is sent as written
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("postgresql", "INSERT INTO t VALUES (%s, %(name)s, %b)"),
+        ("postgresql", "SELECT '100%%s done', %s"),  # %% is a percent sign
+        ("postgresql", "SELECT 'a%' LIKE %s"),
+        ("mysql", "INSERT INTO t VALUES (%s, %(name)s)"),
+        ("mysql", "SELECT 'a%%s' LIKE %s"),
+        ("sqlite", "INSERT INTO t VALUES ('%s', ?)"),  # SQLite binds in the prepared statement
+    ],
+)
+def test_placeholders_in_code_are_allowed(dialect: str, sql: str) -> None:
+    check(sql, dialect, with_params=True)

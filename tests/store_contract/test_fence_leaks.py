@@ -203,6 +203,27 @@ async def test_a_commit_the_scanner_missed_is_caught_by_the_database(
     assert probe.probe_notes()[-1] == "next"
 
 
+async def test_a_quoted_placeholder_cannot_smuggle_statements_past_the_check(store: Store, probe: RawDB) -> None:
+    """The drivers substitute parameters into the text client-side (psycopg for the
+    statement that travels with BEGIN and the fence, asyncmy always), placeholders inside
+    quotes included: with ``'%s'`` a value is read as SQL, which the check, reading the
+    statement as written, never saw. Such a statement is refused; nothing is kept."""
+    if probe.dialect == "sqlite":
+        pytest.skip("SQLite binds parameters in the prepared statement: a quoted ? is a character")
+    claim = await _owned(store)
+    careless = probe.insert_probe_sql.split("VALUES")[0] + "VALUES ('%s')"
+    value = f"); COMMIT; INSERT INTO {PROBE_TABLE} (note) VALUES (107),("
+
+    async def handler() -> None:
+        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+            await tx.execute(careless, (value,))
+            raise RuntimeError("the block fails: nothing in it may be kept")
+
+    with pytest.raises(StatementRefused, match="placeholder"):
+        await handler()
+    assert probe.probe_notes() == []
+
+
 # -- the transaction outlives its block ---------------------------------------------------
 
 

@@ -204,7 +204,9 @@ class FencedSession(ABC):
         async with self._turn:
             self._refuse_if_over()  # the block may have ended while this call waited its turn
             try:
-                checked = statements.check(sql, self.dialect, backslash_escapes=self.backslash_escapes())
+                checked = statements.check(
+                    sql, self.dialect, backslash_escapes=self.backslash_escapes(), with_params=bool(params)
+                )
             except StatementRefused as exc:
                 self._over = exc
                 await self._roll_back_safely()

@@ -31,7 +31,10 @@ What is refused, per dialect (see the README's Guarantees section):
   (see :func:`sqlite_pragma_allowed`). SQLite's authorizer refuses the same again when
   the statement is prepared.
 
-Everywhere, one statement per call.
+Everywhere, one statement per call. On PostgreSQL and MySQL, a statement sent with
+parameters may not hold a placeholder inside a literal, a quoted name or a comment: the
+drivers substitute parameters into the text client-side, there too, and the value would
+be read as SQL this check never saw (``'%s'`` with a value holding ``); COMMIT; …``).
 
 Some statements are let through but leave state on the session that outlives the
 transaction (user variables and named locks on MySQL, session advisory locks on
@@ -95,18 +98,23 @@ class _Token(NamedTuple):
     text: str
 
 
-def check(sql: str, dialect: str, *, backslash_escapes: bool | None = None) -> Checked:
+def check(sql: str, dialect: str, *, backslash_escapes: bool | None = None, with_params: bool = False) -> Checked:
     """Refuse (:class:`~tenure.errors.StatementRefused`) a statement that may not run in
     a fenced transaction of ``dialect``; otherwise say what the store must know of it.
 
     ``backslash_escapes``: whether the server reads a backslash in a plain string literal
     as an escape (MySQL without ``NO_BACKSLASH_ESCAPES``; PostgreSQL with
     ``standard_conforming_strings`` off). Defaults to each server's default.
+
+    ``with_params``: parameters come with the statement. On PostgreSQL and MySQL the
+    drivers then substitute them into the text client-side, placeholders inside quotes
+    and comments too, where a value would be read as SQL the check never saw: such a
+    statement is refused.
     """
     if backslash_escapes is None:
         backslash_escapes = dialect == "mysql"
     remembered = len(sql) <= _CACHED_UP_TO
-    verdict = (_verdict if remembered else _uncached)(sql, dialect, backslash_escapes)
+    verdict = (_verdict if remembered else _uncached)(sql, dialect, backslash_escapes, with_params)
     if isinstance(verdict, str):
         raise StatementRefused(verdict)
     return verdict
@@ -116,10 +124,10 @@ def check(sql: str, dialect: str, *, backslash_escapes: bool | None = None) -> C
 _CACHED_UP_TO = 2000
 
 
-def _uncached(sql: str, dialect: str, backslash_escapes: bool) -> Checked | str:
+def _uncached(sql: str, dialect: str, backslash_escapes: bool, with_params: bool = False) -> Checked | str:
     """:func:`check`'s answer, or the refusal's message."""
     try:
-        return _check(sql, dialect, backslash_escapes)
+        return _check(sql, dialect, backslash_escapes, with_params)
     except StatementRefused as exc:
         return str(exc)
 
@@ -129,8 +137,14 @@ def _uncached(sql: str, dialect: str, backslash_escapes: bool) -> Checked | str:
 _verdict = functools.lru_cache(maxsize=4096)(_uncached)
 
 
-def _check(sql: str, dialect: str, backslash_escapes: bool) -> Checked:
-    statements = [s for s in _scan(sql, dialect, backslash_escapes) if s]
+def _check(sql: str, dialect: str, backslash_escapes: bool, with_params: bool = False) -> Checked:
+    scanned = _scan(sql, dialect, backslash_escapes)
+    if with_params and any(t.kind == "quoted_placeholder" for s in scanned for t in s):
+        raise StatementRefused(
+            "a placeholder inside a quoted literal, quoted name or comment: the driver substitutes it there "
+            "too, and the value would be read as SQL; write %s without quotes (%% for a percent sign)"
+        )
+    statements = [kept for s in scanned if (kept := [t for t in s if t.kind != "quoted_placeholder"])]
     if not statements:
         raise StatementRefused("empty statement: nothing to run in the fenced transaction")
     if len(statements) > 1:
@@ -338,9 +352,23 @@ _PATTERNS["mysql", False] = re.compile(
 _PATTERNS["sqlite", True] = _PATTERNS["sqlite", False]  # SQLite has no backslash escapes
 
 
+#: Text the scanner skips (literals, quoted names, comments) in which a driver that
+#: substitutes parameters client-side (psycopg, asyncmy: %s, %(name)s, psycopg's %b, %t)
+#: would still see a placeholder; %% is a percent sign.
+_QUOTED_KINDS = frozenset({"string", "estring", "dstring", "dollar", "ident", "line", "block"})
+_PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[sbt]")
+
+
+def _hides_placeholder(text: str) -> bool:
+    return "%" in text and _PLACEHOLDER.search(text.replace("%%", "")) is not None
+
+
 def _scan(sql: str, dialect: str, backslash_escapes: bool) -> list[list[_Token]]:
-    """Tokens of each ``;``-separated statement, skipping everything that is not code."""
+    """Tokens of each ``;``-separated statement, skipping everything that is not code.
+    A skipped stretch that holds a placeholder leaves a ``quoted_placeholder`` token
+    (PostgreSQL and MySQL, whose drivers substitute parameters into the text)."""
     pattern = _PATTERNS[dialect, backslash_escapes]
+    substituted = dialect != "sqlite"
     statements: list[list[_Token]] = [[]]
     out = statements[0]
     n = len(sql)
@@ -352,6 +380,10 @@ def _scan(sql: str, dialect: str, backslash_escapes: bool) -> list[list[_Token]]
             break
         kind = m.lastgroup
         i = m.end()
+        if kind == "block" and dialect == "postgresql":
+            i = _skip_nested_comment(sql, m.start(kind))
+        if substituted and kind in _QUOTED_KINDS and _hides_placeholder(sql[m.start(kind) : i]):
+            out.append(_Token("quoted_placeholder", ""))
         if kind == "word":
             out.append(_Token("word", m.group(kind).lower()))
         elif kind == "semi":
@@ -360,8 +392,6 @@ def _scan(sql: str, dialect: str, backslash_escapes: bool) -> list[list[_Token]]
         elif kind == "ident":
             text = m.group(kind)
             out.append(_Token("ident", text[1:-1] if len(text) > 1 else ""))
-        elif kind == "block" and dialect == "postgresql":
-            i = _skip_nested_comment(sql, m.start(kind))
         elif kind == "exec":
             executable += 1
         elif kind == "close":

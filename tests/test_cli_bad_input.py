@@ -151,6 +151,11 @@ def test_a_name_given_twice_is_refused(cli: CLI, monkeypatch: pytest.MonkeyPatch
     assert "an object names 'key' twice" in err
 
 
+def test_a_store_url_with_bytes_not_utf8_is_one_line(cli: CLI) -> None:
+    err = cli.fails(2, "--store", "postgresql://tenure@127.0.0.1/caf\udce9", "tasks", "list", store=False)
+    assert "not UTF-8" in err
+
+
 def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENURE_ADMIN_TOKEN", "pässwörd-for-tests")
     err = cli.fails(2, "dashboard", "--port", "0")

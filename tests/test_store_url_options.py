@@ -168,3 +168,29 @@ async def test_a_sqlite_file_name_leaves_room_for_the_files_beside_it(tmp_path: 
     with pytest.raises(InvalidStoreURL) as info:
         make_store(f"sqlite:///{tmp_path / ('é' * 113 + 'x.db')}")  # 230 bytes
     assert "names a file of 230 bytes; the limit is 229" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tenure:s3cret-pw@127.0.0.1/\udcff",
+        "postgresql://tenure\udcff:s3cret-pw@127.0.0.1/tenure",
+        "postgresql://tenure:s3cret-pw\udcff@127.0.0.1/tenure",
+        "postgresql://tenure:s3cret-pw@127.0.0.1/tenure?sslrootcert=\udcff",
+        "mysql://tenure:s3cret-pw@127.0.0.1/\udcff",
+        "mysql://tenure:s3cret-pw@127.0.0.1/tenure?ssl_ca=\udcff",
+    ],
+)
+def test_bytes_that_are_not_utf8_are_refused_by_the_server_stores(url: str) -> None:
+    """Bytes that are not UTF-8 in the command line or the environment arrive as lone
+    surrogates, which psycopg and asyncmy cannot encode: a traceback at connect."""
+    with pytest.raises(InvalidStoreURL) as info:
+        make_store(url)
+    message = str(info.value)
+    assert "holds bytes that are not UTF-8 text" in message
+    assert "s3cret-pw" not in message
+    message.encode()  # printable as it is
+
+
+def test_a_sqlite_file_name_may_be_any_bytes() -> None:
+    assert make_store("sqlite:///caf\udce9.db").dialect == "sqlite"  # the system's encoding handles it

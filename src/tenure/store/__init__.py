@@ -44,7 +44,16 @@ def make_store(url: str) -> Store:
     if dialect == "sqlite":
         from tenure.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url)  # a file name may be any bytes: the system's encoding handles them
+    try:
+        url.encode()
+    except UnicodeEncodeError as exc:
+        # Bytes that are not UTF-8 in the command line or the environment arrive as lone
+        # surrogates, which the drivers cannot send (they raised UnicodeEncodeError).
+        raise InvalidStoreURL(
+            f"store URL {shown(url)} holds bytes that are not UTF-8 text (character {exc.start + 1}); "
+            "percent-encode them"
+        ) from None
     if dialect == "postgresql":
         from tenure.store.postgresql import PostgreSQLStore
 

@@ -156,6 +156,14 @@ def test_a_store_url_with_bytes_not_utf8_is_one_line(cli: CLI) -> None:
     assert "not UTF-8" in err
 
 
+@pytest.mark.parametrize("host", ["\udcff", "a" * 300, "a..b"], ids=["not-utf8", "label-too-long", "empty-label"])
+def test_a_host_name_that_cannot_be_encoded_is_one_line(cli: CLI, host: str) -> None:
+    """getaddrinfo encodes host names with IDNA: what it cannot encode raised UnicodeError."""
+    err = cli.fails(1, "dashboard", "--host", host, "--port", "0")
+    assert "not a valid host name" in err
+    assert len(err) < 400
+
+
 def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENURE_ADMIN_TOKEN", "pässwörd-for-tests")
     err = cli.fails(2, "dashboard", "--port", "0")

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 
 from tenure.app import App
 from tenure.errors import TenureError
+from tenure.inputs import clip, quote
 from tenure.web.asgi import create_app
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise ServeError(f"cannot listen on {_shown_host(host)}:{port}: {exc.strerror}") from None
+    except UnicodeError as exc:  # a name IDNA cannot encode: a label empty or too long, bytes not UTF-8
+        raise ServeError(f"cannot listen on {_shown_host(host)}:{port}: not a valid host name ({exc})") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -67,8 +70,13 @@ def bind(host: str, port: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ServeError(f"cannot listen on {_shown_host(host)}:{port}: {exc.strerror or exc}") from None
     return sock
+
+
+def _shown_host(host: str) -> str:
+    """A host name as a message quotes it: as given if it prints, cut."""
+    return clip(host) if host.isprintable() else quote(host)
 
 
 def url_of(sock: socket.socket) -> str:

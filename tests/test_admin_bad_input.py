@@ -8,7 +8,7 @@ import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -469,6 +469,16 @@ def test_bad_store_url(url: str, fragment: str) -> None:
     with pytest.raises(InvalidStoreURL) as info:
         tenure.App(url)
     assert fragment in str(info.value)
+
+
+def test_wrong_types_for_the_store_and_the_settings_are_named(tmp_path: Path) -> None:
+    """An App given b"sqlite:///…" or 5 said "store URL is empty"; given settings that are
+    not Settings it was made, and failed later with an AttributeError."""
+    for store in (b"sqlite:///tenure.db", 5):
+        with pytest.raises(InvalidStoreURL, match=f"store URL must be a string, got {type(store).__name__}"):
+            tenure.App(cast(Any, store))
+    with pytest.raises(tenure.errors.InvalidSettings, match=r"settings must be a tenure\.Settings, got dict"):
+        tenure.App(f"sqlite:///{tmp_path / 'x.db'}", settings=cast(Any, {"lease_ttl": 5}))
 
 
 async def test_store_that_cannot_open(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from tenure.errors import (
     InvalidInput,
     InvalidKey,
     InvalidSchedule,
+    InvalidSettings,
     SchemaMissing,
     StoreUnavailable,
     TaskNotFound,
@@ -115,6 +116,8 @@ class App:
 
     def __init__(self, store: str | None = None, *, settings: Settings | None = None) -> None:
         self.store_url = store_url(store, os.environ)
+        if settings is not None and not isinstance(settings, Settings):
+            raise InvalidSettings(f"settings must be a tenure.Settings, got {type(settings).__name__}")
         self.settings = settings or Settings()
         self._store: Store = make_store(self.store_url)
         self._opened = False

@@ -24,7 +24,9 @@ SCHEMES = {
 def dialect_of(url: str) -> str:
     """``sqlite``, ``postgresql`` or ``mysql``: the dialect of the store a URL names, from
     its scheme alone. Raises :class:`InvalidStoreURL`."""
-    if not isinstance(url, str) or not url.strip():
+    if not isinstance(url, str):
+        raise InvalidStoreURL(f"store URL must be a string, got {type(url).__name__}")
+    if not url.strip():
         raise InvalidStoreURL("store URL is empty")
     try:
         scheme = urlsplit(url).scheme

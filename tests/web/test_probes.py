@@ -3,6 +3,7 @@ dashboard's ASGI app (store up, store down)."""
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import httpx
@@ -121,3 +122,53 @@ async def test_dashboard_readyz_is_503_with_the_reason_when_the_store_is_down() 
             assert (await http.get("/healthz")).status_code == 200  # the process itself is fine
     finally:
         await down.close()
+
+
+#: An app whose ``dispatch/long`` run awaits for a minute (cancelled by a stop's grace),
+#: and says when it has started.
+LONG_RUN_APP = """\
+import asyncio
+from pathlib import Path
+import tenure
+
+app = tenure.App()
+
+@app.task("dispatch", every=0.5, timeout=120)
+async def dispatch(ctx: tenure.Context) -> None:
+    if ctx.key == "long":
+        Path("long-started").touch()
+        await asyncio.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_worker_readyz_says_stopping_during_its_grace(procs: Procs) -> None:
+    """Between SIGTERM and exit (its grace, a run in progress) a worker is not ready: it
+    hands its tasks over. /healthz stays 200: a stop is not a reason to restart."""
+    (procs.folder / "longapp.py").write_text(LONG_RUN_APP)
+    grace = ["--grace", "30"]  # the run holds the stop for its grace: time enough to look
+    worker = procs.start(
+        "w-long",
+        "worker",
+        "longapp:app",
+        "--id",
+        "w-long",
+        "--log-format",
+        "json",
+        *FAST,
+        *grace,
+        "--http",
+        "127.0.0.1:0",
+    )
+    url = worker.wait_for_url()
+    with httpx.Client(base_url=url, timeout=5) as http:
+        wait_status(http, "/readyz", 200, what="the worker to be ready")
+        assert procs.run("tasks", "add", "dispatch", "long").returncode == 0
+        wait_until(lambda: (procs.folder / "long-started").exists(), within=20, what="the long run to start")
+        worker.signal(signal.SIGTERM)
+        ready = wait_status(http, "/readyz", 503, what="/readyz to see the stop")
+        assert ready["stopping"] is True
+        assert "stopping: handing its tasks over" in ready["reasons"], ready
+        assert get(http, "/healthz")[0] == 200
+    worker.signal(signal.SIGTERM)  # a second one cancels the run at once
+    assert worker.proc.wait(15) == 0

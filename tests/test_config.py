@@ -99,6 +99,16 @@ def test_admin_token_is_kept_out_of_repr() -> None:
     assert "s3cret" not in repr(s)
 
 
+@pytest.mark.parametrize("token", ["pässwörd", "tab\tinside", "new\nline", "nul\x00", "\udcff", " ", "x "])
+def test_an_admin_token_no_header_can_carry_is_refused(token: str) -> None:
+    """Header values arrive as latin-1 bytes, compared with the token's UTF-8 bytes (issue
+    16 case 5): a token outside printable ASCII could never match, and every action
+    answered 403 without a hint. The message never shows the token."""
+    with pytest.raises(InvalidSettings, match="admin_token") as info:
+        Settings(admin_token=token)
+    assert "pässwörd" not in str(info.value)
+
+
 def test_settings_are_frozen_and_keyword_only() -> None:
     s = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -8,10 +8,12 @@ import contextlib
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from support.storeapi import add, register
 from tenure.errors import InvalidStoreURL
 from tenure.store import make_store
+from tenure.store.postgresql import parse_postgresql_url
 
 #: A URL of each store with a password (it must never show in a message); nothing listens.
 BASES = {
@@ -194,3 +196,14 @@ def test_bytes_that_are_not_utf8_are_refused_by_the_server_stores(url: str) -> N
 
 def test_a_sqlite_file_name_may_be_any_bytes() -> None:
     assert make_store("sqlite:///caf\udce9.db").dialect == "sqlite"  # the system's encoding handles it
+
+
+def test_libpq_parameters_keep_their_spaces() -> None:
+    """The libpq URL was rebuilt with '+' for spaces, which libpq reads as plus signs:
+    ``sslrootcert=/etc/my certs/root.crt`` named a file that does not exist."""
+    libpq, _ = parse_postgresql_url(
+        "postgresql://u@127.0.0.1/db?pool=2&sslrootcert=/etc/my%20certs/root.crt&options=-c%20search_path%3Dmine"
+    )
+    params = conninfo_to_dict(libpq)
+    assert params["sslrootcert"] == "/etc/my certs/root.crt"
+    assert params["options"] == "-c search_path=mine"

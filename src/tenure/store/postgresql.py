@@ -36,7 +36,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -118,7 +118,8 @@ def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
     options["session_liveness"] = 1.0 if liveness_option("postgresql", query) == "session" else 0.0
     ours = {o.name for o in OPTIONS} | {"liveness"}
     rest = [(k, v) for k, v in query if k not in ours]
-    libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    # quote, not quote_plus: libpq reads '+' as a plus sign, not a space.
+    libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment))
     try:
         conninfo_to_dict(libpq)
     except psycopg.Error as exc:

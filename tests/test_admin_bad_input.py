@@ -75,6 +75,20 @@ async def assert_refused(
     assert await snapshot(app) == before, f"{what}: stored data changed"
 
 
+async def assert_each_refused(
+    app: tenure.App,
+    what: str,
+    cases: list[tuple[Any, str]],
+    call: Callable[[Any], Awaitable[object]],
+    error: type[Exception],
+    *fragments: str,
+) -> None:
+    """:func:`assert_refused` for ``call(value)`` of every ``(value, fragment)`` in ``cases``:
+    the message holds ``fragments`` and that case's ``fragment``."""
+    for value, fragment in cases:
+        await assert_refused(app, f"{what} {short(value)}", partial(call, value), error, *fragments, fragment)
+
+
 # -- what is bad -------------------------------------------------------------------------
 
 BAD_KINDS: list[tuple[Any, str]] = [
@@ -201,40 +215,26 @@ async def test_add_task_unknown_kind(seeded: tenure.App) -> None:
 
 
 async def test_add_task_malformed_kind(seeded: tenure.App) -> None:
-    for kind, fragment in BAD_KINDS:
-        await assert_refused(
-            seeded, f"kind {kind!r}", partial(seeded.add_task, kind, "x", every=5.0), InvalidKind, fragment
-        )
+    await assert_each_refused(
+        seeded, "kind", BAD_KINDS, lambda kind: seeded.add_task(kind, "x", every=5.0), InvalidKind
+    )
 
 
 async def test_add_task_bad_key(seeded: tenure.App) -> None:
-    for key, fragment in BAD_KEYS:
-        await assert_refused(
-            seeded, f"key {key!r}", partial(seeded.add_task, "dispatch", key), InvalidKey, "key", fragment
-        )
+    await assert_each_refused(seeded, "key", BAD_KEYS, partial(seeded.add_task, "dispatch"), InvalidKey, "key")
 
 
 async def test_add_task_bad_interval(seeded: tenure.App) -> None:
-    for every in BAD_EVERY:
-        await assert_refused(
-            seeded,
-            f"every={short(every)}",
-            partial(seeded.add_task, "dispatch", "x", every=every),
-            InvalidSchedule,
-            "period",
-        )
+    cases = [(every, "period") for every in BAD_EVERY]
+    await assert_each_refused(
+        seeded, "every", cases, lambda every: seeded.add_task("dispatch", "x", every=every), InvalidSchedule
+    )
 
 
 async def test_add_task_bad_cron(seeded: tenure.App) -> None:
-    for cron, fragment in BAD_CRON:
-        await assert_refused(
-            seeded,
-            f"cron={cron!r}",
-            partial(seeded.add_task, "dispatch", "x", cron=cron),
-            InvalidSchedule,
-            "cron",
-            fragment,
-        )
+    await assert_each_refused(
+        seeded, "cron", BAD_CRON, lambda cron: seeded.add_task("dispatch", "x", cron=cron), InvalidSchedule, "cron"
+    )
 
 
 async def test_add_task_both_every_and_cron(seeded: tenure.App) -> None:
@@ -263,15 +263,14 @@ async def test_add_task_no_schedule_and_no_default(seeded: tenure.App) -> None:
 
 
 async def test_add_task_bad_params(seeded: tenure.App) -> None:
-    for params, fragment in BAD_PARAMS:
-        await assert_refused(
-            seeded,
-            f"params {short(params)}",
-            partial(seeded.add_task, "dispatch", "x", params=params),
-            InvalidParams,
-            "params",
-            fragment,
-        )
+    await assert_each_refused(
+        seeded,
+        "params",
+        BAD_PARAMS,
+        lambda params: seeded.add_task("dispatch", "x", params=params),
+        InvalidParams,
+        "params",
+    )
 
 
 async def test_params_limit_follows_settings(store_url: str) -> None:
@@ -293,15 +292,10 @@ async def test_params_limit_follows_settings(store_url: str) -> None:
 
 
 async def test_add_task_enabled_not_a_bool(seeded: tenure.App) -> None:
-    bad_enabled: list[Any] = [1, 0, "yes", None]
-    for enabled in bad_enabled:
-        await assert_refused(
-            seeded,
-            f"enabled={enabled!r}",
-            partial(seeded.add_task, "dispatch", "x", enabled=enabled),
-            InvalidInput,
-            "enabled",
-        )
+    cases = [(enabled, "enabled") for enabled in (1, 0, "yes", None)]
+    await assert_each_refused(
+        seeded, "enabled", cases, lambda enabled: seeded.add_task("dispatch", "x", enabled=enabled), InvalidInput
+    )
 
 
 async def test_add_existing_task(seeded: tenure.App) -> None:
@@ -353,8 +347,7 @@ async def test_pause_and_resume_bad_input(seeded: tenure.App) -> None:
     await seeded.pause_kind("dispatch", by="keeper")  # a pause no bad input may touch either
     for op in ("pause_kind", "resume_kind"):
         method = getattr(seeded, op)
-        for kind, fragment in BAD_KINDS:
-            await assert_refused(seeded, f"{op} kind {kind!r}", partial(method, kind), InvalidKind, fragment)
+        await assert_each_refused(seeded, f"{op} kind", BAD_KINDS, method, InvalidKind)
         await assert_refused(seeded, f"{op} unknown", partial(method, "billing"), UnknownKind, "unknown kind 'billing'")
     bad_cancels: list[Any] = [1, "yes", None]
     for cancel in bad_cancels:
@@ -372,8 +365,8 @@ async def test_pause_and_resume_bad_input(seeded: tenure.App) -> None:
 
 
 async def test_list_tasks_malformed_kind(seeded: tenure.App) -> None:
-    for kind, fragment in BAD_KINDS[:-1]:  # None means "every kind" here
-        await assert_refused(seeded, f"kind {kind!r}", partial(seeded.list_tasks, kind=kind), InvalidKind, fragment)
+    # None means "every kind" here.
+    await assert_each_refused(seeded, "kind", BAD_KINDS[:-1], lambda kind: seeded.list_tasks(kind=kind), InvalidKind)
 
 
 async def test_list_tasks_unknown_kind_is_empty(seeded: tenure.App) -> None:
@@ -383,10 +376,9 @@ async def test_list_tasks_unknown_kind_is_empty(seeded: tenure.App) -> None:
 
 
 async def test_list_runs_bad_input(seeded: tenure.App) -> None:
-    for kind, fragment in BAD_KINDS[:-1]:  # None means "every kind" here
-        await assert_refused(seeded, f"kind {kind!r}", partial(seeded.list_runs, kind=kind), InvalidKind, fragment)
-    for key, fragment in BAD_KEYS[:-2]:  # so does None for keys (and bytes is like None below)
-        await assert_refused(seeded, f"key {key!r}", partial(seeded.list_runs, key=key), InvalidKey, fragment)
+    # None means "every kind" here, and every key (and bytes is like None below).
+    await assert_each_refused(seeded, "kind", BAD_KINDS[:-1], lambda kind: seeded.list_runs(kind=kind), InvalidKind)
+    await assert_each_refused(seeded, "key", BAD_KEYS[:-2], lambda key: seeded.list_runs(key=key), InvalidKey)
     bad_limits: list[Any] = [0, -1, 10_001, True, 1.5, "10", None, 10**400, math.nan, math.inf]
     for limit in bad_limits:
         await assert_refused(seeded, f"limit {limit!r}", partial(seeded.list_runs, limit=limit), InvalidInput, "limit")

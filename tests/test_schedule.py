@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,23 +155,24 @@ def _on_grid(slot: float, kind: str, key: str, p: float) -> bool:
     return abs(n - round(n)) < 1e-6 * max(1.0, 1 / p) + 1e-9 * abs(n)
 
 
-def test_every_next_slot_is_strictly_after_and_within_one_period() -> None:
-    rng = random.Random(11)
-    for i in range(5000):
+def _random_points(seed: int, count: int) -> Iterator[tuple[float, str, float]]:
+    """``count`` seeded (period, key, time) triples: a period of PERIODS, keys k0, k1, …, a
+    time within about 116 days after T0."""
+    rng = random.Random(seed)
+    for i in range(count):
         p = rng.choice(PERIODS)
-        key = f"k{i}"
-        after = T0 + rng.random() * 1e7
+        yield p, f"k{i}", T0 + rng.random() * 1e7
+
+
+def test_every_next_slot_is_strictly_after_and_within_one_period() -> None:
+    for p, key, after in _random_points(11, 5000):
         slot = next_slot(Every(p), "dispatch", key, after)
         assert after < slot <= after + p + 1e-6
         assert _on_grid(slot, "dispatch", key, p)
 
 
 def test_every_latest_slot_is_at_or_before_and_within_one_period() -> None:
-    rng = random.Random(12)
-    for i in range(5000):
-        p = rng.choice(PERIODS)
-        key = f"k{i}"
-        at = T0 + rng.random() * 1e7
+    for p, key, at in _random_points(12, 5000):
         slot = latest_slot(Every(p), "dispatch", key, at)
         assert at - p - 1e-6 < slot <= at
         assert _on_grid(slot, "dispatch", key, p)
@@ -182,12 +184,9 @@ def test_every_slots_fed_back_are_recognised_exactly() -> None:
     # A slot handed back (as last_slot, or the slot just run) must be that very slot: the
     # next one is a whole period later and the latest at-or-before it is itself. Float
     # rounding once made next_slot(slot) return the same slot one ulp later (a double run).
-    rng = random.Random(13)
-    for i in range(20000):
-        p = rng.choice(PERIODS)
-        key = f"k{i}"
+    for p, key, at in _random_points(13, 20000):
         E = Every(p)
-        slot = next_slot(E, "dispatch", key, T0 + rng.random() * 1e7)
+        slot = next_slot(E, "dispatch", key, at)
         for probe in (slot, math.nextafter(slot, math.inf)):
             following = next_slot(E, "dispatch", key, probe)
             assert following - probe > p / 2, (p, key, probe, following)
@@ -284,21 +283,24 @@ def test_first_slot_continues_after_a_recent_slot(schedule: Schedule, misfire: M
     assert first > now
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.describe())
-def test_first_slot_skip_runs_only_the_latest_missed_slot(schedule: Schedule) -> None:
-    now = T0 + 12.345
-    long_ago = now - 10 * 3600 - 17
-    first = first_slot(schedule, "dispatch", "barcelona", now=now, done_before=long_ago, misfire=Misfire.SKIP)
-    assert first == latest_slot(schedule, "dispatch", "barcelona", now)
-    assert long_ago < first <= now
+#: What the first slot after missed slots is, by misfire policy (from the schedule, now and
+#: the end of the last run): skip runs only the latest missed slot, catch-up starts at the
+#: first missed one.
+AFTER_MISSED: list[tuple[Misfire, Callable[[Schedule, float, float], float]]] = [
+    (Misfire.SKIP, lambda schedule, now, done_before: latest_slot(schedule, "dispatch", "barcelona", now)),
+    (Misfire.CATCH_UP, lambda schedule, now, done_before: next_slot(schedule, "dispatch", "barcelona", done_before)),
+]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.describe())
-def test_first_slot_catch_up_starts_at_the_first_missed_slot(schedule: Schedule) -> None:
+@pytest.mark.parametrize(("misfire", "expected"), AFTER_MISSED, ids=[m.value for m, _ in AFTER_MISSED])
+def test_first_slot_after_missed_slots_follows_the_misfire_policy(
+    schedule: Schedule, misfire: Misfire, expected: Callable[[Schedule, float, float], float]
+) -> None:
     now = T0 + 12.345
     long_ago = now - 10 * 3600 - 17
-    first = first_slot(schedule, "dispatch", "barcelona", now=now, done_before=long_ago, misfire=Misfire.CATCH_UP)
-    assert first == next_slot(schedule, "dispatch", "barcelona", long_ago)
+    first = first_slot(schedule, "dispatch", "barcelona", now=now, done_before=long_ago, misfire=misfire)
+    assert first == expected(schedule, now, long_ago)
     assert long_ago < first <= now
 
 

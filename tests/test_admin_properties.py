@@ -30,7 +30,7 @@ import tenure
 from tenure.inputs import MESSAGE_LIMIT
 from tenure.models import check_key
 from tenure.web import create_app
-from test_cli import CLI
+from test_cli import CLI, cli_on
 
 TOKEN = "s3cret-token-for-tests"  # noqa: S105 - a test token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -293,22 +293,7 @@ async def one_http_example(http: httpx.AsyncClient, body: dict[str, Any], limit:
 
 @pytest.fixture
 def cli(store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CLI:
-    monkeypatch.chdir(tmp_path)
-    for name in ("TENURE_STORE", *tenure.config.ENV_NAMES.values()):
-        monkeypatch.delenv(name, raising=False)
-
-    async def publish() -> None:
-        app = tenure.App(store_url)
-
-        @app.task("dispatch", every=5.0)
-        async def dispatch(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
-            pass
-
-        await app.open(migrate=True)
-        await app.close()
-
-    asyncio.run(publish())
-    return CLI(store_url, capsys)
+    return cli_on(store_url, capsys, monkeypatch, tmp_path, report=False)
 
 
 def params_text(value: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 import tenure
-from support.storeapi import wait_past
+from support.storeapi import publish_kinds, wait_past
 from tenure.cli import load_app, main, worker_settings
 from tenure.models import Outcome, Pause, Run, Task, WorkerInfo, WorkerLoad
 from tenure.store import SCHEMA_VERSION
@@ -95,35 +95,40 @@ def assert_one_error_line(err: str) -> None:
     assert "Traceback" not in err
 
 
-async def publish_kinds(url: str) -> None:
-    """Open an App that registers kinds once: that publishes them to the store."""
-    app = tenure.App(url)
+def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Run in ``tmp_path`` with no store or setting from the environment: flags and defaults only."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("TENURE_STORE", *tenure.config.ENV_NAMES.values()):
+        monkeypatch.delenv(name, raising=False)
 
-    @app.task("dispatch", every=5.0, timeout=4.0)
-    async def dispatch(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
-        pass
 
-    @app.task("report")  # no default schedule: tasks must give one
-    async def report(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
-        pass
-
-    async with app:
-        pass
+def cli_on(
+    url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    *,
+    report: bool = True,
+    dispatch_timeout: float | None = None,
+) -> CLI:
+    """The CLI on the store at ``url``, isolated (:func:`isolate`), the store migrated and its
+    kinds published (:func:`support.storeapi.publish_kinds`, ``report`` and ``dispatch_timeout`` as there)."""
+    isolate(monkeypatch, tmp_path)
+    asyncio.run(publish_kinds(url, report=report, dispatch_timeout=dispatch_timeout))
+    return CLI(url, capsys)
 
 
 @pytest.fixture
 def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)
-    for name in ("TENURE_STORE", *tenure.config.ENV_NAMES.values()):
-        monkeypatch.delenv(name, raising=False)
+    isolate(monkeypatch, tmp_path)
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
 @pytest.fixture
-def cli(url: str, capsys: pytest.CaptureFixture[str]) -> CLI:
-    """A migrated store with the kinds ``dispatch`` (every 5 s) and ``report`` published."""
-    asyncio.run(publish_kinds(url))
-    return CLI(url, capsys)
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CLI:
+    """A migrated SQLite store with the kinds ``dispatch`` (every 5 s, timeout 4 s) and
+    ``report`` (no default schedule) published."""
+    return cli_on(f"sqlite:///{tmp_path / 'store.db'}", capsys, monkeypatch, tmp_path, dispatch_timeout=4.0)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ be listed and shown."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -15,32 +14,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-import tenure
 from support.rawdb import raw_db
 from tenure.models import STORED
 from tenure.store import make_store
-from test_cli import CLI, assert_one_error_line
-
-
-async def publish_kinds(url: str) -> None:
-    app = tenure.App(url)
-
-    @app.task("dispatch", every=5.0)
-    async def dispatch(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
-        pass
-
-    await app.open(migrate=True)
-    await app.close()
+from test_cli import CLI, assert_one_error_line, cli_on
 
 
 @pytest.fixture
 def cli(store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CLI:
     """The CLI on a migrated store of each kind, with kind ``dispatch`` and one task, ``existing``."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("TENURE_STORE", *tenure.config.ENV_NAMES.values()):
-        monkeypatch.delenv(name, raising=False)
-    asyncio.run(publish_kinds(store_url))
-    c = CLI(store_url, capsys)
+    c = cli_on(store_url, capsys, monkeypatch, tmp_path, report=False)
     assert c("tasks", "add", "dispatch", "existing", "--params", '{"keep": [1, {"me": true}]}').code == 0
     return c
 

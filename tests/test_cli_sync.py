@@ -3,7 +3,6 @@ out; a bad line is named by its number and nothing is applied."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import sys
@@ -12,30 +11,17 @@ from typing import Any
 
 import pytest
 
-import tenure
 from tenure.cli.commands import MAX_LINE_BYTES
 from tenure.cli.sync_input import read_lines
 from tenure.errors import InvalidInput
-from test_cli import CLI, assert_one_error_line
-
-
-async def publish_kinds(url: str) -> None:
-    app = tenure.App(url)
-    app.task("dispatch", every=5.0)(lambda ctx: None)
-    app.task("report")(lambda ctx: None)  # no default schedule
-    await app.open(migrate=True)
-    await app.close()
+from test_cli import CLI, assert_one_error_line, cli_on
 
 
 @pytest.fixture
 def cli(store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CLI:
     """The CLI on a migrated store of each kind, with kinds ``dispatch`` and ``report`` and
     two dispatch tasks, ``lisbon`` and ``porto``."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("TENURE_STORE", *tenure.config.ENV_NAMES.values()):
-        monkeypatch.delenv(name, raising=False)
-    asyncio.run(publish_kinds(store_url))
-    c = CLI(store_url, capsys)
+    c = cli_on(store_url, capsys, monkeypatch, tmp_path)
     assert c("tasks", "add", "dispatch", "lisbon", "--params", '{"zone": "west"}').code == 0
     assert c("tasks", "add", "dispatch", "porto").code == 0
     return c

@@ -1,5 +1,6 @@
 """Shortcuts over the store API for tests that drive a store directly (the store contract
-suite, and the tests of the context, the CLI and tracing that set a store up by hand)."""
+suite, and the tests of the context, the CLI and tracing that set a store up by hand), and
+:func:`publish_kinds`, the kinds the admin, CLI and web tests find published."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import tenure
 from tenure.models import Lease, Task
 from tenure.schedule import Every, Schedule
 from tenure.store import Store, make_store
@@ -43,6 +45,22 @@ async def wait_past(store: Store, moment: float, *, within: float = 10.0) -> flo
         if time.monotonic() > deadline:
             raise AssertionError(f"database clock {now} did not pass {moment} within {within}s")
         await asyncio.sleep(0.02)
+
+
+async def _never_run(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
+    raise AssertionError("registered only to publish its kind")
+
+
+async def publish_kinds(url: str, *, report: bool = True, dispatch_timeout: float | None = None) -> None:
+    """Open an App on ``url`` registering ``dispatch`` (every 5 s, timing out after ``dispatch_timeout``) and, with
+    ``report``, ``report`` (no default schedule: its tasks must give one), then close it:
+    that creates or upgrades the schema and publishes the kinds to the store."""
+    app = tenure.App(url)
+    app.task("dispatch", every=5.0, timeout=dispatch_timeout)(_never_run)
+    if report:
+        app.task("report")(_never_run)
+    await app.open(migrate=True)
+    await app.close()
 
 
 async def register(store: Store, worker_id: str, ttl: float = LONG_TTL) -> Lease:

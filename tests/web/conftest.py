@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 import tenure
+from support.storeapi import publish_kinds
 from tenure.models import Outcome, Pause, Run, Task, WorkerInfo
 from tenure.web import create_app
 
@@ -42,22 +43,6 @@ class Seeded:
             await store.list_runs(limit=1000),
             await store.list_pauses(),
         )
-
-
-async def publish_kinds(url: str) -> None:
-    """Open an App registering ``dispatch`` (every 5 s) and ``report`` (no default schedule)."""
-    app = tenure.App(url)
-
-    @app.task("dispatch", every=5.0)
-    async def dispatch(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
-        pass
-
-    @app.task("report")
-    async def report(ctx: tenure.Context) -> None:  # pragma: no cover - never run here
-        pass
-
-    async with app:
-        pass
 
 
 def _run(task: Task, worker: str, term: int, at: float, outcome: Outcome, error: str | None = None) -> Run:

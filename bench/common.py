@@ -43,42 +43,27 @@ WORKER_SCRIPT = Path(os.environ.get("BENCH_WORKER_SCRIPT", BENCH_DIR / "bench_wo
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULTS = tenure.Settings()
 
-#: The fenced bench's own table, per dialect.
-COMMITS_DDL = {
-    "sqlite": """
-CREATE TABLE IF NOT EXISTS bench_commits (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind         TEXT NOT NULL,
-    key          TEXT NOT NULL,
-    worker       TEXT NOT NULL,
-    term         INTEGER NOT NULL,
-    scheduled_at REAL NOT NULL,
-    committed_at REAL NOT NULL
+#: The fenced bench's own table: one column list, with each dialect's types (MariaDB
+#: indexes no TEXT without a length, and ``key`` is a reserved word there).
+_COMMITS_COLUMNS = (
+    "id {id}, kind {kind} NOT NULL, {key} {name} NOT NULL, worker {name} NOT NULL, term {int} NOT NULL, "
+    "scheduled_at {real} NOT NULL, committed_at {real} NOT NULL"
 )
-""",
-    "postgresql": """
-CREATE TABLE IF NOT EXISTS bench_commits (
-    id           bigserial PRIMARY KEY,
-    kind         text NOT NULL,
-    key          text NOT NULL,
-    worker       text NOT NULL,
-    term         bigint NOT NULL,
-    scheduled_at double precision NOT NULL,
-    committed_at double precision NOT NULL
-)
-""",
-    "mysql": """
-CREATE TABLE IF NOT EXISTS bench_commits (
-    id           BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-    kind         VARCHAR(64) NOT NULL,
-    `key`        VARCHAR(200) NOT NULL,
-    worker       VARCHAR(200) NOT NULL,
-    term         BIGINT NOT NULL,
-    scheduled_at DOUBLE NOT NULL,
-    committed_at DOUBLE NOT NULL
-) ENGINE=InnoDB
-""",
-}
+_COMMITS_TYPES = {
+    "sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "kind": "TEXT", "key": "key", "name": "TEXT",
+               "int": "INTEGER", "real": "REAL", "engine": ""},
+    "postgresql": {"id": "bigserial PRIMARY KEY", "kind": "text", "key": "key", "name": "text",
+                   "int": "bigint", "real": "double precision", "engine": ""},
+    "mysql": {"id": "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY", "kind": "VARCHAR(64)", "key": "`key`",
+              "name": "VARCHAR(200)", "int": "BIGINT", "real": "DOUBLE", "engine": " ENGINE=InnoDB"},
+}  # fmt: skip
+
+
+def commits_ddl(dialect: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS bench_commits``, the fenced bench's own table, in ``dialect``."""
+    types = _COMMITS_TYPES[dialect]
+    return f"CREATE TABLE IF NOT EXISTS bench_commits ({_COMMITS_COLUMNS.format(**types)}){types['engine']}"
+
 
 #: The database's clock in epoch seconds, per dialect (statement time, not transaction start).
 DB_NOW = {
@@ -338,7 +323,7 @@ def create_tasks(store: BenchStore, n: int, *, kind: str = "noop", every: float 
     t = time.perf_counter()
     asyncio.run(_create_tasks(url, kind, task_keys(n), every, batch))
     elapsed = time.perf_counter() - t
-    store.execute(COMMITS_DDL[store.dialect])
+    store.execute(commits_ddl(store.dialect))
     via = "App.add_task" if batch == 1 else f"App.add_task, {batch} concurrent"
     return {"tasks": n, "seconds": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1), "via": via}
 

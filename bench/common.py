@@ -76,8 +76,20 @@ DB_NOW = {
 # -- arguments --------------------------------------------------------------------------
 
 
-def add_common_args(p: argparse.ArgumentParser, *, workers: int, duration: float) -> None:
-    """--store, --workers, --duration and the worker settings every bench takes."""
+def scenario_parser(
+    doc: str | None,
+    *,
+    workers: int,
+    duration: float,
+    tasks: int | list[int] | None = None,
+    every: float | None = None,
+    warmup: float | None = None,
+) -> argparse.ArgumentParser:
+    """A scenario's command line, described by its module's ``doc``: --store, --workers,
+    --duration and the worker settings every scenario takes, and those most take, with their
+    defaults where given: --tasks (one count, or a comma-separated list if the default is a
+    list), --every (the tasks' period) and --warmup."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--store",
         default=None,
@@ -92,6 +104,15 @@ def add_common_args(p: argparse.ArgumentParser, *, workers: int, duration: float
     p.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat, help="default %(default)s")
     p.add_argument("--poll", type=float, default=DEFAULTS.poll, help="default %(default)s")
     p.add_argument("--json-only", action="store_true", help="print the JSON only, no table")
+    if isinstance(tasks, list):
+        p.add_argument("--tasks", type=int_list, default=tasks, help="comma-separated task counts")
+    elif tasks is not None:
+        p.add_argument("--tasks", type=int, default=tasks, help="tasks (default %(default)s)")
+    if every is not None:
+        p.add_argument("--every", type=float, default=every, help="task period, seconds (default %(default)s)")
+    if warmup is not None:
+        p.add_argument("--warmup", type=float, default=warmup, help="seconds after the tasks are spread out")
+    return p
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, float]:
@@ -550,16 +571,35 @@ def machine() -> dict[str, Any]:
     }
 
 
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command that runs ``bench/<script>.py`` with ``argv`` (default: this process's
+    arguments) from the repository's root, for the report."""
+    return " ".join([".venv/bin/python", f"bench/{script}.py", *(argv if argv is not None else sys.argv[1:])])
+
+
+@dataclass
+class BenchResult:
+    """What a scenario's ``run`` returns: its figures, its targets met or missed, a table
+    and notes for people."""
+
+    results: dict[str, Any]
+    targets: list[Target]
+    table: list[list[Any]]
+    notes: list[str] = field(default_factory=list)
+
+
 def bench_main(
     title: str,
     parser: Callable[[], argparse.ArgumentParser],
-    run: Callable[[argparse.Namespace], Any],
+    run: Callable[[argparse.Namespace], BenchResult],
     argv: list[str] | None = None,
 ) -> None:
-    """A scenario's command line: parse ``argv``, run, and :func:`report` the result (a
-    ``BenchResult``: results, targets, table, notes) under ``title``."""
+    """A scenario's command line: parse ``argv``, run, and :func:`report` the result
+    under ``title``, with the command that
+    runs it again (``bench/<title>.py``)."""
     args = parser().parse_args(argv)
     res = run(args)
+    res.results["command"] = command_line(title, argv)
     report(title, res.results, res.targets, res.table, notes=res.notes, json_only=args.json_only)
 
 

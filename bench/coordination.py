@@ -26,28 +26,23 @@ from typing import Any
 
 from bench_worker import COORDINATION_READS, COORDINATION_WRITES, RUN_RECORDS
 from common import (
+    BenchResult,
     Cluster,
     Target,
     WorkerProc,
-    add_common_args,
     bench_main,
     create_tasks,
-    int_list,
+    scenario_parser,
     scenario_store,
     settings_of,
     wait_until,
 )
-from throughput import BenchResult
 
 FLAT_TOLERANCE = 0.10
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, workers=2, duration=40.0)
-    p.add_argument("--tasks", type=int_list, default=[1000, 10000], help="comma-separated task counts")
-    p.add_argument("--warmup", type=float, default=5.0, help="seconds after the tasks are spread out")
-    return p
+    return scenario_parser(__doc__, workers=2, duration=40.0, tasks=[1000, 10000], warmup=5.0)
 
 
 def snapshot(workers: list[WorkerProc]) -> dict[str, dict[str, Any]]:

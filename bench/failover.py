@@ -47,27 +47,24 @@ import time
 from typing import Any
 
 from common import (
+    BenchResult,
     BenchStore,
     Cluster,
     Target,
     WorkerProc,
-    add_common_args,
     bench_main,
     create_tasks,
+    scenario_parser,
     scenario_store,
     settings_of,
     summary,
 )
-from throughput import BenchResult
 
 HANDOFF_TARGET_MS = 100.0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, workers=3, duration=0.0)
-    p.add_argument("--tasks", type=int, default=300, help="tasks (default %(default)s)")
-    p.add_argument("--every", type=float, default=1.0, help="task period, seconds (default %(default)s)")
+    p = scenario_parser(__doc__, workers=3, duration=0.0, tasks=300, every=1.0)
     p.add_argument("--repeats", type=int, default=3, help="events of each kind (default %(default)s)")
     p.add_argument("--settle", type=float, default=2.0, help="seconds of normal running before each event")
     p.add_argument(

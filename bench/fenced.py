@@ -33,16 +33,17 @@ import time
 from typing import Any
 
 from common import (
+    BenchResult,
     Cluster,
     Target,
-    add_common_args,
     bench_main,
     cpu_seconds,
     create_tasks,
+    scenario_parser,
     scenario_store,
     settings_of,
 )
-from throughput import BenchResult, analyse_runs
+from throughput import analyse_runs
 
 EXEC_TARGET = 5000.0
 LAG_P99_TARGET_MS = 20.0
@@ -59,8 +60,7 @@ def levels(text: str) -> list[tuple[int, float]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, workers=2, duration=10.0)
+    p = scenario_parser(__doc__, workers=2, duration=10.0)
     p.add_argument(
         "--levels",
         type=levels,

@@ -61,13 +61,14 @@ from typing import Any
 import tenure
 from common import (
     DEFAULTS,
+    BenchResult,
     BenchStore,
     Cluster,
     Target,
+    bench_main,
     cpu_seconds,
     dialect_of,
     percentile,
-    report,
     server_database,
     task_keys,
     wait_until,
@@ -76,7 +77,7 @@ from coordination import rates, snapshot
 from failover import first_runs_elsewhere
 from load import db_cpu_delta, db_server_cpu
 from tenure.store.postgresql import Q as PG_QUERIES
-from throughput import BenchResult, analyse_runs
+from throughput import analyse_runs
 
 KIND = "noop"  # bench_worker.py's no-op kind
 #: Connections a worker holds at least on PostgreSQL: its pool's first, and its session
@@ -563,12 +564,7 @@ def targets_of(args: argparse.Namespace, r: dict[str, Any]) -> list[Target]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    res = run(args)
-    res.results["command"] = " ".join(
-        [".venv/bin/python", "bench/fleet.py", *(argv if argv is not None else sys.argv[1:])]
-    )
-    report("fleet", res.results, res.targets, res.table, json_only=args.json_only)
+    bench_main("fleet", parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -42,28 +42,24 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from common import (
+    BenchResult,
     BenchStore,
     Cluster,
     Target,
-    add_common_args,
     bench_main,
     create_tasks,
+    scenario_parser,
     scenario_store,
     settings_of,
     wait_until,
 )
 from coordination import rates, snapshot
-from throughput import BenchResult
 
 STATEMENTS_TARGET = 10.0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, workers=2, duration=30.0)
-    p.add_argument("--tasks", type=int, default=1000, help="tasks (default %(default)s)")
-    p.add_argument("--every", type=float, default=86400.0, help="task period, seconds (default %(default)s)")
-    p.add_argument("--warmup", type=float, default=5.0, help="seconds after the tasks are spread out")
+    p = scenario_parser(__doc__, workers=2, duration=30.0, tasks=1000, every=86400.0, warmup=5.0)
     p.add_argument("--no-baseline", action="store_true", help="MariaDB: skip the baseline window")
     p.add_argument(
         "--pg-log",

@@ -66,18 +66,18 @@ from typing import Any
 
 import tenure
 from common import (
+    BenchResult,
     BenchStore,
     Target,
+    bench_main,
     cpu_seconds,
     dialect_of,
     int_list,
     percentile,
-    report,
     scenario_store,
     server_database,
 )
 from load_worker import EVERY, KIND, keys_of
-from throughput import BenchResult
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: The process each system runs; ``LOAD_WORKER_SCRIPT`` names another (a profiling wrapper, say).
@@ -532,12 +532,7 @@ def targets_for(n: int, by: dict[str, dict[str, Any]]) -> list[Target]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    res = run(args)
-    res.results["command"] = " ".join(
-        [".venv/bin/python", "bench/load.py", *(argv if argv is not None else sys.argv[1:])]
-    )
-    report("load", res.results, res.targets, res.table, notes=res.notes, json_only=args.json_only)
+    bench_main("load", parser, run, argv)
 
 
 if __name__ == "__main__":

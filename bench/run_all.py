@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ import fenced
 import idle
 import load
 import throughput
-from common import machine, print_table, print_targets
+from common import command_line, machine, print_table, print_targets
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         t = time.monotonic()
         res = module.run(module.parser().parse_args(argv_used))
         sections[name] = {
-            "command": " ".join([".venv/bin/python", f"bench/{name}.py", *argv_used]),
+            "command": command_line(name, argv_used),
             "seconds": round(time.monotonic() - t, 1),
             "results": res.results,
             "targets": [x.as_json() for x in res.targets],
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         outputs.append((name, res))
     doc = {
         "bench": "all",
-        "command": " ".join([".venv/bin/python", "bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("run_all", argv),
         "machine": machine(),
         "seconds": round(time.monotonic() - started, 1),
         **sections,

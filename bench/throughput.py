@@ -24,20 +24,19 @@ import os
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 from common import (
+    BenchResult,
     BenchStore,
     Cluster,
     Target,
-    add_common_args,
     bench_main,
     cpu_seconds,
     create_tasks,
-    int_list,
     percentile,
     rss_mb,
+    scenario_parser,
     scenario_store,
     settings_of,
     task_keys,
@@ -49,21 +48,8 @@ CPU_TARGET_US = 50.0
 RSS_TARGET_MB = 100.0
 
 
-@dataclass
-class BenchResult:
-    results: dict[str, Any]
-    targets: list[Target]
-    table: list[list[Any]]
-    notes: list[str] = field(default_factory=list)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, workers=2, duration=20.0)
-    p.add_argument("--tasks", type=int_list, default=[1000, 10000], help="comma-separated task counts")
-    p.add_argument("--every", type=float, default=1.0, help="task period, seconds (default %(default)s)")
-    p.add_argument("--warmup", type=float, default=5.0, help="seconds after the tasks are spread out")
-    return p
+    return scenario_parser(__doc__, workers=2, duration=20.0, tasks=[1000, 10000], every=1.0, warmup=5.0)
 
 
 def expected_slots(kind: str, key: str, every: float, t0: float, t1: float) -> list[float]:

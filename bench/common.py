@@ -625,6 +625,28 @@ def report(
     return doc
 
 
+#: A column of a scenario table: its header, and the scenario's figure under it (a key of
+#: the scenario's results, or a function of them).
+Column = tuple[str, str | Callable[[dict[str, Any]], Any]]
+
+#: Columns most scenario tables share: the runs' lag, CPU per worker, the machine's load.
+LAG_COLUMNS: list[Column] = [
+    ("lag p50 ms", lambda s: s["lag_ms"]["p50"]),
+    ("lag p99 ms", lambda s: s["lag_ms"]["p99"]),
+    ("lag max ms", lambda s: s["lag_ms"]["max"]),
+]
+CPU_COLUMN: Column = ("CPU % (per worker)", lambda s: " / ".join(f"{v:.0f}" for v in s["cpu_pct_by_worker"].values()))
+LOAD_COLUMN: Column = ("load 1m", lambda s: s["load_average_at_end"][0])
+
+
+def scenario_table(scenarios: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[list[Any]]:
+    """The headers of ``columns``, then a row per scenario with its figure under each."""
+    return [
+        [header for header, _ in columns],
+        *([s[get] if isinstance(get, str) else get(s) for _, get in columns] for s in scenarios),
+    ]
+
+
 def print_table(title: str, rows: Sequence[Sequence[Any]]) -> None:
     if not rows:
         return

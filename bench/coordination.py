@@ -34,6 +34,7 @@ from common import (
     create_tasks,
     scenario_parser,
     scenario_store,
+    scenario_table,
     settings_of,
     wait_until,
 )
@@ -128,18 +129,15 @@ def run_one(args: argparse.Namespace, n: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> BenchResult:
     scenarios = [run_one(args, n) for n in args.tasks]
-    table: list[list[Any]] = [
-        ["tasks", "exec/s", "coord writes/s", "coord write rows/s", "coord reads/s", "coord read rows/s",
-         "flushes/s", "run rows/s", "slot rows/s", "renew ms", "flush ms"],
-    ]  # fmt: skip
-    for s in scenarios:
-        m = s["methods"]
-        table.append(
-            [s["tasks"], s["executions_per_s"], s["coordination_writes_per_s"], s["coordination_write_rows_per_s"],
-             s["coordination_reads_per_s"], s["coordination_read_rows_per_s"], s["run_record_transactions_per_s"],
-             s["run_rows_per_s"], s["slot_rows_per_s"], m.get("renew_lease", {}).get("mean_ms_per_call"),
-             m.get("record_runs", {}).get("mean_ms_per_call")]
-        )  # fmt: skip
+    table = scenario_table(
+        scenarios,
+        [("tasks", "tasks"), ("exec/s", "executions_per_s"), ("coord writes/s", "coordination_writes_per_s"),
+         ("coord write rows/s", "coordination_write_rows_per_s"), ("coord reads/s", "coordination_reads_per_s"),
+         ("coord read rows/s", "coordination_read_rows_per_s"), ("flushes/s", "run_record_transactions_per_s"),
+         ("run rows/s", "run_rows_per_s"), ("slot rows/s", "slot_rows_per_s"),
+         ("renew ms", lambda s: s["methods"].get("renew_lease", {}).get("mean_ms_per_call")),
+         ("flush ms", lambda s: s["methods"].get("record_runs", {}).get("mean_ms_per_call"))],
+    )  # fmt: skip
     targets = []
     by_n = {s["tasks"]: s for s in scenarios}
     if 1000 in by_n and 10000 in by_n:

@@ -33,6 +33,9 @@ import time
 from typing import Any
 
 from common import (
+    CPU_COLUMN,
+    LAG_COLUMNS,
+    LOAD_COLUMN,
     BenchResult,
     Cluster,
     Target,
@@ -41,6 +44,7 @@ from common import (
     create_tasks,
     scenario_parser,
     scenario_store,
+    scenario_table,
     settings_of,
 )
 from throughput import analyse_runs
@@ -139,17 +143,12 @@ def run(args: argparse.Namespace) -> BenchResult:
         scenarios.append(s)
         if not s["all_ok"] and not args.keep_going:
             break
-    table: list[list[Any]] = [
-        ["tasks", "every s", "offered/s", "accepted exec/s", "delivered %", "runs ok", "refused", "failed",
-         "lag p50 ms", "lag p99 ms", "lag max ms", "CPU % (per worker)", "load 1m"],
-    ]  # fmt: skip
-    for s in scenarios:
-        lag = s["lag_ms"]
-        table.append(
-            [s["tasks"], s["every_s"], s["offered_per_s"], s["accepted_per_s"], s["delivered_pct"], s["runs_ok"],
-             s["runs_refused"], s["runs_failed"], lag["p50"], lag["p99"], lag["max"],
-             " / ".join(f"{v:.0f}" for v in s["cpu_pct_by_worker"].values()), s["load_average_at_end"][0]]
-        )  # fmt: skip
+    table = scenario_table(
+        scenarios,
+        [("tasks", "tasks"), ("every s", "every_s"), ("offered/s", "offered_per_s"),
+         ("accepted exec/s", "accepted_per_s"), ("delivered %", "delivered_pct"), ("runs ok", "runs_ok"),
+         ("refused", "runs_refused"), ("failed", "runs_failed"), *LAG_COLUMNS, CPU_COLUMN, LOAD_COLUMN],
+    )  # fmt: skip
     good = [s for s in scenarios if s["all_ok"]]
     best = max(good, key=lambda s: s["accepted_per_s"]) if good else None
     figure = best["accepted_per_s"] if best else 0.0

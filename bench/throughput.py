@@ -27,6 +27,9 @@ from collections import defaultdict
 from typing import Any
 
 from common import (
+    CPU_COLUMN,
+    LAG_COLUMNS,
+    LOAD_COLUMN,
     BenchResult,
     BenchStore,
     Cluster,
@@ -38,6 +41,7 @@ from common import (
     rss_mb,
     scenario_parser,
     scenario_store,
+    scenario_table,
     settings_of,
     task_keys,
 )
@@ -180,20 +184,14 @@ def run_one(args: argparse.Namespace, n: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> BenchResult:
     scenarios = [run_one(args, n) for n in args.tasks]
-    targets: list[Target] = []
-    table: list[list[Any]] = [
-        ["tasks", "workers", "exec/s", "delivered %", "missed tasks", "lag p50 ms", "lag p99 ms", "lag max ms",
-         "CPU µs/exec", "of which loop", "CPU % (per worker)", "RSS MB max", "load 1m"],
-    ]  # fmt: skip
-    for s in scenarios:
-        lag = s["lag_ms"]
-        table.append(
-            [s["tasks"], s["workers"], s["executions_per_s"], s["delivered_pct"], s["tasks_with_missed_slots"],
-             lag["p50"], lag["p99"], lag["max"], s["cpu_us_per_execution"], s["cpu_us_per_execution_loop_thread"],
-             " / ".join(f"{v:.0f}" for v in s["cpu_pct_by_worker"].values()), s["rss_mb_max"],
-             s["load_average_at_end"][0]]
-        )  # fmt: skip
-        targets.extend(targets_for(s))
+    table = scenario_table(
+        scenarios,
+        [("tasks", "tasks"), ("workers", "workers"), ("exec/s", "executions_per_s"),
+         ("delivered %", "delivered_pct"), ("missed tasks", "tasks_with_missed_slots"), *LAG_COLUMNS,
+         ("CPU µs/exec", "cpu_us_per_execution"), ("of which loop", "cpu_us_per_execution_loop_thread"),
+         CPU_COLUMN, ("RSS MB max", "rss_mb_max"), LOAD_COLUMN],
+    )  # fmt: skip
+    targets = [t for s in scenarios for t in targets_for(s)]
     return BenchResult(results={"scenarios": scenarios}, targets=targets, table=table)
 
 

@@ -377,6 +377,16 @@ class WorkerProc:
         return data
 
 
+def worker_stats(workers: Sequence[WorkerProc]) -> dict[str, dict[str, Any]]:
+    """The statistics each of ``workers`` last wrote (started with ``stats``), by worker id."""
+    out = {}
+    for w in workers:
+        s = w.read_stats()
+        if s is not None:
+            out[w.id] = s
+    return out
+
+
 class Cluster:
     """Worker processes of one scenario, started on ``bench_worker.py``."""
 
@@ -421,6 +431,18 @@ class Cluster:
             self.workers.append(w)
             started.append(w)
         return started
+
+    def start_spread(self, count: int, *, warmup: float) -> tuple[list[WorkerProc], float | None]:
+        """Start ``count`` workers, wait until they hold a fair share of the tasks (at most
+        120 s), then ``warmup`` seconds and, with ``stats``, until each has written its
+        statistics: where a measured window starts. Returns the workers and the seconds the
+        fair share took (None: not within 120 s)."""
+        workers = self.start(count)
+        spread = self.wait_balanced(timeout=120)
+        time.sleep(warmup)
+        if self.stats:
+            wait_until(lambda: len(worker_stats(workers)) == len(workers), 10)
+        return workers, spread
 
     @property
     def live(self) -> list[WorkerProc]:

@@ -29,14 +29,13 @@ from common import (
     BenchResult,
     Cluster,
     Target,
-    WorkerProc,
     bench_main,
     create_tasks,
     scenario_parser,
     scenario_store,
     scenario_table,
     settings_of,
-    wait_until,
+    worker_stats,
 )
 
 FLAT_TOLERANCE = 0.10
@@ -44,15 +43,6 @@ FLAT_TOLERANCE = 0.10
 
 def parser() -> argparse.ArgumentParser:
     return scenario_parser(__doc__, workers=2, duration=40.0, tasks=[1000, 10000], warmup=5.0)
-
-
-def snapshot(workers: list[WorkerProc]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for w in workers:
-        s = w.read_stats()
-        if s is not None:
-            out[w.id] = s
-    return out
 
 
 def rates(s0: dict[str, dict[str, Any]], s1: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -113,14 +103,11 @@ def run_one(args: argparse.Namespace, n: int) -> dict[str, Any]:
         print(f"[coordination] {n} tasks: creating", file=sys.stderr, flush=True)
         creation = create_tasks(store, n)
         with Cluster(store, settings, stats=True) as cluster:
-            workers = cluster.start(args.workers)
-            print(f"[coordination] {n} tasks: {args.workers} workers started", file=sys.stderr, flush=True)
-            spread = cluster.wait_balanced(timeout=120)
-            time.sleep(args.warmup)
-            wait_until(lambda: len(snapshot(workers)) == len(workers), 10)
-            s0 = snapshot(workers)
+            print(f"[coordination] {n} tasks: starting {args.workers} workers", file=sys.stderr, flush=True)
+            workers, spread = cluster.start_spread(args.workers, warmup=args.warmup)
+            s0 = worker_stats(workers)
             time.sleep(args.duration)
-            s1 = snapshot(workers)
+            s1 = worker_stats(workers)
             cluster.stop_all()
     result = rates(s0, s1)
     result.update(tasks=n, workers=args.workers, settings=settings, creation=creation, spread_s=spread)

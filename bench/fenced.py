@@ -82,9 +82,7 @@ def run_one(args: argparse.Namespace, n: int, every: float) -> dict[str, Any]:
         print(f"[fenced] {n} tasks every {every:g} s: creating", file=sys.stderr, flush=True)
         creation = create_tasks(store, n, kind="fenced", every=every)
         with Cluster(store, settings) as cluster:
-            cluster.start(args.workers)
-            spread = cluster.wait_balanced(timeout=120)
-            time.sleep(args.warmup)
+            _, spread = cluster.start_spread(args.workers, warmup=args.warmup)
             workers = cluster.live
             cpu0 = {w.id: cpu_seconds(w.pid) for w in workers}
             t0 = time.time()

@@ -72,8 +72,9 @@ from common import (
     server_database,
     task_keys,
     wait_until,
+    worker_stats,
 )
-from coordination import rates, snapshot
+from coordination import rates
 from failover import first_runs_elsewhere
 from load import db_cpu_delta, db_server_cpu
 from tenure.store.postgresql import Q as PG_QUERIES
@@ -287,14 +288,14 @@ def registered(store: BenchStore, ids: Sequence[str]) -> list[float]:
 def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> dict[str, Any]:
     store = cluster.store
     live = cluster.live
-    wait_until(lambda: len(snapshot(live)) == len(live), 10)
-    s0, x0, c0 = snapshot(live), xacts(store), db_server_cpu()
+    wait_until(lambda: len(worker_stats(live)) == len(live), 10)
+    s0, x0, c0 = worker_stats(live), xacts(store), db_server_cpu()
     w0 = {w.id: cpu_seconds(w.pid) for w in live}
     st0 = statement_calls(store) if use_statements else None
     t0 = time.time()
     time.sleep(args.window)
     t1 = time.time()
-    s1, x1, c1 = snapshot(live), xacts(store), db_server_cpu()
+    s1, x1, c1 = worker_stats(live), xacts(store), db_server_cpu()
     w1 = {w.id: cpu_seconds(w.pid) for w in live if w.alive()}
     st1 = statement_calls(store) if use_statements else None
     load = [round(x, 2) for x in os.getloadavg()]

@@ -51,9 +51,9 @@ from common import (
     scenario_parser,
     scenario_store,
     settings_of,
-    wait_until,
+    worker_stats,
 )
-from coordination import rates, snapshot
+from coordination import rates
 
 STATEMENTS_TARGET = 10.0
 
@@ -165,15 +165,12 @@ def run(args: argparse.Namespace) -> BenchResult:
         if pg_log is not None:
             log_all_statements(store)
         with Cluster(store, settings, stats=True) as cluster:
-            workers = cluster.start(args.workers)
-            print(f"[idle] {args.workers} workers started", file=sys.stderr, flush=True)
-            spread = cluster.wait_balanced(timeout=120)
-            time.sleep(args.warmup)
-            wait_until(lambda: len(snapshot(workers)) == len(workers), 10)
+            print(f"[idle] starting {args.workers} workers", file=sys.stderr, flush=True)
+            workers, spread = cluster.start_spread(args.workers, warmup=args.warmup)
             log0 = pg_log.stat().st_size if pg_log is not None else 0
-            s0, c0, t0 = snapshot(workers), pg_counters(store), time.time()
+            s0, c0, t0 = worker_stats(workers), pg_counters(store), time.time()
             time.sleep(args.duration)
-            s1, c1, t1 = snapshot(workers), pg_counters(store), time.time()
+            s1, c1, t1 = worker_stats(workers), pg_counters(store), time.time()
             logged = count_logged(pg_log, log0, store, t1 - t0) if pg_log is not None else None
             load = [round(x, 2) for x in os.getloadavg()]
             cluster.stop_all()

@@ -134,10 +134,8 @@ def run_one(args: argparse.Namespace, n: int) -> dict[str, Any]:
         print(f"[throughput] {n} tasks: creating", file=sys.stderr, flush=True)
         creation = create_tasks(store, n, every=args.every)
         with Cluster(store, settings) as cluster:
-            cluster.start(args.workers)
-            print(f"[throughput] {n} tasks: {args.workers} workers started", file=sys.stderr, flush=True)
-            spread = cluster.wait_balanced(timeout=120)
-            time.sleep(args.warmup)
+            print(f"[throughput] {n} tasks: starting {args.workers} workers", file=sys.stderr, flush=True)
+            _, spread = cluster.start_spread(args.workers, warmup=args.warmup)
             workers = cluster.live
             cpu0 = {w.id: cpu_seconds(w.pid) for w in workers}
             loop0 = {w.id: cpu_seconds(w.pid, w.pid) for w in workers}

@@ -39,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from tenure.store import dialect_of
-from tenure.store.sqlite import parse_sqlite_url
+from tenure.store.sqlite import parse_sqlite_url, write_lock_free
 
 from .processes import wait_until
 from .sql import DB_NOW, MARK, create_table
@@ -214,15 +214,7 @@ class SQLiteDB(_Common):
     def write_lock_free(self, wait: float = 0.0) -> bool:
         """True if SQLite's write lock can be taken within ``wait`` seconds (then given back):
         nobody, in any process, is inside a write transaction."""
-        with contextlib.closing(sqlite3.connect(self.path, timeout=wait, isolation_level=None)) as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    return False
-                raise
-            db.execute("ROLLBACK")
-            return True
+        return write_lock_free(self.path, wait=wait)
 
     def no_transaction_open(self, pid: int, *, wait: float = 0.0) -> bool:
         return self.write_lock_free(wait)

@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -177,18 +176,9 @@ class WorkerProcesses:
         transactions, as a real stall mostly strikes: this tells whether it did.
         """
         if self.dialect == "sqlite":
-            from tenure.store.sqlite import parse_sqlite_url
+            from tenure.store.sqlite import parse_sqlite_url, write_lock_free
 
-            path, _ = parse_sqlite_url(self.url)
-            with contextlib.closing(sqlite3.connect(path, timeout=0.5, isolation_level=None)) as db:
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if "locked" in str(exc) or "busy" in str(exc):
-                        return False
-                    raise
-                db.execute("ROLLBACK")
-                return True
+            return write_lock_free(parse_sqlite_url(self.url)[0], wait=0.5)
         # On a server: give a transaction that was open when the worker stopped the time
         # to look old, then look for one that old.
         if self.dialect == "postgresql":

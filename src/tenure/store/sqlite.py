@@ -90,6 +90,22 @@ def wake_stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def write_lock_free(path: Path, *, wait: float = 0.0) -> bool:
+    """True if the write lock of the database file at ``path`` can be taken within ``wait``
+    seconds (then given back at once): no process is inside a write transaction. For the
+    demo and the tests, which look from outside the store whether a stopped worker left a
+    transaction open."""
+    with contextlib.closing(sqlite3.connect(path, timeout=wait, isolation_level=None)) as db:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return False
+            raise
+        db.execute("ROLLBACK")
+        return True
+
+
 #: Longest file name (bytes) most file systems take (NAME_MAX): the database's ...
 NAME_MAX = 255
 #: ... and the longest name tenure and SQLite keep beside it: ``<name>-live-<20 hex digits>``

@@ -15,6 +15,7 @@ from typing import Any
 from tenure.desired import CHANGES, SyncResult
 from tenure.models import Freed, Outcome, Pause, Run, Task, WorkerInfo
 from tenure.schedule import Cron, Every, next_slot
+from tenure.store.rows import run_params
 
 #: Task states the API filters on and counts (``enabled``/``disabled`` and ``owned``/``unowned`` overlap).
 STATES = ("enabled", "disabled", "owned", "unowned")
@@ -157,19 +158,13 @@ def task_json(task: Task, roster: Roster, last_run: Run | None = None) -> dict[s
 
 
 def run_json(run: Run) -> dict[str, Any]:
+    """A run as the CLI and the HTTP API show it: its id, the fields a store records
+    (:func:`~tenure.store.rows.run_params`), how long it took and how late it started."""
     return {
         "id": run.id,
-        "kind": run.kind,
-        "key": run.key,
-        "worker": run.worker,
-        "term": run.term,
-        "scheduled_at": run.scheduled_at,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
+        **run_params(run),
         "duration": run.ended_at - run.started_at,
         "lag": max(0.0, run.started_at - run.scheduled_at),
-        "outcome": run.outcome.value,
-        "error": run.error,
     }
 
 

@@ -180,11 +180,19 @@ def _refuse(lead: str, why: str) -> StatementRefused:
 _ENDS_OR_CHANGES = "it would end or change tenure's transaction or its session (the block commits when it ends)"
 
 
-def _check_postgresql(tokens: list[_Token]) -> Checked:
+def _opening(tokens: list[_Token], refused: frozenset[str] = frozenset()) -> tuple[list[str], str]:
+    """The statement's words (:func:`_words`) and the first of them (``""``: none); raises
+    :class:`StatementRefused` if that one is in ``refused``: statements that would end or
+    change tenure's transaction or its session."""
     words = _words(tokens)
     lead = words[0] if words else ""
-    if lead in _PG_REFUSED:
-        return _raise(_refuse(lead, _ENDS_OR_CHANGES))
+    if lead in refused:
+        raise _refuse(lead, _ENDS_OR_CHANGES)
+    return words, lead
+
+
+def _check_postgresql(tokens: list[_Token]) -> Checked:
+    words, lead = _opening(tokens, _PG_REFUSED)
     if lead == "set":
         scope = words[1] if len(words) > 1 else ""
         setting = _name_after(tokens, 2)
@@ -208,8 +216,7 @@ def _check_postgresql(tokens: list[_Token]) -> Checked:
 
 
 def _check_mysql(tokens: list[_Token]) -> Checked:
-    words = _words(tokens)
-    lead = words[0] if words else ""
+    _, lead = _opening(tokens)
     if lead not in _MYSQL_ALLOWED:
         return _raise(
             _refuse(
@@ -224,10 +231,7 @@ def _check_mysql(tokens: list[_Token]) -> Checked:
 
 
 def _check_sqlite(tokens: list[_Token]) -> Checked:
-    words = _words(tokens)
-    lead = words[0] if words else ""
-    if lead in _SQLITE_REFUSED:
-        return _raise(_refuse(lead, _ENDS_OR_CHANGES))
+    words, lead = _opening(tokens, _SQLITE_REFUSED)
     if lead == "pragma":
         name, argument = _pragma(tokens)
         if not sqlite_pragma_allowed(name, argument):

@@ -217,12 +217,13 @@ def tasks_list(args: argparse.Namespace) -> int:
     tasks, roster = run_admin(args, go)
     if args.state:
         tasks = [t for t in tasks if snapshot.in_state(t, args.state, roster)]
-    if args.json:
-        render.print_json([snapshot.task_json(t, roster) for t in tasks])
-    elif not tasks:
-        print("no tasks")
-    else:
-        render.show(render.tasks_table(tasks, roster))
+    render.show_listing(
+        tasks,
+        "tasks",
+        as_json=args.json,
+        to_json=lambda t: snapshot.task_json(t, roster),
+        table=lambda: render.tasks_table(tasks, roster),
+    )
     return 0
 
 
@@ -267,12 +268,9 @@ def runs(args: argparse.Namespace) -> int:
         return found, await app.now()
 
     found, now = run_admin(args, go)
-    if args.json:
-        render.print_json([snapshot.run_json(r) for r in found])
-    elif not found:
-        print("no runs")
-    else:
-        render.show(render.runs_table(found, now))
+    render.show_listing(
+        found, "runs", as_json=args.json, to_json=snapshot.run_json, table=lambda: render.runs_table(found, now)
+    )
     return 0
 
 
@@ -313,12 +311,13 @@ def workers_list(args: argparse.Namespace) -> int:
         return await app.roster()
 
     roster = run_admin(args, go)
-    if args.json:
-        render.print_json([snapshot.worker_json(w, roster.now) for w in roster.workers])
-    elif not roster.workers:
-        print("no workers")
-    else:
-        render.show(render.workers_table(roster.workers, roster.now))
+    render.show_listing(
+        roster.workers,
+        "workers",
+        as_json=args.json,
+        to_json=lambda w: snapshot.worker_json(w, roster.now),
+        table=lambda: render.workers_table(roster.workers, roster.now),
+    )
     return 0
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from rich import box
 from rich.console import Console
@@ -23,6 +24,8 @@ from tenure.models import Pause, Run, Task, WorkerInfo
 from tenure.schedule import next_slot
 from tenure.snapshot import Roster, over_capacity
 
+T = TypeVar("T")
+
 #: Width tables are laid out at when the output is not a terminal: wide enough to cut nothing.
 UNCUT_WIDTH = 10_000
 #: Run errors are cut to their first line and this many characters in tables (--json has them whole).
@@ -31,6 +34,19 @@ ERROR_WIDTH = 60
 
 def print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def show_listing(
+    items: Sequence[T], what: str, *, as_json: bool, to_json: Callable[[T], object], table: Callable[[], Table]
+) -> None:
+    """A listing: with ``as_json`` a JSON array (``to_json`` of each item), else ``no <what>``
+    for none, else the ``table``."""
+    if as_json:
+        print_json([to_json(item) for item in items])
+    elif not items:
+        print(f"no {what}")
+    else:
+        show(table())
 
 
 def show(*items: str | Table) -> None:

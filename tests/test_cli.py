@@ -674,21 +674,25 @@ def test_worker_that_cannot_start(
 # -- the installed console script ---------------------------------------------------------
 
 
-def test_console_script_exit_statuses(url: str, tmp_path: Path) -> None:
+def run_console_script(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``tenure`` console script in ``cwd``, its output captured, with no
+    ``TENURE_*`` variable from this environment but those in ``env``."""
     script = Path(sys.executable).parent / "tenure"
     assert script.exists(), "the tenure console script is not installed in this environment"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TENURE_")} | {"TENURE_STORE": url}
+    return subprocess.run(
+        [str(script), *argv],
+        env={k: v for k, v in os.environ.items() if not k.startswith("TENURE_")} | (env or {}),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
+
+def test_console_script_exit_statuses(url: str, tmp_path: Path) -> None:
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(script), *argv],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_console_script(*argv, cwd=tmp_path, env={"TENURE_STORE": url})
 
     started = time.monotonic()
     migrated = run("migrate")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -17,7 +15,7 @@ import pytest
 from support.rawdb import raw_db
 from tenure.models import STORED
 from tenure.store import make_store
-from test_cli import CLI, assert_one_error_line, cli_on
+from test_cli import CLI, assert_one_error_line, cli_on, run_console_script
 
 
 @pytest.fixture
@@ -157,16 +155,8 @@ def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pyte
 
 def test_an_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
     """Run as a real process: under pytest its log capture would hide psycopg's warnings."""
-    tenure_bin = Path(sys.executable).parent / "tenure"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TENURE_")}
-    result = subprocess.run(
-        [str(tenure_bin), "--store", "postgresql://tenure@127.0.0.1:1/tenure?connect_timeout=0.5", "tasks", "list"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=60,
-        check=False,
+    result = run_console_script(
+        "--store", "postgresql://tenure@127.0.0.1:1/tenure?connect_timeout=0.5", "tasks", "list", cwd=tmp_path
     )
     assert result.returncode == 1, result
     assert_one_error_line(result.stderr)

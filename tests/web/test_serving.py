@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -31,6 +33,15 @@ def runs_ok(text: str) -> float:
         for s in family.samples
         if s.name == "tenure_runs_total" and s.labels.get("outcome") == "ok"
     )
+
+
+@contextmanager
+def taken_port() -> Iterator[int]:
+    """A local port something listens on until the block ends."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -84,16 +95,10 @@ def test_dashboard_human_logs_by_default(procs: Procs) -> None:
 
 @pytest.mark.slow
 def test_dashboard_refusals(procs: Procs) -> None:
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    try:
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         r = procs.run("dashboard", "--port", str(port))
-        assert r.returncode == 1, r
-        assert "cannot listen on 127.0.0.1" in one_error_line(r.stderr)
-    finally:
-        taken.close()
+    assert r.returncode == 1, r
+    assert "cannot listen on 127.0.0.1" in one_error_line(r.stderr)
     r = procs.run("dashboard", "--port", "70000")
     assert r.returncode == 2
     assert "--port" in one_error_line(r.stderr)
@@ -170,13 +175,8 @@ def test_worker_serves_its_metrics_and_stops_them_with_it(procs: Procs) -> None:
 
 @pytest.mark.slow
 def test_worker_http_address_in_use_fails_before_joining(procs: Procs) -> None:
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    try:
-        r = procs.run("worker", "webapp:app", "--id", "w-x", "--http", f"127.0.0.1:{taken.getsockname()[1]}")
-    finally:
-        taken.close()
+    with taken_port() as port:
+        r = procs.run("worker", "webapp:app", "--id", "w-x", "--http", f"127.0.0.1:{port}")
     assert r.returncode == 1, r
     assert "cannot listen on 127.0.0.1" in one_error_line(r.stderr)
     workers = json.loads(procs.run("workers", "list", "--json").stdout)

@@ -55,6 +55,22 @@ async def running(app: tenure.App, **settings: Any) -> AsyncIterator[asyncio.Tas
             await asyncio.wait_for(worker, 15)
 
 
+Apps = tuple[tenure.App, tenure.App]
+
+
+@pytest.fixture
+async def apps(tmp_path: Path) -> AsyncIterator[Apps]:
+    """Two Apps on one SQLite store: the one whose worker a test runs, and an admin; both
+    closed at the end, whatever the test did."""
+    url = url_of(tmp_path)
+    app, admin = tenure.App(url), tenure.App(url)
+    try:
+        yield app, admin
+    finally:
+        await admin.close()
+        await app.close()
+
+
 async def runs_of(admin: tenure.App, kind: str) -> list[Run]:
     return await admin.list_runs(kind=kind, limit=1000)
 
@@ -62,9 +78,8 @@ async def runs_of(admin: tenure.App, kind: str) -> list[Run]:
 # -- b: a manual trigger runs once ------------------------------------------------------------
 
 
-async def test_a_trigger_is_answered_even_when_scheduled_runs_end_before_the_flush(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_a_trigger_is_answered_even_when_scheduled_runs_end_before_the_flush(apps: Apps) -> None:
+    app, admin = apps
     slots: list[float] = []
 
     @app.task("tick", every=0.02)
@@ -85,7 +100,6 @@ async def test_a_trigger_is_answered_even_when_scheduled_runs_end_before_the_flu
         # Before the fix the scheduled runs that ended before the next flush recorded
         # their slot as not triggered, and the trigger stayed pending for the next owner.
         await wait_for(answered, "the store to see the trigger answered")
-    await admin.close()
 
 
 async def _true(value: bool) -> bool:
@@ -171,9 +185,8 @@ def test_a_run_that_outlived_its_ownership_does_not_speak_for_the_next_term() ->
 # -- c: a handler's own TimeoutError is an error, not a timeout -------------------------------
 
 
-async def test_a_handlers_own_timeout_error_is_recorded_as_an_error(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_a_handlers_own_timeout_error_is_recorded_as_an_error(apps: Apps) -> None:
+    app, admin = apps
     sync_contexts: list[tenure.Context] = []
 
     @app.task("async_own", every=0.3, timeout=5.0)
@@ -202,15 +215,13 @@ async def test_a_handlers_own_timeout_error_is_recorded_as_an_error(tmp_path: Pa
     # (which rolls back any fenced transaction the run still holds).
     assert sync_contexts
     assert not any(ctx.is_cancelled for ctx in sync_contexts)
-    await admin.close()
 
 
 # -- d: a handler that returns an awaitable is awaited ----------------------------------------
 
 
-async def test_a_handler_returning_an_awaitable_is_awaited(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_a_handler_returning_an_awaitable_is_awaited(apps: Apps) -> None:
+    app, admin = apps
     done: list[str] = []
 
     class Callable_:
@@ -239,15 +250,13 @@ async def test_a_handler_returning_an_awaitable_is_awaited(tmp_path: Path) -> No
         await wait_for(recorded, "their runs recorded")
     for kind in ("object", "wrapped"):
         assert {r.outcome for r in await runs_of(admin, kind)} == {Outcome.OK}
-    await admin.close()
 
 
 # -- e: a part that crashes stops the worker cleanly ------------------------------------------
 
 
-async def test_a_crashed_part_stops_the_worker_and_hands_its_tasks_back(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_a_crashed_part_stops_the_worker_and_hands_its_tasks_back(apps: Apps) -> None:
+    app, admin = apps
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
@@ -287,15 +296,13 @@ async def test_a_crashed_part_stops_the_worker_and_hands_its_tasks_back(tmp_path
     task = await admin.get_task("hold", "a")
     assert task.owner is None, "the crashed worker did not hand its task back"
     assert (await admin.get_task("tick", "t")).owner is None
-    await admin.close()
 
 
 # -- f: a pending trigger waits for the takeover delay ----------------------------------------
 
 
-async def test_a_pending_trigger_waits_for_the_takeover_delay(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_a_pending_trigger_waits_for_the_takeover_delay(apps: Apps) -> None:
+    app, admin = apps
     store = admin.store
 
     @app.task("tick", every=3600.0)
@@ -316,7 +323,6 @@ async def test_a_pending_trigger_waits_for_the_takeover_delay(tmp_path: Path) ->
         await wait_for(lambda: _has_runs(admin, "tick"), "the triggered run", within=15)
     [run] = await runs_of(admin, "tick")
     assert run.started_at >= begun + delay, f"the trigger ran {run.started_at - begun:.2f}s after the takeover"
-    await admin.close()
 
 
 async def _later_than(now: Awaitable[float], t: float) -> bool:
@@ -330,9 +336,8 @@ async def _has_runs(admin: tenure.App, kind: str) -> bool:
 # -- g: a handler cannot change the next run's params -----------------------------------------
 
 
-async def test_a_handler_changing_its_params_does_not_change_the_next_run(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_a_handler_changing_its_params_does_not_change_the_next_run(apps: Apps) -> None:
+    app, admin = apps
     seen: list[Any] = []
 
     @app.task("tick", every=0.1)
@@ -346,15 +351,13 @@ async def test_a_handler_changing_its_params_does_not_change_the_next_run(tmp_pa
     async with running(app):
         await wait_for(lambda: _true(len(seen) >= 3), "three runs")
     assert all(items == ["one"] for items in seen), seen
-    await admin.close()
 
 
 # -- h: an App that could not publish its kinds tries again -----------------------------------
 
 
-async def test_app_open_publishes_its_kinds_after_a_failed_publish(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_app_open_publishes_its_kinds_after_a_failed_publish(apps: Apps) -> None:
+    app, admin = apps
 
     @app.task("tick", every=1.0)
     async def tick(ctx: tenure.Context) -> None:
@@ -374,8 +377,6 @@ async def test_app_open_publishes_its_kinds_after_a_failed_publish(tmp_path: Pat
     await app.open()
     await admin.open()
     assert [k.kind for k in await admin.store.list_kinds()] == ["tick"]
-    await app.close()
-    await admin.close()
 
 
 # -- i: a constraint the SQLite store trips is a StoreError -----------------------------------
@@ -406,9 +407,8 @@ async def test_sqlite_constraint_violation_is_a_store_error(tmp_path: Path) -> N
 # -- j: runs cancelled by a stop are not "lease lost" -----------------------------------------
 
 
-async def test_runs_cancelled_by_a_stop_are_recorded_as_cancelled(tmp_path: Path) -> None:
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
+async def test_runs_cancelled_by_a_stop_are_recorded_as_cancelled(apps: Apps) -> None:
+    app, admin = apps
     started = asyncio.Event()
 
     @app.task("hold", every=0.2, timeout=60.0)
@@ -422,4 +422,3 @@ async def test_runs_cancelled_by_a_stop_are_recorded_as_cancelled(tmp_path: Path
         await asyncio.wait_for(started.wait(), 10)
     runs = await runs_of(admin, "hold")
     assert [(r.outcome, r.error) for r in runs] == [(Outcome.CANCELLED, "cancelled: worker stopping")]
-    await admin.close()

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from tenure.errors import LeaseLost, TaskNotFound
+from tenure.errors import TaskNotFound
 from tenure.models import Freed
 from tenure.store import Store
 
-from .dialect import RawDB, raw_db
-from .helpers import add, register, task_of
-
-
-@pytest.fixture
-def probe(store: Store, store_url: str) -> RawDB:
-    raw = raw_db(store_url)
-    raw.create_probe_table()
-    return raw
+from .dialect import RawDB
+from .helpers import add, assert_commit_refused, owned, task_of
 
 
 async def test_disable_with_cancel_frees_the_task_and_refuses_the_old_terms_commit(store: Store, probe: RawDB) -> None:
-    await register(store, "w1")
-    await add(store, "dispatch", "barcelona")
-    (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    claim = await owned(store)
     changes = (await store.cluster_view()).changes
     task = await store.set_enabled("dispatch", "barcelona", False, cancel=True)
     assert (task.enabled, task.owner, task.term) == (False, None, claim.term)
@@ -31,10 +22,7 @@ async def test_disable_with_cancel_frees_the_task_and_refuses_the_old_terms_comm
     assert task.version > claim.task.version
     assert (await store.cluster_view()).changes > changes
     assert await store.owned_tasks("w1") == []
-    with pytest.raises(LeaseLost):
-        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
-            await tx.execute(probe.insert_probe_sql, ("late",))
-    assert probe.probe_notes() == []
+    await assert_commit_refused(store, probe, claim.term)
     # Enabled again, it is claimed at a new term.
     await store.set_enabled("dispatch", "barcelona", True)
     (again,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import pytest
 
 from tenure.errors import StoreError, StoreUnavailable, TaskNotFound
-from tenure.models import Claim
 from tenure.store import Store
 
 from .dialect import PROBE_TABLE, RawDB, raw_db
-from .helpers import add, register
+from .helpers import add, owned
 
 #: The top-level modules of the stores' drivers.
 DRIVERS = {"sqlite3", "psycopg", "asyncmy", "pymysql"}
@@ -32,20 +31,6 @@ def assert_refused_by_database(exc: BaseException) -> None:
     assert type(cause).__module__.split(".")[0] in DRIVERS, repr(cause)
 
 
-@pytest.fixture
-def probe(store: Store, store_url: str) -> RawDB:
-    raw = raw_db(store_url)
-    raw.create_probe_table()
-    return raw
-
-
-async def _owned(store: Store) -> Claim:
-    await register(store, "w1")
-    await add(store, "dispatch", "barcelona")
-    (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
-    return claim
-
-
 @pytest.mark.parametrize(
     "bad_sql",
     [
@@ -56,7 +41,7 @@ async def _owned(store: Store) -> Claim:
 async def test_a_fenced_statement_the_database_refuses_is_a_store_error(
     store: Store, probe: RawDB, bad_sql: str
 ) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
 
     async def commit() -> None:
         async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
@@ -70,7 +55,7 @@ async def test_a_fenced_statement_the_database_refuses_is_a_store_error(
 
 
 async def test_a_handler_catching_a_refused_statement_sees_the_store_error(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
 
     seen: list[BaseException] = []
 

@@ -18,11 +18,11 @@ from tenure.errors import (
     TransactionBroken,
     TransactionClosed,
 )
-from tenure.models import Claim, SlotDone
+from tenure.models import SlotDone
 from tenure.store import FencedTransaction, Store, statements
 
 from .dialect import PROBE_TABLE, RawDB, raw_db
-from .helpers import add, opened, register, task_of
+from .helpers import add, assert_cancelled_block_keeps_nothing, opened, owned, register, task_of
 
 #: Statements that would end or change the transaction or the session, per dialect.
 REFUSED = {
@@ -106,20 +106,6 @@ ALLOWED = {
 }
 
 
-@pytest.fixture
-def probe(store: Store, store_url: str) -> RawDB:
-    raw = raw_db(store_url)
-    raw.create_probe_table()
-    return raw
-
-
-async def _owned(store: Store, key: str = "barcelona") -> Claim:
-    await register(store, "w1")
-    await add(store, "dispatch", key)
-    (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
-    return claim
-
-
 def with_options(url: str, **options: str) -> str:
     return url + ("&" if "?" in url else "?") + "&".join(f"{k}={v}" for k, v in options.items())
 
@@ -128,7 +114,7 @@ def with_options(url: str, **options: str) -> str:
 
 
 async def test_transaction_control_is_refused_and_nothing_is_kept(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
     for statement in REFUSED[probe.dialect]:
         got: list[BaseException] = []
 
@@ -157,7 +143,7 @@ async def test_transaction_control_is_refused_and_nothing_is_kept(store: Store, 
 
 
 async def test_allowed_statements_run_in_the_transaction(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
     async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
         for statement in ALLOWED[probe.dialect]:
             await tx.execute(statement)
@@ -171,7 +157,7 @@ async def test_a_commit_the_scanner_missed_is_caught_by_the_database(
     """The second lines: with the statement check blinded, a raw COMMIT reaches the
     database. SQLite's authorizer refuses it; on a server the driver's transaction status
     shows the transaction ended, the block breaks, and nothing after the break runs."""
-    claim = await _owned(store)
+    claim = await owned(store)
     monkeypatch.setattr(statements, "check", lambda sql, dialect, **kw: statements.Checked())
     got: list[BaseException] = []
 
@@ -230,7 +216,7 @@ async def test_a_quoted_placeholder_cannot_smuggle_statements_past_the_check(sto
 async def test_a_transaction_kept_past_its_block_is_dead_and_touches_no_connection(
     store_url: str, store: Store, probe: RawDB
 ) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
     async with opened(with_options(store_url, pool="1")) as one:  # every block on one connection
         kept: list[FencedTransaction] = []
         async with one.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
@@ -254,7 +240,7 @@ async def test_a_transaction_kept_past_its_block_is_dead_and_touches_no_connecti
 async def test_statements_and_the_commit_take_turns(store: Store, probe: RawDB) -> None:
     """A statement a handler's background task has in flight when the block ends runs
     before the commit, never beside or after it; one that starts after is refused."""
-    claim = await _owned(store)
+    claim = await owned(store)
     in_flight: asyncio.Task[int] | None = None
     late: asyncio.Task[int] | None = None
     async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
@@ -276,7 +262,7 @@ async def test_statements_and_the_commit_take_turns(store: Store, probe: RawDB) 
 
 
 async def test_session_state_does_not_leak_to_the_next_transaction(store_url: str, store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
     raw = raw_db(store_url)
     async with opened(with_options(store_url, pool="1")) as one:
         if probe.dialect == "postgresql":
@@ -334,7 +320,7 @@ async def test_claims_and_slots_of_free_tasks_do_not_wait_behind_a_fenced_transa
     (MariaDB planned the claim's UPDATE … JOIN as a full scan, which waited on that row.)"""
     if probe.dialect == "sqlite":
         pytest.skip("SQLite has one write lock: every writer waits for an open fenced transaction")
-    claim = await _owned(store, key="held")
+    claim = await owned(store, key="held")
     for key in ("free-a", "free-b", "free-c"):
         await add(store, "dispatch", key)
     # The rival waits at most a second for a lock: a wait fails the claim instead of
@@ -355,7 +341,7 @@ async def test_a_refused_lock_wait_is_reported_not_hidden(store_url: str, store:
     that very task) does fail within its one-second lock wait."""
     if probe.dialect == "sqlite":
         pytest.skip("SQLite has one write lock")
-    claim = await _owned(store, key="held")
+    claim = await owned(store, key="held")
     async with (
         opened(with_options(store_url, lock_timeout="1")) as rival,
         store.fenced(worker_id="w1", kind="dispatch", key="held", term=claim.term) as tx,
@@ -369,7 +355,7 @@ async def test_a_refused_lock_wait_is_reported_not_hidden(store_url: str, store:
 
 
 async def test_lease_lost_at_the_first_statement_runs_nothing(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
     await store.leave("w1", [])
     await register(store, "w2")
     (taken,) = await store.claim_tasks("w2", kinds=["dispatch"], limit=1)
@@ -395,7 +381,7 @@ async def test_rollbacks_and_ddl_leave_the_connection_fit_for_what_comes_next(st
     statements when it sees ROLLBACK, DROP or ALTER succeed: seen in pipeline mode, that
     came one statement too late and deallocated the next prepared one behind its back.)"""
     async with opened(with_options(store_url, pool="1")) as one:
-        claim = await _owned(one)
+        claim = await owned(one)
 
         class Boom(Exception):
             pass
@@ -437,7 +423,7 @@ async def test_the_server_ends_a_fenced_transaction_left_idle(store_url: str, pr
     if probe.dialect == "sqlite":
         pytest.skip("SQLite has no server to end a transaction")
     async with opened(with_options(store_url, idle_tx_timeout="1")) as s:
-        claim = await _owned(s)
+        claim = await owned(s)
 
         async def paused() -> None:
             async with s.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
@@ -455,21 +441,8 @@ async def test_the_server_ends_a_fenced_transaction_left_idle(store_url: str, pr
 async def test_a_statement_cancelled_midway_keeps_nothing_and_the_store_goes_on(store: Store, probe: RawDB) -> None:
     """A run cancelled while its statement runs on the database (its timeout, its lease
     lost): nothing of the block is kept, and the next block commits."""
-    claim = await _owned(store)
-    started = asyncio.Event()
-
-    async def handler() -> None:
-        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
-            await tx.execute(probe.insert_probe_sql, ("first",))
-            started.set()
-            await tx.execute(probe.slow_insert_probe_sql, ("slow",))
-
-    task = asyncio.create_task(handler())
-    await asyncio.wait_for(started.wait(), 10)
-    await asyncio.sleep(0.05)  # the slow statement is on its way
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
-        await tx.execute(probe.insert_probe_sql, ("next",))
-    assert probe.probe_notes() == ["next"]
+    claim = await owned(store)
+    # Cancelled 50 ms into the slow statement: it is on its way to the database.
+    await assert_cancelled_block_keeps_nothing(
+        store, probe, claim.term, lambda tx: tx.execute(probe.slow_insert_probe_sql, ("slow",)), wait=0.05
+    )

@@ -11,27 +11,20 @@ from tenure.errors import LeaseLost
 from tenure.models import Claim, Freed
 from tenure.store import FencedTransaction, Store, make_store
 
-from .dialect import RawDB, raw_db
-from .helpers import SHORT_TTL, add, register, task_of, wait_past
-
-
-@pytest.fixture
-def probe(store: Store, store_url: str) -> RawDB:
-    """Raw access to the database, with a table for fenced transactions to write to."""
-    raw = raw_db(store_url)
-    raw.create_probe_table()
-    return raw
-
-
-async def _owned(store: Store, worker: str = "w1", key: str = "barcelona", ttl: float = 60.0) -> Claim:
-    await register(store, worker, ttl=ttl)
-    await add(store, "dispatch", key)
-    (claim,) = await store.claim_tasks(worker, kinds=["dispatch"], limit=1)
-    return claim
+from .dialect import RawDB
+from .helpers import (
+    SHORT_TTL,
+    assert_cancelled_block_keeps_nothing,
+    assert_commit_refused,
+    owned,
+    register,
+    task_of,
+    wait_past,
+)
 
 
 async def test_fenced_commit_is_kept(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
     async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
         assert await tx.execute(probe.insert_probe_sql, ("order-1",)) == 1
         await tx.executemany(probe.insert_probe_sql, [("order-2",), ("order-3",)])
@@ -45,7 +38,7 @@ async def test_fenced_commit_is_kept(store: Store, probe: RawDB) -> None:
 
 
 async def test_fenced_not_owner_is_lease_lost(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
     await register(store, "w2")
     ran = False
 
@@ -70,38 +63,27 @@ async def test_fenced_not_owner_is_lease_lost(store: Store, probe: RawDB) -> Non
 
 @pytest.mark.parametrize("delta", [-1, 1])
 async def test_fenced_wrong_term_is_lease_lost(store: Store, probe: RawDB, delta: int) -> None:
-    claim = await _owned(store)
-    with pytest.raises(LeaseLost):
-        async with store.fenced(
-            worker_id="w1", kind="dispatch", key="barcelona", term=claim.term + delta, slot=99.0
-        ) as tx:
-            await tx.execute(probe.insert_probe_sql, ("stale",))
-    assert probe.probe_notes() == []
+    claim = await owned(store)
+    await assert_commit_refused(store, probe, claim.term + delta, slot=99.0)
     assert (await task_of(store, "dispatch", "barcelona")).last_slot is None
 
 
 async def test_fenced_unknown_task_is_lease_lost(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
-    with pytest.raises(LeaseLost):
-        async with store.fenced(worker_id="w1", kind="dispatch", key="madrid", term=claim.term) as tx:
-            await tx.execute(probe.insert_probe_sql, ("stale",))
-    assert probe.probe_notes() == []
+    claim = await owned(store)
+    await assert_commit_refused(store, probe, claim.term, key="madrid")
 
 
 async def test_fenced_after_lease_expired_is_lease_lost(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store, ttl=SHORT_TTL)
+    claim = await owned(store, ttl=SHORT_TTL)
     lease_end = (await store.list_workers())[0].expires_at
     await wait_past(store, lease_end)
     # Nobody took the task over: the lease's expiry alone refuses the commit.
     assert (await task_of(store, "dispatch", "barcelona")).owner == "w1"
-    with pytest.raises(LeaseLost):
-        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
-            await tx.execute(probe.insert_probe_sql, ("stale",))
-    assert probe.probe_notes() == []
+    await assert_commit_refused(store, probe, claim.term)
 
 
 async def test_lease_expiring_inside_the_transaction_refuses_the_commit(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store, ttl=SHORT_TTL)
+    claim = await owned(store, ttl=SHORT_TTL)
     lease_end = (await store.list_workers())[0].expires_at
 
     async def slow_commit() -> None:
@@ -116,7 +98,7 @@ async def test_lease_expiring_inside_the_transaction_refuses_the_commit(store: S
 
 
 async def test_body_exception_rolls_back_and_is_reraised(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
 
     class Boom(Exception):
         pass
@@ -137,28 +119,12 @@ async def test_body_exception_rolls_back_and_is_reraised(store: Store, probe: Ra
 
 
 async def test_body_cancelled_rolls_back(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
-    inside = asyncio.Event()
-
-    async def handler() -> None:
-        async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
-            await tx.execute(probe.insert_probe_sql, ("cancelled",))
-            inside.set()
-            await asyncio.Event().wait()
-
-    task = asyncio.create_task(handler())
-    await asyncio.wait_for(inside.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert probe.probe_notes() == []
-    async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
-        await tx.execute(probe.insert_probe_sql, ("after",))
-    assert probe.probe_notes() == ["after"]
+    claim = await owned(store)
+    await assert_cancelled_block_keeps_nothing(store, probe, claim.term, lambda tx: asyncio.Event().wait())
 
 
 async def test_slot_advances_last_slot_with_the_commit(store: Store, probe: RawDB) -> None:
-    claim = await _owned(store)
+    claim = await owned(store)
 
     def fence(slot: float) -> AbstractAsyncContextManager[FencedTransaction]:
         return store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term, slot=slot)
@@ -182,7 +148,7 @@ async def test_slot_advances_last_slot_with_the_commit(store: Store, probe: RawD
 
 
 async def test_open_fenced_transaction_blocks_takeover(store: Store, store_url: str, probe: RawDB) -> None:
-    claim = await _owned(store, ttl=SHORT_TTL)
+    claim = await owned(store, ttl=SHORT_TTL)
     lease_end = (await store.list_workers())[0].expires_at
     rival = make_store(store_url)
     await rival.open(migrate=False)

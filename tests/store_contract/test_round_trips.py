@@ -17,7 +17,7 @@ import pytest
 from tenure.errors import LeaseLost
 from tenure.store import Store, make_store
 
-from .dialect import RawDB, raw_db
+from .dialect import RawDB
 from .helpers import add, register
 
 
@@ -63,13 +63,6 @@ class FlightCounter:
         finally:
             with contextlib.suppress(Exception):
                 dst.close()
-
-
-@pytest.fixture
-def probe(store: Store, store_url: str) -> RawDB:
-    raw = raw_db(store_url)
-    raw.create_probe_table()
-    return raw
 
 
 @asynccontextmanager

@@ -58,6 +58,18 @@ async def start(c: Faults, names: list[str], env: dict[str, str] | None = None) 
     await c.wait_balanced(names)
 
 
+async def start_with_victim(
+    c: Faults, *, jobs: int, workers: list[str], env: dict[str, str] | None = None, **victim: float
+) -> list[Task]:
+    """``jobs`` jobs (k0, k1, … every PERIOD) and the job ``victim`` (every second, its runs
+    shaped by ``victim``: ``work``, ``hold``), then ``workers`` started on them with a fair
+    share each. Returns the tasks, the victim last."""
+    tasks = await c.add_jobs([f"k{i}" for i in range(jobs)], every=PERIOD)
+    tasks += await c.add_jobs(["victim"], every=1.0, **victim)
+    await start(c, workers, env=env)
+    return tasks
+
+
 async def owner(c: Faults, task: Task) -> str:
     async def owned() -> bool:
         return (await c.tasks())[task].owner in c.workers
@@ -178,9 +190,7 @@ def accepted_run(c: Faults, name: str, e: dict[str, Any]) -> bool:
 @stores
 async def test_sigkill_inside_fenced_transaction(faults: Faults) -> None:
     c = faults
-    tasks = await c.add_jobs([f"k{i}" for i in range(4)], every=PERIOD)
-    tasks += await c.add_jobs(["victim"], every=1.0, hold=0.4)
-    await start(c, ["w1", "w2", "w3"])
+    tasks = await start_with_victim(c, jobs=4, workers=["w1", "w2", "w3"], hold=0.4)
     name, e = await pause_at(c, tasks[-1], "inserted")
     c.workers[name].kill()  # SIGKILL, while stopped inside its open transaction
     killed_at = c.db.now()
@@ -228,9 +238,7 @@ async def test_sigstop_between_runs_longer_than_ttl(faults: Faults) -> None:
 @stores
 async def test_sigstop_mid_run_stale_commit_refused(faults: Faults) -> None:
     c = faults
-    tasks = await c.add_jobs([f"k{i}" for i in range(3)], every=PERIOD)
-    tasks += await c.add_jobs(["victim"], every=1.0, work=0.5)
-    await start(c, ["w1", "w2"])
+    tasks = await start_with_victim(c, jobs=3, workers=["w1", "w2"], work=0.5)
     name, e = await pause_at(c, tasks[-1], "working")
     moved = await taken_over_or_stalled(c, tasks[-1], e["term"], c.db.now())
     c.cont(name)
@@ -246,9 +254,7 @@ async def test_sigstop_mid_run_stale_commit_refused(faults: Faults) -> None:
 @stores
 async def test_sigstop_inside_open_fenced_transaction(faults: Faults) -> None:
     c = faults
-    tasks = await c.add_jobs([f"k{i}" for i in range(3)], every=PERIOD)
-    tasks += await c.add_jobs(["victim"], every=1.0, hold=0.4)
-    await start(c, ["w1", "w2"])
+    tasks = await start_with_victim(c, jobs=3, workers=["w1", "w2"], hold=0.4)
     name, e = await pause_at(c, tasks[-1], "inserted")
     stopped = c.db.now()
     if c.kind == "sqlite":
@@ -639,9 +645,7 @@ async def test_liveness_connection_cut_while_the_worker_runs(faults: Faults) -> 
     their next poll and end its lease, so its run in flight is refused (its lease would
     still be live by the TTL), its tasks move at new terms, and it rejoins on its own."""
     c = faults
-    tasks = await c.add_jobs([f"k{i}" for i in range(3)], every=PERIOD)
-    tasks += await c.add_jobs(["victim"], every=1.0, work=1.0)
-    await start(c, ["w1", "w2"])
+    tasks = await start_with_victim(c, jobs=3, workers=["w1", "w2"], work=1.0)
     cuts: list[tuple[str, float]] = []
 
     def cut(name: str) -> None:
@@ -714,9 +718,7 @@ async def test_calibration_unfenced_commits_are_caught(faults: Faults) -> None:
     """Fencing disabled in the test runner only: the same pause must yield a stale commit
     that the checker reports. If it did not, the checker could not be trusted."""
     c = faults
-    tasks = await c.add_jobs([f"k{i}" for i in range(2)], every=PERIOD)
-    tasks += await c.add_jobs(["victim"], every=1.0, work=0.5)
-    await start(c, ["w1", "w2"], env={"TENURE_FAULTS_UNFENCED": "1"})
+    tasks = await start_with_victim(c, jobs=2, workers=["w1", "w2"], env={"TENURE_FAULTS_UNFENCED": "1"}, work=0.5)
     for _ in range(3):
         name, e = await pause_at(c, tasks[-1], "working")
         moved = await taken_over_or_stalled(c, tasks[-1], e["term"], c.db.now())

@@ -166,16 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="top", metavar="COMMAND", required=True)
 
-    def command(parent: Any, name: str, full: str, parents: Sequence[argparse.ArgumentParser], **kw: Any) -> Any:
-        p = parent.add_parser(name, parents=parents, **kw)
+    def command(parent: Any, full: str, parents: Sequence[argparse.ArgumentParser], **kw: Any) -> Any:
+        """The subcommand ``full`` (``tasks add``) under ``parent``, named by its last word."""
+        p = parent.add_parser(full.split()[-1], parents=parents, **kw)
         p.set_defaults(command=full)
         return p
 
-    command(commands, "migrate", "migrate", common, help="create or upgrade the store's schema")
+    command(commands, "migrate", common, help="create or upgrade the store's schema")
 
     p = command(
         commands,
-        "worker",
         "worker",
         common,
         help="run a worker for an app's task kinds",
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", parents=common, help="add, sync, list, show and change tasks")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
 
-    p = command(tasks_sub, "add", "tasks add", common, help="create a task")
+    p = command(tasks_sub, "tasks add", common, help="create a task")
     _add_task_arguments(p)
     schedule = p.add_mutually_exclusive_group()
     schedule.add_argument("--every", type=seconds, metavar="S", help="run every S seconds")
@@ -208,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         tasks_sub,
-        "sync",
         "tasks sync",
         reads,
         help="make a kind's tasks match a list: add, update, disable or remove what differs",
@@ -232,12 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept a FILE with no tasks (it disables, or removes, every task of KIND)",
     )
 
-    p = command(tasks_sub, "list", "tasks list", reads, help="list tasks")
+    p = command(tasks_sub, "tasks list", reads, help="list tasks")
     p.add_argument("--kind", metavar="K", help="only tasks of this kind")
     p.add_argument("--owner", metavar="WORKER", help="only tasks this worker owns")
     p.add_argument("--state", choices=STATES, help="only tasks in this state")
 
-    p = command(tasks_sub, "show", "tasks show", reads, help="show one task")
+    p = command(tasks_sub, "tasks show", reads, help="show one task")
     _add_task_arguments(p)
 
     for action, text in (
@@ -246,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("trigger", "ask for one extra run as soon as possible"),
         ("remove", "delete a task (its terms are never reused)"),
     ):
-        p = command(tasks_sub, action, f"tasks {action}", common, help=text)
+        p = command(tasks_sub, f"tasks {action}", common, help=text)
         _add_task_arguments(p)
         if action == "disable":
             p.add_argument(
@@ -257,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         commands,
-        "runs",
         "runs",
         reads,
         help="list recorded runs, most recent first",
@@ -270,14 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcome", metavar="O", choices=[o.value for o in Outcome])
     p.add_argument("--limit", type=whole, default=50, metavar="N", help="at most N runs (default 50)")
 
-    command(commands, "status", "status", reads, help="workers, task counts and recent failures")
+    command(commands, "status", reads, help="workers, task counts and recent failures")
 
     workers = commands.add_parser("workers", parents=common, help="list and drain workers")
     workers_sub = workers.add_subparsers(dest="workers_command", metavar="ACTION", required=True)
-    command(workers_sub, "list", "workers list", reads, help="list workers")
-    p = command(
-        workers_sub, "drain", "workers drain", common, help="make a worker hand its tasks over and take no more"
-    )
+    command(workers_sub, "workers list", reads, help="list workers")
+    p = command(workers_sub, "workers drain", common, help="make a worker hand its tasks over and take no more")
     p.add_argument("worker", metavar="WORKER")
 
     cancel_help = "also cancel the runs in progress (recorded as cancelled); else they end on their own"
@@ -285,7 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     kinds_sub = kinds.add_subparsers(dest="kinds_command", metavar="ACTION", required=True)
     p = command(
         kinds_sub,
-        "pause",
         "kinds pause",
         common,
         help="stop every worker from starting runs of a kind, until resumed",
@@ -297,7 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel", action="store_true", help=cancel_help)
     p = command(
         kinds_sub,
-        "resume",
         "kinds resume",
         common,
         help="let a paused kind run again (missed slots follow its misfire policy)",
@@ -306,17 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         commands,
         "pause",
-        "pause",
         common,
         help="stop every worker from starting any run, until resumed",
         description="Pause every kind (kinds paused on their own stay paused after `tenure resume`).",
     )
     p.add_argument("--cancel", action="store_true", help=cancel_help)
-    command(commands, "resume", "resume", common, help="lift the pause of every kind")
+    command(commands, "resume", common, help="lift the pause of every kind")
 
     p = command(
         commands,
-        "dashboard",
         "dashboard",
         common,
         help="serve the dashboard, the JSON API and /metrics for the store",
@@ -331,7 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         commands,
-        "demo",
         "demo",
         common,
         help="courier dispatch on a cluster of workers, with chaos, and a proof at the end",

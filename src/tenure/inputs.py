@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import reprlib
+from typing import Required, TypedDict, Unpack
 
 from tenure.errors import InvalidInput
 
@@ -107,21 +108,23 @@ def check_number(
     return value
 
 
-def parse_number(
-    text: str,
-    what: str,
-    *,
-    unit: str,
-    low: float,
-    high: float,
-    low_open: bool = False,
-    whole: bool = False,
-    error: type[InvalidInput] = InvalidInput,
-) -> float:
+class NumberRange(TypedDict, total=False):
+    """:func:`check_number`'s keywords, which :func:`parse_number` takes too."""
+
+    unit: Required[str]
+    low: Required[float]
+    high: Required[float]
+    low_open: bool
+    whole: bool
+    error: type[InvalidInput]
+
+
+def parse_number(text: str, what: str, **limits: Unpack[NumberRange]) -> float:
     """:func:`check_number` on a number written as text (a URL option, a variable, a flag).
 
     ``whole`` numbers may be written ``8`` or ``8.0``, not ``8.5``.
     """
+    unit, whole, error = limits["unit"], limits.get("whole", False), limits.get("error", InvalidInput)
     value: float
     try:
         value = float(text)
@@ -137,8 +140,9 @@ def parse_number(
     elif whole and math.isfinite(value):
         raise error(f"{what} must be a whole number of {unit}, got {quote(text)}")
     elif whole:
-        raise error(f"{what} must be {describe_range(low, high, unit, low_open=low_open)}, got {quote(text)}")
-    return check_number(value, what, unit=unit, low=low, high=high, low_open=low_open, whole=whole, error=error)
+        the_range = describe_range(limits["low"], limits["high"], unit, low_open=limits.get("low_open", False))
+        raise error(f"{what} must be {the_range}, got {quote(text)}")
+    return check_number(value, what, **limits)
 
 
 def describe_range(low: float, high: float, unit: str, *, low_open: bool = False) -> str:

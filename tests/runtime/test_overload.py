@@ -43,16 +43,23 @@ def most_at_once(spans: list[tuple[str, str]]) -> int:
     return peak
 
 
-async def test_the_cap_holds_every_key_runs_and_waiting_runs_coalesce(cluster: Cluster) -> None:
+async def overloaded(cluster: Cluster, concurrency: int, *, within: float) -> tuple[WorkerProc, list[str]]:
+    """Six keys of ``WORK`` seconds every second on one worker with ``concurrency``, more
+    than it can run: returns the worker and the keys once every key committed three times."""
     keys = [f"k{i}" for i in range(6)]
     await cluster.add_tasks("tick", keys, every=1.0, params={"work": WORK})
-    (w,) = await cluster.start_all(["w1"], timing=Timing(concurrency=2))
+    (w,) = await cluster.start_all(["w1"], timing=Timing(concurrency=concurrency))
 
     async def every_key_ran_thrice() -> bool:
         commits = cluster.commits()
         return all(sum(1 for c in commits if c.key == k) >= 3 for k in keys)
 
-    await cluster.wait_for(every_key_ran_thrice, "every key to commit three times", within=40)
+    await cluster.wait_for(every_key_ran_thrice, "every key to commit three times", within=within)
+    return w, keys
+
+
+async def test_the_cap_holds_every_key_runs_and_waiting_runs_coalesce(cluster: Cluster) -> None:
+    w, _ = await overloaded(cluster, 2, within=40)
 
     async def said_so() -> bool:
         return "over capacity:" in w.log()
@@ -158,15 +165,7 @@ def slots_accounted(runs: list[Run]) -> tuple[int, float, float]:
 async def test_slots_skipped_in_a_row_are_one_record_that_counts_them(cluster: Cluster) -> None:
     # Six keys of 0.6 s under a cap of one: each key waits about 3.6 s for its turn, so
     # most of its slots are skipped, several in a row.
-    keys = [f"k{i}" for i in range(6)]
-    await cluster.add_tasks("tick", keys, every=1.0, params={"work": WORK})
-    (w,) = await cluster.start_all(["w1"], timing=Timing(concurrency=1))
-
-    async def every_key_ran_thrice() -> bool:
-        commits = cluster.commits()
-        return all(sum(1 for c in commits if c.key == k) >= 3 for k in keys)
-
-    await cluster.wait_for(every_key_ran_thrice, "every key to commit three times", within=60)
+    w, keys = await overloaded(cluster, 1, within=60)
     w.send(signal.SIGTERM)
     code, _ = await w.wait_exit(within=20)
     assert code == 0, w.explain(f"exit {code}")

@@ -114,7 +114,7 @@ from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, lo
 from tenure.store.sqlfile import load_queries, split_statements
 from tenure.store.sqlstore import SQLStore, lease_from_row
 from tenure.store.sync import batches, desired_columns, task_size
-from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
+from tenure.store.urls import hide_password, number_options, server_options, shown
 
 log = logging.getLogger("tenure.store.mysql")
 
@@ -160,12 +160,7 @@ _SQL_MODE = {
 #: wait_timeout and idle_transaction_timeout all stop at 31536000).
 _SECONDS_WHY = "MySQL and MariaDB count it in whole seconds (rounded up), up to a year"
 #: tenure's own options, removed before connecting.
-OPTIONS = (
-    NumberOption(name="pool", default=8, unit="connections", low=1, high=1000, whole=True),
-    NumberOption(name="idle_tx_timeout", default=2.0, unit="seconds", low=MIN_TIMEOUT, high=31536000, why=_SECONDS_WHY),
-    NumberOption(name="lock_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=31536000, why=_SECONDS_WHY),
-    NumberOption(name="connect_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=MAX_CONNECT_TIMEOUT),
-)
+OPTIONS = server_options(timeout_high=31536000, why=_SECONDS_WHY)
 _OWN_OPTIONS = {o.name for o in OPTIONS} | {"liveness"}
 _DRIVER_OPTIONS = {"unix_socket", "ssl", "ssl_ca", "ssl_cert", "ssl_key"}
 

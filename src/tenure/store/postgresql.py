@@ -61,7 +61,7 @@ from tenure.store.rows import TASK_COLUMNS, cluster_view_from_rows, done_before,
 from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.sync import batches, desired_columns, task_size
-from tenure.store.urls import MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, NumberOption, hide_password, number_options, shown
+from tenure.store.urls import hide_password, number_options, server_options, shown
 
 log = logging.getLogger("tenure.store.postgresql")
 
@@ -89,12 +89,7 @@ Conn = psycopg.AsyncConnection[Any]
 #: PostgreSQL takes both timeouts as whole milliseconds in a 32-bit integer, and 0 turns them off.
 _MS_WHY = "PostgreSQL counts it in whole milliseconds, up to 2147483647, and 0 would turn it off"
 #: tenure's own options, removed before the rest of the URL goes to libpq.
-OPTIONS = (
-    NumberOption(name="pool", default=8, unit="connections", low=1, high=1000, whole=True),
-    NumberOption(name="idle_tx_timeout", default=2.0, unit="seconds", low=MIN_TIMEOUT, high=2147483.647, why=_MS_WHY),
-    NumberOption(name="lock_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=2147483.647, why=_MS_WHY),
-    NumberOption(name="connect_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=MAX_CONNECT_TIMEOUT),
-)
+OPTIONS = server_options(timeout_high=2147483.647, why=_MS_WHY)
 
 
 def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:

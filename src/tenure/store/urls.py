@@ -38,6 +38,18 @@ class NumberOption:
     why: str = ""
 
 
+def server_options(*, timeout_high: float, why: str) -> tuple[NumberOption, ...]:
+    """The numeric options of a database server's store URL: ``pool`` (connections),
+    ``idle_tx_timeout`` and ``lock_timeout`` (up to ``timeout_high`` seconds, the most the
+    server takes, ``why`` saying so) and ``connect_timeout``."""
+    return (
+        NumberOption(name="pool", default=8, unit="connections", low=1, high=1000, whole=True),
+        NumberOption(name="idle_tx_timeout", default=2.0, unit="seconds", low=MIN_TIMEOUT, high=timeout_high, why=why),
+        NumberOption(name="lock_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=timeout_high, why=why),
+        NumberOption(name="connect_timeout", default=5.0, unit="seconds", low=MIN_TIMEOUT, high=MAX_CONNECT_TIMEOUT),
+    )
+
+
 def number_options(label: str, query: Sequence[tuple[str, str]], specs: Sequence[NumberOption]) -> dict[str, float]:
     """The value of every option in ``specs``, from the URL's ``query`` pairs or the default.
 

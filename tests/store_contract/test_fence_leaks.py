@@ -196,7 +196,7 @@ async def test_a_quoted_placeholder_cannot_smuggle_statements_past_the_check(sto
     statement as written, never saw. Such a statement is refused; nothing is kept."""
     if probe.dialect == "sqlite":
         pytest.skip("SQLite binds parameters in the prepared statement: a quoted ? is a character")
-    claim = await _owned(store)
+    claim = await owned(store)
     careless = probe.insert_probe_sql.split("VALUES")[0] + "VALUES ('%s')"
     value = f"); COMMIT; INSERT INTO {PROBE_TABLE} (note) VALUES (107),("
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from support.rawdb import raw_db
 from support.storeapi import add, register
+from support.stores import STORE_FACTORIES, require_store
 from tenure.errors import InvalidStoreURL
 from tenure.store import make_store
 from tenure.store.postgresql import parse_postgresql_url
@@ -207,3 +210,34 @@ def test_libpq_parameters_keep_their_spaces() -> None:
     params = conninfo_to_dict(libpq)
     assert params["sslrootcert"] == "/etc/my certs/root.crt"
     assert params["options"] == "-c search_path=mine"
+
+
+async def test_libpq_options_of_a_postgresql_url_are_kept_beside_tenures_limits(tmp_path: Path) -> None:
+    """The connection keyword carrying tenure's session limits replaced the URL's own
+    ``options``: ``-c search_path=mine`` was dropped and tenure's tables went to ``public``
+    (two deployments separated by search_path shared one set of tables). Options come
+    first and the limits last, so options cannot switch the limits off."""
+    require_store("postgresql", tmp_path)
+    with STORE_FACTORIES["postgresql"](tmp_path) as url:
+        raw = raw_db(url)
+        raw.query("CREATE SCHEMA mine")
+        options = quote("-c search_path=mine -c lock_timeout=0 -c idle_in_transaction_session_timeout=0")
+        store = make_store(f"{url}?options={options}")
+        await store.open(migrate=True)
+        try:
+            await register(store, "w1")
+            await add(store, "dispatch", "barcelona")
+            (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+            with contextlib.suppress(_ReadDone):
+                async with store.fenced(worker_id="w1", kind="dispatch", key="barcelona", term=claim.term) as tx:
+                    seen = await tx.fetchone(
+                        "SELECT current_setting('search_path'), current_setting('lock_timeout'), "
+                        "current_setting('idle_in_transaction_session_timeout')"
+                    )
+                    raise _ReadDone
+        finally:
+            await store.close()
+        assert seen == ("mine", "5s", "2s")
+        tables = "SELECT DISTINCT table_schema FROM information_schema.tables WHERE left(table_name, 7) = 'tenure_'"
+        assert raw.query(tables) == [("mine",)]
+        raw.close()

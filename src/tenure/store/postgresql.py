@@ -282,6 +282,9 @@ class PostgreSQLStore(SQLStore[_Session]):
 
     def __init__(self, url: str) -> None:
         self._libpq_url, self._options = parse_postgresql_url(url)
+        #: The URL's own libpq ``options`` (``-c search_path=…``): the connection keyword
+        #: that carries tenure's session limits would replace them, not add to them.
+        self._libpq_options = conninfo_to_dict(self._libpq_url).get("options") or ""
         self._display = hide_password(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lease_pool: AsyncConnectionPool[Conn] | None = None
@@ -300,12 +303,15 @@ class PostgreSQLStore(SQLStore[_Session]):
         """What every connection of ours is opened with: autocommit, the session limits that
         end a paused worker's transaction, and a name the server's activity view shows."""
         o = self._options
+        limits = (
+            f"-c idle_in_transaction_session_timeout={round(o['idle_tx_timeout'] * 1000)} "
+            f"-c lock_timeout={round(o['lock_timeout'] * 1000)}"
+        )
         return {
             "autocommit": True,
-            "options": (
-                f"-c idle_in_transaction_session_timeout={round(o['idle_tx_timeout'] * 1000)} "
-                f"-c lock_timeout={round(o['lock_timeout'] * 1000)}"
-            ),
+            # The URL's options first, tenure's limits last: the last -c of a setting wins,
+            # so options can add settings (a search_path) but not switch the limits off.
+            "options": f"{self._libpq_options} {limits}".strip(),
             "connect_timeout": max(1, int(o["connect_timeout"])),
             "application_name": f"tenure-{name}",
         }

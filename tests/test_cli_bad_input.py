@@ -14,7 +14,7 @@ import pytest
 
 from support.rawdb import raw_db
 from tenure.models import STORED
-from tenure.store import make_store
+from tenure.store import SCHEMA_VERSION, make_store
 from test_cli import CLI, assert_one_error_line, cli_on, run_console_script
 
 
@@ -143,6 +143,23 @@ def test_a_host_name_that_cannot_be_encoded_is_one_line(cli: CLI, host: str) -> 
     err = cli.fails(1, "dashboard", "--host", host, "--port", "0")
     assert "not a valid host name" in err
     assert len(err) < 400
+
+
+@pytest.mark.parametrize("recorded", ["abc", "1e400", "-1", ""])
+def test_a_schema_version_tenure_did_not_write_is_one_line(cli: CLI, recorded: str) -> None:
+    """A tenure_meta row written by hand (or another program's table): int() raised a
+    ValueError traceback on every command, and -1 let migrate run every migration again."""
+    raw = raw_db(cli.url)
+    mark = "?" if cli.url.startswith("sqlite") else "%s"
+    raw.query(f"UPDATE tenure_meta SET value = {mark} WHERE name = 'schema_version'", (recorded,))
+    for argv in (["migrate"], ["tasks", "list"], ["status"]):
+        result = cli(*argv)
+        assert result.code == 1, result
+        assert_one_error_line(result.err)
+        assert f"records schema version {recorded!r}, which is not a version tenure wrote" in result.err
+    raw.query(f"UPDATE tenure_meta SET value = {mark} WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+    assert cli("tasks", "show", "dispatch", "existing").code == 0  # nothing was changed
+    raw.close()
 
 
 def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import LeaseLost, StoreError, TaskExists, TaskNotFound, WorkerIdInUse
+from tenure.inputs import quote
 from tenure.models import (
     ALL_KINDS,
     ClusterView,
@@ -263,7 +264,20 @@ class SQLStore(Generic[S]):
         if not exists or not exists[0]:
             return None
         row = await s.one(self.q["schema_version"])
-        return None if row is None else int(row[0])
+        if row is None:
+            return None
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            version = -1
+        if version < 0:
+            # Written by hand, or another program's table of the same name: refused before
+            # any migration runs on it (int() raised ValueError, a traceback, before).
+            raise StoreError(
+                f"{self._where} records schema version {quote(row[0])}, which is not a version tenure "
+                "wrote; nothing was changed: repair tenure_meta or name another store"
+            )
+        return version
 
     async def schema_version(self) -> int | None:
         return await self._read(self._schema_version, what="reading the schema version")

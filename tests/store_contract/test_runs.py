@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tenure.models import Outcome, Run, SlotDone
-from tenure.store import Store
+from tenure.store import Store, dialect_of
 
+from .dialect import raw_db
 from .helpers import add, register, task_of
 
 
@@ -192,3 +193,31 @@ async def test_a_triggered_run_clears_the_triggers_it_answered(store: Store) -> 
     # A triggered run at or after the request answers it.
     await store.record_runs([], [done(asked, True)])
     assert (await task_of(store, "dispatch", "a")).trigger_at is None
+
+
+async def test_a_slot_already_recorded_is_not_written_again(store: Store, store_url: str) -> None:
+    # A fenced commit records its run's slot; the flush that follows must not write the
+    # row again (an update to the same values still makes a new row version).
+    if dialect_of(store_url) != "postgresql":
+        pytest.skip("row versions are read from PostgreSQL's xmin")
+    await add(store, "dispatch", "a")
+    await register(store, "w1")
+    (claim,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=1)
+    raw = raw_db(store_url)
+
+    def version() -> str:
+        ((xmin,),) = raw.query("SELECT xmin::text FROM tenure_tasks WHERE kind = 'dispatch' AND key = 'a'")
+        return str(xmin)
+
+    def slot(at: float, triggered: bool = False) -> list[SlotDone]:
+        return [SlotDone(kind="dispatch", key="a", term=claim.term, slot=at, triggered=triggered)]
+
+    await store.record_runs([], slot(500.0))
+    recorded = version()
+    await store.record_runs([], slot(500.0))
+    await store.record_runs([], slot(400.0))
+    assert version() == recorded, "a slot update that changed nothing wrote the row"
+    await store.record_runs([], slot(505.0))
+    assert version() != recorded
+    assert (await task_of(store, "dispatch", "a")).last_slot == 505.0
+    raw.close()

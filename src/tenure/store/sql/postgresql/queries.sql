@@ -243,13 +243,16 @@ SELECT tenure_fence(%(kind)s, %(key)s, %(worker)s, %(term)s, %(slot)s::double pr
 -- (and, in autocommit, a commit) per run, and arrays of text cost the client a quoting
 -- pass per element. A triggered run's slot is the trigger time; running it answers every
 -- trigger asked up to then, so a later owner does not run it again. Rows are locked in key
--- order, like every other writer's, so that two never wait on each other.
+-- order, like every other writer's, so that two never wait on each other. A row that
+-- would not change is neither locked nor written: a fenced commit already recorded its
+-- run's slot, and an update to the same values still writes a new row version.
 WITH done AS (
     SELECT e->>0 AS kind, e->>1 AS key, (e->>2)::bigint AS term, (e->>3)::float8 AS slot,
            (e->>4)::boolean AS triggered
     FROM jsonb_array_elements(%(slots)s::jsonb) AS e
 ), locked AS (
     SELECT t.kind, t.key FROM tenure_tasks t JOIN done d ON d.kind = t.kind AND d.key = t.key AND d.term = t.term
+    WHERE t.last_slot IS NULL OR t.last_slot < d.slot OR (d.triggered AND t.trigger_at <= d.slot)
     ORDER BY t.kind, t.key
     FOR UPDATE OF t
 )
@@ -257,7 +260,8 @@ UPDATE tenure_tasks t
 SET last_slot = greatest(coalesce(t.last_slot, d.slot), d.slot),
     trigger_at = CASE WHEN d.triggered AND t.trigger_at <= d.slot THEN NULL ELSE t.trigger_at END
 FROM done d JOIN locked l ON l.kind = d.kind AND l.key = d.key
-WHERE t.kind = d.kind AND t.key = d.key AND t.term = d.term;
+WHERE t.kind = d.kind AND t.key = d.key AND t.term = d.term
+  AND (t.last_slot IS NULL OR t.last_slot < d.slot OR (d.triggered AND t.trigger_at <= d.slot));
 
 -- name: insert_runs
 -- One statement for a whole batch, passed as one JSON array of

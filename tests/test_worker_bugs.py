@@ -78,16 +78,24 @@ async def runs_of(admin: tenure.App, kind: str) -> list[Run]:
 # -- b: a manual trigger runs once ------------------------------------------------------------
 
 
-async def test_a_trigger_is_answered_even_when_scheduled_runs_end_before_the_flush(apps: Apps) -> None:
+async def ticking(apps: Apps, every: float) -> list[float]:
+    """Kind ``tick`` (every ``every`` seconds) on the worker's App, each run appending its
+    slot to the list returned; the App open and the task tick/a added."""
     app, admin = apps
     slots: list[float] = []
 
-    @app.task("tick", every=0.02)
+    @app.task("tick", every=every)
     async def tick(ctx: tenure.Context) -> None:
         slots.append(ctx.scheduled_at)
 
     await app.open()
     await admin.add_task("tick", "a")
+    return slots
+
+
+async def test_a_trigger_is_answered_even_when_scheduled_runs_end_before_the_flush(apps: Apps) -> None:
+    app, admin = apps
+    slots = await ticking(apps, 0.02)
     async with running(app, poll=0.5):
         await wait_for(lambda: _true(len(slots) > 3), "the task runs")
         asked = (await admin.trigger("tick", "a")).trigger_at
@@ -106,20 +114,12 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def test_a_released_task_carries_its_answered_trigger(tmp_path: Path) -> None:
+async def test_a_released_task_carries_its_answered_trigger(apps: Apps) -> None:
     """The release path of bug b: run records cannot be saved, so the triggered run's slot
     stays buffered; the worker then lets the task go. The release itself must say the
     trigger was answered, or the next owner runs it again."""
-    url = url_of(tmp_path)
-    app, admin = tenure.App(url), tenure.App(url)
-    slots: list[float] = []
-
-    @app.task("tick", every=3600.0)
-    async def tick(ctx: tenure.Context) -> None:
-        slots.append(ctx.scheduled_at)
-
-    await app.open()
-    await admin.add_task("tick", "a")
+    app, admin = apps
+    slots = await ticking(apps, 3600.0)
 
     async def unavailable(runs: object, slots: object) -> None:
         raise StoreUnavailable("run records cannot be saved just now")
@@ -137,7 +137,6 @@ async def test_a_released_task_carries_its_answered_trigger(tmp_path: Path) -> N
     task = await admin.get_task("tick", "a")
     assert task.owner is None
     assert task.trigger_at is None, "the release left the answered trigger pending for the next owner"
-    await admin.close()
 
 
 def test_a_run_that_outlived_its_ownership_does_not_speak_for_the_next_term() -> None:

@@ -257,6 +257,41 @@ async def test_release_tasks_is_guarded_by_owner_and_term(store: Store) -> None:
     assert await store.release_tasks("w1", []) == 0
 
 
+async def test_one_release_of_many_frees_exactly_the_tasks_still_ours_at_their_terms(store: Store) -> None:
+    """A batch is judged task by task, as single releases would be: named twice, at a
+    wrong term, owned by another worker or unknown, a task is counted and freed at most
+    once, and only where this worker owns it at that term."""
+    keys = [f"k{i:02d}" for i in range(30)]
+    for key in keys:
+        await add(store, "dispatch", key)
+    await register(store, "w1")
+    await register(store, "w2")
+    mine = {c.task.key: c.term for c in await store.claim_tasks("w1", kinds=["dispatch"], limit=24)}
+    theirs = {c.task.key: c.term for c in await store.claim_tasks("w2", kinds=["dispatch"], limit=6)}
+    assert (len(mine), len(theirs)) == (24, 6)
+    ours = sorted(mine)
+    freed, stale = ours[:18], ours[18:21]  # the last three are not named at all
+    slots = [SlotDone(kind="dispatch", key=k, term=mine[k], slot=40.0) for k in reversed(freed)]
+    slots += [SlotDone(kind="dispatch", key=k, term=mine[k], slot=41.0) for k in freed[:4]]  # named twice
+    slots += [SlotDone(kind="dispatch", key=k, term=mine[k] + 1000, slot=40.0) for k in stale]
+    slots += [SlotDone(kind="dispatch", key=k, term=t, slot=40.0) for k, t in theirs.items()]
+    slots += [SlotDone(kind="dispatch", key="nowhere", term=1, slot=40.0)]
+    slots += [SlotDone(kind="other", key="k00", term=1, slot=40.0)]
+
+    assert await store.release_tasks("w1", slots) == len(freed)
+    for key in keys:
+        task = await task_of(store, "dispatch", key)
+        if key in freed:
+            assert (task.owner, task.term, task.freed_how) == (None, mine[key], Freed.RELEASED)
+            assert task.last_slot == (41.0 if key in freed[:4] else 40.0)
+        elif key in mine:
+            assert (task.owner, task.term) == ("w1", mine[key])
+        else:
+            assert (task.owner, task.term) == ("w2", theirs[key])
+    assert sorted(t.key for t in await store.owned_tasks("w1")) == ours[18:]
+    assert await store.release_tasks("w1", slots) == 0  # nothing left to free
+
+
 async def test_owned_tasks_live_lease_or_not(store: Store) -> None:
     for key in ("c", "a", "b"):
         await add(store, "dispatch", key)

@@ -312,11 +312,12 @@ async def wait_until(cond: Callable[[], bool], within: float = 10.0) -> None:
 # -- MariaDB claims and slots do not wait on other tasks' rows ------------------------------
 
 
-async def test_claims_and_slots_of_free_tasks_do_not_wait_behind_a_fenced_transaction(
+async def test_claims_slots_and_releases_of_free_tasks_do_not_wait_behind_a_fenced_transaction(
     store_url: str, store: Store, probe: RawDB
 ) -> None:
     """On a fresh, unanalysed table, with one task's row locked by an open fenced
-    transaction, claiming other (free) tasks and recording their slots must not wait.
+    transaction, claiming other (free) tasks, recording their slots and releasing them must
+    not wait.
     (MariaDB planned the claim's UPDATE … JOIN as a full scan, which waited on that row.)"""
     if probe.dialect == "sqlite":
         pytest.skip("SQLite has one write lock: every writer waits for an open fenced transaction")
@@ -333,7 +334,10 @@ async def test_claims_and_slots_of_free_tasks_do_not_wait_behind_a_fenced_transa
             assert sorted(c.task.key for c in claims) == ["free-a", "free-b", "free-c"]
             slots = [SlotDone(kind="dispatch", key=c.task.key, term=c.term, slot=100.0) for c in claims]
             await rival.record_runs([], slots)
-        assert {(await task_of(store, "dispatch", k)).last_slot for k in ("free-a", "free-b", "free-c")} == {100.0}
+            assert await rival.release_tasks("w2", slots) == 3
+        for k in ("free-a", "free-b", "free-c"):
+            task = await task_of(store, "dispatch", k)
+            assert (task.last_slot, task.owner) == (100.0, None)
 
 
 async def test_a_refused_lock_wait_is_reported_not_hidden(store_url: str, store: Store, probe: RawDB) -> None:

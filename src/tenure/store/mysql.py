@@ -110,7 +110,15 @@ from tenure.inputs import quote
 from tenure.models import Claim, Lease, Run, SlotDone, WorkerLoad
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, mysql_name
-from tenure.store.rows import TASK_COLUMNS, done_before, encode_worker_kinds, load_params, run_params, task_from_row
+from tenure.store.rows import (
+    TASK_COLUMNS,
+    done_before,
+    encode_worker_kinds,
+    load_params,
+    merged_slots,
+    run_params,
+    task_from_row,
+)
 from tenure.store.sqlfile import load_queries, split_statements
 from tenure.store.sqlstore import SQLStore, lease_from_row
 from tenure.store.sync import batches, desired_columns, task_size
@@ -948,17 +956,8 @@ class MySQLStore(SQLStore[_Session]):
 
     async def _advance_slots(self, s: _Session, slots: Sequence[SlotDone]) -> None:
         """Advance last slots (guarded by term) in one statement."""
-        if not slots:
-            return
-        merged: dict[tuple[str, str, int], list[Any]] = {}
-        for d in slots:
-            entry = merged.setdefault((d.kind, d.key, d.term), [d.kind, d.key, d.term, d.slot, None])
-            entry[3] = max(entry[3], d.slot)
-            if d.triggered:
-                entry[4] = d.slot if entry[4] is None else max(entry[4], d.slot)
-        # In key order, the order claims lock rows in too: fewer deadlocks between writers.
-        entries = [merged[k] for k in sorted(merged)]
-        await s.run(self.q["advance_slot"], {"slots": json.dumps(entries, ensure_ascii=False)})
+        if slots:
+            await s.run(self.q["advance_slot"], {"slots": json.dumps(merged_slots(slots), ensure_ascii=False)})
 
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
         async def insert_runs(s: _Session) -> None:

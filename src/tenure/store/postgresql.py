@@ -57,7 +57,7 @@ from tenure.inputs import ECHO_LIMIT, cut
 from tenure.models import Claim, ClusterView, Run, SlotDone
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import POOLING_HINT, Liveness, holding, liveness_option, postgresql_key
-from tenure.store.rows import TASK_COLUMNS, cluster_view_from_rows, done_before, task_from_row
+from tenure.store.rows import TASK_COLUMNS, cluster_view_from_rows, done_before, merged_slots, task_from_row
 from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.sync import batches, desired_columns, task_size
@@ -567,8 +567,7 @@ class PostgreSQLStore(SQLStore[_Session]):
 
     async def _advance_slots(self, s: _Session, slots: Sequence[SlotDone]) -> None:
         if slots:
-            rows = [[d.kind, d.key, d.term, d.slot, d.triggered] for d in slots]
-            await s.count(Q["advance_slots"], {"slots": _batch(rows)})
+            await s.count(Q["advance_slots"], {"slots": _batch(merged_slots(slots))})
 
     async def record_runs(self, runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
         async def insert_runs(s: _Session) -> None:

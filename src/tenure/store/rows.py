@@ -12,6 +12,7 @@ from tenure.models import (
     KindInfo,
     Outcome,
     Run,
+    SlotDone,
     Task,
     WorkerInfo,
     WorkerLoad,
@@ -153,6 +154,21 @@ def run_from_row(row: Sequence[Any]) -> Run:
         outcome=Outcome(outcome),
         error=error,
     )
+
+
+def merged_slots(slots: Sequence[SlotDone]) -> list[list[Any]]:
+    """Slots as ``[kind, key, term, slot, clear_upto]`` rows, one per task and term, in key
+    order (the order claims lock rows in): the latest slot of each, and the latest slot of a
+    triggered run (or None), up to which trigger requests are answered. A batch naming a
+    task twice (two runs of a short period in one flush) must advance it to the later
+    slot, which a batch statement joining both rows would pick at random."""
+    merged: dict[tuple[str, str, int], list[Any]] = {}
+    for d in slots:
+        entry = merged.setdefault((d.kind, d.key, d.term), [d.kind, d.key, d.term, d.slot, None])
+        entry[3] = max(entry[3], d.slot)
+        if d.triggered:
+            entry[4] = d.slot if entry[4] is None else max(entry[4], d.slot)
+    return [merged[k] for k in sorted(merged)]
 
 
 def run_params(run: Run) -> dict[str, Any]:

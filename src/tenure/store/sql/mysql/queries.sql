@@ -202,9 +202,21 @@ UPDATE tenure_workers SET draining = %(draining)s WHERE id = %(worker)s;
 UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
 WHERE owner = %(worker)s;
 
--- name: release_one
-UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
-WHERE kind = %(kind)s AND `key` = %(key)s AND owner = %(worker)s AND term = %(term)s;
+-- name: release_tasks
+-- One statement for a whole batch: %(tasks)s is a JSON array of [kind, key, term], in key
+-- order (the order claims lock rows in); each task is freed only where this worker still
+-- owns it at that term. The JSON table is read first, then each task row by its
+-- (kind, key) key, forced as in claim_apply, so that a release never scans (and waits
+-- on) other tasks' rows.
+UPDATE JSON_TABLE(%(tasks)s, '$[*]' COLUMNS (
+           kind  VARCHAR(64)  PATH '$[0]',
+           `key` VARCHAR(200) PATH '$[1]',
+           term  BIGINT       PATH '$[2]')) AS r
+    STRAIGHT_JOIN tenure_tasks t FORCE INDEX (tenure_tasks_task)
+        ON t.kind = r.kind COLLATE {collation} AND t.`key` = r.`key` COLLATE {collation}
+           AND t.term = r.term
+SET t.owner = NULL, t.freed_how = 'released', t.freed_at = {now}
+WHERE t.owner = %(worker)s;
 
 -- name: delete_worker
 DELETE FROM tenure_workers WHERE id = %(worker)s;

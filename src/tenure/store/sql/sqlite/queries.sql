@@ -124,9 +124,14 @@ UPDATE tenure_workers SET draining = :draining WHERE id = :worker;
 UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
 WHERE owner = :worker;
 
--- name: release_one
+-- name: release_tasks
+-- One statement for a whole batch: :tasks is a JSON array of [kind, key, term]; each task
+-- is freed only where this worker still owns it at that term.
 UPDATE tenure_tasks SET owner = NULL, freed_how = 'released', freed_at = {now}
-WHERE kind = :kind AND key = :key AND owner = :worker AND term = :term;
+WHERE owner = :worker
+  AND (kind, key, term) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                                   json_extract(value, '$[2]')
+                            FROM json_each(:tasks));
 
 -- name: delete_worker
 DELETE FROM tenure_workers WHERE id = :worker;

@@ -72,6 +72,43 @@ async def test_a_worker_whose_lock_is_free_is_dead_at_once_and_its_tasks_move(st
         assert (await task_of(store, "dispatch", "barcelona")).term == moved.term
 
 
+async def test_a_dead_workers_row_held_elsewhere_is_passed_over_not_waited_for(store_url: str, store: Store) -> None:
+    """A dead worker's row that another transaction holds (a concurrent claim ending the
+    same lease, a registration taking the id over) does not stall a claim: it takes the
+    dead worker's tasks all the same, with new terms, freed no later than the database's
+    now; and the next claim after that transaction ends the lease."""
+    holder = raw_db(store_url, keep=True)
+    if holder.dialect == "sqlite":
+        holder.close()
+        pytest.skip("SQLite has one write lock: a claim waits for any other writer")
+    for key in ("a", "b"):
+        await add(store, "dispatch", key)
+    async with opened(store_url) as dying, AsyncExitStack() as theirs:
+        await _join(theirs, dying, "w1")
+        first = {c.task.key: c.term for c in await dying.claim_tasks("w1", kinds=["dispatch"], limit=2)}
+    # w1's lock is free now, its lease still a minute long. The rival waits at most a
+    # second for a row lock: a wait fails its claim instead of slowing it.
+    async with opened(_with_option(store_url, "lock_timeout=1")) as rival:
+        await register(rival, "w2")
+        try:
+            holder.query("BEGIN")
+            assert holder.query("SELECT id FROM tenure_workers WHERE id = %s FOR UPDATE", ("w1",)) == [("w1",)]
+            moved = await rival.claim_tasks("w2", kinds=["dispatch"], limit=10)
+            now = await rival.now()
+            assert sorted(c.task.key for c in moved) == ["a", "b"]
+            for c in moved:
+                assert c.term > first[c.task.key]
+                assert c.task.freed_how is Freed.EXPIRED
+                assert c.task.freed_at is not None
+                assert c.task.freed_at <= now
+        finally:
+            holder.query("ROLLBACK")
+            holder.close()
+        assert await rival.claim_tasks("w2", kinds=["dispatch"], limit=10) == []
+        info = {w.id: w for w in await rival.list_workers()}
+        assert info["w1"].expires_at <= await rival.now()
+
+
 async def test_a_live_lock_keeps_the_lease_deciding(store: Store, other: Store) -> None:
     """Holding the lock is not a lease: a worker that stops renewing still expires."""
     await add(store, "dispatch", "a")

@@ -316,15 +316,21 @@ class Store(Protocol):
 
         First, in the same transaction, the lease of every other worker whose row records
         a liveness lock that is now free ends at the database's now (also when nothing is
-        then claimed). A task is free if it has no owner or its owner's lease has expired. Each claimed
-        task gets a new term from the counter. Refuses (:class:`~tenure.errors.LeaseLost`)
-        if the caller's own lease is not live. Concurrent callers never claim the same task.
+        then claimed), except where another transaction holds that worker's row (a
+        concurrent claim ending the same lease, a registration taking the id over): such a
+        row is passed over, never waited for, and that transaction or the next claim ends
+        the lease. A task is free if it has no owner, its owner's lease has expired, or its
+        owner's recorded liveness lock is free; a task freed from an owner records when:
+        its owner's lease end, or the database's now if that is earlier. Each claimed task
+        gets a new term from the counter. Refuses (:class:`~tenure.errors.LeaseLost`) if the
+        caller's own lease is not live. Concurrent callers never claim the same task.
         """
         ...
 
     async def release_tasks(self, worker_id: str, slots: Sequence[SlotDone]) -> int:
         """Give up the named tasks (owner and term must match), remembering their last
-        slots. Returns how many were released."""
+        slots. Returns how many were released (a task named twice counts once). One
+        statement for the whole batch, whatever its size."""
         ...
 
     async def owned_tasks(self, worker_id: str) -> list[Task]:

@@ -17,6 +17,9 @@ The worker's row records the lock's identity (column ``liveness``; NULL for a wo
 that holds none). A worker whose lock is free is dead: whoever claims next ends its lease
 on the database, at the database's clock, in the transaction that claims, and the tasks
 move with new terms; the cluster view leaves it out, so that fair shares grow at once.
+Claimers never queue for a dead worker's row: one that another transaction holds (a
+concurrent claim ending the same lease) is passed over, and the dead worker's tasks are
+free to every claimer all the same, since its free lock alone makes it dead.
 Ending a lease early is always safe: every fence and renewal already refuses an expired
 lease. A worker that notices its own lock gone (its liveness connection was closed under
 it) stops trusting its lease, fences itself and joins again with a new lock.

@@ -25,7 +25,10 @@ How the contract's guarantees are kept here:
 - **Claims** lock free task rows with ``SELECT … FOR UPDATE SKIP LOCKED`` and write
   owner and terms to all of them in one ``UPDATE`` joined to a ``JSON_TABLE`` of the
   claimed keys (MySQL has no ``UPDATE … FROM`` nor ``RETURNING``); run records' slots are
-  advanced the same way, one statement per batch.
+  advanced, and releases applied, the same way, one statement per batch. A claim first
+  reads, without locking, which workers' liveness locks are free; only if some are does
+  it lock their rows (``SKIP LOCKED``: a row another claim holds is passed over) to end
+  their leases, and judge owners by their locks too.
 - **Terms** come from one counter row, taken with
   ``UPDATE … SET value = LAST_INSERT_ID(value + n)``. It commits (or rolls back) with
   the claim that uses it, so the counter is never behind a stored term, even after a
@@ -908,10 +911,13 @@ class MySQLStore(SQLStore[_Session]):
 
         async def go(s: _Session) -> list[Claim]:
             q = self.q
-            await s.run(q["end_dead_leases"], {"worker": worker_id})
-            candidates = await s.all(
-                q["claim_candidates"], {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit)}
-            )
+            dead = tuple(r[0] for r in await s.all(q["dead_workers"], {"worker": worker_id}))
+            if dead:
+                mine = tuple(r[0] for r in await s.all(q["lock_dead_workers"], {"ids": dead}))
+                if mine:
+                    await s.run(q["end_dead_leases"], {"ids": mine})
+            args = {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit), "dead": len(dead)}
+            candidates = await s.all(q["claim_candidates"], args)
             if not candidates:
                 live = await s.one(q["lease_is_live"], {"worker": worker_id})
                 if live is None or not live[0]:

@@ -152,12 +152,27 @@ SELECT expires_at > {now}, liveness IS NOT NULL FROM tenure_workers WHERE id = %
 -- The worker's liveness lock was free when this process took it: its session is gone.
 UPDATE tenure_workers SET expires_at = {now} WHERE id = %(worker)s AND expires_at > {now};
 
--- name: end_dead_leases
--- Ends, at now, the lease of every other worker whose liveness lock is free (its session
--- is gone): run in the claim's transaction, before the candidates are read, which then
--- count that worker's tasks free.
-UPDATE tenure_workers SET expires_at = {now}
+-- name: dead_workers
+-- Every other worker whose liveness lock is free (its session is gone) and whose lease
+-- still runs: the first statement of a claim. A plain read, which locks no row and waits
+-- on none: with no dead worker (nearly always) the claim touches no worker row. (An
+-- UPDATE here locked every worker row it scanned, and waited for a dead one's row while
+-- another claimer ended that lease: after a crash every claimer queued behind the first
+-- one's whole claim.)
+SELECT id FROM tenure_workers
 WHERE liveness IS NOT NULL AND id <> %(worker)s AND expires_at > {now} AND IS_USED_LOCK(liveness) IS NULL;
+
+-- name: lock_dead_workers
+-- Of those, the rows no other transaction holds, locked until the claim commits, their
+-- death checked again on the latest row. A row another claim holds (ending that very
+-- lease) or a registration holds (taking the id over) is passed over, never waited for.
+SELECT id FROM tenure_workers
+WHERE id IN %(ids)s AND liveness IS NOT NULL AND expires_at > {now} AND IS_USED_LOCK(liveness) IS NULL
+FOR UPDATE SKIP LOCKED;
+
+-- name: end_dead_leases
+-- Ends, at now, the leases of the dead workers whose rows the claim locked.
+UPDATE tenure_workers SET expires_at = {now} WHERE id IN %(ids)s AND expires_at > {now};
 
 -- name: lease_is_live
 SELECT expires_at > {now} FROM tenure_workers WHERE id = %(worker)s;
@@ -245,13 +260,18 @@ DELETE FROM tenure_workers WHERE id IN %(ids)s AND expires_at < {now} - %(older_
 -- never takes a task whose owner is committing. Under READ COMMITTED a locking read
 -- sees the latest committed row, and InnoDB unlocks the rows it examined that did not
 -- match; the subqueries on tenure_workers take no locks.
+-- When dead_workers found any (%(dead)s > 0), an owner counts as live only while its
+-- liveness lock is held too: a dead worker whose lease another claim is ending (its row
+-- passed over) is free to this claim all the same, its tasks freed at now at the latest.
+-- Otherwise the lock is not asked for at all (one lookup per task scanned).
 SELECT t.kind, t.`key`, t.owner IS NOT NULL,
-       (SELECT w.expires_at FROM tenure_workers w WHERE w.id = t.owner)
+       (SELECT LEAST(w.expires_at, {now}) FROM tenure_workers w WHERE w.id = t.owner)
 FROM tenure_tasks t
 WHERE t.enabled
   AND t.kind IN %(kinds)s
   AND (t.owner IS NULL OR NOT EXISTS (
-        SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now}))
+        SELECT 1 FROM tenure_workers w WHERE w.id = t.owner AND w.expires_at > {now}
+          AND (%(dead)s = 0 OR w.liveness IS NULL OR IS_USED_LOCK(w.liveness) IS NOT NULL)))
   AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
 ORDER BY t.kind, t.`key`
 LIMIT %(limit)s

@@ -186,21 +186,29 @@ WHERE w.expires_at < {now} - %(older_than)s
 
 -- name: claim
 -- First `dead` ends, at the server's now, the lease of every other worker whose liveness
--- lock is free (its session is gone). The sub-statements of one statement share a
--- snapshot, so the candidates do not see that update: an owner counts as live only while
--- its lock is held too. (A claim racing another's `dead` waits for that worker's row and
--- then updates nothing, but its snapshot still shows the old lease: without the lock test
--- it would find the dead worker's tasks taken only at its next poll.)
+-- lock is free (its session is gone). It locks those rows with SKIP LOCKED: a row another
+-- transaction holds (a concurrent claim ending that very lease, or a registration taking
+-- the id over) is passed over, never waited for. Without it every claimer after a crash
+-- queued behind the first one's whole claim for the dead worker's row (40 claimers after
+-- a kill of 10, past their lock wait), only to find the lease already ended. The
+-- sub-statements of one statement share a snapshot, so the candidates do not see that
+-- update either way: an owner counts as live only while its lock is held too, so a dead
+-- worker's tasks are free to this claim whichever transaction ends its lease.
 -- Liveness of the old owner is a subquery, not a join: when a candidate row changed
 -- while we waited for its lock, PostgreSQL re-checks the WHERE against the new row
 -- version, and only a subquery is re-evaluated for it. SKIP LOCKED passes over rows a
 -- fenced transaction holds, so a claim never waits behind a commit in progress.
 WITH held AS ({held_locks}),
-dead AS (
-    UPDATE tenure_workers SET expires_at = {now}
+dying AS (
+    SELECT id FROM tenure_workers
     WHERE liveness IS NOT NULL AND id <> %(worker)s AND expires_at > {now}
       AND liveness NOT IN (SELECT key FROM held)
-    RETURNING id, expires_at
+    FOR UPDATE SKIP LOCKED
+),
+dead AS (
+    UPDATE tenure_workers w SET expires_at = {now}
+    FROM dying WHERE w.id = dying.id
+    RETURNING w.id, w.expires_at
 ),
 cand AS (
     SELECT t.kind, t.key, t.owner IS NOT NULL AS had_owner,

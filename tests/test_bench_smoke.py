@@ -1,5 +1,5 @@
-"""bench/load.py and bench/fleet.py run end to end, tiny, and report figures of the right
-shape; both refuse bad options by name.
+"""bench/load.py, bench/fleet.py and bench/release.py run end to end, tiny, and report
+figures of the right shape; load.py and fleet.py refuse bad options by name.
 
 Benches are not tests: nothing here asserts speed. What is checked is that a smoke run
 (few tasks, few seconds, real worker processes) produces one JSON document whose
@@ -128,3 +128,25 @@ def test_fleet_refuses_killing_every_worker_by_name() -> None:
     assert done.returncode != 0
     assert "--kill 4" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_release_bench_reports_a_release_and_a_dead_claim(tmp_path: Path) -> None:
+    """bench/release.py, tiny: one release of all the tasks, and (on a server) a claim
+    that takes every task of the dead worker whose row another transaction holds."""
+    require_store("postgresql", tmp_path)
+    script = Path(__file__).resolve().parent.parent / "bench" / "release.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--tasks", "5", "--repeats", "2", "--stores", f"sqlite,{PG}", "--json"],
+        capture_output=True, text=True, timeout=100, check=False, env={**os.environ, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    assert doc["bench"] == "release"
+    for store in ("sqlite", "postgresql"):
+        release = doc["results"][store]["release"]
+        assert release["tasks"] == 5
+        assert len(release["all_ms"]) == 2
+        assert release["median_ms"] > 0
+    assert "dead claim" not in doc["results"]["sqlite"]
+    assert doc["results"]["postgresql"]["dead claim"]["taken"] == 5

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from tenure.context import Context
-from tenure.schedule import Every, Misfire, Schedule
+from tenure.schedule import Every, Misfire, Schedule, StoredSchedule
 
 if TYPE_CHECKING:
     from tenure.worker import Worker
@@ -32,7 +32,7 @@ class TaskKind:
     timeout: float | None
     misfire: Misfire
 
-    def timeout_for(self, schedule: Schedule) -> float:
+    def timeout_for(self, schedule: StoredSchedule) -> float:
         """The run timeout: as registered, else the period of an ``every`` schedule (so runs
         never overlap), else (cron) :data:`CRON_TIMEOUT`."""
         if self.timeout is not None:

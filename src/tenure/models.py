@@ -25,7 +25,7 @@ import regex
 
 from tenure.errors import InvalidInput, InvalidKey, InvalidKind, InvalidParams
 from tenure.inputs import ECHO_LIMIT, cut, quote
-from tenure.schedule import Schedule
+from tenure.schedule import Schedule, StoredSchedule
 
 KIND_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 MAX_KEY_LENGTH = 200
@@ -315,7 +315,7 @@ class Task:
 
     kind: str
     key: str
-    schedule: Schedule
+    schedule: StoredSchedule
     params: dict[str, Any]
     enabled: bool
     owner: str | None

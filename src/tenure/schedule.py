@@ -93,6 +93,27 @@ class Cron:
 Schedule = Every | Cron
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """The schedule of a task row that tenure cannot read: columns written into the table
+    by hand (a cron that does not parse, a period out of range), never by tenure, which
+    checks every schedule it writes. Shown as stored, with why; never run: the worker
+    that holds such a task leaves it alone until the row is repaired (added again, or
+    synced) or removed."""
+
+    every: float | None
+    cron: str | None
+    why: str
+
+    def describe(self) -> str:
+        stored = f"every {self.every!r}" if self.every is not None else f"cron {quote(self.cron)}"
+        return f"unreadable ({stored}: {self.why})"
+
+
+#: A task's schedule as its row holds it: one tenure can run, or one it cannot read.
+StoredSchedule = Every | Cron | Unreadable
+
+
 def make_schedule(*, every: float | None = None, cron: str | None = None) -> Schedule:
     """Build a schedule from exactly one of ``every`` (seconds) or ``cron`` (expression)."""
     if every is not None and cron is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tenure.desired import CHANGES, SyncResult
 from tenure.models import Freed, Outcome, Pause, Run, Task, WorkerInfo
-from tenure.schedule import Cron, Every, next_slot
+from tenure.schedule import Cron, Every, Unreadable, next_slot
 from tenure.store.rows import run_params
 
 #: Task states the API filters on and counts (``enabled``/``disabled`` and ``owned``/``unowned`` overlap).
@@ -120,7 +120,7 @@ def due_slot(task: Task) -> float | None:
     None while disabled or before its first run. Last slots reach the store with the run
     records, once per poll of the worker, so a healthy task can look up to a poll late.
     """
-    if not task.enabled or task.last_slot is None:
+    if not task.enabled or task.last_slot is None or isinstance(task.schedule, Unreadable):
         return None
     return next_slot(task.schedule, task.kind, task.key, task.last_slot)
 
@@ -129,15 +129,17 @@ def task_json(task: Task, roster: Roster, last_run: Run | None = None) -> dict[s
     """A task with its owner's liveness, its next slot, how overdue it is and its last run."""
     due = due_slot(task)
     upcoming: float | None = None
-    if task.enabled:
+    schedule = task.schedule
+    if task.enabled and not isinstance(schedule, Unreadable):
         upcoming = due if due is not None and due > roster.now else None
         if upcoming is None:
-            upcoming = next_slot(task.schedule, task.kind, task.key, max(roster.now, task.last_slot or roster.now))
+            upcoming = next_slot(schedule, task.kind, task.key, max(roster.now, task.last_slot or roster.now))
     return {
         "kind": task.kind,
         "key": task.key,
-        "every": task.schedule.seconds if isinstance(task.schedule, Every) else None,
-        "cron": task.schedule.expr if isinstance(task.schedule, Cron) else None,
+        # An unreadable schedule shows what its row holds, as stored.
+        "every": schedule.seconds if isinstance(schedule, Every) else getattr(schedule, "every", None),
+        "cron": schedule.expr if isinstance(schedule, Cron) else getattr(schedule, "cron", None),
         "schedule": task.schedule.describe(),
         "params": task.params,
         "enabled": task.enabled,

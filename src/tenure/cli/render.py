@@ -21,7 +21,7 @@ from rich.text import Text
 
 from tenure.desired import CHANGES, SyncResult
 from tenure.models import Pause, Run, Task, WorkerInfo
-from tenure.schedule import next_slot
+from tenure.schedule import Unreadable, next_slot
 from tenure.snapshot import Roster, over_capacity
 
 T = TypeVar("T")
@@ -145,7 +145,7 @@ def pause_text(pause: Pause, now: float | None = None) -> str:
 
 def upcoming_slot(task: Task, now: float) -> float | None:
     """The schedule's next slot after now (None while disabled)."""
-    if not task.enabled:
+    if not task.enabled or isinstance(task.schedule, Unreadable):
         return None
     return next_slot(task.schedule, task.kind, task.key, max(now, task.last_slot or now))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from tenure.errors import InvalidSchedule
+from tenure.inputs import ECHO_LIMIT, cut
 from tenure.models import (
     ClusterView,
     Freed,
@@ -18,7 +20,7 @@ from tenure.models import (
     WorkerLoad,
     decode_stored_params,
 )
-from tenure.schedule import Cron, Every, Schedule
+from tenure.schedule import Cron, Every, Schedule, StoredSchedule, Unreadable
 
 #: Columns every store selects for a task, in this order.
 TASK_COLUMNS = (
@@ -27,8 +29,10 @@ TASK_COLUMNS = (
 )
 
 
-def schedule_columns(schedule: Schedule) -> tuple[float | None, str | None]:
-    """(every, cron) column values for a schedule."""
+def schedule_columns(schedule: StoredSchedule) -> tuple[float | None, str | None]:
+    """(every, cron) column values for a schedule (an unreadable one: as stored)."""
+    if isinstance(schedule, Unreadable):
+        return schedule.every, schedule.cron
     if isinstance(schedule, Every):
         return float(schedule.seconds), None
     return None, schedule.expr
@@ -41,6 +45,25 @@ def schedule_from_columns(every: float | None, cron: str | None) -> Schedule:
     return Cron(cron)
 
 
+def stored_schedule(every: object, cron: object) -> StoredSchedule:
+    """The schedule a task row holds; never raises: one that tenure's checks refuse (the
+    row was written by hand) is :class:`~tenure.schedule.Unreadable`, so that every view
+    can still show the row and no worker stops on it."""
+    try:
+        if every is not None:
+            return Every(float(cast(Any, every)))
+        if isinstance(cron, str):
+            return Cron(cron)
+        raise InvalidSchedule("the row has neither every nor cron")
+    except (InvalidSchedule, TypeError, ValueError, OverflowError) as exc:
+        shown_every = every if isinstance(every, float | int) and not isinstance(every, bool) else None
+        return Unreadable(
+            every=None if shown_every is None else float(shown_every),
+            cron=cron if isinstance(cron, str) else None,
+            why=cut(str(exc), ECHO_LIMIT),
+        )
+
+
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
@@ -51,7 +74,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
     return Task(
         kind=kind,
         key=key,
-        schedule=schedule_from_columns(every, cron),
+        schedule=stored_schedule(every, cron),
         params=decode_stored_params(params),  # never raises: any stored text can be shown
         enabled=bool(enabled),
         owner=owner,

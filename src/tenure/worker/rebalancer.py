@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 import zlib
 from collections import Counter
@@ -22,7 +23,7 @@ from tenure.errors import LeaseLost, StoreError
 from tenure.kinds import TaskKind
 from tenure.models import Claim, ClusterView, Freed, SlotDone
 from tenure.pauses import PauseView
-from tenure.schedule import first_slot
+from tenure.schedule import Unreadable, first_slot
 from tenure.worker.lifecycle import Lifecycle, WorkerState
 from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
 
@@ -260,7 +261,15 @@ class Rebalancer:
                 self._log(logging.INFO, "task disabled; releasing it", task=ot)
                 to_release.append(ot)
             elif row.version != ot.task.version:
+                was_unreadable = isinstance(ot.task.schedule, Unreadable)
                 ot.task = row
+                if isinstance(row.schedule, Unreadable):
+                    if not was_unreadable:
+                        ot.disarm()
+                        self._unreadable(ot)
+                elif was_unreadable:  # repaired: runs from its next slot on
+                    self._log(logging.INFO, "schedule readable again: %s", row.schedule.describe(), task=ot)
+                    self._arm_first(ot, done_before=row.last_slot)
                 if row.trigger_at is not None and row.trigger_at > ot.trigger_done:
                     self._timers.trigger(ot, row.trigger_at)
         if to_release:
@@ -285,12 +294,16 @@ class Rebalancer:
             pause = self._pauses.cancels(ot.task.kind)
             if pause is not None:
                 self._executor.cancel(ot, f"paused by {pause.by}")
-            elif ot.armed_at is None and self._pauses.of(ot.task.kind) is None:
+            elif (
+                ot.armed_at is None
+                and self._pauses.of(ot.task.kind) is None
+                and not isinstance(schedule := ot.task.schedule, Unreadable)
+            ):
                 # Resumed: the slots missed meanwhile follow the misfire policy, as after a
                 # takeover (skip: the latest runs once; catch_up: each runs).
                 done = ot.last_slot if ot.last_slot is not None else ot.task.last_slot
                 ot.next_slot = first_slot(
-                    ot.task.schedule,
+                    schedule,
                     ot.task.kind,
                     ot.task.key,
                     now=self._lease.db_time(),
@@ -300,6 +313,31 @@ class Rebalancer:
                 self._timers.arm(ot)
                 if ot.task.trigger_at is not None and ot.task.trigger_at > ot.trigger_done:
                     self._timers.trigger(ot, ot.task.trigger_at)
+
+    def _unreadable(self, ot: OwnedTask) -> None:
+        """Say once (per claim, or per edit that made it so) that a held task is not run."""
+        self._log(
+            logging.ERROR,
+            "schedule %s; the task is held and not run until its row is repaired (tasks sync, or remove and "
+            "add it) or removed",
+            ot.task.schedule.describe(),
+            task=ot,
+        )
+
+    def _arm_first(self, ot: OwnedTask, *, done_before: float | None) -> None:
+        """Arm a held task from its first slot, by its kind's misfire policy."""
+        schedule = ot.task.schedule
+        if isinstance(schedule, Unreadable):
+            return
+        ot.next_slot = first_slot(
+            schedule,
+            ot.task.kind,
+            ot.task.key,
+            now=self._lease.db_time(),
+            done_before=done_before,
+            misfire=ot.kind.misfire,
+        )
+        self._timers.arm(ot)
 
     async def _cancel_if_disabled_with_cancel(self, ot: OwnedTask) -> None:
         """Cancel the run of a task taken from us by ``disable --cancel``: disabled, and
@@ -379,9 +417,17 @@ class Rebalancer:
         self.max_term_seen[k] = task.term
         kind = self._kinds[task.kind]
         now = self._lease.db_time()
-        slot = first_slot(
-            task.schedule, task.kind, task.key, now=now, done_before=claim.done_before, misfire=kind.misfire
-        )
+        schedule = task.schedule
+        if isinstance(schedule, Unreadable):
+            # Held, never run: released, it would be claimed again at once, here or
+            # elsewhere, and logged again every poll. Repairing or removing the row ends it.
+            ot = OwnedTask(task=task, kind=kind, term=task.term, next_slot=math.inf)
+            self._owned[k] = ot
+            metrics.TASKS_HELD.set(len(self._owned))
+            metrics.TERM_CHANGES.labels(task.freed_how.value).inc()
+            self._unreadable(ot)
+            return
+        slot = first_slot(schedule, task.kind, task.key, now=now, done_before=claim.done_before, misfire=kind.misfire)
         ot = OwnedTask(task=task, kind=kind, term=task.term, next_slot=slot)
         self._owned[k] = ot
         metrics.TASKS_HELD.set(len(self._owned))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tenure import metrics
 from tenure.errors import StoreError
 from tenure.models import Outcome, Run, SlotDone, Task
-from tenure.schedule import latest_slot
+from tenure.schedule import Unreadable, latest_slot
 from tenure.worker.lifecycle import Lifecycle, WorkerState
 from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
 
@@ -200,6 +200,8 @@ class RunRecorder:
         the next one right after, two runs inside one period."""
         if last is not None:
             return last
+        if isinstance(task.schedule, Unreadable):  # no grid to read: done through now
+            return self._lease.db_time()
         return latest_slot(task.schedule, task.kind, task.key, self._lease.db_time())
 
     def forget_slot(self, ot: OwnedTask) -> None:

@@ -17,7 +17,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tenure.pauses import PauseView
-from tenure.schedule import Misfire, latest_slot, next_slot
+from tenure.schedule import Misfire, Unreadable, latest_slot, next_slot
 from tenure.worker.owned import OwnedTask
 
 if TYPE_CHECKING:
@@ -46,7 +46,10 @@ class SlotTimers:
         return math.ceil((due - self._lease.offset) / TIMER_GRID) * TIMER_GRID
 
     def arm(self, ot: OwnedTask, *, not_before: float | None = None) -> None:
-        """Set the timer for the task's next slot (not before ``not_before``, database time)."""
+        """Set the timer for the task's next slot (not before ``not_before``, database time).
+        A task whose schedule is unreadable is never armed (:class:`~tenure.schedule.Unreadable`)."""
+        if isinstance(ot.task.schedule, Unreadable):
+            return
         if not_before is not None:
             ot.not_before = max(ot.not_before, not_before)
         at = self._at(max(ot.next_slot, ot.not_before))
@@ -73,6 +76,8 @@ class SlotTimers:
         """The task's slot is due: re-arm for the following one and dispatch this one."""
         if self._pauses.of(ot.task.kind) is not None:
             return  # armed again on resume, by the misfire policy (Rebalancer.apply_pauses)
+        if isinstance(ot.task.schedule, Unreadable):
+            return  # its row was edited by hand since it was armed: nothing to run
         slot = ot.next_slot
         ot.next_slot = self.following_slot(ot, slot)
         self.arm(ot)  # even when not running this one: a handover can be called off
@@ -81,7 +86,7 @@ class SlotTimers:
     def trigger(self, ot: OwnedTask, at: float) -> None:
         """Answer a trigger asked at database time ``at``: run now, or once the takeover
         delay is over (a trigger is no reason to run before side effects settle)."""
-        if self._pauses.of(ot.task.kind) is not None:
+        if self._pauses.of(ot.task.kind) is not None or isinstance(ot.task.schedule, Unreadable):
             return
         ot.trigger_done = max(ot.trigger_done, at)
         if self._lease.db_time() < ot.not_before:
@@ -96,8 +101,11 @@ class SlotTimers:
         self._executor.submit(ot, at, triggered=True)
 
     def following_slot(self, ot: OwnedTask, slot: float) -> float:
-        nxt = next_slot(ot.task.schedule, ot.task.kind, ot.task.key, slot)
+        schedule = ot.task.schedule
+        if isinstance(schedule, Unreadable):  # never armed; edited so after it was (see Rebalancer)
+            return math.inf
+        nxt = next_slot(schedule, ot.task.kind, ot.task.key, slot)
         now = self._lease.db_time()
         if nxt >= now or ot.kind.misfire is Misfire.CATCH_UP:
             return nxt
-        return latest_slot(ot.task.schedule, ot.task.kind, ot.task.key, now)  # skip what was missed
+        return latest_slot(schedule, ot.task.kind, ot.task.key, now)  # skip what was missed

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from support.rawdb import raw_db
+from tenure.cli.parser import build_parser
 from tenure.models import STORED
 from tenure.store import SCHEMA_VERSION, make_store
 from test_cli import CLI, assert_one_error_line, cli_on, run_console_script
@@ -160,6 +161,14 @@ def test_a_schema_version_tenure_did_not_write_is_one_line(cli: CLI, recorded: s
     raw.query(f"UPDATE tenure_meta SET value = {mark} WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
     assert cli("tasks", "show", "dispatch", "existing").code == 0  # nothing was changed
     raw.close()
+
+
+@pytest.mark.parametrize("address", ["[::1:8080", "::1:8080", "[::1]]:8080", "[[::1]]:8080"])
+def test_an_http_address_whose_brackets_do_not_pair_is_refused(cli: CLI, address: str) -> None:
+    """'[::1:80' was read as [::1]:80 (the brackets were stripped, not checked), and '::1:8080'
+    as host ::1, port 8080, though it is also the address ::1:8080 without a port."""
+    assert "[::1]:8080 for IPv6" in cli.fails(2, "worker", "webapp:app", "--http", address)
+    assert build_parser().parse_args(["worker", "webapp:app", "--http", "[::1]:8080"]).http == ("::1", 8080)
 
 
 def test_a_non_ascii_admin_token_is_refused_at_start(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:

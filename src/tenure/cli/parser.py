@@ -71,9 +71,16 @@ def whole(text: str) -> int:
 
 def host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 address: [::1]:8080
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets: which part is the port?
+    if "[" in host or "]" in host:
+        host = ""  # brackets that do not pair
     if not sep or not host or not _is_port(port):
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {quote(text)}")
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT (e.g. 127.0.0.1:8080, or [::1]:8080 for IPv6), got {quote(text)}"
+        )
     return host, int(port)
 
 

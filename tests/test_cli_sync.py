@@ -159,6 +159,18 @@ def test_a_line_that_never_ends_is_refused_without_reading_it_whole() -> None:
     assert raw.read_so_far <= 2 * MAX_LINE_BYTES
 
 
+def test_a_file_may_begin_with_a_byte_order_mark(cli: CLI, tmp_path: Path) -> None:
+    """Some editors begin a UTF-8 file with U+FEFF: line 1 was 'not valid JSON: Unexpected
+    UTF-8 BOM'. Only there: further on it is a character like any other."""
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"key": "faro"}\n{"key": "lagos"}\n')
+    r = cli("tasks", "sync", "dispatch", str(path))
+    assert (r.code, r.err) == (0, ""), r
+    assert {"faro", "lagos"} <= set(tasks(cli))
+    path.write_bytes(b'{"key": "faro"}\n\xef\xbb\xbf{"key": "lagos"}\n')
+    assert "line 2 is not valid JSON" in cli.fails(2, "tasks", "sync", "dispatch", str(path))
+
+
 def test_dev_zero_is_refused(cli: CLI) -> None:
     err = cli.fails(2, "tasks", "sync", "dispatch", "/dev/zero")
     assert "line 1 is more than" in err

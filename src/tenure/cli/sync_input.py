@@ -71,9 +71,12 @@ def _bounded_lines(f: BinaryIO, most: int) -> Iterator[bytes]:
 
 def _entry(raw: bytes, number: int) -> tuple[str | None, TaskSpec]:
     try:
-        text = raw.decode("utf-8").strip()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"line {number} is not UTF-8 text (byte {exc.start + 1})") from None
+    if number == 1:
+        text = text.removeprefix("\ufeff")  # the byte order mark some editors begin a UTF-8 file with
+    text = text.strip()
     if not text:
         return None, TaskSpec()
     # The line is an object holding params: one level more than params may have.

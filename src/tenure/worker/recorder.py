@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -106,7 +107,7 @@ class RunRecorder:
         self._lease = lease
         self._owned = owned
         self._buffer = _Buffer()
-        self._streaks: dict[TaskId, _Streak] = {}
+        self._streaks: OrderedDict[TaskId, _Streak] = OrderedDict()
         self._housekeeping_at = 0.0
 
     # -- recording ------------------------------------------------------------------------
@@ -185,7 +186,11 @@ class RunRecorder:
         """Buffer the records of skipped-slot streaks that began at least ``older_than``
         seconds ago (all of them by default: the worker is leaving)."""
         cutoff = time.monotonic() - older_than
-        for task in [t for t, s in self._streaks.items() if s.since <= cutoff]:
+        # Oldest first: a streak enters the dict when it begins (and leaves it when it ends).
+        while self._streaks:
+            task, streak = next(iter(self._streaks.items()))
+            if streak.since > cutoff:
+                break
             self._end_streak(task)
 
     def slot_done(self, ot: OwnedTask) -> SlotDone:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import asyncmy
+import psycopg
 import pytest
 
 from tenure.errors import LeaseLost
 from tenure.models import Freed, SlotDone
-from tenure.store import Store, make_store
+from tenure.store import Store, dialect_of, make_store
+from tenure.store.mysql import connect_args, parse_mysql_url
 
 from .helpers import LONG_TTL, SHORT_TTL, add, register, task_of, wait_past
 
@@ -346,3 +351,46 @@ async def test_cluster_view(store: Store) -> None:
     assert view.enabled_tasks == 1  # dispatch/b; billing/c is disabled, dispatch/a removed
     await wait_past(store, short.expires_at)
     assert (await store.cluster_view()).live_workers == ["w-a", "w-b"]
+
+
+@asynccontextmanager
+async def _claim_in_progress(store: Store, store_url: str, keys: list[str]) -> AsyncIterator[None]:
+    """Another session holds the ``dispatch`` task rows of ``keys``, the first free ones,
+    locked until the block ends, as another worker's claim in progress does (on MySQL the
+    store's own claim statement, run for worker w0)."""
+    if dialect_of(store_url) == "postgresql":
+        marks = ", ".join(["%s"] * len(keys))
+        lock = f"SELECT 1 FROM tenure_tasks WHERE kind = 'dispatch' AND key IN ({marks}) FOR UPDATE"
+        async with await psycopg.AsyncConnection.connect(store_url) as pg:
+            await pg.execute(lock.encode(), keys)
+            yield
+            await pg.rollback()
+        return
+    q: dict[str, str] = store.q  # type: ignore[attr-defined]  # the MySQL store's queries
+    my = await asyncmy.connect(**connect_args(parse_mysql_url(store_url)))
+    try:
+        await my.begin()
+        cur = my.cursor()
+        args = {"worker": "w0", "kinds": ("dispatch",), "limit": len(keys), "dead": 0}
+        await cur.execute(q["claim_candidates"], args)
+        assert sorted(r[1] for r in await cur.fetchall()) == keys
+        yield
+        await my.rollback()
+    finally:
+        my.close()
+
+
+async def test_a_claim_passes_over_rows_another_claim_holds_and_takes_the_rest(store: Store, store_url: str) -> None:
+    """Workers woken by the same release claim at the same moment: each must get free
+    tasks the others do not hold (on MariaDB a claim that ordered its rows with ORDER BY …
+    LIMIT held every free row, and the others claimed none)."""
+    if dialect_of(store_url) == "sqlite":
+        pytest.skip("SQLite has no row locks: one writer at a time")
+    keys = [f"city-{i:02d}" for i in range(8)]
+    for key in keys:
+        await add(store, "dispatch", key)
+    await register(store, "w0")
+    await register(store, "w1")
+    async with _claim_in_progress(store, store_url, keys[:3]):
+        claims = await asyncio.wait_for(store.claim_tasks("w1", kinds=["dispatch"], limit=4), 10)
+    assert sorted(c.task.key for c in claims) == keys[3:7]

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tenure.models import ClusterView
+from tenure.worker.owned import Shared
 from tenure.worker.rebalancer import Rebalancer
 
 KINDS = ["billing", "dispatch", "report", "sync"]
@@ -20,13 +21,12 @@ def rebalancer(worker_id: str, kinds: frozenset[str]) -> Rebalancer:
     """A rebalancer with only what the share computation reads (its id, its kinds, and
     whether it is draining or stopping): nothing else is called."""
     unused = cast(Any, None)
+    shared = Shared(
+        store=unused, settings=unused, worker_id=worker_id, life=cast(Any, SimpleNamespace(stopping=False)), log=unused
+    )
     return Rebalancer(
-        store=unused,
-        settings=unused,
-        worker_id=worker_id,
+        shared,
         kinds=dict.fromkeys(kinds, unused),
-        life=cast(Any, SimpleNamespace(stopping=False)),
-        log=unused,
         lease=cast(Any, SimpleNamespace(draining=False)),
         timers=unused,
         recorder=unused,

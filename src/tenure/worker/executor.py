@@ -33,12 +33,11 @@ from tenure.errors import LeaseLost
 from tenure.models import Outcome
 from tenure.pauses import PauseView
 from tenure.schedule import Misfire
-from tenure.worker.lifecycle import Lifecycle, WorkerState
-from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
+from tenure.worker.lifecycle import WorkerState
+from tenure.worker.owned import OwnedTask, Shared, TaskId
 
 if TYPE_CHECKING:
     from tenure.kinds import TaskKind
-    from tenure.store import Store
     from tenure.worker.lease import LeaseKeeper
     from tenure.worker.recorder import RunRecorder
 
@@ -66,18 +65,15 @@ class RunExecutor:
 
     def __init__(
         self,
+        shared: Shared,
         *,
-        store: Store,
-        worker_id: str,
-        life: Lifecycle,
-        log: WorkerLog,
         lease: LeaseKeeper,
         recorder: RunRecorder,
         owned: dict[TaskId, OwnedTask],
-        concurrency: int,
     ) -> None:
-        self.store = store
-        self.concurrency = concurrency
+        self.store, self.id = shared.store, shared.worker_id
+        self._life, self._log = shared.life, shared.log
+        self.concurrency = shared.settings.concurrency
         #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
         self.pauses: PauseView | None = None
         #: Tasks with slots waiting for a place: (oldest waiting slot, order, task).
@@ -85,9 +81,6 @@ class RunExecutor:
         self._order = itertools.count()
         #: Most runs that waited at once since the last overload report.
         self._peak_waiting = 0
-        self.id = worker_id
-        self._life = life
-        self._log = log
         self._lease = lease
         self._recorder = recorder
         self._owned = owned

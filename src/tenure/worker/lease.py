@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenure import metrics
 from tenure.errors import LeaseLost, StoreError, WorkerIdInUse
-from tenure.worker.lifecycle import Lifecycle, WorkerState
-from tenure.worker.owned import WorkerLog, log
+from tenure.worker.lifecycle import WorkerState
+from tenure.worker.owned import Shared, log
 
 if TYPE_CHECKING:
-    from tenure.config import Settings
     from tenure.models import WorkerLoad
-    from tenure.store import Store
     from tenure.store.liveness import Liveness
 
 T = TypeVar("T")
@@ -39,27 +37,20 @@ class LeaseKeeper:
 
     def __init__(
         self,
+        shared: Shared,
         *,
-        store: Store,
-        settings: Settings,
-        worker_id: str,
-        life: Lifecycle,
-        log: WorkerLog,
         holding: Callable[[], bool],
         on_fence: Callable[[str], Awaitable[None]],
         kinds: Sequence[str] = (),
         load: Callable[[], WorkerLoad] | None = None,
     ) -> None:
-        self.store = store
+        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
+        self._life, self._log = shared.life, shared.log
         #: The kinds this worker runs, published with every (re)join.
         self.kinds = tuple(kinds)
         #: What the worker's load is now, published with every renewal (not a statement of
         #: its own: coordination stays one write per worker per heartbeat).
         self._load = load
-        self.settings = settings
-        self.id = worker_id
-        self._life = life
-        self._log = log
         self._holding = holding
         self._on_fence = on_fence
         self.trusted_until = 0.0  # monotonic

@@ -1,4 +1,4 @@
-"""What the worker's parts share: the tasks it owns, and its log."""
+"""What the worker's parts share: the tasks it owns, its log, and :class:`Shared`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenure.context import Context
 from tenure.kinds import TaskKind
 from tenure.models import Task
+from tenure.worker.lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    from tenure.config import Settings
+    from tenure.store import Store
 
 log = logging.getLogger("tenure.worker")
 
@@ -86,3 +91,15 @@ class WorkerLog:
         if task is not None:
             extra.update(kind=task.task.kind, key=task.task.key, term=str(task.term))
         log.log(level, msg, *args, extra=extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shared:
+    """What every part of one worker is given: the store, the settings, the worker's id,
+    its lifecycle and its log."""
+
+    store: Store
+    settings: Settings
+    worker_id: str
+    life: Lifecycle
+    log: WorkerLog

@@ -24,12 +24,10 @@ from tenure.kinds import TaskKind
 from tenure.models import Claim, ClusterView, Freed, SlotDone
 from tenure.pauses import PauseView
 from tenure.schedule import Unreadable, first_slot
-from tenure.worker.lifecycle import Lifecycle, WorkerState
-from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
+from tenure.worker.lifecycle import WorkerState
+from tenure.worker.owned import OwnedTask, Shared, TaskId
 
 if TYPE_CHECKING:
-    from tenure.config import Settings
-    from tenure.store import Store
     from tenure.worker.executor import RunExecutor
     from tenure.worker.lease import LeaseKeeper
     from tenure.worker.recorder import RunRecorder
@@ -59,13 +57,9 @@ class Rebalancer:
 
     def __init__(
         self,
+        shared: Shared,
         *,
-        store: Store,
-        settings: Settings,
-        worker_id: str,
         kinds: Mapping[str, TaskKind],
-        life: Lifecycle,
-        log: WorkerLog,
         lease: LeaseKeeper,
         timers: SlotTimers,
         recorder: RunRecorder,
@@ -73,12 +67,9 @@ class Rebalancer:
         pauses: PauseView,
         owned: dict[TaskId, OwnedTask],
     ) -> None:
-        self.store = store
-        self.settings = settings
-        self.id = worker_id
+        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
+        self._life, self._log = shared.life, shared.log
         self._kinds = kinds
-        self._life = life
-        self._log = log
         self._lease = lease
         self._timers = timers
         self._recorder = recorder

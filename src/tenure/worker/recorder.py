@@ -23,12 +23,10 @@ from tenure import metrics
 from tenure.errors import StoreError
 from tenure.models import Outcome, Run, SlotDone, Task
 from tenure.schedule import Unreadable, latest_slot
-from tenure.worker.lifecycle import Lifecycle, WorkerState
-from tenure.worker.owned import OwnedTask, TaskId, WorkerLog
+from tenure.worker.lifecycle import WorkerState
+from tenure.worker.owned import OwnedTask, Shared, TaskId
 
 if TYPE_CHECKING:
-    from tenure.config import Settings
-    from tenure.store import Store
     from tenure.worker.lease import LeaseKeeper
 
 #: Most run records kept in memory while the store cannot take them; older ones are dropped.
@@ -90,20 +88,13 @@ class RunRecorder:
 
     def __init__(
         self,
+        shared: Shared,
         *,
-        store: Store,
-        settings: Settings,
-        worker_id: str,
-        life: Lifecycle,
-        log: WorkerLog,
         lease: LeaseKeeper,
         owned: dict[TaskId, OwnedTask],
     ) -> None:
-        self.store = store
-        self.settings = settings
-        self.id = worker_id
-        self._life = life
-        self._log = log
+        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
+        self._life, self._log = shared.life, shared.log
         self._lease = lease
         self._owned = owned
         self._buffer = _Buffer()

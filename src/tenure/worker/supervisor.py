@@ -32,7 +32,7 @@ from tenure.pauses import PauseView
 from tenure.worker.executor import RunExecutor
 from tenure.worker.lease import LeaseKeeper
 from tenure.worker.lifecycle import Lifecycle, WorkerState
-from tenure.worker.owned import OwnedTask, TaskId, WorkerLog, default_worker_id, log
+from tenure.worker.owned import OwnedTask, Shared, TaskId, WorkerLog, default_worker_id, log
 from tenure.worker.rebalancer import Rebalancer
 from tenure.worker.recorder import RunRecorder
 from tenure.worker.timers import SlotTimers
@@ -102,45 +102,21 @@ class Worker:
         self._crash: BaseException | None = None
         self._watchdog: LoopWatchdog | None = None
         self._pauses = PauseView()
+        shared = Shared(store=store, settings=settings, worker_id=self.id, life=self._life, log=self._log)
         self.lease = LeaseKeeper(
-            store=store,
-            settings=settings,
-            worker_id=self.id,
-            life=self._life,
-            log=self._log,
+            shared,
             holding=self._holding,
             on_fence=self._self_fence,
             kinds=sorted(self._kinds),
             load=self._load,
         )
-        self.recorder = RunRecorder(
-            store=store,
-            settings=settings,
-            worker_id=self.id,
-            life=self._life,
-            log=self._log,
-            lease=self.lease,
-            owned=self._owned,
-        )
-        self.executor = RunExecutor(
-            store=store,
-            worker_id=self.id,
-            life=self._life,
-            log=self._log,
-            lease=self.lease,
-            recorder=self.recorder,
-            owned=self._owned,
-            concurrency=settings.concurrency,
-        )
+        self.recorder = RunRecorder(shared, lease=self.lease, owned=self._owned)
+        self.executor = RunExecutor(shared, lease=self.lease, recorder=self.recorder, owned=self._owned)
         self.executor.pauses = self._pauses
         self.timers = SlotTimers(lease=self.lease, executor=self.executor, pauses=self._pauses)
         self.rebalancer = Rebalancer(
-            store=store,
-            settings=settings,
-            worker_id=self.id,
+            shared,
             kinds=self._kinds,
-            life=self._life,
-            log=self._log,
             lease=self.lease,
             timers=self.timers,
             recorder=self.recorder,

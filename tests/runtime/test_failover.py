@@ -27,6 +27,7 @@ import time
 import pytest
 
 from tenure.models import Freed, Outcome, Task
+from tenure.worker.rebalancer import SETTLE_MAX
 
 from .harness import Cluster, Commit, TaskId, Timing, assert_fenced_history, first_commit_after
 
@@ -275,3 +276,52 @@ async def test_sigterm_exits_zero_and_tasks_move_within_a_poll(cluster: Cluster)
         assert tasks[task].freed_how is Freed.RELEASED, f"{task} was not released: {tasks[task]}"
     assert "w2" not in {w.id for w in await cluster.store.list_workers()}, "w2 left its membership row"
     assert_fenced_history(cluster.commits())
+
+
+async def test_released_tasks_move_before_any_poll_could_take_them(cluster: Cluster) -> None:
+    """Issue 17 item 3: a stopping worker's release wakes the others (NOTIFY on PostgreSQL,
+    the wake file on SQLite, ``KILL QUERY`` of their waits on MySQL/MariaDB), so its tasks
+    move long before anyone polls.
+
+    Polls are a minute apart. w1 joins alone and claims every task at the end of its settle
+    window; w2 joins after that, polls as a newcomer (at its join and once more at the end
+    of its settle window, at most SETTLE_MAX later: nothing to claim, w1 holds them all and
+    does not poll again for a minute), and would next poll a minute later. So every task w2
+    holds within seconds of w1's SIGTERM was claimed because the release woke it."""
+    timing = Timing(ttl=3.0, heartbeat=0.5, poll=60.0, trust_margin=0.3)
+    settle = SETTLE_MAX + 1.5  # w2's settle poll, and slack for a busy machine
+    names = [f"city{i}" for i in range(4)]
+    await cluster.add_tasks("tick", names, every=PERIOD)
+    w1 = cluster.start("w1", timing=timing)
+    await cluster.wait_joined(w1)
+
+    async def w1_holds_all() -> bool:
+        return len(await cluster.owned_by("w1")) == len(names)
+
+    await cluster.wait_for(w1_holds_all, "w1 to claim every task", within=settle + 5)
+    w2 = cluster.start("w2", timing=timing)
+    await cluster.wait_joined(w2)
+    joined_at = next(w.started_at for w in await cluster.store.list_workers() if w.id == "w2")
+
+    async def w2_settled() -> bool:
+        return cluster.db.now() > joined_at + settle
+
+    await cluster.wait_for(w2_settled, "w2's settle window to end", within=settle + 5)
+    held = await cluster.owned_by("w1")
+    assert len(held) == len(names), f"w1 gave tasks away before its next poll: {held}"
+
+    w1.send(signal.SIGTERM)
+    code, exited_at = await w1.wait_exit(within=10.0)
+    assert code == 0, w1.explain(f"exit code {code} after SIGTERM")
+
+    async def w2_holds_all() -> bool:
+        return len(await cluster.owned_by("w2")) == len(names)
+
+    # Far inside w2's poll interval: only a wake-up can have made it claim.
+    await cluster.wait_for(w2_holds_all, "w2 to claim w1's released tasks", within=timing.poll / 6)
+    print(f"handoff without a poll: all owned by w2 {time.time() - exited_at:.3f}s after w1 exited (upper bound)")
+    tasks = await cluster.tasks()
+    for task, term in held.items():
+        assert tasks[task].freed_how is Freed.RELEASED, f"{task} was not released: {tasks[task]}"
+        assert tasks[task].term > term
+    assert (await cluster.store.cluster_view()).live_workers == ["w2"]

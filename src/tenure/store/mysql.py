@@ -66,7 +66,22 @@ How the contract's guarantees are kept here:
   handlers' transactions; a renewal is two autocommitted statements (the update, then a
   read of it) rather than a transaction. Waiting for a free pooled connection is bounded
   by ``connect_timeout`` (then :class:`~tenure.errors.StoreUnavailable`).
-- **No notifications**: :meth:`listen` returns at once and workers poll.
+- **Wake-ups without notifications.** MySQL has no ``LISTEN``/``NOTIFY``. Each worker's
+  *wait connection* sleeps in ``SELECT SLEEP(heartbeat)``, which also checks, after the
+  sleep, that the worker's liveness lock is still held: the wait is the liveness probe, so
+  an idle cluster sends nothing more than it did. A transaction that frees or changes
+  tasks (the ones that notify on PostgreSQL) is followed, once committed, by one read of
+  the sessions sleeping in a wait of this database (``information_schema.PROCESSLIST``)
+  and a ``KILL QUERY`` of each: the interrupted wait wakes its worker, which polls at
+  once. Those connections run nothing but waits, so a kill can only end a wait (one that
+  reaches a session between two waits is dropped by the server: that worker finds the
+  change at its next poll). The liveness lock itself sits on another connection that
+  sends nothing once it holds the lock, so the lock still dies the moment its process
+  does (the server notices a closed socket only between statements, not during a
+  ``SLEEP``). Users that see and may end each other's sessions: every worker as one
+  database user, or ``CONNECTION ADMIN``; where the server refuses the kill, the store
+  says so once and workers poll. With ``liveness=lease`` there are no waits and workers
+  poll.
 
 Cancelling an operation mid-statement closes its connection (never reused, the server
 rolls back) and, if a statement was running, kills it on the server from a fresh
@@ -88,6 +103,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -366,6 +382,8 @@ class _Session:
         self.busy = False
         self.broken = False
         self.error: BaseException | None = None
+        #: Wake the waiting workers once the transaction commits.
+        self.woken = False
 
     @property
     def reusable(self) -> bool:
@@ -417,7 +435,9 @@ class _Session:
         return (await self.run(sql, args))[0]
 
     async def notify(self) -> None:
-        """MySQL cannot notify: workers poll."""
+        """MySQL cannot notify: the store interrupts the workers' waits once the
+        transaction commits (:meth:`MySQLStore._wake_listeners`)."""
+        self.woken = True
 
     async def begin(self) -> None:
         await self._call(self.conn.begin)
@@ -581,6 +601,10 @@ class MySQLStore(SQLStore[_Session]):
         self._lease_pool: Pool | None = None
         self._kills: set[asyncio.Task[None]] = set()
         self._liveness: dict[str, Liveness] = {}
+        #: Wake-ups ride on the sessions that liveness=session trusts (see listen()).
+        self.supports_listen = self._options.liveness == "session"
+        #: The server refused a KILL QUERY of a wait: workers rely on polling.
+        self._kill_refused = False
 
     @property
     def display_url(self) -> str:
@@ -751,7 +775,42 @@ class MySQLStore(SQLStore[_Session]):
             except _DRIVER_ERRORS as exc:
                 await s.rollback()
                 raise _translate(exc, what) from exc
+            if s.woken:
+                await self._wake_listeners(s)
             return result
+
+    async def _wake_listeners(self, s: _Session) -> None:
+        """After a commit that freed or changed tasks: ``KILL QUERY`` every wait of this
+        database, so that each worker polls now instead of at its next poll.
+
+        Only waits are found (``wake_targets``: sessions sleeping in one now), and their
+        connections run nothing else, so a kill can only end a wait (a wait that ended
+        in between makes the kill hit an idle session, where it is dropped). Never raises
+        a driver error: the change is committed, and the workers see it at their next
+        poll anyway. If the server refuses the kill (another user's session, without the
+        privilege to end it), this store says so once and stops trying."""
+        if not self.supports_listen or self._kill_refused:
+            return
+        q = self.q
+        try:
+            for (thread,) in await s.all(q["wake_targets"]):
+                try:
+                    await s.run(q["wake"], {"id": int(thread)})
+                except asyncmy.errors.Error as exc:
+                    if _errno(exc) == 1094:  # unknown thread: the session ended meanwhile
+                        continue
+                    if _errno(exc) not in (1095, 1227):  # not owner of the thread; access denied
+                        raise
+                    self._kill_refused = True
+                    log.warning(
+                        "the server refused to interrupt another worker's wait (%s): workers see "
+                        "releases and changes at their next poll instead of at once; run every worker "
+                        "as one database user, or grant CONNECTION ADMIN (MariaDB, MySQL CONNECTION_ADMIN)",
+                        exc,
+                    )
+                    return
+        except _DRIVER_ERRORS as exc:
+            log.warning("could not wake the workers after a change (they see it at their next poll): %s", exc)
 
     async def _read(self, fn: Callable[[_Session], Awaitable[T]], *, what: str = "", pool: Pool | None = None) -> T:
         """Run ``fn``'s statements each in its own transaction: for reads of a single
@@ -958,6 +1017,54 @@ class MySQLStore(SQLStore[_Session]):
                 # variables, named locks) is closed: the server drops that state with it.
                 self._give_back(pool, tx.session, failure, retire=tx.touched_session or tx.discard or not tx.reusable)
 
+    # -- wake-ups -------------------------------------------------------------------------
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
+
+        MySQL cannot notify; instead a listener's connection sleeps in a wait (``SELECT
+        SLEEP(…)``), and a writer that frees or changes tasks interrupts every wait of the
+        database (:meth:`_wake_listeners`). While this store holds a worker's liveness lock,
+        that lock's wait connection is the listener (its waits are also the liveness
+        probe); otherwise a connection of its own waits :data:`LISTEN_WAIT` seconds at a
+        time. Calls ``wake`` once at the start and after each reconnection, as wake-ups
+        sent while no wait slept are lost. With ``liveness=lease`` (a proxy between
+        tenure and the server, whose session ids cannot be trusted) it returns at once
+        and workers poll.
+        """
+        if not self.supports_listen:
+            return
+        session = next((h for h in self._liveness.values() if isinstance(h, _NamedLockLiveness)), None)
+        if session is not None:
+            session.wakes.append(wake)
+            try:
+                wake()
+                await asyncio.Event().wait()  # until cancelled
+            finally:
+                session.wakes.remove(wake)
+            return
+        delay = 0.2
+        while True:
+            conn = None
+            try:
+                conn = await asyncmy.connect(**self._connect_args(None))
+                await conn.cursor().execute(self.q["liveness_session"])
+                delay = 0.2
+                wake()
+                args = {"wait": LISTEN_WAIT}
+                within = LISTEN_WAIT + self._options.connect_timeout
+                while True:
+                    row = await _ask(conn, self.q["listen_wait"], args, within=within)
+                    if row is None or row[0]:
+                        wake()
+            except (*_DRIVER_ERRORS, TimeoutError) as exc:
+                log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
+            finally:
+                if conn is not None:
+                    conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     # -- runs -----------------------------------------------------------------------------
 
     async def _advance_slots(self, s: _Session, slots: Sequence[SlotDone]) -> None:
@@ -1009,13 +1116,50 @@ def _args(params: Sequence[Any]) -> tuple[Any, ...] | None:
     return tuple(params) if params else None
 
 
-class _NamedLockLiveness(Liveness):
-    """``GET_LOCK`` on a connection of its own, kept for the worker's life.
+#: Errors that end a wait early without harm: woken (KILL QUERY) or cut by a statement
+#: time limit (MariaDB's max_statement_time, MySQL's max_execution_time). Either way the
+#: worker polls once more than it had to.
+_INTERRUPTED = {1317, 1969, 3024}
 
-    The driver cannot wait on an idle connection's socket, so the session is probed every
-    ``check_every`` seconds (one statement): the lock must still be this session's. A probe
-    that fails or does not answer within ``check_every`` marks the lock lost; the worker
-    then fences itself and takes it again on a new connection.
+#: How long a listener that holds no liveness lock sleeps in one wait (seconds).
+LISTEN_WAIT = 5.0
+
+
+async def _ask(conn: Connection, sql: str, args: dict[str, Any], *, within: float) -> tuple[Any, ...] | None:
+    """Run one statement of a wait connection: its first row, or None if it was
+    interrupted (woken). Raises TimeoutError after ``within`` seconds, and driver errors."""
+
+    async def go() -> tuple[Any, ...] | None:
+        cur = conn.cursor()
+        await cur.execute(sql, args)
+        row = await cur.fetchone()
+        return None if row is None else tuple(row)
+
+    try:
+        return await asyncio.wait_for(go(), within)
+    except asyncmy.errors.Error as exc:
+        if _errno(exc) in _INTERRUPTED:
+            return None
+        raise
+
+
+class _NamedLockLiveness(Liveness):
+    """``GET_LOCK`` on a connection of its own, kept for the worker's life, and a second
+    connection that waits for wake-ups and probes the lock.
+
+    The lock's connection sends nothing once the lock is taken. A session idle in the
+    server ends the moment its process dies (the server is reading its socket), which is
+    what makes a crash visible at once; a session inside a statement would not: ``SLEEP()``
+    does not look at its socket, so a lock on a sleeping session outlives a killed process
+    by up to the sleep (measured on MariaDB 10.11).
+
+    The wait connection sleeps in ``liveness_wait`` for ``check_every`` seconds at a time,
+    then checks in the same statement that the lock is still held by the lock's session:
+    one statement per interval, the liveness probe. A writer that frees or changes tasks
+    interrupts the sleep with ``KILL QUERY`` (:meth:`MySQLStore._wake_listeners`), which
+    wakes the worker (:attr:`wakes`) as a ``NOTIFY`` does on PostgreSQL. A probe that fails,
+    says no, or does not answer within ``check_every`` of its sleep's end marks the lock
+    lost; the worker then fences itself and takes it again on new connections.
     """
 
     mode = "session"
@@ -1026,23 +1170,33 @@ class _NamedLockLiveness(Liveness):
         self._name = mysql_name(store._options.database, worker_id)
         self._every = max(0.2, check_every)
         self._conn: Connection | None = None
+        self._waits: Connection | None = None
         self._thread = 0
         self._watch: asyncio.Task[None] | None = None
+        #: Called on every wake-up, and once each time the lock is taken (wake-ups sent
+        #: while no wait of ours slept are lost).
+        self.wakes: list[Callable[[], None]] = []
 
     @property
     def token(self) -> str | None:
         return self._name if self.held else None
 
+    async def _connect(self) -> Connection:
+        store = self._store
+        try:
+            conn = await asyncmy.connect(**store._connect_args(None))
+            await conn.cursor().execute(store.q["liveness_session"])
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"cannot connect to MySQL store {store._display}: {exc}") from exc
+        return conn
+
     async def _take(self) -> None:
         store = self._store
         q = store.q
-        try:
-            conn = await asyncmy.connect(**store._connect_args(None))
-        except _DRIVER_ERRORS as exc:
-            raise StoreUnavailable(f"cannot connect to MySQL store {store._display}: {exc}") from exc
+        conn = await self._connect()
+        waits: Connection | None = None
         try:
             cur = conn.cursor()
-            await cur.execute(q["liveness_session"])
             await cur.execute(q["liveness_take"], {"name": self._name})
             got = await cur.fetchone()
             if not got or got[0] != 1:
@@ -1055,44 +1209,65 @@ class _NamedLockLiveness(Liveness):
                 raise InvalidStoreURL(
                     f"the liveness lock just taken on {store._display} does not show as this session's: " + POOLING_HINT
                 )
+            waits = await self._connect()
         except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await conn.ensure_closed()
+            for c in (conn, waits):
+                if c is not None:
+                    with contextlib.suppress(Exception):
+                        await c.ensure_closed()
             if isinstance(exc, _DRIVER_ERRORS):
                 raise StoreUnavailable(f"cannot take the liveness lock on {store._display}: {exc}") from exc
             raise
-        self._conn, self._thread = conn, int(got[1])
-        self._watch = asyncio.create_task(self._probe(conn), name="tenure-liveness")
+        self._conn, self._waits, self._thread = conn, waits, int(got[1])
+        self._watch = asyncio.create_task(self._wait_and_probe(waits), name="tenure-liveness")
+        self._wake()
 
-    async def _probe(self, conn: Connection) -> None:
+    def _wake(self) -> None:
+        for wake in list(self.wakes):
+            wake()
+
+    async def _wait_and_probe(self, conn: Connection) -> None:
         q = self._store.q
+        args = {"wait": self._every, "name": self._name, "holder": self._thread}
+        checked = time.monotonic()
         while True:
-            await asyncio.sleep(self._every)
-
-            async def ask() -> Any:
-                cur = conn.cursor()
-                await cur.execute(q["liveness_mine"], {"name": self._name})
-                return await cur.fetchone()
-
             try:
-                mine = await asyncio.wait_for(ask(), timeout=self._every)
+                row = await _ask(conn, q["liveness_wait"], args, within=2 * self._every)
+                if row is not None:
+                    woken, held = bool(row[0]), row[1]
+                elif time.monotonic() - checked < self._every:
+                    woken, held = True, None
+                else:
+                    # Woken so often that no wait reached its check: probe on its own.
+                    self._wake()
+                    row = await _ask(conn, q["liveness_check"], args, within=self._every)
+                    woken, held = row is None, None if row is None else row[0]
             except TimeoutError:
                 self._mark_lost(f"the liveness session did not answer within {self._every:g}s")
                 return
             except _DRIVER_ERRORS as exc:
                 self._mark_lost(f"the liveness session ended ({exc})")
                 return
-            if not mine or mine[0] != 1:
-                self._mark_lost("the liveness lock is no longer this session's")
-                return
+            if woken:
+                self._wake()
+            if held is not None:
+                if held != 1:
+                    self._mark_lost("the liveness lock is no longer held by this worker's session")
+                    return
+                checked = time.monotonic()
 
     async def _drop(self) -> None:
-        conn, watch, thread = self._conn, self._watch, self._thread
-        self._conn, self._watch, self._thread = None, None, 0
+        conn, waits, watch, thread = self._conn, self._waits, self._watch, self._thread
+        self._conn, self._waits, self._watch, self._thread = None, None, None, 0
         if watch is not None:
             watch.cancel()
             with contextlib.suppress(BaseException):
                 await watch
+        if waits is not None:
+            # A wait in flight goes on in the server until its sleep ends (at most
+            # check_every); it holds nothing.
+            with contextlib.suppress(Exception):
+                waits.close()
         if conn is None:
             return
         q = self._store.q

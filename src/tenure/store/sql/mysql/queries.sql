@@ -388,7 +388,8 @@ SELECT scope, paused_at, paused_by, cancel FROM tenure_pauses ORDER BY scope;
 DELETE FROM tenure_pauses WHERE scope = %(scope)s;
 
 -- name: liveness_session
--- The liveness connection idles for the worker's life: the server must not end it.
+-- The liveness and wait connections live as long as the worker: the server must not end
+-- them for idling.
 SET SESSION wait_timeout = 31536000;
 
 -- name: liveness_take
@@ -405,3 +406,29 @@ SELECT RELEASE_LOCK(%(name)s);
 
 -- name: liveness_holder
 SELECT IS_USED_LOCK(%(name)s);
+
+-- name: liveness_wait
+-- The wait (tenure.store.mysql, "Wake-ups"): a worker's wait connection sleeps here
+-- until woken (KILL QUERY: error 1317, or 1 on MySQL) and then checks, after the sleep,
+-- that its liveness lock is still held by its liveness session (1), which makes the wait
+-- its liveness probe too. The alias marks the statement for wake_targets.
+SELECT SLEEP(%(wait)s) AS tenure_wait, COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0);
+
+-- name: liveness_check
+-- The probe alone, when wake-ups came too often for the waits to reach their check.
+SELECT COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0);
+
+-- name: listen_wait
+-- The wait of a listener that holds no liveness lock (listen() outside a worker).
+SELECT SLEEP(%(wait)s) AS tenure_wait;
+
+-- name: wake_targets
+-- The sessions sleeping in a wait of this database now. Connections that run nothing
+-- but waits, so KILL QUERY of one can only end a wait. Without the PROCESS privilege a
+-- user sees its own sessions only: those it may KILL.
+SELECT ID FROM information_schema.PROCESSLIST
+WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND STATE = 'User sleep'
+  AND LEFT(INFO, 13) = 'SELECT SLEEP(' AND LOCATE(') AS tenure_wait', INFO) > 0;
+
+-- name: wake
+KILL QUERY %(id)s;

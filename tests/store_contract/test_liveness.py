@@ -10,6 +10,7 @@ end lets a lock file go, which tests/faults covers with SIGKILL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -217,3 +218,36 @@ async def test_a_cut_liveness_session_is_noticed_and_ends_the_lease(store_url: s
         assert not live.lost.is_set()
         await register(other, "w1")
         assert "w1" in (await store.cluster_view()).live_workers
+
+
+async def test_a_worker_hears_another_process_change_tasks_and_keeps_its_lock(store: Store, other: Store) -> None:
+    """A worker's listen() (as a worker calls it: while it holds its liveness lock) is woken
+    by changes another process commits, one after another for five probe intervals, and
+    the lock stays held throughout. On MySQL/MariaDB each change interrupts the worker's
+    wait (KILL QUERY), here faster than a wait's sleep: the probe must still run, and
+    nothing may hit the lock's own session."""
+    assert store.supports_listen
+    await add(other, "dispatch", "a")
+    woken = asyncio.Event()
+    async with AsyncExitStack() as mine:
+        live = await _join(mine, store, "w1")
+        listener = asyncio.create_task(store.listen(woken.set))
+        try:
+            await asyncio.wait_for(woken.wait(), 10)  # once at the start
+            rounds = 0
+            until = time.monotonic() + 5 * 0.2
+            while time.monotonic() < until:
+                woken.clear()
+                await other.trigger("dispatch", "a")
+                try:
+                    await asyncio.wait_for(woken.wait(), 5)
+                except TimeoutError:
+                    raise AssertionError(f"change {rounds + 1} did not wake the listener") from None
+                rounds += 1
+            assert live.held, f"the liveness lock was lost after {rounds} wake-ups: {live.reason}"
+            # Another process still finds the lock held (a free one leaves w1 out).
+            assert (await other.cluster_view()).live_workers == ["w1"]
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener

@@ -70,18 +70,19 @@ How the contract's guarantees are kept here:
   *wait connection* sleeps in ``SELECT SLEEP(heartbeat)``, which also checks, after the
   sleep, that the worker's liveness lock is still held: the wait is the liveness probe, so
   an idle cluster sends nothing more than it did. A transaction that frees or changes
-  tasks (the ones that notify on PostgreSQL) is followed, once committed, by one read of
-  the sessions sleeping in a wait of this database (``information_schema.PROCESSLIST``)
-  and a ``KILL QUERY`` of each: the interrupted wait wakes its worker, which polls at
-  once. Those connections run nothing but waits, so a kill can only end a wait (one that
-  reaches a session between two waits is dropped by the server: that worker finds the
-  change at its next poll). The liveness lock itself sits on another connection that
-  sends nothing once it holds the lock, so the lock still dies the moment its process
-  does (the server notices a closed socket only between statements, not during a
-  ``SLEEP``). Users that see and may end each other's sessions: every worker as one
-  database user, or ``CONNECTION ADMIN``; where the server refuses the kill, the store
-  says so once and workers poll. With ``liveness=lease`` there are no waits and workers
-  poll.
+  tasks (the ones that notify on PostgreSQL) moves a wake counter before it commits, and
+  then reads the sessions inside a wait of this database
+  (``information_schema.PROCESSLIST``) and sends each a ``KILL QUERY``: the interrupted
+  wait wakes its worker, which polls at once. Those connections run nothing but waits,
+  so a kill can only end a wait. A kill that reaches none (sent between two waits, or as
+  one ends on its own: the server drops it) loses nothing: a wait does not sleep if the
+  counter moved since the previous one read it (:class:`_Waits`). The liveness lock sits
+  on another connection that sends nothing once it holds the lock, so the lock still dies
+  the moment its process does (the server notices a closed socket between statements,
+  not during a ``SLEEP``). Waking needs users that see and may end each other's sessions:
+  every worker as one database user, or ``CONNECTION ADMIN``; where the server refuses
+  the kill, the store says so once and workers poll. With ``liveness=lease`` there are no
+  waits, and workers poll.
 
 Cancelling an operation mid-statement closes its connection (never reused, the server
 rolls back) and, if a statement was running, kills it on the server from a fresh
@@ -768,6 +769,8 @@ class MySQLStore(SQLStore[_Session]):
         async with self._session(pool, begin=True) as s:
             try:
                 result = await fn(s)
+                if s.woken and self.supports_listen:
+                    await s.run(self.q["wake_bump"])
                 await s.commit()
             except TenureError:
                 await s.rollback()
@@ -1050,13 +1053,9 @@ class MySQLStore(SQLStore[_Session]):
                 conn = await asyncmy.connect(**self._connect_args(None))
                 await conn.cursor().execute(self.q["liveness_session"])
                 delay = 0.2
-                wake()
-                args = {"wait": LISTEN_WAIT}
-                within = LISTEN_WAIT + self._options.connect_timeout
+                waits = _Waits(conn, self.q["listen_wait"], {}, every=LISTEN_WAIT, wake=wake)
                 while True:
-                    row = await _ask(conn, self.q["listen_wait"], args, within=within)
-                    if row is None or row[0]:
-                        wake()
+                    await waits.wait()  # the first wakes at once
             except (*_DRIVER_ERRORS, TimeoutError) as exc:
                 log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
             finally:
@@ -1143,6 +1142,48 @@ async def _ask(conn: Connection, sql: str, args: dict[str, Any], *, within: floa
         raise
 
 
+class _Waits:
+    """The waits of one wait connection (see "Wake-ups" in the module docstring).
+
+    Each wait passes the wake counter the previous one saw, and returns at once if it has
+    moved since: a wake-up sent while no wait of this connection was visible to the
+    writer (between two waits, or as one ends on its own, when the server drops the
+    ``KILL QUERY``) is then not lost. A wait interrupted by a ``KILL QUERY`` does not
+    call ``wake`` itself: the change that sent it moved the counter, so the next wait
+    returns at once and does (one call per change rather than two), unless wake-ups
+    interrupt every wait for ``every`` seconds, when it calls ``wake`` anyway.
+    """
+
+    def __init__(
+        self, conn: Connection, sql: str, args: dict[str, Any], *, every: float, wake: Callable[[], None]
+    ) -> None:
+        self._conn = conn
+        self._sql = sql
+        self._args = args
+        self._every = every
+        self._wake = wake
+        #: The wake counter the last wait read; None before the first, which thus wakes.
+        self._seen: int | None = None
+        self._answered = time.monotonic()
+
+    async def wait(self) -> tuple[Any, ...] | None:
+        """Wait once, for ``every`` seconds or until woken, calling ``wake`` as the class
+        says; the wait's row, or None if it was interrupted. Raises TimeoutError if it
+        does not answer within ``every`` of its sleep's end, and driver errors."""
+        overdue = time.monotonic() - self._answered >= self._every
+        args = {**self._args, "seen": self._seen, "wait": 0 if overdue else self._every}
+        row = await _ask(self._conn, self._sql, args, within=2 * self._every)
+        if row is None:
+            if overdue:
+                self._wake()
+            return None
+        self._answered = time.monotonic()
+        self._seen = int(row[1])
+        if int(row[0]) == 2:
+            self._wake()
+        return row
+
+
 class _NamedLockLiveness(Liveness):
     """``GET_LOCK`` on a connection of its own, kept for the worker's life, and a second
     connection that waits for wake-ups and probes the lock.
@@ -1157,9 +1198,10 @@ class _NamedLockLiveness(Liveness):
     then checks in the same statement that the lock is still held by the lock's session:
     one statement per interval, the liveness probe. A writer that frees or changes tasks
     interrupts the sleep with ``KILL QUERY`` (:meth:`MySQLStore._wake_listeners`), which
-    wakes the worker (:attr:`wakes`) as a ``NOTIFY`` does on PostgreSQL. A probe that fails,
-    says no, or does not answer within ``check_every`` of its sleep's end marks the lock
-    lost; the worker then fences itself and takes it again on new connections.
+    wakes the worker (:attr:`wakes`) as a ``NOTIFY`` does on PostgreSQL (:class:`_Waits`).
+    A probe that fails, says no, or does not answer within ``check_every`` of its sleep's
+    end marks the lock lost; the worker then fences itself and takes it again on new
+    connections.
     """
 
     mode = "session"
@@ -1220,41 +1262,26 @@ class _NamedLockLiveness(Liveness):
             raise
         self._conn, self._waits, self._thread = conn, waits, int(got[1])
         self._watch = asyncio.create_task(self._wait_and_probe(waits), name="tenure-liveness")
-        self._wake()
 
     def _wake(self) -> None:
         for wake in list(self.wakes):
             wake()
 
     async def _wait_and_probe(self, conn: Connection) -> None:
-        q = self._store.q
-        args = {"wait": self._every, "name": self._name, "holder": self._thread}
-        checked = time.monotonic()
+        args = {"name": self._name, "holder": self._thread}
+        waits = _Waits(conn, self._store.q["liveness_wait"], args, every=self._every, wake=self._wake)
         while True:
             try:
-                row = await _ask(conn, q["liveness_wait"], args, within=2 * self._every)
-                if row is not None:
-                    woken, held = bool(row[0]), row[1]
-                elif time.monotonic() - checked < self._every:
-                    woken, held = True, None
-                else:
-                    # Woken so often that no wait reached its check: probe on its own.
-                    self._wake()
-                    row = await _ask(conn, q["liveness_check"], args, within=self._every)
-                    woken, held = row is None, None if row is None else row[0]
+                row = await waits.wait()
             except TimeoutError:
                 self._mark_lost(f"the liveness session did not answer within {self._every:g}s")
                 return
             except _DRIVER_ERRORS as exc:
                 self._mark_lost(f"the liveness session ended ({exc})")
                 return
-            if woken:
-                self._wake()
-            if held is not None:
-                if held != 1:
-                    self._mark_lost("the liveness lock is no longer held by this worker's session")
-                    return
-                checked = time.monotonic()
+            if row is not None and row[2] != 1:
+                self._mark_lost("the liveness lock is no longer held by this worker's session")
+                return
 
     async def _drop(self) -> None:
         conn, waits, watch, thread = self._conn, self._waits, self._watch, self._thread

@@ -408,27 +408,36 @@ SELECT RELEASE_LOCK(%(name)s);
 SELECT IS_USED_LOCK(%(name)s);
 
 -- name: liveness_wait
--- The wait (tenure.store.mysql, "Wake-ups"): a worker's wait connection sleeps here
--- until woken (KILL QUERY: error 1317, or 1 on MySQL) and then checks, after the sleep,
--- that its liveness lock is still held by its liveness session (1), which makes the wait
--- its liveness probe too. The alias marks the statement for wake_targets.
-SELECT SLEEP(%(wait)s) AS tenure_wait, COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0);
-
--- name: liveness_check
--- The probe alone, when wake-ups came too often for the waits to reach their check.
-SELECT COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0);
+-- The wait (tenure.store.mysql, "Wake-ups") of a worker's wait connection: unless the
+-- wake counter moved since the last wait saw it (%(seen)s; NULL the first time), sleep
+-- until woken (KILL QUERY: error 1317) or for %(wait)s seconds; then check that the
+-- liveness lock is still held by the worker's liveness session (1): the wait is also the
+-- liveness probe. Returns 2 (moved) or 0 (slept), the counter, and the check. The alias
+-- marks the statement for wake_targets.
+SELECT IF(c.v = %(seen)s, SLEEP(%(wait)s), 2) AS tenure_wait, c.v,
+       COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0)
+FROM (SELECT COALESCE(MAX(value), 0) AS v FROM tenure_counters WHERE name = 'wakes') AS c;
 
 -- name: listen_wait
--- The wait of a listener that holds no liveness lock (listen() outside a worker).
-SELECT SLEEP(%(wait)s) AS tenure_wait;
+-- The same wait for a listener that holds no liveness lock (listen() outside a worker).
+SELECT IF(c.v = %(seen)s, SLEEP(%(wait)s), 2) AS tenure_wait, c.v
+FROM (SELECT COALESCE(MAX(value), 0) AS v FROM tenure_counters WHERE name = 'wakes') AS c;
+
+-- name: wake_bump
+-- Moves the wake counter, in a transaction that frees or changes tasks (the row is made
+-- by the first one): a wait that starts after it returns at once, so that no wake-up is
+-- lost between two waits.
+INSERT INTO tenure_counters (name, value) VALUES ('wakes', 1) ON DUPLICATE KEY UPDATE value = value + 1;
 
 -- name: wake_targets
--- The sessions sleeping in a wait of this database now. Connections that run nothing
--- but waits, so KILL QUERY of one can only end a wait. Without the PROCESS privilege a
--- user sees its own sessions only: those it may KILL.
+-- The sessions inside a wait of this database now: connections that run nothing but
+-- waits, so KILL QUERY of one can only end a wait. From the moment the server has read
+-- the statement (INFO), not only once it sleeps: a wait still starting is ended before
+-- its sleep, rather than missed. Without the PROCESS privilege a user sees its own
+-- sessions only: those it may KILL.
 SELECT ID FROM information_schema.PROCESSLIST
-WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND STATE = 'User sleep'
-  AND LEFT(INFO, 13) = 'SELECT SLEEP(' AND LOCATE(') AS tenure_wait', INFO) > 0;
+WHERE DB = DATABASE() AND ID <> CONNECTION_ID()
+  AND LEFT(INFO, 10) = 'SELECT IF(' AND LOCATE(') AS tenure_wait', INFO) > 0;
 
 -- name: wake
 KILL QUERY %(id)s;

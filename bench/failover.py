@@ -11,7 +11,7 @@ every second). Then, ``--repeats`` times each:
   (its process and sessions live): its lease runs out, then the others claim its tasks.
   It is continued afterwards, fences itself and rejoins;
 - **handoff**: SIGTERM one worker. It stops starting runs, lets running ones finish,
-  releases its tasks and leaves; the others claim them at their next poll.
+  releases its tasks and leaves; the release wakes the others, which claim them at once.
 
 For each event, from the signal (wall clock; the database's clock is the same machine's):
 
@@ -21,8 +21,9 @@ For each event, from the signal (wall clock; the database's clock is the same ma
 - ``first_run_lag_ms``: how late (start minus slot) those first runs elsewhere were;
 - SIGTERM only: ``released_s``, when the stopping worker released its tasks (their
   ``freed_at``, database time), and ``release_to_all_moved_ms``, from that release to
-  every task owned by another worker (PostgreSQL's LISTEN/NOTIFY wakes the others at
-  once; SQLite and MySQL wait for their next poll). Target: <= 100 ms.
+  every task owned by another worker (the release wakes the others: LISTEN/NOTIFY on
+  PostgreSQL, a wake file on SQLite, KILL QUERY of their waits on MySQL/MariaDB; with
+  ``--liveness lease`` MySQL/MariaDB workers wait for their next poll). Target: <= 100 ms.
 
 A replacement worker is started after each event and the tasks are spread again; the
 time that takes (a join reaching fair share) is reported as ``rebalance_s``.

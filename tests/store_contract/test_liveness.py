@@ -251,3 +251,15 @@ async def test_a_worker_hears_another_process_change_tasks_and_keeps_its_lock(st
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+
+async def test_an_event_loop_held_past_the_probe_does_not_cost_the_lock(store: Store) -> None:
+    """A worker's event loop held for longer than its liveness probe's span (a handler
+    blocking it, a long garbage collection) finds the probe's answer waiting when it runs
+    again: the lock is not taken for lost (the lease alone judges such a hold)."""
+    async with AsyncExitStack() as mine:
+        live = await _join(mine, store, "w1")
+        for _ in range(3):
+            time.sleep(1.0)  # noqa: ASYNC251  # the hold under test: five probe intervals
+            await asyncio.sleep(0.4)  # the loop runs again: answers due are read
+            assert live.held, f"the liveness lock was taken for lost after the loop was held: {live.reason}"

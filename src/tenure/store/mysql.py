@@ -67,19 +67,21 @@ How the contract's guarantees are kept here:
   read of it) rather than a transaction. Waiting for a free pooled connection is bounded
   by ``connect_timeout`` (then :class:`~tenure.errors.StoreUnavailable`).
 - **Wake-ups without notifications.** MySQL has no ``LISTEN``/``NOTIFY``. Each worker's
-  *wait connection* sleeps in ``SELECT SLEEP(heartbeat)``, which also checks, after the
-  sleep, that the worker's liveness lock is still held: the wait is the liveness probe, so
-  an idle cluster sends nothing more than it did. A transaction that frees or changes
+  *wait connection* waits up to a heartbeat for the worker's own liveness lock
+  (``GET_LOCK``; its liveness session holds it), then checks that the lock is still held
+  by that session: the wait is the liveness probe, so an idle cluster sends nothing more
+  than it did. (Not ``SLEEP``: all sleepers share one server mutex, on which a ``KILL``
+  spins for up to 2 s when several are killed at once.) A transaction that frees or changes
   tasks (the ones that notify on PostgreSQL) moves a wake counter before it commits, and
   then reads the sessions inside a wait of this database
   (``information_schema.PROCESSLIST``) and sends each a ``KILL QUERY``: the interrupted
   wait wakes its worker, which polls at once. Those connections run nothing but waits,
   so a kill can only end a wait. A kill that reaches none (sent between two waits, or as
-  one ends on its own: the server drops it) loses nothing: a wait does not sleep if the
+  one ends on its own: the server drops it) loses nothing: a wait does not wait if the
   counter moved since the previous one read it (:class:`_Waits`). The liveness lock sits
   on another connection that sends nothing once it holds the lock, so the lock still dies
   the moment its process does (the server notices a closed socket between statements,
-  not during a ``SLEEP``). Waking needs users that see and may end each other's sessions:
+  not during a statement such as a wait). Waking needs users that see and may end each other's sessions:
   every worker as one database user, or ``CONNECTION ADMIN``; where the server refuses
   the kill, the store says so once and workers poll. With ``liveness=lease`` there are no
   waits, and workers poll.
@@ -1177,8 +1179,12 @@ class _Waits:
             if overdue:
                 self._wake()
             return None
-        self._answered = time.monotonic()
         self._seen = int(row[1])
+        if row[0] is None:  # a wait on a lock answers NULL when interrupted
+            if overdue:
+                self._wake()
+            return None
+        self._answered = time.monotonic()
         if int(row[0]) == 2:
             self._wake()
         return row
@@ -1194,8 +1200,10 @@ class _NamedLockLiveness(Liveness):
     does not look at its socket, so a lock on a sleeping session outlives a killed process
     by up to the sleep (measured on MariaDB 10.11).
 
-    The wait connection sleeps in ``liveness_wait`` for ``check_every`` seconds at a time,
-    then checks in the same statement that the lock is still held by the lock's session:
+    The wait connection waits in ``liveness_wait`` for ``check_every`` seconds at a time
+    (for the lock itself, held by the lock's session; one it takes because that session
+    is gone it lets go at once), then checks in the same statement that the lock is still
+    held by the lock's session:
     one statement per interval, the liveness probe. A writer that frees or changes tasks
     interrupts the sleep with ``KILL QUERY`` (:meth:`MySQLStore._wake_listeners`), which
     wakes the worker (:attr:`wakes`) as a ``NOTIFY`` does on PostgreSQL (:class:`_Waits`).
@@ -1290,9 +1298,10 @@ class _NamedLockLiveness(Liveness):
             watch.cancel()
             with contextlib.suppress(BaseException):
                 await watch
+        waiting = 0
         if waits is not None:
-            # A wait in flight goes on in the server until its sleep ends (at most
-            # check_every); it holds nothing.
+            with contextlib.suppress(Exception):
+                waiting = int(waits.thread_id())
             with contextlib.suppress(Exception):
                 waits.close()
         if conn is None:
@@ -1301,6 +1310,10 @@ class _NamedLockLiveness(Liveness):
         alive = not self.lost.is_set()
         if alive:
             with contextlib.suppress(Exception):
+                # A wait in flight goes on in the server after its connection closed: end
+                # it before letting the lock go, or it would take the lock.
+                if waiting:
+                    await asyncio.wait_for(conn.cursor().execute("KILL QUERY %s", (waiting,)), 2.0)
                 await asyncio.wait_for(conn.cursor().execute(q["liveness_unlock"], {"name": self._name}), 2.0)
         with contextlib.suppress(Exception):
             conn.close()
@@ -1312,5 +1325,7 @@ class _NamedLockLiveness(Liveness):
                     cur = other.cursor()
                     await cur.execute(q["liveness_holder"], {"name": self._name})
                     holder = await cur.fetchone()
-                    if holder and holder[0] == thread:
-                        await cur.execute("KILL CONNECTION %s", (thread,))
+                    if holder and holder[0] in (thread, waiting):
+                        # Our lock session, or our wait, which takes the lock when the
+                        # lock session ends.
+                        await cur.execute("KILL CONNECTION %s", (holder[0],))

@@ -409,13 +409,18 @@ SELECT IS_USED_LOCK(%(name)s);
 
 -- name: liveness_wait
 -- The wait (tenure.store.mysql, "Wake-ups") of a worker's wait connection: unless the
--- wake counter moved since the last wait saw it (%(seen)s; NULL the first time), sleep
--- until woken (KILL QUERY: error 1317) or for %(wait)s seconds; then check that the
--- liveness lock is still held by the worker's liveness session (1): the wait is also the
--- liveness probe. Returns 2 (moved) or 0 (slept), the counter, and the check. The alias
--- marks the statement for wake_targets.
-SELECT IF(c.v = %(seen)s, SLEEP(%(wait)s), 2) AS tenure_wait, c.v,
-       COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0)
+-- wake counter moved since the last wait saw it (%(seen)s; NULL the first time), wait
+-- for the worker's own liveness lock, held by its liveness session, for %(wait)s
+-- seconds: 0 when the wait ran out (the lock is held), NULL when woken (KILL QUERY; or
+-- error 1317), 1 if the lock was free (the liveness session is gone). Then check that
+-- the liveness session holds it (1): the wait is the liveness probe too; and a lock this
+-- wait took is let go at once, so that the others find the worker dead. (GET_LOCK, not
+-- SLEEP: every SLEEP waits on one server-wide mutex, which a KILL spins on for up to 2 s
+-- when several sleepers are killed at once, measured on MariaDB 10.11.) The alias marks
+-- the statement for wake_targets.
+SELECT IF(c.v = %(seen)s, GET_LOCK(%(name)s, %(wait)s), 2) AS tenure_wait, c.v,
+       COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0),
+       IF(IS_USED_LOCK(%(name)s) = CONNECTION_ID(), RELEASE_LOCK(%(name)s), 0)
 FROM (SELECT COALESCE(MAX(value), 0) AS v FROM tenure_counters WHERE name = 'wakes') AS c;
 
 -- name: listen_wait

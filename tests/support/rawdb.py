@@ -450,9 +450,12 @@ class MySQLDB(_Common):
         # begun since.
         time.sleep(_TRX_CACHE_AGE)
         ((me,),) = self.query("SELECT CONNECTION_ID()")
+        # Not an autocommitted read that takes no lock (a worker's wait reads the wake
+        # counter while it waits): it holds nothing a pause could keep from others.
         rows = self.query(
             "SELECT p.ID, p.HOST, t.trx_state, t.trx_started FROM information_schema.INNODB_TRX t "
-            "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
+            "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+            "WHERE t.trx_autocommit_non_locking = 0"
         )
         return [
             f"{host} {state} since {since}"

@@ -288,20 +288,11 @@ class Rebalancer:
             elif (
                 ot.armed_at is None
                 and self._pauses.of(ot.task.kind) is None
-                and not isinstance(schedule := ot.task.schedule, Unreadable)
+                and not isinstance(ot.task.schedule, Unreadable)
             ):
                 # Resumed: the slots missed meanwhile follow the misfire policy, as after a
                 # takeover (skip: the latest runs once; catch_up: each runs).
-                done = ot.last_slot if ot.last_slot is not None else ot.task.last_slot
-                ot.next_slot = first_slot(
-                    schedule,
-                    ot.task.kind,
-                    ot.task.key,
-                    now=self._lease.db_time(),
-                    done_before=done,
-                    misfire=ot.kind.misfire,
-                )
-                self._timers.arm(ot)
+                self._arm_first(ot, done_before=ot.last_slot if ot.last_slot is not None else ot.task.last_slot)
                 if ot.task.trigger_at is not None and ot.task.trigger_at > ot.trigger_done:
                     self._timers.trigger(ot, ot.task.trigger_at)
 

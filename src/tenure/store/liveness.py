@@ -39,7 +39,7 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -172,6 +172,18 @@ async def holding(registry: dict[str, Liveness], handle: Liveness) -> AsyncItera
         if registry.get(handle.worker_id) is handle:
             del registry[handle.worker_id]
         await asyncio.shield(handle.release())
+
+
+async def listen_on(wakes: list[Callable[[], None]], wake: Callable[[], None]) -> None:
+    """Have a liveness session's wake-ups call ``wake`` until cancelled (a store whose
+    worker holds a liveness lock listens on that session instead of a connection of its
+    own). Calls ``wake`` once at the start: wake-ups sent before were not heard."""
+    wakes.append(wake)
+    try:
+        wake()
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        wakes.remove(wake)
 
 
 def held_token(registry: dict[str, Liveness], worker_id: str) -> int | str | None:

@@ -131,7 +131,7 @@ from tenure.errors import (
 from tenure.inputs import quote
 from tenure.models import Claim, Lease, Run, SlotDone, WorkerLoad
 from tenure.store.fence import Fence, FencedSession, Op
-from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, liveness_option, mysql_name
+from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, listen_on, liveness_option, mysql_name
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -1041,12 +1041,7 @@ class MySQLStore(SQLStore[_Session]):
             return
         session = next((h for h in self._liveness.values() if isinstance(h, _NamedLockLiveness)), None)
         if session is not None:
-            session.wakes.append(wake)
-            try:
-                wake()
-                await asyncio.Event().wait()  # until cancelled
-            finally:
-                session.wakes.remove(wake)
+            await listen_on(session.wakes, wake)
             return
         delay = 0.2
         while True:

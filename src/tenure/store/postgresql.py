@@ -56,7 +56,7 @@ from tenure.errors import (
 from tenure.inputs import ECHO_LIMIT, cut
 from tenure.models import Claim, ClusterView, Run, SlotDone
 from tenure.store.fence import Fence, FencedSession, Op
-from tenure.store.liveness import POOLING_HINT, Liveness, holding, liveness_option, postgresql_key
+from tenure.store.liveness import POOLING_HINT, Liveness, holding, listen_on, liveness_option, postgresql_key
 from tenure.store.rows import TASK_COLUMNS, cluster_view_from_rows, done_before, merged_slots, task_from_row
 from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
@@ -518,12 +518,7 @@ class PostgreSQLStore(SQLStore[_Session]):
         """
         session = next((h for h in self._liveness.values() if isinstance(h, _AdvisoryLiveness)), None)
         if session is not None:
-            session.wakes.append(wake)
-            try:
-                wake()
-                await asyncio.Event().wait()  # until cancelled
-            finally:
-                session.wakes.remove(wake)
+            await listen_on(session.wakes, wake)
             return
         delay = 0.2
         while True:

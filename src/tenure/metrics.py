@@ -61,10 +61,11 @@ def _run_metrics(kind: str, outcome: str) -> tuple[Counter, Histogram, Histogram
     return RUNS.labels(kind, outcome), LAG.labels(kind), DURATION.labels(kind)
 
 
-def record_run(kind: str, outcome: str, *, lag: float | None, duration: float | None) -> None:
-    """Count one run; lag and duration are left out for runs that did not start."""
+def record_run(kind: str, outcome: str, *, lag: float | None, duration: float | None, count: int = 1) -> None:
+    """Count one run (``count`` skipped slots at once); lag and duration are left out for
+    runs that did not start."""
     runs, lag_hist, duration_hist = _run_metrics(kind, outcome)
-    runs.inc()
+    runs.inc(count)
     if lag is not None:
         lag_hist.observe(lag)
     if duration is not None:

@@ -32,7 +32,7 @@ from tenure.context import Context
 from tenure.errors import LeaseLost
 from tenure.models import Outcome
 from tenure.pauses import PauseView
-from tenure.schedule import Misfire
+from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import OwnedTask, Shared, TaskId
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tenure.kinds import TaskKind
     from tenure.worker.lease import LeaseKeeper
     from tenure.worker.recorder import RunRecorder
+    from tenure.worker.timers import SlotTimers
 
 #: Threads for synchronous handlers.
 SYNC_THREADS = 64
@@ -47,6 +48,9 @@ SYNC_THREADS = 64
 CANCELLED_RUNS_WITHIN = 2.0
 #: How often an overloaded worker says so in its log (once per interval, not per run).
 OVERLOAD_LOG_EVERY = 10.0
+#: Why slots were skipped, as their records say.
+STILL_RUNNING = "previous run still in progress"
+AT_CAPACITY = "waited past its next slot (worker at capacity)"
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:
@@ -76,6 +80,8 @@ class RunExecutor:
         self.concurrency = shared.settings.concurrency
         #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
         self.pauses: PauseView | None = None
+        #: The slot timers (set by the supervisor): a parked task is armed again through them.
+        self.timers: SlotTimers | None = None
         #: Tasks with slots waiting for a place: (oldest waiting slot, order, task).
         self._queue: list[tuple[float, int, OwnedTask]] = []
         self._order = itertools.count()
@@ -128,7 +134,7 @@ class RunExecutor:
         if not self._may_start(ot):
             return
         if ot.running is not None:
-            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, "previous run still in progress")
+            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
             return
         if ot.waiting:
             self._coalesce(ot, slot, triggered)
@@ -154,9 +160,7 @@ class RunExecutor:
         old, was_triggered = ot.waiting[0]
         latest = max(old, slot)
         ot.waiting[0] = (latest, was_triggered or triggered)
-        self._recorder.record(
-            ot, min(old, slot), self._lease.db_time(), Outcome.SKIPPED, "waited past its next slot (worker at capacity)"
-        )
+        self._recorder.record(ot, min(old, slot), self._lease.db_time(), Outcome.SKIPPED, AT_CAPACITY)
 
     def _enqueue(self, ot: OwnedTask) -> None:
         heapq.heappush(self._queue, (ot.waiting[0][0], next(self._order), ot))
@@ -172,11 +176,13 @@ class RunExecutor:
                 continue
             if self._owned.get(ot.id) is not ot or not self._may_start(ot):
                 ot.waiting.clear()  # released, fenced or stopping: nothing of it runs here
+                self._unpark(ot, AT_CAPACITY)
                 continue
             if ot.running is not None:
                 continue  # re-queued when that run ends
             slot, triggered = ot.waiting.pop(0)
-            self._start(ot, slot, triggered)
+            passed = self._unpark(ot, AT_CAPACITY, waiting=slot)
+            self._start(ot, slot if passed is None else max(slot, passed), triggered)
 
     def _start(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
         assert self._group is not None
@@ -188,6 +194,30 @@ class RunExecutor:
         ot.running = run
         self._runs.add(run)
         run.add_done_callback(self._ended)
+
+    def _unpark(self, ot: OwnedTask, why: str, *, waiting: float | None = None) -> float | None:
+        """End the task's parking (see :mod:`tenure.worker.timers`), arming it again while it
+        is ours, and record the slots it passed as skipped, in one record. With ``waiting``
+        (its slot that waited for a place and starts now), the latest slot passed is the
+        one the run answers for and ``waiting`` the one skipped, as if each passed slot had
+        replaced the one waiting (skip policy). Returns the latest slot passed."""
+        first = ot.parked_from
+        if first is None or self.timers is None:
+            return None
+        passed = self.timers.unpark(ot, arm=self._owned.get(ot.id) is ot)
+        if passed is None:
+            return None
+        latest, count = passed
+        task, schedule = ot.task, ot.task.schedule
+        skipped_from, skipped_to = first, latest
+        if waiting is not None:
+            skipped_from, skipped_to = waiting, waiting
+            if count > 1 and not isinstance(schedule, Unreadable):
+                skipped_to = slot_before(schedule, task.kind, task.key, latest)
+        self._recorder.record(
+            ot, skipped_from, self._lease.db_time(), Outcome.SKIPPED, why, count=count, last_slot=skipped_to
+        )
+        return latest
 
     def _ended(self, run: asyncio.Task[None]) -> None:
         self._runs.discard(run)
@@ -281,6 +311,8 @@ class RunExecutor:
             ot.running = None
             ot.ctx = None
             ot.cancelled_because = None
+            if not ot.waiting:
+                self._unpark(ot, STILL_RUNNING)
             tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self._lease.trusted())
             self._requeue(ot)
         if outcome is Outcome.TIMEOUT:

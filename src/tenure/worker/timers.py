@@ -8,6 +8,12 @@ Due times are rounded up to a grid of :data:`TIMER_GRID`, and the tasks due at o
 point share one timer of the event loop: at 10,000 tasks that is a few hundred timers on
 the loop's heap instead of 10,000, and no timer object made per run (which kept the
 collector's full passes long).
+
+A slot that cannot start (the task's run is still going, or an earlier slot of it waits
+for a place under the concurrency cap) *parks* the task under the ``skip`` policy: it is
+not armed again until that run ends or the waiting slot starts, and the slots it passed
+meanwhile are counted then (:meth:`SlotTimers.unpark`). Past capacity most slots are
+such slots, and handling each one as it came cost a worker more than a run.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tenure.pauses import PauseView
-from tenure.schedule import Misfire, Unreadable, latest_slot, next_slot
+from tenure.schedule import Misfire, Unreadable, count_slots, latest_slot, next_slot
 from tenure.worker.owned import OwnedTask
 
 if TYPE_CHECKING:
@@ -79,9 +85,27 @@ class SlotTimers:
         if isinstance(ot.task.schedule, Unreadable):
             return  # its row was edited by hand since it was armed: nothing to run
         slot = ot.next_slot
+        if (ot.waiting or ot.running is not None) and ot.kind.misfire is Misfire.SKIP:
+            if ot.parked_from is None:
+                ot.parked_from = slot
+            return  # armed again by unpark, when the run ends or the waiting slot starts
         ot.next_slot = self.following_slot(ot, slot)
         self.arm(ot)  # even when not running this one: a handover can be called off
         self._executor.submit(ot, slot, triggered=False)
+
+    def unpark(self, ot: OwnedTask, *, arm: bool) -> tuple[float, int] | None:
+        """End the task's parking (see the module docstring): the latest slot it passed
+        and how many it passed, or None if it is not parked. With ``arm``, it is armed for
+        the slot after the latest (its owner still holds it)."""
+        first, ot.parked_from = ot.parked_from, None
+        schedule = ot.task.schedule
+        if first is None or isinstance(schedule, Unreadable):
+            return None
+        latest = max(first, latest_slot(schedule, ot.task.kind, ot.task.key, self._lease.db_time()))
+        if arm:
+            ot.next_slot = self.following_slot(ot, latest)
+            self.arm(ot)
+        return latest, count_slots(schedule, ot.task.kind, ot.task.key, first, latest)
 
     def trigger(self, ot: OwnedTask, at: float) -> None:
         """Answer a trigger asked at database time ``at``: run now, or once the takeover

@@ -21,6 +21,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -35,12 +36,12 @@ from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import OwnedTask, Shared, TaskId
+from tenure.worker.timers import TIMER_GRID, SlotTimers
 
 if TYPE_CHECKING:
     from tenure.kinds import TaskKind
     from tenure.worker.lease import LeaseKeeper
     from tenure.worker.recorder import RunRecorder
-    from tenure.worker.timers import SlotTimers
 
 #: Threads for synchronous handlers.
 SYNC_THREADS = 64
@@ -62,6 +63,39 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
         return False
     call = next((vars(k)["__call__"] for k in type(handler).__mro__ if "__call__" in vars(k)), None)
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+class Deadlines:
+    """Run timeouts on shared wake-ups, as :class:`~tenure.worker.timers.SlotTimers` arms
+    slots: ``asyncio.timeout`` made a timer (and a heap entry) per run, a tenth of a no-op
+    run's cost. A deadline is rounded up to the timers' grid; when it comes, ``expire`` is
+    called with the task and its timeout if the same run is still going."""
+
+    def __init__(self, expire: Callable[[OwnedTask, float], None]) -> None:
+        self._expire = expire
+        self._wakes: dict[float, tuple[asyncio.TimerHandle, list[tuple[OwnedTask, asyncio.Task[None], float]]]] = {}
+
+    def add(self, ot: OwnedTask, timeout: float) -> None:
+        """Give the run in progress of ``ot`` (the current task) ``timeout`` seconds from now."""
+        run = asyncio.current_task()
+        assert run is not None
+        loop = asyncio.get_running_loop()
+        at = math.ceil((loop.time() + timeout) / TIMER_GRID) * TIMER_GRID
+        wake = self._wakes.get(at)
+        if wake is None:
+            self._wakes[at] = wake = (loop.call_at(at, self._wake, at), [])
+        wake[1].append((ot, run, timeout))
+
+    def _wake(self, at: float) -> None:
+        _, due = self._wakes.pop(at)
+        for ot, run, timeout in due:
+            if ot.running is run and not run.done():
+                self._expire(ot, timeout)
+
+    def close(self) -> None:
+        for handle, _ in self._wakes.values():
+            handle.cancel()
+        self._wakes.clear()
 
 
 class RunExecutor:
@@ -96,6 +130,7 @@ class RunExecutor:
         self._cancelled_as: dict[asyncio.Task[None], tuple[Outcome, str]] = {}
         self._async_kinds: dict[str, bool] = {}
         self._threads = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="tenure-sync")
+        self._deadlines = Deadlines(self._timed_out)
 
     def attach(self, group: asyncio.TaskGroup) -> None:
         """Start runs in ``group`` from now on (the supervisor's innermost task group)."""
@@ -123,6 +158,7 @@ class RunExecutor:
 
     def close(self) -> None:
         """Let the thread pool go (a thread still running a handler ends on its own)."""
+        self._deadlines.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatch -------------------------------------------------------------------------
@@ -278,21 +314,15 @@ class RunExecutor:
         started, began = self._lease.db_time(), time.monotonic()
         outcome, error = Outcome.OK, None
         handler = ot.kind.handler
-        limit = asyncio.timeout(timeout)
         span = tracing.start_run(
             kind=task.kind, key=task.key, term=ot.term, worker=self.id, slot=slot, started=started, triggered=triggered
         )
         try:
             if self._is_async(ot.kind):
-                async with limit:
-                    await handler(ctx)  # type: ignore[misc]
+                self._deadlines.add(ot, timeout)
+                await handler(ctx)  # type: ignore[misc]
             else:
                 outcome, error = await self._run_sync(handler, ctx, timeout)
-        except TimeoutError as exc:
-            if limit.expired():
-                outcome, error = Outcome.TIMEOUT, f"cancelled after its timeout of {timeout:g}s"
-            else:  # the handler's own TimeoutError: an error like any other
-                outcome, error = Outcome.ERROR, self._error(ot, exc)
         except LeaseLost as exc:
             outcome, error = Outcome.LEASE_LOST, str(exc)
         except asyncio.CancelledError:
@@ -320,6 +350,13 @@ class RunExecutor:
         elif outcome is Outcome.LEASE_LOST:
             self._log(logging.WARNING, "run lost its lease: %s", error, task=ot)
         self._recorder.record(ot, slot, started, outcome, error, triggered=triggered, elapsed=time.monotonic() - began)
+
+    def _timed_out(self, ot: OwnedTask, timeout: float) -> None:
+        """The deadline of the run in progress of ``ot`` has come: cancel it as timed out."""
+        run = ot.running
+        if run is not None and not run.done() and run not in self._cancelled_as:
+            self._cancelled_as[run] = (Outcome.TIMEOUT, f"cancelled after its timeout of {timeout:g}s")
+            run.cancel()
 
     def _is_async(self, kind: TaskKind) -> bool:
         # Asked once per kind: inspecting the handler costs more than a no-op run's start.

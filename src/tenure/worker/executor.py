@@ -21,7 +21,6 @@ import heapq
 import inspect
 import itertools
 import logging
-import math
 import time
 import traceback
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import OwnedTask, Shared, TaskId
-from tenure.worker.timers import TIMER_GRID, SlotTimers
+from tenure.worker.timers import SlotTimers, Wheel
 
 if TYPE_CHECKING:
     from tenure.kinds import TaskKind
@@ -66,36 +65,28 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
 
 
 class Deadlines:
-    """Run timeouts on shared wake-ups, as :class:`~tenure.worker.timers.SlotTimers` arms
-    slots: ``asyncio.timeout`` made a timer (and a heap entry) per run, a tenth of a no-op
-    run's cost. A deadline is rounded up to the timers' grid; when it comes, ``expire`` is
-    called with the task and its timeout if the same run is still going."""
+    """Run timeouts on the wake-ups of a :class:`~tenure.worker.timers.Wheel`, as slots are
+    armed: ``asyncio.timeout`` made a timer (and a heap entry) per run, a tenth of a no-op
+    run's cost. When a deadline comes, ``expire`` is called with the task and its timeout
+    if the same run is still going."""
 
     def __init__(self, expire: Callable[[OwnedTask, float], None]) -> None:
         self._expire = expire
-        self._wakes: dict[float, tuple[asyncio.TimerHandle, list[tuple[OwnedTask, asyncio.Task[None], float]]]] = {}
+        self._wheel: Wheel[tuple[OwnedTask, asyncio.Task[Any], float]] = Wheel(self._due)
 
     def add(self, ot: OwnedTask, timeout: float) -> None:
         """Give the run in progress of ``ot`` (the current task) ``timeout`` seconds from now."""
         run = asyncio.current_task()
         assert run is not None
-        loop = asyncio.get_running_loop()
-        at = math.ceil((loop.time() + timeout) / TIMER_GRID) * TIMER_GRID
-        wake = self._wakes.get(at)
-        if wake is None:
-            self._wakes[at] = wake = (loop.call_at(at, self._wake, at), [])
-        wake[1].append((ot, run, timeout))
+        self._wheel.add(Wheel.grid(asyncio.get_running_loop().time() + timeout), (ot, run, timeout))
 
-    def _wake(self, at: float) -> None:
-        _, due = self._wakes.pop(at)
+    def _due(self, at: float, due: list[tuple[OwnedTask, asyncio.Task[Any], float]]) -> None:
         for ot, run, timeout in due:
             if ot.running is run and not run.done():
                 self._expire(ot, timeout)
 
     def close(self) -> None:
-        for handle, _ in self._wakes.values():
-            handle.cancel()
-        self._wakes.clear()
+        self._wheel.close()
 
 
 class RunExecutor:

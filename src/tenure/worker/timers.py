@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, count_slots, latest_slot, next_slot
@@ -34,6 +35,41 @@ if TYPE_CHECKING:
 #: wake-up of the event loop.
 TIMER_GRID = 0.004
 
+T = TypeVar("T")
+
+
+class Wheel(Generic[T]):
+    """Wake-ups of the event loop on a grid of :data:`TIMER_GRID`: items due within one grid
+    step share one timer of the loop, which calls ``due(at, items)`` with the items added
+    for that grid point (loop time ``at``). Each wake-up costs far more than a run of a
+    no-op handler; at most ``TIMER_GRID`` of lag is added."""
+
+    def __init__(self, due: Callable[[float, list[T]], None]) -> None:
+        self._due = due
+        self._wakes: dict[float, tuple[asyncio.TimerHandle, list[T]]] = {}
+
+    @staticmethod
+    def grid(when: float) -> float:
+        """The grid point at or after loop time ``when``."""
+        return math.ceil(when / TIMER_GRID) * TIMER_GRID
+
+    def add(self, at: float, item: T) -> None:
+        """Hand ``item`` back at grid point ``at`` (from :meth:`grid`)."""
+        wake = self._wakes.get(at)
+        if wake is None:
+            self._wakes[at] = wake = (asyncio.get_running_loop().call_at(at, self._wake, at), [])
+        wake[1].append(item)
+
+    def _wake(self, at: float) -> None:
+        _, items = self._wakes.pop(at)
+        self._due(at, items)
+
+    def close(self) -> None:
+        """Cancel every wake-up."""
+        for handle, _ in self._wakes.values():
+            handle.cancel()
+        self._wakes.clear()
+
 
 class SlotTimers:
     """Arms each owned task's next slot and hands due slots to the executor."""
@@ -42,14 +78,12 @@ class SlotTimers:
         self._lease = lease
         self._executor = executor
         self._pauses = pauses
-        #: Per grid point (loop time): its timer on the loop, and the tasks armed for it.
-        #: A task disarmed or armed again stays listed; its ``armed_at`` tells.
-        self._wakes: dict[float, tuple[asyncio.TimerHandle, list[OwnedTask]]] = {}
+        #: The tasks armed per grid point. A task disarmed or armed again stays listed
+        #: where it was; its ``armed_at`` tells.
+        self._wheel: Wheel[OwnedTask] = Wheel(self._wake)
 
     def _at(self, due: float) -> float:
-        # Timers due within one TIMER_GRID share a wake-up of the loop: each wake-up costs
-        # far more than a run of a no-op handler, and at most TIMER_GRID of lag is added.
-        return math.ceil((due - self._lease.offset) / TIMER_GRID) * TIMER_GRID
+        return Wheel.grid(due - self._lease.offset)
 
     def arm(self, ot: OwnedTask, *, not_before: float | None = None) -> None:
         """Set the timer for the task's next slot (not before ``not_before``, database time).
@@ -60,13 +94,9 @@ class SlotTimers:
             ot.not_before = max(ot.not_before, not_before)
         at = self._at(max(ot.next_slot, ot.not_before))
         ot.armed_at = at
-        wake = self._wakes.get(at)
-        if wake is None:
-            self._wakes[at] = wake = (asyncio.get_running_loop().call_at(at, self._wake, at), [])
-        wake[1].append(ot)
+        self._wheel.add(at, ot)
 
-    def _wake(self, at: float) -> None:
-        _, armed = self._wakes.pop(at)
+    def _wake(self, at: float, armed: list[OwnedTask]) -> None:
         for ot in armed:
             if ot.armed_at == at:  # not disarmed, nor armed for another time, since
                 ot.armed_at = None
@@ -74,9 +104,7 @@ class SlotTimers:
 
     def close(self) -> None:
         """Cancel every wake-up (the worker has stopped)."""
-        for handle, _ in self._wakes.values():
-            handle.cancel()
-        self._wakes.clear()
+        self._wheel.close()
 
     def fire(self, ot: OwnedTask) -> None:
         """The task's slot is due: re-arm for the following one and dispatch this one."""

@@ -1,4 +1,4 @@
--- tenure schema version 7 (PostgreSQL): indexes that let a claim walk only what it takes
+-- tenure schema version 8 (PostgreSQL): indexes that let a claim walk only what it takes
 -- instead of every enabled task (a claim cost O(tasks): 20 s for one worker to claim
 -- 100,000 tasks in chunks of 500): the tasks with no owner, in key order, and each
 -- owner's tasks in key order (replacing the index on owner alone).

@@ -1,0 +1,4 @@
+-- tenure schema version 7 (MySQL/MariaDB): nothing to change. Version 7 leaves room on
+-- PostgreSQL's tenure_tasks pages so that slot updates stay on their page (HOT); InnoDB
+-- updates a row in place (the old version goes to the undo log), and touches no
+-- secondary index whose columns did not change.

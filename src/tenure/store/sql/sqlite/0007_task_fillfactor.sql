@@ -1,0 +1,3 @@
+-- tenure schema version 7 (SQLite): nothing to change. Version 7 leaves room on
+-- PostgreSQL's tenure_tasks pages so that slot updates stay on their page (HOT); SQLite
+-- rewrites a row in its b-tree page in place.

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -532,6 +533,34 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()
     # After "pid (comm) ", field 3 (state) is index 0: utime is field 14, stime 15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+#: Database server processes whose CPU is counted, by their /proc comm.
+DB_PROCESSES = {"postgres": "postgresql", "mariadbd": "mariadb", "mysqld": "mariadb"}
+
+
+def db_server_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every database server process on this machine, by pid."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = Path(entry.path, "comm").read_text().strip()
+            if comm in DB_PROCESSES:
+                out[int(entry.name)] = (DB_PROCESSES[comm], cpu_seconds(int(entry.name)))
+        except (OSError, ValueError):
+            continue  # the process ended while we looked
+    return out
+
+
+def db_cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """Per server: CPU spent between the two readings (a process new since ``before``
+    counts whole: it started inside the window)."""
+    out: dict[str, float] = defaultdict(float)
+    for pid, (server, cpu) in after.items():
+        out[server] += cpu - before[pid][1] if pid in before else cpu
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def rss_mb(pid: int) -> float:

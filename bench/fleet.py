@@ -67,6 +67,8 @@ from common import (
     Target,
     bench_main,
     cpu_seconds,
+    db_cpu_delta,
+    db_server_cpu,
     dialect_of,
     percentile,
     server_database,
@@ -76,7 +78,6 @@ from common import (
 )
 from coordination import rates
 from failover import first_runs_elsewhere
-from load import db_cpu_delta, db_server_cpu
 from tenure.store.postgresql import Q as PG_QUERIES
 from throughput import analyse_runs
 

@@ -71,6 +71,8 @@ from common import (
     Target,
     bench_main,
     cpu_seconds,
+    db_cpu_delta,
+    db_server_cpu,
     dialect_of,
     int_list,
     percentile,
@@ -88,8 +90,6 @@ STORE_SHORTHANDS = {
     "mysql": "mysql://root@127.0.0.1:3306/test",
 }
 DEFAULT_APP_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
-#: Database server processes whose CPU is counted, by their /proc comm.
-DB_PROCESSES = {"postgres": "postgresql", "mariadbd": "mariadb", "mysqld": "mariadb"}
 #: The server behind each dialect's store.
 SERVER_OF = {"postgresql": "postgresql", "mysql": "mariadb"}
 #: Lines of the workers' logs worth counting: what a collapse looks like from inside.
@@ -258,30 +258,6 @@ def stop_processes(procs: Sequence[tuple[str, subprocess.Popen[bytes], Path]], t
             p.wait()
             codes[wid] = "killed after SIGTERM timed out"
     return codes
-
-
-def db_server_cpu() -> dict[int, tuple[str, float]]:
-    """CPU seconds of every database server process on this machine, by pid."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = Path(entry.path, "comm").read_text().strip()
-            if comm in DB_PROCESSES:
-                out[int(entry.name)] = (DB_PROCESSES[comm], cpu_seconds(int(entry.name)))
-        except (OSError, ValueError):
-            continue  # the process ended while we looked
-    return out
-
-
-def db_cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-    """Per server: CPU spent between the two readings (a process new since ``before``
-    counts whole: it started inside the window)."""
-    out: dict[str, float] = defaultdict(float)
-    for pid, (server, cpu) in after.items():
-        out[server] += cpu - before[pid][1] if pid in before else cpu
-    return {k: round(v, 3) for k, v in out.items()}
 
 
 def count_log_lines(procs: Sequence[tuple[str, subprocess.Popen[bytes], Path]]) -> dict[str, int]:

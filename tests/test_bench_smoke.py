@@ -150,3 +150,25 @@ def test_release_bench_reports_a_release_and_a_dead_claim(tmp_path: Path) -> Non
         assert release["median_ms"] > 0
     assert "dead claim" not in doc["results"]["sqlite"]
     assert doc["results"]["postgresql"]["dead claim"]["taken"] == 5
+
+
+@pytest.mark.slow
+def test_claims_bench_claims_every_task_then_a_dead_workers(tmp_path: Path) -> None:
+    """bench/claims.py, tiny: three workers claim 30 tasks in chunks of 4, then one of
+    them dies and the first takes its tasks."""
+    require_store("postgresql", tmp_path)
+    script = Path(__file__).resolve().parent.parent / "bench" / "claims.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--tasks", "30", "--chunk", "4", "--workers", "3",
+         "--stores", f"sqlite,{PG}", "--json"],
+        capture_output=True, text=True, timeout=100, check=False, env={**os.environ, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    assert doc["bench"] == "claims"
+    for store in ("sqlite", "postgresql"):
+        start, dead = doc["results"][store]["start"], doc["results"][store]["after_a_death"]
+        assert start["tasks"] == 30
+        assert start["claims"] == 8  # ceil(30 / 4)
+        assert start["held_by_o0"] > 0
+        assert dead["tasks"] == start["held_by_o0"]

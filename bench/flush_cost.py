@@ -16,7 +16,8 @@ Measured over the flushes, per 1,000 runs:
 - CPU seconds of every ``postgres`` process on the machine (WAL writer, checkpointer and
   other clients included: noisy on a shared machine);
 - WAL bytes written (``pg_current_wal_lsn()`` before and after: the whole cluster's);
-- the tables' updates, HOT updates and dead rows (``pg_stat_user_tables``);
+- the tables' updates, HOT updates and dead rows (``pg_stat_user_tables``, read a second
+  after the flushes: the server reports them late, so they are approximate);
 - the client's wall time per flush.
 
 ``--parts`` measures the two statements apart: ``runs`` flushes only run records,

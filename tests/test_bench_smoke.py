@@ -172,3 +172,26 @@ def test_claims_bench_claims_every_task_then_a_dead_workers(tmp_path: Path) -> N
         assert start["claims"] == 8  # ceil(30 / 4)
         assert start["held_by_o0"] > 0
         assert dead["tasks"] == start["held_by_o0"]
+
+
+@pytest.mark.slow
+def test_flush_cost_bench_reports_each_part(tmp_path: Path) -> None:
+    """bench/flush_cost.py, tiny: each part's flushes counted, and what they wrote."""
+    require_store("postgresql", tmp_path)
+    script = Path(__file__).resolve().parent.parent / "bench" / "flush_cost.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--url", PG, "--tasks", "40", "--workers", "2", "--batches", "4",
+         "--warmup", "2", "--interval", "0", "--json-only"],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    assert doc["bench"] == "flush_cost"
+    parts = {s["part"]: s for s in doc["results"]["scenarios"]}
+    assert list(parts) == ["both", "runs", "slots"]
+    for s in parts.values():
+        assert s["runs"] == 4 * 20
+        assert s["db_backend_cpu_s_per_1000"] >= 0.0
+        assert s["wal_bytes_per_run"] > 0
+        # The tables' counters are the statistics collector's, which lag: only their shape.
+        assert set(s["tables"]) == {"tenure_runs", "tenure_tasks"}

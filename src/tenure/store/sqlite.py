@@ -48,7 +48,6 @@ from tenure.store.liveness import (
     holding,
     liveness_option,
     lock_file_free,
-    sqlite_lock_path,
 )
 from tenure.store.rows import TASK_COLUMNS, done_before, run_params
 from tenure.store.sqlfile import load_queries, split_statements
@@ -535,7 +534,7 @@ class SQLiteStore(SQLStore[_Session]):
         # A lock file cannot be taken from a live process: nothing to watch.
         if not self._session_liveness:
             return holding(self._liveness, Liveness(worker_id))
-        return holding(self._liveness, FileLiveness(worker_id, sqlite_lock_path(self._path, worker_id)))
+        return holding(self._liveness, FileLiveness(worker_id, self._path))
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -547,7 +546,10 @@ class SQLiteStore(SQLStore[_Session]):
             live = await s.one(Q["worker_is_live"], {"worker": worker_id})
             if live is None or not live[0]:
                 raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
-            await s.count(Q["end_dead_leases"], {"worker": worker_id})
+            if await s.count(Q["end_dead_leases"], {"worker": worker_id}):
+                # The dead workers' tasks are free: wake the others to claim their shares
+                # now, as a release does (the claimer was woken by its watch, or polled).
+                await s.notify()
             candidates = await s.all(Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit})
             if not candidates:
                 return []

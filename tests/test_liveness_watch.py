@@ -1,0 +1,60 @@
+"""Watching another worker's liveness lock (issue 17): the ring, and on SQLite the lock
+file's wait and test, which must never take a watcher for the worker it watches."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+from tenure.store.liveness import lock_file_free, wait_until_free, watched
+
+
+def test_each_worker_watches_the_next_live_id_round_the_ring() -> None:
+    live = ["a", "b", "c"]
+    assert [watched(live, w) for w in live] == ["b", "c", "a"]
+    assert watched(["a"], "a") is None
+    assert watched([], "a") is None
+    # A worker not in the list (draining, or not seen live yet) still watches one.
+    assert watched(["a", "c"], "b") == "c"
+    assert watched(["a", "b"], "c") == "a"
+
+
+def test_a_shared_hold_by_a_watcher_never_keeps_a_dead_worker_alive(tmp_path: Path) -> None:
+    path = tmp_path / "db-live-x"
+    worker = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(worker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert lock_file_free(str(path)) == 0
+    watcher = os.open(path, os.O_RDONLY)
+    try:
+        os.close(worker)  # what the worker's end does: the lock goes, the file stays
+        fcntl.flock(watcher, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a watcher granted it at that moment
+        assert lock_file_free(str(path)) == 1
+        assert not path.exists()  # removed, as a free file is
+    finally:
+        os.close(watcher)
+
+
+def test_the_wait_returns_when_the_worker_lets_go_and_at_once_for_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "db-live-y"
+    worker = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(worker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    gone = threading.Event()
+    waiter = threading.Thread(target=wait_until_free, args=(path, gone.set), daemon=True)
+    waiter.start()
+    # While the worker holds its file, the waiter waits, and holds nothing.
+    assert lock_file_free(str(path)) == 0
+    assert not gone.is_set()
+    os.close(worker)
+    assert gone.wait(10), "the wait did not return when the lock went"
+    waiter.join(10)
+    # The waiter let go: the file is free to take exclusively.
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+    missing = threading.Event()
+    wait_until_free(tmp_path / "db-live-none", missing.set)
+    assert missing.is_set()

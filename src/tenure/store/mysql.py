@@ -980,6 +980,9 @@ class MySQLStore(SQLStore[_Session]):
                 mine = tuple(r[0] for r in await s.all(q["lock_dead_workers"], {"ids": dead}))
                 if mine:
                     await s.run(q["end_dead_leases"], {"ids": mine})
+                    # Their tasks are free: wake the other workers to claim their shares
+                    # now, as a release does (this claimer may have been woken alone).
+                    await s.notify()
             args = {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit), "dead": len(dead)}
             candidates = await s.all(q["claim_candidates"], args)
             if not candidates:
@@ -1156,7 +1159,8 @@ class _Waits:
     ) -> None:
         self._conn = conn
         self._sql = sql
-        self._args = args
+        #: The statement's own arguments (the caller may change them between waits).
+        self.args = args
         self._every = every
         self._wake = wake
         #: The wake counter the last wait read; None before the first, which thus wakes.
@@ -1168,7 +1172,7 @@ class _Waits:
         says; the wait's row, or None if it was interrupted. Raises TimeoutError if it
         does not answer within ``every`` of its sleep's end, and driver errors."""
         overdue = time.monotonic() - self._answered >= self._every
-        args = {**self._args, "seen": self._seen, "wait": 0 if overdue else self._every}
+        args = {**self.args, "seen": self._seen, "wait": 0 if overdue else self._every}
         row = await _ask(self._conn, self._sql, args, within=2 * self._every)
         if row is None:
             if overdue:
@@ -1218,6 +1222,10 @@ class _NamedLockLiveness(Liveness):
         self._waits: Connection | None = None
         self._thread = 0
         self._watch: asyncio.Task[None] | None = None
+        #: The lock the waits wait for: the watched worker's (and its id), or this one's
+        #: own while it watches none or the watched one was found gone.
+        self._target_name = self._name
+        self._target: str | None = None
         #: Called on every wake-up, and once each time the lock is taken (wake-ups sent
         #: while no wait of ours slept are lost).
         self.wakes: list[Callable[[], None]] = []
@@ -1270,10 +1278,18 @@ class _NamedLockLiveness(Liveness):
         for wake in list(self.wakes):
             wake()
 
+    def _retarget(self, target: str | None) -> None:
+        """The next wait waits for ``target``'s lock (within ``check_every``: a wait in
+        progress is not interrupted), instead of this worker's own."""
+        super()._retarget(target)
+        self._target = target
+        self._target_name = self._name if target is None else mysql_name(self._store._options.database, target)
+
     async def _wait_and_probe(self, conn: Connection) -> None:
-        args = {"name": self._name, "holder": self._thread}
+        args = {"name": self._name, "holder": self._thread, "target": self._name}
         waits = _Waits(conn, self._store.q["liveness_wait"], args, every=self._every, wake=self._wake)
         while True:
+            target, waits.args["target"] = self._target, self._target_name
             try:
                 row = await waits.wait()
             except TimeoutError:
@@ -1285,6 +1301,11 @@ class _NamedLockLiveness(Liveness):
             if row is not None and row[2] != 1:
                 self._mark_lost("the liveness lock is no longer held by this worker's session")
                 return
+            if row is not None and row[0] == 1 and target is not None and target == self._target:
+                # The watched worker is gone: wake once, and wait on our own lock until a
+                # poll has seen the membership change (watch() then retargets).
+                self._target_name = self._name
+                self._watched_gone(target)
 
     async def _drop(self) -> None:
         conn, waits, watch, thread = self._conn, self._waits, self._watch, self._thread

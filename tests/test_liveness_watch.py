@@ -3,11 +3,17 @@ file's wait and test, which must never take a watcher for the worker it watches.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import os
 import threading
 from pathlib import Path
 
+import pytest
+
+from support.storeapi import add, opened
+from tenure.store import sqlite as sqlite_store
 from tenure.store.liveness import lock_file_free, wait_until_free, watched
 
 
@@ -58,3 +64,25 @@ def test_the_wait_returns_when_the_worker_lets_go_and_at_once_for_a_missing_file
     missing = threading.Event()
     wait_until_free(tmp_path / "db-live-none", missing.set)
     assert missing.is_set()
+
+
+async def test_sqlite_listeners_wake_by_inotify_and_by_the_files_status_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wake file wakes listeners through an inotify watch where there is one (Linux),
+    and through a read of its status every WAKE_CHECK seconds where there is none."""
+    async with opened(f"sqlite:///{tmp_path / 'w.db'}", migrate=True) as store:
+        for inotify in (True, False):
+            if not inotify:
+                monkeypatch.setattr(sqlite_store, "wake_watch", lambda path: None)
+            woken = asyncio.Event()
+            listener = asyncio.create_task(store.listen(woken.set))
+            try:
+                await asyncio.wait_for(woken.wait(), 10)  # once at the start
+                woken.clear()
+                await add(store, "dispatch", f"city-{inotify}")
+                await asyncio.wait_for(woken.wait(), 10)
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener

@@ -67,11 +67,13 @@ How the contract's guarantees are kept here:
   read of it) rather than a transaction. Waiting for a free pooled connection is bounded
   by ``connect_timeout`` (then :class:`~tenure.errors.StoreUnavailable`).
 - **Wake-ups without notifications.** MySQL has no ``LISTEN``/``NOTIFY``. Each worker's
-  *wait connection* waits up to a heartbeat for the worker's own liveness lock
-  (``GET_LOCK``; its liveness session holds it), then checks that the lock is still held
-  by that session: the wait is the liveness probe, so an idle cluster sends nothing more
-  than it did. (Not ``SLEEP``: all sleepers share one server mutex, on which a ``KILL``
-  spins for up to 2 s when several are killed at once.) A transaction that frees or changes
+  *wait connection* waits up to a heartbeat for the liveness lock of the worker it
+  watches (``GET_LOCK``, let go at once if taken: that worker is gone; see
+  :mod:`tenure.store.liveness`), or for its own while it watches none, then checks that
+  its own lock is still held by its liveness session: the wait is the liveness probe,
+  so an idle cluster sends nothing more than it did. (Not ``SLEEP``: all sleepers share
+  one server mutex, on which a ``KILL`` spins for up to 2 s when several are killed at
+  once.) A transaction that frees or changes
   tasks (the ones that notify on PostgreSQL) moves a wake counter before it commits, and
   then reads the sessions inside a wait of this database
   (``information_schema.PROCESSLIST``) and sends each a ``KILL QUERY``: the interrupted
@@ -1200,9 +1202,11 @@ class _NamedLockLiveness(Liveness):
     by up to the sleep (measured on MariaDB 10.11).
 
     The wait connection waits in ``liveness_wait`` for ``check_every`` seconds at a time
-    (for the lock itself, held by the lock's session; one it takes because that session
-    is gone it lets go at once), then checks in the same statement that the lock is still
-    held by the lock's session:
+    for the lock of the worker this one watches (:meth:`Liveness.watch`; while it watches
+    none, for its own lock, held by the lock's session; a lock it takes because its
+    holder is gone it lets go at once, and a watched worker found gone wakes the worker),
+    then checks in the same statement that its own lock is still held by the lock's
+    session:
     one statement per interval, the liveness probe. A writer that frees or changes tasks
     interrupts the sleep with ``KILL QUERY`` (:meth:`MySQLStore._wake_listeners`), which
     wakes the worker (:attr:`wakes`) as a ``NOTIFY`` does on PostgreSQL (:class:`_Waits`).

@@ -14,9 +14,11 @@
   workers at once instead of at their next poll.
 - Connections: a pool (``pool``, one connection kept open) for everything but the lease,
   and one session per worker for its liveness lock, its ``LISTEN`` and its lease
-  statements (join, renewals), so that a renewal never queues behind the pool: two
-  connections a worker at rest. With ``liveness=lease`` the lease has a pool of one
-  connection and ``LISTEN`` a connection of its own instead.
+  statements (join, renewals), so that a renewal never queues behind the pool; and one
+  that waits for the liveness lock of the worker this one watches
+  (:meth:`_AdvisoryLiveness._watch_others`): three connections a worker at rest, two with
+  ``watch=off``. With ``liveness=lease`` the lease has a pool of one connection and
+  ``LISTEN`` a connection of its own instead, and nothing is watched.
 
 URL: ``postgresql://user:password@host:port/dbname?…``. tenure's own options, removed
 before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_timeout``
@@ -24,7 +26,8 @@ before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_time
 (seconds, default 5); their ranges are :data:`OPTIONS` (timeouts reach the server in
 whole milliseconds, never as 0, which would mean "no limit"); ``liveness`` (``session``,
 the default, or ``lease`` behind a transaction-pooling proxy: see
-:mod:`tenure.store.liveness`).
+:mod:`tenure.store.liveness`); ``watch`` (``on``, the default, or ``off``: no connection
+to watch another worker's liveness lock, and a crash is found at the others' next poll).
 """
 
 from __future__ import annotations
@@ -654,8 +657,9 @@ class _AdvisoryLiveness(Liveness):
     """A session-level advisory lock on a connection of its own, kept for the worker's life:
     the worker's *session*. It also ``LISTEN``s for the store's changes, and carries the
     worker's lease statements (:meth:`call`), so that a worker holds two connections at
-    rest, this one and its pool's first (four before: the pool's, the lease's, this one, and
-    one for ``LISTEN``).
+    rest for them, this one and its pool's first (four before: the pool's, the lease's,
+    this one, and one for ``LISTEN``), and a third to watch another worker's lock
+    (:meth:`_watch_others`, unless ``watch=off``).
 
     Between statements a task waits on the session for notifications, which wake the
     worker (:attr:`wakes`), and for the session's end, which marks the lock lost: the

@@ -207,7 +207,7 @@ class Liveness:
 
     def _watched_gone(self, target: str) -> None:
         """The watched worker's lock was free: wake the worker (on the event loop)."""
-        log.info("worker %s found the liveness lock of %s free: polling now", self.worker_id, target)
+        log.info("worker %s found the liveness lock of %s free (it died or left): polling now", self.worker_id, target)
         if self._watch_wake is not None:
             self._watch_wake()
 

@@ -14,7 +14,7 @@ import pytest
 
 from support.storeapi import add, opened
 from tenure.store import sqlite as sqlite_store
-from tenure.store.liveness import lock_file_free, wait_until_free, watched
+from tenure.store.liveness import FileLiveness, lock_file_free, wait_until_free, watched
 
 
 def test_each_worker_watches_the_next_live_id_round_the_ring() -> None:
@@ -86,3 +86,19 @@ async def test_sqlite_listeners_wake_by_inotify_and_by_the_files_status_without_
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
+
+
+async def test_a_worker_takes_its_lock_file_over_from_watchers_of_its_former_self(tmp_path: Path) -> None:
+    """A worker restarted under the same id takes its lock although a watcher (say in a
+    stopped process) still holds the old file shared: the file stands for no worker."""
+    live = FileLiveness("w1", tmp_path / "db")
+    watcher = os.open(os.fspath(live.path), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(watcher, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted when the former w1 died
+        await live.ensure()
+        assert live.held
+        assert lock_file_free(os.fspath(live.path)) == 0
+    finally:
+        os.close(watcher)
+        await live.release()
+    assert lock_file_free(os.fspath(live.path)) == 1

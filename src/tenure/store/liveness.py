@@ -320,6 +320,11 @@ class FileLiveness(Liveness):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if _held_shared_only(fd, self.path):
+                    # Watchers' shared holds on the file of a worker gone (one may sit in a
+                    # stopped process): no worker's. A new file takes its place.
+                    os.close(fd)
+                    continue
                 os.close(fd)
                 await asyncio.sleep(0.02)
                 continue
@@ -346,6 +351,19 @@ class FileLiveness(Liveness):
             if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                 os.unlink(self.path)
         os.close(fd)
+
+
+def _held_shared_only(fd: int, path: Path) -> bool:
+    """True if the lock file open as ``fd`` (found held) is held only shared, by watchers:
+    then it is removed (if still at ``path``), and stands for no worker."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            os.unlink(path)
+    return True
 
 
 def lock_file_free(path: str | None) -> int:

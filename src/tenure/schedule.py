@@ -174,6 +174,26 @@ def latest_slot(schedule: Schedule, kind: str, key: str, at_or_before: float) ->
     raise InvalidSchedule(f"cron expression {schedule.expr!r} has no past slot")  # pragma: no cover
 
 
+def count_slots(schedule: Schedule, kind: str, key: str, first: float, last: float) -> int:
+    """How many slots lie in ``[first, last]``, both slots of the schedule (0 if last < first)."""
+    if last < first:
+        return 0
+    if isinstance(schedule, Every):
+        return round((last - first) / schedule.seconds) + 1
+    count, slot = 1, first
+    while (slot := next_slot(schedule, kind, key, slot)) <= last:
+        count += 1
+    return count
+
+
+def slot_before(schedule: Schedule, kind: str, key: str, slot: float) -> float:
+    """The slot before ``slot`` (a slot of the schedule)."""
+    # Half a period back for every=, a second back for cron (whole minutes): well clear of
+    # the float noise of the grid, and never past the slot before.
+    step = schedule.seconds / 2 if isinstance(schedule, Every) else 1.0
+    return latest_slot(schedule, kind, key, slot - step)
+
+
 def first_slot(
     schedule: Schedule,
     kind: str,

@@ -180,3 +180,29 @@ async def test_slots_skipped_in_a_row_are_one_record_that_counts_them(cluster: C
         # Every slot from the first to the last is accounted for, once: run or skipped.
         count, first, last = slots_accounted(mine)
         assert count == round(last - first) + 1, (key, count, first, last, mine)
+
+
+async def test_slots_passed_while_a_run_goes_on_are_counted_when_it_ends(cluster: Cluster) -> None:
+    # A synchronous handler sleeping 2.6 s in its thread, every 1 s: the run lasts past
+    # its 0.5-s timeout until the thread ends (the next run waits for it), so two or three
+    # slots pass while it goes on. The task is not armed meanwhile; when the run ends, the
+    # slots it passed are one skipped record that counts them, and the task goes on.
+    await cluster.add_tasks("nap", ["n1"], every=1.0, params={"sleep": 2.6})
+    (w,) = await cluster.start_all(["w1"], scenario="faults")
+
+    async def ran_thrice() -> bool:
+        return sum(1 for e in w.events() if e["ev"] == "start" and e["kind"] == "nap") >= 3
+
+    await cluster.wait_for(ran_thrice, "the sleeping task to start three runs", within=30)
+    w.send(signal.SIGTERM)
+    code, _ = await w.wait_exit(within=20)
+    assert code == 0, w.explain(f"exit {code}")
+    mine = sorted(await cluster.runs(kind="nap"), key=lambda r: r.scheduled_at)
+    skipped = [r for r in mine if r.outcome is Outcome.SKIPPED]
+    assert skipped, mine
+    assert all((r.error or "").startswith("previous run still in progress") for r in skipped), skipped
+    assert any(STREAK.search(r.error or "") for r in skipped), skipped
+    kinds = [r.outcome is Outcome.SKIPPED for r in mine]
+    assert not any(a and b for a, b in itertools.pairwise(kinds)), mine
+    count, first, last = slots_accounted(mine)
+    assert count == round(last - first) + 1, (count, first, last, mine)

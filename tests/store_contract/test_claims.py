@@ -15,6 +15,7 @@ from tenure.models import Freed, SlotDone
 from tenure.store import Store, dialect_of, make_store
 from tenure.store.mysql import connect_args, parse_mysql_url
 
+from .dialect import RawDB
 from .helpers import LONG_TTL, SHORT_TTL, add, register, task_of, wait_past
 
 
@@ -394,3 +395,22 @@ async def test_a_claim_passes_over_rows_another_claim_holds_and_takes_the_rest(s
     async with _claim_in_progress(store, store_url, keys[:3]):
         claims = await asyncio.wait_for(store.claim_tasks("w1", kinds=["dispatch"], limit=4), 10)
     assert sorted(c.task.key for c in claims) == keys[3:7]
+
+
+async def test_tasks_whose_owner_has_no_worker_row_are_claimable(store: Store, probe: RawDB) -> None:
+    # A worker row deleted behind the store's back (an operator's hand): its tasks have an
+    # owner that no row vouches for, so they are free to claim, as expired ones are.
+    for key in ("a", "b", "c"):
+        await add(store, "dispatch", key)
+    await register(store, "w1")
+    mine = {c.task.key: c.term for c in await store.claim_tasks("w1", kinds=["dispatch"], limit=2)}
+    assert sorted(mine) == ["a", "b"]
+    probe.query("DELETE FROM tenure_workers WHERE id = 'w1'")
+    await register(store, "w2")
+    # Free and orphaned tasks alike, in key order, up to the limit.
+    first = await store.claim_tasks("w2", kinds=["dispatch"], limit=2)
+    assert [c.task.key for c in first] == ["a", "b"]
+    assert all(c.term > mine[c.task.key] and c.task.freed_how is Freed.EXPIRED for c in first)
+    rest = await store.claim_tasks("w2", kinds=["dispatch"], limit=2)
+    assert [c.task.key for c in rest] == ["c"]
+    assert rest[0].task.freed_how is not Freed.EXPIRED

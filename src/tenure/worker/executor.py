@@ -32,9 +32,10 @@ from tenure.context import Context
 from tenure.errors import LeaseLost
 from tenure.models import Outcome
 from tenure.pauses import PauseView
-from tenure.schedule import Misfire
+from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import OwnedTask, Shared, TaskId
+from tenure.worker.timers import SlotTimers, Wheel
 
 if TYPE_CHECKING:
     from tenure.kinds import TaskKind
@@ -47,6 +48,9 @@ SYNC_THREADS = 64
 CANCELLED_RUNS_WITHIN = 2.0
 #: How often an overloaded worker says so in its log (once per interval, not per run).
 OVERLOAD_LOG_EVERY = 10.0
+#: Why slots were skipped, as their records say.
+STILL_RUNNING = "previous run still in progress"
+AT_CAPACITY = "waited past its next slot (worker at capacity)"
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:
@@ -58,6 +62,31 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
         return False
     call = next((vars(k)["__call__"] for k in type(handler).__mro__ if "__call__" in vars(k)), None)
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+class Deadlines:
+    """Run timeouts on the wake-ups of a :class:`~tenure.worker.timers.Wheel`, as slots are
+    armed: ``asyncio.timeout`` made a timer (and a heap entry) per run, a tenth of a no-op
+    run's cost. When a deadline comes, ``expire`` is called with the task and its timeout
+    if the same run is still going."""
+
+    def __init__(self, expire: Callable[[OwnedTask, float], None]) -> None:
+        self._expire = expire
+        self._wheel: Wheel[tuple[OwnedTask, asyncio.Task[Any], float]] = Wheel(self._due)
+
+    def add(self, ot: OwnedTask, timeout: float) -> None:
+        """Give the run in progress of ``ot`` (the current task) ``timeout`` seconds from now."""
+        run = asyncio.current_task()
+        assert run is not None
+        self._wheel.add(Wheel.grid(asyncio.get_running_loop().time() + timeout), (ot, run, timeout))
+
+    def _due(self, at: float, due: list[tuple[OwnedTask, asyncio.Task[Any], float]]) -> None:
+        for ot, run, timeout in due:
+            if ot.running is run and not run.done():
+                self._expire(ot, timeout)
+
+    def close(self) -> None:
+        self._wheel.close()
 
 
 class RunExecutor:
@@ -76,6 +105,8 @@ class RunExecutor:
         self.concurrency = shared.settings.concurrency
         #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
         self.pauses: PauseView | None = None
+        #: The slot timers (set by the supervisor): a parked task is armed again through them.
+        self.timers: SlotTimers | None = None
         #: Tasks with slots waiting for a place: (oldest waiting slot, order, task).
         self._queue: list[tuple[float, int, OwnedTask]] = []
         self._order = itertools.count()
@@ -90,6 +121,7 @@ class RunExecutor:
         self._cancelled_as: dict[asyncio.Task[None], tuple[Outcome, str]] = {}
         self._async_kinds: dict[str, bool] = {}
         self._threads = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="tenure-sync")
+        self._deadlines = Deadlines(self._timed_out)
 
     def attach(self, group: asyncio.TaskGroup) -> None:
         """Start runs in ``group`` from now on (the supervisor's innermost task group)."""
@@ -117,6 +149,7 @@ class RunExecutor:
 
     def close(self) -> None:
         """Let the thread pool go (a thread still running a handler ends on its own)."""
+        self._deadlines.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatch -------------------------------------------------------------------------
@@ -128,7 +161,7 @@ class RunExecutor:
         if not self._may_start(ot):
             return
         if ot.running is not None:
-            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, "previous run still in progress")
+            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
             return
         if ot.waiting:
             self._coalesce(ot, slot, triggered)
@@ -154,9 +187,7 @@ class RunExecutor:
         old, was_triggered = ot.waiting[0]
         latest = max(old, slot)
         ot.waiting[0] = (latest, was_triggered or triggered)
-        self._recorder.record(
-            ot, min(old, slot), self._lease.db_time(), Outcome.SKIPPED, "waited past its next slot (worker at capacity)"
-        )
+        self._recorder.record(ot, min(old, slot), self._lease.db_time(), Outcome.SKIPPED, AT_CAPACITY)
 
     def _enqueue(self, ot: OwnedTask) -> None:
         heapq.heappush(self._queue, (ot.waiting[0][0], next(self._order), ot))
@@ -172,11 +203,13 @@ class RunExecutor:
                 continue
             if self._owned.get(ot.id) is not ot or not self._may_start(ot):
                 ot.waiting.clear()  # released, fenced or stopping: nothing of it runs here
+                self._unpark(ot, AT_CAPACITY)
                 continue
             if ot.running is not None:
                 continue  # re-queued when that run ends
             slot, triggered = ot.waiting.pop(0)
-            self._start(ot, slot, triggered)
+            passed = self._unpark(ot, AT_CAPACITY, waiting=slot)
+            self._start(ot, slot if passed is None else max(slot, passed), triggered)
 
     def _start(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
         assert self._group is not None
@@ -188,6 +221,30 @@ class RunExecutor:
         ot.running = run
         self._runs.add(run)
         run.add_done_callback(self._ended)
+
+    def _unpark(self, ot: OwnedTask, why: str, *, waiting: float | None = None) -> float | None:
+        """End the task's parking (see :mod:`tenure.worker.timers`), arming it again while it
+        is ours, and record the slots it passed as skipped, in one record. With ``waiting``
+        (its slot that waited for a place and starts now), the latest slot passed is the
+        one the run answers for and ``waiting`` the one skipped, as if each passed slot had
+        replaced the one waiting (skip policy). Returns the latest slot passed."""
+        first = ot.parked_from
+        if first is None or self.timers is None:
+            return None
+        passed = self.timers.unpark(ot, arm=self._owned.get(ot.id) is ot)
+        if passed is None:
+            return None
+        latest, count = passed
+        task, schedule = ot.task, ot.task.schedule
+        skipped_from, skipped_to = first, latest
+        if waiting is not None:
+            skipped_from, skipped_to = waiting, waiting
+            if count > 1 and not isinstance(schedule, Unreadable):
+                skipped_to = slot_before(schedule, task.kind, task.key, latest)
+        self._recorder.record(
+            ot, skipped_from, self._lease.db_time(), Outcome.SKIPPED, why, count=count, last_slot=skipped_to
+        )
+        return latest
 
     def _ended(self, run: asyncio.Task[None]) -> None:
         self._runs.discard(run)
@@ -248,21 +305,15 @@ class RunExecutor:
         started, began = self._lease.db_time(), time.monotonic()
         outcome, error = Outcome.OK, None
         handler = ot.kind.handler
-        limit = asyncio.timeout(timeout)
         span = tracing.start_run(
             kind=task.kind, key=task.key, term=ot.term, worker=self.id, slot=slot, started=started, triggered=triggered
         )
         try:
             if self._is_async(ot.kind):
-                async with limit:
-                    await handler(ctx)  # type: ignore[misc]
+                self._deadlines.add(ot, timeout)
+                await handler(ctx)  # type: ignore[misc]
             else:
                 outcome, error = await self._run_sync(handler, ctx, timeout)
-        except TimeoutError as exc:
-            if limit.expired():
-                outcome, error = Outcome.TIMEOUT, f"cancelled after its timeout of {timeout:g}s"
-            else:  # the handler's own TimeoutError: an error like any other
-                outcome, error = Outcome.ERROR, self._error(ot, exc)
         except LeaseLost as exc:
             outcome, error = Outcome.LEASE_LOST, str(exc)
         except asyncio.CancelledError:
@@ -281,6 +332,8 @@ class RunExecutor:
             ot.running = None
             ot.ctx = None
             ot.cancelled_because = None
+            if not ot.waiting:
+                self._unpark(ot, STILL_RUNNING)
             tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self._lease.trusted())
             self._requeue(ot)
         if outcome is Outcome.TIMEOUT:
@@ -288,6 +341,13 @@ class RunExecutor:
         elif outcome is Outcome.LEASE_LOST:
             self._log(logging.WARNING, "run lost its lease: %s", error, task=ot)
         self._recorder.record(ot, slot, started, outcome, error, triggered=triggered, elapsed=time.monotonic() - began)
+
+    def _timed_out(self, ot: OwnedTask, timeout: float) -> None:
+        """The deadline of the run in progress of ``ot`` has come: cancel it as timed out."""
+        run = ot.running
+        if run is not None and not run.done() and run not in self._cancelled_as:
+            self._cancelled_as[run] = (Outcome.TIMEOUT, f"cancelled after its timeout of {timeout:g}s")
+            run.cancel()
 
     def _is_async(self, kind: TaskKind) -> bool:
         # Asked once per kind: inspecting the handler costs more than a no-op run's start.

@@ -63,6 +63,9 @@ class OwnedTask:
     #: Due slots waiting for a place under the concurrency cap, oldest first, each with
     #: whether it answers a trigger (one slot under ``skip``: later ones replace it).
     waiting: list[tuple[float, bool]] = field(default_factory=list)
+    #: The first slot passed while a run of it was going or waiting, since when it is not
+    #: armed (``skip`` policy; see :mod:`tenure.worker.timers`); None when it is not parked.
+    parked_from: float | None = None
 
     @property
     def id(self) -> TaskId:

@@ -114,6 +114,7 @@ class Worker:
         self.executor = RunExecutor(shared, lease=self.lease, recorder=self.recorder, owned=self._owned)
         self.executor.pauses = self._pauses
         self.timers = SlotTimers(lease=self.lease, executor=self.executor, pauses=self._pauses)
+        self.executor.timers = self.timers
         self.rebalancer = Rebalancer(
             shared,
             kinds=self._kinds,

@@ -1058,7 +1058,9 @@ class MySQLStore(SQLStore[_Session]):
                 waits = _Waits(conn, self.q["listen_wait"], {}, every=LISTEN_WAIT, wake=wake)
                 while True:
                     await waits.wait()  # the first wakes at once
+                    _stop_if_cancelled()
             except (*_DRIVER_ERRORS, TimeoutError) as exc:
+                _stop_if_cancelled()
                 log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
             finally:
                 if conn is not None:
@@ -1124,6 +1126,16 @@ _INTERRUPTED = {1317, 1969, 3024}
 
 #: How long a listener that holds no liveness lock sleeps in one wait (seconds).
 LISTEN_WAIT = 5.0
+
+
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop. A wait cancelled just as its
+    statement returned (a ``KILL QUERY`` of it, or its end) may return its row anyway:
+    Python 3.11's ``asyncio.wait_for`` then drops the cancellation, and a loop of waits
+    would outlive whoever cancelled it (who waits for it to end)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _ask(conn: Connection, sql: str, args: dict[str, Any], *, within: float) -> tuple[Any, ...] | None:
@@ -1293,6 +1305,7 @@ class _NamedLockLiveness(Liveness):
         args = {"name": self._name, "holder": self._thread, "target": self._name}
         waits = _Waits(conn, self._store.q["liveness_wait"], args, every=self._every, wake=self._wake)
         while True:
+            _stop_if_cancelled()
             target, waits.args["target"] = self._target, self._target_name
             try:
                 row = await waits.wait()

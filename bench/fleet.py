@@ -36,13 +36,14 @@ Then one JSON document, a short table, and issue 15's targets: fair share within
 polls of the last start, moves <= 1.1 x the minimum, coordination <= one store call
 per worker per heartbeat + one per poll, 100% delivered outside the fault windows.
 
-A server allows ``max_connections`` clients, and every worker holds at least two (its
-pool's first, and its session: liveness lock, LISTEN and lease statements; the pool
-grows to 8 under load): the bench refuses to start more workers than the server's free
-connections allow, and says how many would fit.
+A server allows ``max_connections`` clients, and every worker holds at least three (its
+pool's first; its session: liveness lock, LISTEN and lease statements; and the one that
+watches another worker's lock), two with ``--watch off`` (the URL option ``watch=off``);
+the pool grows to 8 under load: the bench refuses to start more workers than the server's
+free connections allow, and says how many would fit.
 
     .venv/bin/python bench/fleet.py [--store postgresql://...] [--workers 40] [--tasks 100000]
-        [--every 30] [--kill 10] [--join 10] [--window 60]
+        [--every 30] [--kill 10] [--join 10] [--window 60] [--watch off]
     .venv/bin/python bench/fleet.py --workers 12 --tasks 20000 --kill 3 --join 3   # smaller
 """
 
@@ -84,7 +85,7 @@ from throughput import analyse_runs
 KIND = "noop"  # bench_worker.py's no-op kind
 #: Connections a worker holds at least on PostgreSQL: its pool's first, and its session
 #: (liveness lock, LISTEN, lease statements).
-MIN_CONNECTIONS_PER_WORKER = 2
+MIN_CONNECTIONS_PER_WORKER = 3
 FAIR_POLLS_TARGET = 3
 MOVES_TARGET = 1.1
 
@@ -112,6 +113,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="the workers' pool size (tenure's pool URL option; default tenure's, 8): a worker holds at most "
         "this + 1 connections (its session)",
+    )
+    p.add_argument(
+        "--watch",
+        choices=("on", "off"),
+        default="on",
+        help="workers watch each other's liveness locks on a connection each (tenure's watch URL option; "
+        "default %(default)s): off keeps a worker at two connections",
     )
     p.add_argument("--json-only", action="store_true", help="print the JSON only, no table")
     return p
@@ -418,13 +426,14 @@ def run(args: argparse.Namespace) -> BenchResult:
     with server_database(args.store, "fleet") as store:
         room = connection_room(store)
         free = room["max_connections"] - room["reserved"] - room["in_use"]
-        fits = free // MIN_CONNECTIONS_PER_WORKER
+        each = MIN_CONNECTIONS_PER_WORKER - (args.watch == "off")
+        fits = free // each
         results["connections"] = room | {"workers_that_fit": fits}
         most = max(args.workers, args.workers - args.kill + args.join)
         if most > fits:
             raise SystemExit(
-                f"{most} workers need at least {most * MIN_CONNECTIONS_PER_WORKER} connections "
-                f"({MIN_CONNECTIONS_PER_WORKER} each), and the server has {free} free "
+                f"{most} workers need at least {most * each} connections "
+                f"({each} each), and the server has {free} free "
                 f"(max_connections {room['max_connections']}, {room['reserved']} reserved, {room['in_use']} in use): "
                 f"run at most --workers {fits}, or raise max_connections"
             )
@@ -437,7 +446,10 @@ def run(args: argparse.Namespace) -> BenchResult:
         worker_url = (
             store.url if args.pool is None else f"{store.url}{'&' if '?' in store.url else '?'}pool={args.pool}"
         )
+        if args.watch == "off":
+            worker_url = f"{worker_url}{'&' if '?' in worker_url else '?'}watch=off"
         results["worker_pool"] = args.pool
+        results["watch"] = args.watch
         with Cluster(store, settings, stats=True, worker_url=worker_url) as cluster:
             before = snapshot_terms(store)
             t_spawn = time.time()

@@ -61,6 +61,10 @@ BAD_OPTIONS: list[tuple[str, str, str]] = [
     ("postgresql", "liveness=lease&liveness=session", "liveness is given more than once"),
     ("mysql", "liveness=", "liveness must be session or lease, got ''"),
     ("sqlite", "liveness=off", "liveness must be session or lease"),
+    # Issue 17: the PostgreSQL connection that watches another worker's lock.
+    ("postgresql", "watch=no", "watch must be on or off, got 'no'"),
+    ("postgresql", "watch=on&watch=off", "watch is given more than once"),
+    ("mysql", "watch=off", "unknown"),
 ]
 
 
@@ -104,6 +108,8 @@ def test_the_password_is_hidden_in_every_message(url: str) -> None:
         ("postgresql", "liveness=lease"),
         ("mysql", "liveness=LEASE"),
         ("sqlite", "liveness=session"),
+        ("postgresql", "watch=OFF"),
+        ("postgresql", "watch=on&liveness=lease"),
     ],
 )
 def test_the_limits_themselves_are_accepted(store: str, query: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 
 import pytest
 
@@ -325,3 +326,68 @@ async def test_released_tasks_move_before_any_poll_could_take_them(cluster: Clus
         assert tasks[task].freed_how is Freed.RELEASED, f"{task} was not released: {tasks[task]}"
         assert tasks[task].term > term
     assert (await cluster.store.cluster_view()).live_workers == ["w2"]
+
+
+async def test_a_crash_wakes_the_watching_worker_and_its_claim_wakes_the_rest(cluster: Cluster) -> None:
+    """Issue 17: workers watch each other's liveness locks (a ring), so a killed worker's
+    tasks move long before anyone polls, and long before its lease would end.
+
+    Polls are a minute apart and the lease two minutes. w1 joins alone and claims every
+    task; w2 and w3 join together and poll at the end of their settle window (nothing to
+    claim: w1 holds every task and does not poll again for a minute), where each sees all
+    three and starts watching the next id round the ring: w2 watches w3, w3 watches w1.
+    So when w1 is killed, only w3's watch can make w3 claim within seconds; and only the
+    claim's wake-up (it ended w1's lease, which freed tasks) can make w2 claim its share."""
+    timing = Timing(ttl=120.0, heartbeat=0.5, poll=60.0, trust_margin=0.3)
+    # A newcomer polls at its join and SETTLE_MAX after the membership it saw last grew,
+    # which a poll may notice up to SETTLE_MAX late: its last settle poll comes at most
+    # 2 x SETTLE_MAX after the last join (plus slack for a busy machine); then a minute.
+    settle = 2 * SETTLE_MAX + 1.5
+    names = [f"city{i}" for i in range(4)]
+    await cluster.add_tasks("tick", names, every=PERIOD)
+    w1 = cluster.start("w1", timing=timing)
+    await cluster.wait_joined(w1)
+
+    async def w1_holds_all() -> bool:
+        return len(await cluster.owned_by("w1")) == len(names)
+
+    await cluster.wait_for(w1_holds_all, "w1 to claim every task", within=settle + 5)
+    w2 = cluster.start("w2", timing=timing)
+    w3 = cluster.start("w3", timing=timing)
+    await cluster.wait_joined(w2)
+    await cluster.wait_joined(w3)
+    joined_at = max(w.started_at for w in await cluster.store.list_workers() if w.id in ("w2", "w3"))
+
+    async def settled() -> bool:
+        return cluster.db.now() > joined_at + settle
+
+    await cluster.wait_for(settled, "w2's and w3's settle window to end", within=settle + 5)
+    held = await cluster.owned_by("w1")
+    assert len(held) == len(names), f"w1 gave tasks away before its next poll: {held}"
+    last_id = cluster.commits()[-1].id
+
+    killed_at = w1.send(signal.SIGKILL)
+    await w1.wait_exit()
+
+    async def shared_out() -> bool:
+        tasks = await cluster.tasks()
+        owners = Counter(tasks[t].owner for t in held)
+        return owners == Counter({"w2": 2, "w3": 2})
+
+    # Far inside every survivor's poll interval and w1's lease: only the watch, and the
+    # wake-up of the claim it caused, can have moved them.
+    await cluster.wait_for(shared_out, "w1's tasks to be shared by w2 and w3", within=timing.poll / 6)
+    print(f"SIGKILL -> all owned elsewhere without a poll: {time.time() - killed_at:.3f}s (upper bound)")
+
+    async def all_ran() -> bool:
+        return len(takeovers(cluster.commits(), held, after_id=last_id, victim="w1")) == len(held)
+
+    await cluster.wait_for(all_ran, "w1's tasks to run elsewhere", within=timing.poll / 6)
+    tasks = await cluster.tasks()
+    for task, term in held.items():
+        assert tasks[task].freed_how is Freed.EXPIRED, f"{task} was not taken from a dead owner: {tasks[task]}"
+        assert tasks[task].term > term
+    late = [c for c in cluster.commits() if c.worker == "w1" and c.at > killed_at]
+    assert not late, f"commits from the dead worker after its death: {late}"
+    assert_fenced_history(cluster.commits())
+    assert (await cluster.store.cluster_view()).live_workers == ["w2", "w3"]

@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+import psycopg
 import pytest
 
 from tenure.errors import LeaseLost, WorkerIdInUse
 from tenure.models import Freed
 from tenure.store import Store, make_store
 from tenure.store.liveness import Liveness, mysql_name, postgresql_key
+from tenure.store.postgresql import parse_postgresql_url
 
 from .dialect import raw_db
 from .helpers import LONG_TTL, add, opened, register, task_of, wait_past
@@ -165,6 +167,8 @@ async def test_liveness_lease_option_holds_no_lock(store_url: str, store: Store)
             assert live.token is None
             await register(leased, "w1")
             await leased.claim_tasks("w1", kinds=["dispatch"], limit=1)
+            live.watch(["w0", "w1"], lambda: None)
+            assert live.watching is None  # nothing to watch with: the lease alone decides
         # No lock was recorded, so none is found free: the lease alone decides.
         await register(store, "w2")
         assert (await store.cluster_view()).live_workers == ["w1", "w2"]
@@ -263,3 +267,65 @@ async def test_an_event_loop_held_past_the_probe_does_not_cost_the_lock(store: S
             time.sleep(1.0)  # noqa: ASYNC251  # the hold under test: five probe intervals
             await asyncio.sleep(0.4)  # the loop runs again: answers due are read
             assert live.held, f"the liveness lock was taken for lost after the loop was held: {live.reason}"
+
+
+async def test_a_watcher_is_woken_when_the_watched_lock_goes_and_its_claim_wakes_the_others(
+    store_url: str, store: Store, other: Store
+) -> None:
+    """Issue 17: w2 watches w1's lock (the next live id after its own, round the ring) and
+    is woken, with no poll, when w1's lock goes; the claim it then makes ends w1's lease and
+    takes its task (a watcher's momentary hold never makes w1 live), and wakes every
+    listener, as a release does, so that the other workers claim their shares too."""
+    await add(store, "dispatch", "barcelona")
+    woken = asyncio.Event()
+    listened = asyncio.Event()
+    async with AsyncExitStack() as mine:
+        live = await _join(mine, store, "w2")
+        async with AsyncExitStack() as theirs:
+            await _join(theirs, other, "w1")
+            (first,) = await other.claim_tasks("w1", kinds=["dispatch"], limit=1)
+            live.watch(["w1", "w2"], woken.set)
+            assert live.watching == "w1"
+            # A wait for w1's lock holds nothing: w1 stays live.
+            assert (await other.cluster_view()).live_workers == ["w1", "w2"]
+            assert await store.claim_tasks("w2", kinds=["dispatch"], limit=1) == []
+            assert not woken.is_set(), "woken while w1 held its lock"
+        # w1's lock is let go (as its process's end would), its lease a minute long still.
+        await asyncio.wait_for(woken.wait(), 10)
+        if store.dialect == "postgresql":
+            # A watcher granted the lock shared, at the moment w1 died, does not count as w1.
+            async with await psycopg.AsyncConnection.connect(parse_postgresql_url(store_url)[0]) as raw:
+                await raw.execute("SELECT pg_advisory_lock_shared(%s)", (postgresql_key("w1"),))
+                assert (await store.cluster_view()).live_workers == ["w2"]
+        listener = asyncio.create_task(other.listen(listened.set))
+        try:
+            await asyncio.wait_for(listened.wait(), 10)  # once at the start
+            listened.clear()
+            (moved,) = await store.claim_tasks("w2", kinds=["dispatch"], limit=1)
+            assert moved.term > first.term
+            assert moved.task.freed_how is Freed.EXPIRED
+            try:
+                await asyncio.wait_for(listened.wait(), 10)
+            except TimeoutError:
+                raise AssertionError("the claim that ended a dead worker's lease woke no listener") from None
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+
+async def test_a_watched_worker_that_holds_no_lock_wakes_its_watcher_once_per_membership(store: Store) -> None:
+    """Watching a worker whose lock is free already (gone, or never held: a worker behind
+    liveness=lease) wakes the watcher at once, and only again once the membership it is
+    given has changed: a watcher is not woken in a loop by a worker its polls still list."""
+    woken = asyncio.Event()
+    async with AsyncExitStack() as mine:
+        live = await _join(mine, store, "w2")
+        live.watch(["w1", "w2"], woken.set)
+        await asyncio.wait_for(woken.wait(), 10)
+        woken.clear()
+        live.watch(["w1", "w2"], woken.set)  # the same membership: nothing new to watch
+        assert live.watching == "w1"
+        live.watch(["w0", "w2"], woken.set)
+        assert live.watching == "w0"
+        await asyncio.wait_for(woken.wait(), 10)

@@ -294,7 +294,10 @@ class PostgreSQLDB(_Common):
         rows = self.query(
             "SELECT client_port, state, left(query, 80) FROM pg_stat_activity "
             "WHERE datname = current_database() AND client_port = ANY(%s) "
-            "AND xact_start IS NOT NULL AND pid <> pg_backend_pid()",
+            "AND xact_start IS NOT NULL AND pid <> pg_backend_pid() "
+            # The watch of another worker's lock (issue 17) waits inside its statement all
+            # the time, holding nothing: it is not a transaction a stop would keep open.
+            "AND application_name <> 'tenure-watch'",
             (ports,),
         )
         return [f"port {port} {state}: {query}" for port, state, query in rows]

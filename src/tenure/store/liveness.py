@@ -24,6 +24,18 @@ Ending a lease early is always safe: every fence and renewal already refuses an 
 lease. A worker that notices its own lock gone (its liveness connection was closed under
 it) stops trusting its lease, fences itself and joins again with a new lock.
 
+Workers also *watch* each other's locks (:meth:`Liveness.watch`), so that a crash is
+noticed at once rather than at the others' next poll: each worker waits, in a wait that
+sends nothing while it blocks, to take the lock of one other live worker (the next id
+after its own among the live workers it saw at its last poll, a ring: with two workers or
+more every worker is watched), and when the wait succeeds (the watched worker is gone)
+lets the lock go at once and polls. That poll's claim ends the dead worker's lease, as
+any claim would, and wakes the other workers (a claim that ends a lease frees tasks), so
+that they claim their shares too. A watch fires at most once per membership seen: a
+target that is already gone, or holds no lock, wakes its watcher once, not in a loop. The
+claim statement alone still decides who is dead (its lock is free; a watcher's momentary
+hold never counts as the worker's), so watching only makes a takeover come sooner.
+
 A store URL option turns this off, ``liveness=lease`` (default ``session``): behind a
 transaction-pooling proxy such as PgBouncer in ``pool_mode=transaction``, a "session"
 is not one process's, and the lease alone must decide. Taking the lock checks that the
@@ -39,6 +51,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -114,6 +127,10 @@ class Liveness:
         self.lost = asyncio.Event()
         self.reason = ""
         self._held = False
+        #: The membership the last :meth:`watch` saw, the worker watched, and what wakes.
+        self._watch_members: frozenset[str] | None = None
+        self._watched: str | None = None
+        self._watch_wake: Callable[[], None] | None = None
 
     @property
     def held(self) -> bool:
@@ -158,6 +175,42 @@ class Liveness:
     async def _drop(self) -> None:
         """Let go of whatever is left of the lock and its connection; never raises."""
 
+    # -- watching another worker's lock -------------------------------------------------
+
+    def watch(self, live: Sequence[str], wake: Callable[[], None]) -> None:
+        """Watch the lock of the worker after this one in ``live`` (the live workers seen at
+        a poll; see :func:`watched`), and call ``wake`` (on the event loop) when it is free.
+
+        Called at every poll; does something only when ``live`` differs from the previous
+        call's, so that a watch that fired (the watched worker died) is not started again
+        before a poll has seen the membership change. Does nothing with ``liveness=lease``.
+        """
+        members = frozenset(live)
+        if self.mode == "lease" or members == self._watch_members:
+            return
+        self._watch_members = members
+        self._watch_wake = wake
+        target = watched(live, self.worker_id)
+        if target is not None:
+            log.debug("worker %s watches the liveness lock of %s", self.worker_id, target)
+        self._retarget(target)
+
+    @property
+    def watching(self) -> str | None:
+        """The worker whose lock this one watches now, if any (for tests and logs)."""
+        return self._watched
+
+    def _retarget(self, target: str | None) -> None:
+        """Wait for ``target``'s lock from now on (None: for nobody), calling
+        :meth:`_watched_gone` when it is free. Subclasses of session-bound locks implement it."""
+        self._watched = target
+
+    def _watched_gone(self, target: str) -> None:
+        """The watched worker's lock was free: wake the worker (on the event loop)."""
+        log.info("worker %s found the liveness lock of %s free (it died or left): polling now", self.worker_id, target)
+        if self._watch_wake is not None:
+            self._watch_wake()
+
 
 @asynccontextmanager
 async def holding(registry: dict[str, Liveness], handle: Liveness) -> AsyncIterator[Liveness]:
@@ -186,6 +239,16 @@ async def listen_on(wakes: list[Callable[[], None]], wake: Callable[[], None]) -
         wakes.remove(wake)
 
 
+def watched(live: Sequence[str], worker_id: str) -> str | None:
+    """The worker ``worker_id`` watches among ``live``: the next id after its own in sorted
+    order, wrapping round (a ring, so that every live worker is watched by one other);
+    None when no other worker is live."""
+    others = sorted(set(live) - {worker_id})
+    if not others:
+        return None
+    return next((w for w in others if w > worker_id), others[0])
+
+
 def held_token(registry: dict[str, Liveness], worker_id: str) -> int | str | None:
     """The lock identity to record in ``worker_id``'s row: None unless this process holds it."""
     handle = registry.get(worker_id)
@@ -201,10 +264,44 @@ class FileLiveness(Liveness):
 
     mode = "session"
 
-    def __init__(self, worker_id: str, path: Path) -> None:
+    def __init__(self, worker_id: str, db_path: Path) -> None:
         super().__init__(worker_id)
-        self.path = path
+        self._db_path = db_path
+        self.path = sqlite_lock_path(db_path, worker_id)
         self._fd: int | None = None
+        #: The threads waiting for a lock file, by file (see :meth:`_retarget`).
+        self._waiting: dict[Path, threading.Thread] = {}
+
+    def _retarget(self, target: str | None) -> None:
+        """Wait for ``target``'s lock file in a thread of its own (``flock`` blocks, and
+        cannot be interrupted): shared, so that a waiter never stands in the way of another
+        waiter, and let go the moment it is granted (:func:`wait_until_free`).
+
+        A thread keeps waiting for a worker no longer watched until that worker's lock is
+        let go (it then wakes this worker once more, for nothing): there is at most one such
+        thread per live worker this one has watched, since a worker watched again reuses its
+        thread. The threads are daemons, and a file's ``flock`` held by a waiter is shared,
+        which :func:`lock_file_free` never mistakes for its worker's."""
+        super()._retarget(target)
+        for path, thread in list(self._waiting.items()):
+            if not thread.is_alive():
+                del self._waiting[path]
+        if target is None:
+            return
+        path = sqlite_lock_path(self._db_path, target)
+        if path in self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+
+        def gone() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._watched_gone, target)
+
+        thread = threading.Thread(
+            target=wait_until_free, args=(path, gone), name=f"tenure-watch-{target}"[:60], daemon=True
+        )
+        self._waiting[path] = thread
+        thread.start()
 
     @property
     def token(self) -> str | None:
@@ -223,6 +320,11 @@ class FileLiveness(Liveness):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if _held_shared_only(fd, self.path):
+                    # Watchers' shared holds on the file of a worker gone (one may sit in a
+                    # stopped process): no worker's. A new file takes its place.
+                    os.close(fd)
+                    continue
                 os.close(fd)
                 await asyncio.sleep(0.02)
                 continue
@@ -251,8 +353,21 @@ class FileLiveness(Liveness):
         os.close(fd)
 
 
+def _held_shared_only(fd: int, path: Path) -> bool:
+    """True if the lock file open as ``fd`` (found held) is held only shared, by watchers:
+    then it is removed (if still at ``path``), and stands for no worker."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            os.unlink(path)
+    return True
+
+
 def lock_file_free(path: str | None) -> int:
-    """1 if the lock file at ``path`` is held by no process (its worker is dead), else 0.
+    """1 if no process holds the lock file at ``path`` exclusively (its worker is dead), else 0.
 
     Runs inside SQLite statements (registered as ``tenure_lock_free``). A free file is
     removed while this holds it, so that dead workers leave no files behind; a missing one
@@ -272,10 +387,43 @@ def lock_file_free(path: str | None) -> int:
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 log.warning("cannot test the liveness lock file %r: %s", path, exc)
-            return 0
+                return 0
+            # Held, but maybe only shared: by watchers (wait_until_free) at the moment they
+            # are granted it, its worker gone. A worker holds its file exclusively.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return 0
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 os.unlink(path)
         return 1
     finally:
         os.close(fd)
+
+
+def wait_until_free(path: Path, gone: Callable[[], None]) -> None:
+    """Block until no process holds the lock file at ``path`` exclusively (its worker is
+    gone), let go at once, then call ``gone``. Runs in a thread of its own.
+
+    The wait is a shared ``flock`` on an open file description of our own, granted when the
+    worker's exclusive one goes (the kernel lets it go when the process ends, however it
+    ends); held for an instant only, and shared, so that :func:`lock_file_free` still sees
+    the worker dead meanwhile. A file that is missing already is a worker gone (or one that
+    holds no lock file): ``gone`` is called at once."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        gone()
+        return
+    except OSError as exc:
+        log.warning("cannot watch the liveness lock file %r: %s", str(path), exc)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError as exc:
+        log.warning("cannot watch the liveness lock file %r: %s", str(path), exc)
+        return
+    finally:
+        os.close(fd)  # lets the shared lock go
+    gone()

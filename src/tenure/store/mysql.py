@@ -67,11 +67,13 @@ How the contract's guarantees are kept here:
   read of it) rather than a transaction. Waiting for a free pooled connection is bounded
   by ``connect_timeout`` (then :class:`~tenure.errors.StoreUnavailable`).
 - **Wake-ups without notifications.** MySQL has no ``LISTEN``/``NOTIFY``. Each worker's
-  *wait connection* waits up to a heartbeat for the worker's own liveness lock
-  (``GET_LOCK``; its liveness session holds it), then checks that the lock is still held
-  by that session: the wait is the liveness probe, so an idle cluster sends nothing more
-  than it did. (Not ``SLEEP``: all sleepers share one server mutex, on which a ``KILL``
-  spins for up to 2 s when several are killed at once.) A transaction that frees or changes
+  *wait connection* waits up to a heartbeat for the liveness lock of the worker it
+  watches (``GET_LOCK``, let go at once if taken: that worker is gone; see
+  :mod:`tenure.store.liveness`), or for its own while it watches none, then checks that
+  its own lock is still held by its liveness session: the wait is the liveness probe,
+  so an idle cluster sends nothing more than it did. (Not ``SLEEP``: all sleepers share
+  one server mutex, on which a ``KILL`` spins for up to 2 s when several are killed at
+  once.) A transaction that frees or changes
   tasks (the ones that notify on PostgreSQL) moves a wake counter before it commits, and
   then reads the sessions inside a wait of this database
   (``information_schema.PROCESSLIST``) and sends each a ``KILL QUERY``: the interrupted
@@ -980,6 +982,9 @@ class MySQLStore(SQLStore[_Session]):
                 mine = tuple(r[0] for r in await s.all(q["lock_dead_workers"], {"ids": dead}))
                 if mine:
                     await s.run(q["end_dead_leases"], {"ids": mine})
+                    # Their tasks are free: wake the other workers to claim their shares
+                    # now, as a release does (this claimer may have been woken alone).
+                    await s.notify()
             args = {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit), "dead": len(dead)}
             candidates = await s.all(q["claim_candidates"], args)
             if not candidates:
@@ -1053,7 +1058,9 @@ class MySQLStore(SQLStore[_Session]):
                 waits = _Waits(conn, self.q["listen_wait"], {}, every=LISTEN_WAIT, wake=wake)
                 while True:
                     await waits.wait()  # the first wakes at once
+                    _stop_if_cancelled()
             except (*_DRIVER_ERRORS, TimeoutError) as exc:
+                _stop_if_cancelled()
                 log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
             finally:
                 if conn is not None:
@@ -1121,6 +1128,16 @@ _INTERRUPTED = {1317, 1969, 3024}
 LISTEN_WAIT = 5.0
 
 
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop. A wait cancelled just as its
+    statement returned (a ``KILL QUERY`` of it, or its end) may return its row anyway:
+    Python 3.11's ``asyncio.wait_for`` then drops the cancellation, and a loop of waits
+    would outlive whoever cancelled it (who waits for it to end)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def _ask(conn: Connection, sql: str, args: dict[str, Any], *, within: float) -> tuple[Any, ...] | None:
     """Run one statement of a wait connection: its first row, or None if it was
     interrupted (woken). Raises TimeoutError after ``within`` seconds, and driver errors."""
@@ -1156,7 +1173,8 @@ class _Waits:
     ) -> None:
         self._conn = conn
         self._sql = sql
-        self._args = args
+        #: The statement's own arguments (the caller may change them between waits).
+        self.args = args
         self._every = every
         self._wake = wake
         #: The wake counter the last wait read; None before the first, which thus wakes.
@@ -1168,7 +1186,7 @@ class _Waits:
         says; the wait's row, or None if it was interrupted. Raises TimeoutError if it
         does not answer within ``every`` of its sleep's end, and driver errors."""
         overdue = time.monotonic() - self._answered >= self._every
-        args = {**self._args, "seen": self._seen, "wait": 0 if overdue else self._every}
+        args = {**self.args, "seen": self._seen, "wait": 0 if overdue else self._every}
         row = await _ask(self._conn, self._sql, args, within=2 * self._every)
         if row is None:
             if overdue:
@@ -1196,9 +1214,11 @@ class _NamedLockLiveness(Liveness):
     by up to the sleep (measured on MariaDB 10.11).
 
     The wait connection waits in ``liveness_wait`` for ``check_every`` seconds at a time
-    (for the lock itself, held by the lock's session; one it takes because that session
-    is gone it lets go at once), then checks in the same statement that the lock is still
-    held by the lock's session:
+    for the lock of the worker this one watches (:meth:`Liveness.watch`; while it watches
+    none, for its own lock, held by the lock's session; a lock it takes because its
+    holder is gone it lets go at once, and a watched worker found gone wakes the worker),
+    then checks in the same statement that its own lock is still held by the lock's
+    session:
     one statement per interval, the liveness probe. A writer that frees or changes tasks
     interrupts the sleep with ``KILL QUERY`` (:meth:`MySQLStore._wake_listeners`), which
     wakes the worker (:attr:`wakes`) as a ``NOTIFY`` does on PostgreSQL (:class:`_Waits`).
@@ -1218,6 +1238,10 @@ class _NamedLockLiveness(Liveness):
         self._waits: Connection | None = None
         self._thread = 0
         self._watch: asyncio.Task[None] | None = None
+        #: The lock the waits wait for: the watched worker's (and its id), or this one's
+        #: own while it watches none or the watched one was found gone.
+        self._target_name = self._name
+        self._target: str | None = None
         #: Called on every wake-up, and once each time the lock is taken (wake-ups sent
         #: while no wait of ours slept are lost).
         self.wakes: list[Callable[[], None]] = []
@@ -1270,10 +1294,19 @@ class _NamedLockLiveness(Liveness):
         for wake in list(self.wakes):
             wake()
 
+    def _retarget(self, target: str | None) -> None:
+        """The next wait waits for ``target``'s lock (within ``check_every``: a wait in
+        progress is not interrupted), instead of this worker's own."""
+        super()._retarget(target)
+        self._target = target
+        self._target_name = self._name if target is None else mysql_name(self._store._options.database, target)
+
     async def _wait_and_probe(self, conn: Connection) -> None:
-        args = {"name": self._name, "holder": self._thread}
+        args = {"name": self._name, "holder": self._thread, "target": self._name}
         waits = _Waits(conn, self._store.q["liveness_wait"], args, every=self._every, wake=self._wake)
         while True:
+            _stop_if_cancelled()
+            target, waits.args["target"] = self._target, self._target_name
             try:
                 row = await waits.wait()
             except TimeoutError:
@@ -1285,6 +1318,11 @@ class _NamedLockLiveness(Liveness):
             if row is not None and row[2] != 1:
                 self._mark_lost("the liveness lock is no longer held by this worker's session")
                 return
+            if row is not None and row[0] == 1 and target is not None and target == self._target:
+                # The watched worker is gone: wake once, and wait on our own lock until a
+                # poll has seen the membership change (watch() then retargets).
+                self._target_name = self._name
+                self._watched_gone(target)
 
     async def _drop(self) -> None:
         conn, waits, watch, thread = self._conn, self._waits, self._watch, self._thread

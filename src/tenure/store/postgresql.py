@@ -14,9 +14,11 @@
   workers at once instead of at their next poll.
 - Connections: a pool (``pool``, one connection kept open) for everything but the lease,
   and one session per worker for its liveness lock, its ``LISTEN`` and its lease
-  statements (join, renewals), so that a renewal never queues behind the pool: two
-  connections a worker at rest. With ``liveness=lease`` the lease has a pool of one
-  connection and ``LISTEN`` a connection of its own instead.
+  statements (join, renewals), so that a renewal never queues behind the pool; and one
+  that waits for the liveness lock of the worker this one watches
+  (:meth:`_AdvisoryLiveness._watch_others`): three connections a worker at rest, two with
+  ``watch=off``. With ``liveness=lease`` the lease has a pool of one connection and
+  ``LISTEN`` a connection of its own instead, and nothing is watched.
 
 URL: ``postgresql://user:password@host:port/dbname?…``. tenure's own options, removed
 before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_timeout``
@@ -24,7 +26,8 @@ before the rest goes to libpq: ``pool`` (connections, default 8), ``idle_tx_time
 (seconds, default 5); their ranges are :data:`OPTIONS` (timeouts reach the server in
 whole milliseconds, never as 0, which would mean "no limit"); ``liveness`` (``session``,
 the default, or ``lease`` behind a transaction-pooling proxy: see
-:mod:`tenure.store.liveness`).
+:mod:`tenure.store.liveness`); ``watch`` (``on``, the default, or ``off``: no connection
+to watch another worker's liveness lock, and a crash is found at the others' next poll).
 """
 
 from __future__ import annotations
@@ -56,7 +59,14 @@ from tenure.errors import (
 from tenure.inputs import ECHO_LIMIT, cut
 from tenure.models import Claim, ClusterView, Run, SlotDone
 from tenure.store.fence import Fence, FencedSession, Op
-from tenure.store.liveness import POOLING_HINT, Liveness, holding, listen_on, liveness_option, postgresql_key
+from tenure.store.liveness import (
+    POOLING_HINT,
+    Liveness,
+    holding,
+    listen_on,
+    liveness_option,
+    postgresql_key,
+)
 from tenure.store.rows import TASK_COLUMNS, cluster_view_from_rows, done_before, merged_slots, task_from_row
 from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
@@ -70,7 +80,10 @@ _NOW = "extract(epoch from clock_timestamp())::double precision"
 _HELD_LOCKS = (
     "SELECT (l.classid::bigint << 32) | l.objid::bigint AS key FROM pg_locks l "
     "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
-    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    # A worker holds its lock exclusively; a watcher (_AdvisoryLiveness._watch_others) is
+    # granted it shared for an instant, when the worker is gone, and must not count.
+    "AND l.mode = 'ExclusiveLock'"
 )
 Q = load_queries(
     "postgresql",
@@ -92,6 +105,22 @@ _MS_WHY = "PostgreSQL counts it in whole milliseconds, up to 2147483647, and 0 w
 OPTIONS = server_options(timeout_high=2147483.647, why=_MS_WHY)
 
 
+def watch_option(query: Sequence[tuple[str, str]]) -> bool:
+    """The ``watch`` option of a PostgreSQL URL: ``on`` (default), or ``off`` to keep a
+    worker's connections at two (no watch connection; a crash is then noticed at the
+    others' next poll)."""
+    given = [v for k, v in query if k == "watch"]
+    if len(given) > 1:
+        raise InvalidStoreURL("postgresql URL option watch is given more than once")
+    value = given[0].strip().lower() if given else "on"
+    if value not in ("on", "off"):
+        raise InvalidStoreURL(
+            f"postgresql URL option watch must be on or off, got {shown(given[0])} "
+            "(off: no connection to watch another worker's liveness lock)"
+        )
+    return value == "on"
+
+
 def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
     """Split our options off a PostgreSQL URL; return (libpq URL, our options).
 
@@ -111,7 +140,8 @@ def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
     for name in ("idle_tx_timeout", "lock_timeout", "connect_timeout"):
         options[name] = round(options[name] * 1000) / 1000
     options["session_liveness"] = 1.0 if liveness_option("postgresql", query) == "session" else 0.0
-    ours = {o.name for o in OPTIONS} | {"liveness"}
+    options["watch"] = 1.0 if watch_option(query) else 0.0
+    ours = {o.name for o in OPTIONS} | {"liveness", "watch"}
     rest = [(k, v) for k, v in query if k not in ours]
     # quote, not quote_plus: libpq reads '+' as a plus sign, not a space.
     libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment))
@@ -469,7 +499,7 @@ class PostgreSQLStore(SQLStore[_Session]):
     def hold_liveness(self, worker_id: str, *, check_every: float) -> AbstractAsyncContextManager[Liveness]:
         if not self._options["session_liveness"]:
             return holding(self._liveness, Liveness(worker_id))
-        return holding(self._liveness, _AdvisoryLiveness(self, worker_id))
+        return holding(self._liveness, _AdvisoryLiveness(self, worker_id, watch=bool(self._options["watch"])))
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -627,8 +657,9 @@ class _AdvisoryLiveness(Liveness):
     """A session-level advisory lock on a connection of its own, kept for the worker's life:
     the worker's *session*. It also ``LISTEN``s for the store's changes, and carries the
     worker's lease statements (:meth:`call`), so that a worker holds two connections at
-    rest, this one and its pool's first (four before: the pool's, the lease's, this one, and
-    one for ``LISTEN``).
+    rest for them, this one and its pool's first (four before: the pool's, the lease's,
+    this one, and one for ``LISTEN``), and a third to watch another worker's lock
+    (:meth:`_watch_others`, unless ``watch=off``).
 
     Between statements a task waits on the session for notifications, which wake the
     worker (:attr:`wakes`), and for the session's end, which marks the lock lost: the
@@ -641,9 +672,14 @@ class _AdvisoryLiveness(Liveness):
 
     mode = "session"
 
-    def __init__(self, store: PostgreSQLStore, worker_id: str) -> None:
+    def __init__(self, store: PostgreSQLStore, worker_id: str, *, watch: bool = True) -> None:
         super().__init__(worker_id)
         self._store = store
+        self._may_watch = watch
+        #: The task that waits for the watched worker's lock, on a connection of its own
+        #: (opened at the first target), and what tells it the target changed.
+        self._watcher: asyncio.Task[None] | None = None
+        self._retargeted = asyncio.Event()
         self._key = postgresql_key(worker_id)
         self._conn: Conn | None = None
         self._backend = 0
@@ -730,6 +766,93 @@ class _AdvisoryLiveness(Liveness):
         except psycopg.Error as exc:
             why = f"the liveness session ended ({cut(str(exc).strip(), ECHO_LIMIT)})"
         self._mark_lost(why)
+
+    async def release(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
+        await super().release()
+
+    def _retarget(self, target: str | None) -> None:
+        super()._retarget(target)
+        if not self._may_watch:
+            return
+        self._retargeted.set()
+        if self._watcher is None and target is not None:
+            self._watcher = asyncio.create_task(self._watch_others(), name="tenure-liveness-watch")
+
+    async def _watch_others(self) -> None:
+        """Wait for the watched worker's lock (:meth:`Liveness.watch`) on a connection kept
+        for it: ``pg_advisory_xact_lock_shared``, granted when the worker's session ends and
+        let go at once (the statement's own transaction ends with it); the wait sends
+        nothing while it blocks. A worker watched that is gone wakes this one once; a new
+        target cancels the wait in progress. The connection waits without a lock timeout,
+        and asks the server to look at its socket every second (PostgreSQL 14 and later)
+        so that a wait of a process that died does not hold a server connection; before
+        14 the wait is renewed every minute instead. Failures are retried with backoff:
+        the watch only makes takeovers sooner, polls still find a dead worker."""
+        store = self._store
+        conn: Conn | None = None
+        fired: str | None = None
+        delay = 0.2
+        try:
+            while True:
+                self._retargeted.clear()
+                target = self._watched
+                if target is None or target == fired:
+                    await self._retargeted.wait()
+                    fired = None  # a membership seen anew: watch again, even the same worker
+                    continue
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(store._libpq_url, **store._connect_kwargs("watch"))
+                        if conn.info.server_version >= 140000:
+                            await conn.execute(b"SET lock_timeout = 0")
+                            await conn.execute(b"SET client_connection_check_interval = '1s'")
+                        else:
+                            await conn.execute(b"SET lock_timeout = '60s'")
+                    if await self._wait_free(conn, target):
+                        fired = target
+                        self._watched_gone(target)
+                    delay = 0.2
+                except psycopg.Error as exc:
+                    log.warning("watching the liveness lock of %s failed (%s); retrying in %.1fs", target, exc, delay)
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            await conn.close()
+                    conn = None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.cancel_safe(), 1.0)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def _wait_free(self, conn: Conn, target: str) -> bool:
+        """Wait until ``target``'s lock is free (True) or the target changed (False)."""
+        wait = asyncio.ensure_future(conn.execute(Q["watch_wait"].encode(), {"key": postgresql_key(target)}))
+        changed = asyncio.ensure_future(self._retargeted.wait())
+        try:
+            await asyncio.wait({wait, changed}, return_when=asyncio.FIRST_COMPLETED)
+            if not wait.done():
+                # Retargeted: end the wait on the server, and read its error off the connection.
+                await conn.cancel_safe(timeout=5.0)
+            await wait
+        except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+            return False  # cancelled for a new target; or, before PostgreSQL 14, a minute passed
+        except BaseException:
+            if not wait.done():
+                wait.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(wait, 2.0)
+            raise
+        finally:
+            changed.cancel()
+        return True
 
     async def _drop(self) -> None:
         conn, backend = self._conn, self._backend

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import sqlite3
+import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -48,9 +51,8 @@ from tenure.store.liveness import (
     holding,
     liveness_option,
     lock_file_free,
-    sqlite_lock_path,
 )
-from tenure.store.rows import TASK_COLUMNS, done_before, run_params
+from tenure.store.rows import TASK_COLUMNS, done_before, run_params, task_from_row
 from tenure.store.sqlfile import load_queries, split_statements
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.statements import sqlite_pragma_allowed
@@ -64,8 +66,9 @@ Q = load_queries("sqlite", {"now": _NOW, "task_columns": TASK_COLUMNS})
 
 T = TypeVar("T")
 
-#: How often listen() looks at the wake file (seconds): a handoff waits at most this long
-#: for the other workers to look for free tasks, instead of a whole poll interval.
+#: How often listen() looks at the wake file (seconds) where inotify is not available: a
+#: handoff waits at most this long for the other workers to look for free tasks, instead
+#: of a whole poll interval.
 WAKE_CHECK = 0.05
 
 
@@ -79,6 +82,51 @@ def ring(path: Path) -> None:
             os.close(fd)
     except OSError as exc:  # listeners then find the change at their next poll
         log.warning("cannot touch the wake file %r: %s", str(path), exc)
+
+
+#: inotify(7) events that touching the wake file makes: its creation, its times changed.
+_IN_ATTRIB, _IN_MOVED_TO, _IN_CREATE = 0x004, 0x080, 0x100
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+
+
+def wake_watch(path: Path) -> int | None:
+    """An inotify descriptor (Linux) that turns readable when the wake file at ``path`` is
+    touched, or None where there is none: :meth:`SQLiteStore.listen` then reads the file's
+    status every :data:`WAKE_CHECK` seconds. The folder is watched, not the file, which may
+    not exist yet (or be replaced)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+        if fd < 0:
+            return None
+        folder = os.fsencode(path.parent)
+        if libc.inotify_add_watch(fd, folder, _IN_ATTRIB | _IN_CREATE | _IN_MOVED_TO) < 0:
+            os.close(fd)
+            return None
+    except (OSError, AttributeError):
+        return None
+    return fd
+
+
+def wake_events(fd: int, name: bytes) -> bool:
+    """Read every pending event of a :func:`wake_watch` descriptor: True if one was the
+    wake file's (the other files of the folder, the database's own, are passed over)."""
+    touched = False
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return touched
+        if not data:
+            return touched
+        at = 0
+        while at + _EVENT.size <= len(data):
+            _, _, _, length = _EVENT.unpack_from(data, at)
+            if data[at + _EVENT.size : at + _EVENT.size + length].rstrip(b"\0") == name:
+                touched = True
+            at += _EVENT.size + length
 
 
 def wake_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -535,7 +583,7 @@ class SQLiteStore(SQLStore[_Session]):
         # A lock file cannot be taken from a live process: nothing to watch.
         if not self._session_liveness:
             return holding(self._liveness, Liveness(worker_id))
-        return holding(self._liveness, FileLiveness(worker_id, sqlite_lock_path(self._path, worker_id)))
+        return holding(self._liveness, FileLiveness(worker_id, self._path))
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -547,22 +595,30 @@ class SQLiteStore(SQLStore[_Session]):
             live = await s.one(Q["worker_is_live"], {"worker": worker_id})
             if live is None or not live[0]:
                 raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
-            await s.count(Q["end_dead_leases"], {"worker": worker_id})
+            if await s.count(Q["end_dead_leases"], {"worker": worker_id}):
+                # The dead workers' tasks are free: wake the others to claim their shares
+                # now, as a release does (the claimer was woken by its watch, or polled).
+                await s.notify()
             candidates = await s.all(Q["claim_candidates"], {"kinds": json.dumps(list(kinds)), "limit": limit})
             if not candidates:
                 return []
             (last_term,) = await one_row(s, Q["take_terms"], {"count": len(candidates)})
             first_term = int(last_term) - len(candidates) + 1
-            claims = []
-            for term, (kind, key, old_expiry, had_owner) in enumerate(candidates, start=first_term):
-                await s.count(
-                    Q["claim_one"],
+            # One call each on the connection's thread, not two per task: the claimers woken
+            # by a release queue for SQLite's one write lock, one whole claim after another.
+            await s.runmany(
+                Q["claim_one"],
+                [
                     {"worker": worker_id, "term": term, "had_owner": had_owner,
-                     "old_expiry": old_expiry, "kind": kind, "key": key},
-                )  # fmt: skip
-                task = await self._task(s, kind, key)
-                claims.append(Claim(task=task, done_before=done_before(task)))
-            return claims
+                     "old_expiry": old_expiry, "kind": kind, "key": key}
+                    for term, (kind, key, old_expiry, had_owner) in enumerate(candidates, start=first_term)
+                ],
+            )  # fmt: skip
+            rows = await s.all(Q["claimed_tasks"], {"worker": worker_id, "first": first_term, "last": int(last_term)})
+            if len(rows) != len(candidates):  # pragma: no cover - the write lock is ours
+                raise StoreError(f"claimed {len(candidates)} tasks but found {len(rows)} with their new terms")
+            tasks = [task_from_row(r) for r in rows]
+            return [Claim(task=t, done_before=done_before(t)) for t in tasks]
 
         return await self._write(go, what="claiming tasks")
 
@@ -570,11 +626,32 @@ class SQLiteStore(SQLStore[_Session]):
         """Call ``wake`` whenever tasks are released or changed; runs until cancelled.
 
         SQLite cannot notify, but its processes share one host: a commit that frees or
-        changes tasks touches the file ``<db>-wake``, and this reads the file's status
-        every :data:`WAKE_CHECK` seconds (a ``stat``, no statement: the idle cluster sends
-        the database nothing more). Calls ``wake`` once at the start, as a listener that
+        changes tasks touches the file ``<db>-wake``. On Linux an inotify watch of its
+        folder turns readable at once (no statement, no timer: the idle cluster sends the
+        database nothing more); elsewhere this reads the file's status every
+        :data:`WAKE_CHECK` seconds. Calls ``wake`` once at the start, as a listener that
         has just connected would.
         """
+        fd = wake_watch(self._wake_path)
+        if fd is None:
+            await self._listen_by_stat(wake)
+            return
+        loop = asyncio.get_running_loop()
+        name = os.fsencode(self._wake_path.name)
+
+        def readable() -> None:
+            if wake_events(fd, name):
+                wake()
+
+        loop.add_reader(fd, readable)
+        try:
+            wake()
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    async def _listen_by_stat(self, wake: Callable[[], None]) -> None:
         wake()
         last = wake_stamp(self._wake_path)
         while True:

@@ -126,6 +126,10 @@ class Rebalancer:
         if not self._owned and not self._lease.trusted():
             return  # nothing to give up, nothing to claim (joining, or rejoining after a fence)
         view = await self.store.cluster_view()
+        liveness = self._lease.liveness
+        if liveness is not None:
+            # Watch the next live worker's lock: its crash wakes us for a poll at once.
+            liveness.watch(view.live_workers, self.wake.set)
         now = time.monotonic()
         if view.changes != self.changes_seen or now >= self._reconcile_at:
             complete = await self._refresh_owned(strays=self._lease.trusted())

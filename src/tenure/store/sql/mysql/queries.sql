@@ -410,18 +410,23 @@ SELECT IS_USED_LOCK(%(name)s);
 -- name: liveness_wait
 -- The wait (tenure.store.mysql, "Wake-ups") of a worker's wait connection: unless the
 -- wake counter moved since the last wait saw it (%(seen)s; NULL the first time), wait
--- for the worker's own liveness lock, held by its liveness session, for %(wait)s
--- seconds: 0 when the wait ran out (the lock is held), NULL when woken (KILL QUERY; or
--- error 1317), 1 if the lock was free (the liveness session is gone). Then check that
--- the liveness session holds it (1): the wait is the liveness probe too; and a lock this
--- wait took is let go at once, so that the others find the worker dead. (GET_LOCK, not
+-- for %(wait)s seconds for the lock %(target)s: the liveness lock of the worker this one
+-- watches (tenure.store.liveness, watching), or while it watches none its own, held by
+-- its liveness session. 0 when the wait ran out (the lock is held), NULL when woken (KILL
+-- QUERY; or error 1317), 1 if the lock was free (that worker, or this worker's liveness
+-- session, is gone). Then check that the worker's own lock %(name)s is held by its
+-- liveness session (1): the wait is the liveness probe too. A lock this wait took is let
+-- go at once, so that the others find its worker dead; and first, any lock a wait
+-- interrupted between its GET_LOCK and its RELEASE_LOCK left held (this connection holds
+-- none otherwise), in the derived table, which is read before the wait. (GET_LOCK, not
 -- SLEEP: every SLEEP waits on one server-wide mutex, which a KILL spins on for up to 2 s
 -- when several sleepers are killed at once, measured on MariaDB 10.11.) The alias marks
 -- the statement for wake_targets.
-SELECT IF(c.v = %(seen)s, GET_LOCK(%(name)s, %(wait)s), 2) AS tenure_wait, c.v,
+SELECT IF(c.v = %(seen)s, GET_LOCK(%(target)s, %(wait)s), 2) AS tenure_wait, c.v,
        COALESCE(IS_USED_LOCK(%(name)s) = %(holder)s, 0),
-       IF(IS_USED_LOCK(%(name)s) = CONNECTION_ID(), RELEASE_LOCK(%(name)s), 0)
-FROM (SELECT COALESCE(MAX(value), 0) AS v FROM tenure_counters WHERE name = 'wakes') AS c;
+       IF(IS_USED_LOCK(%(target)s) = CONNECTION_ID(), RELEASE_LOCK(%(target)s), 0)
+FROM (SELECT COALESCE(MAX(value), 0) AS v, RELEASE_ALL_LOCKS() AS r
+      FROM tenure_counters WHERE name = 'wakes') AS c;
 
 -- name: listen_wait
 -- The same wait for a listener that holds no liveness lock (listen() outside a worker).

@@ -213,9 +213,11 @@ dying AS (
     FOR UPDATE SKIP LOCKED
 ),
 dead AS (
+    -- Its tasks are free: wake the other workers (NOTIFY at commit, as a release does) to
+    -- claim their shares now; this claimer may have been woken alone, by its watch.
     UPDATE tenure_workers w SET expires_at = {now}
     FROM dying WHERE w.id = dying.id
-    RETURNING w.id, w.expires_at
+    RETURNING w.id, w.expires_at, pg_notify('tenure_changes', '')
 ),
 owners AS (
     (SELECT owner FROM tenure_tasks WHERE owner IS NOT NULL ORDER BY owner LIMIT 1)
@@ -392,3 +394,9 @@ SELECT pg_advisory_unlock(%(key)s);
 SELECT pg_terminate_backend(l.pid) FROM pg_locks l
 WHERE l.pid = %(pid)s AND l.locktype = 'advisory' AND l.granted
   AND l.objsubid = 1 AND l.objid = (%(key)s & 4294967295)::oid AND l.classid = (%(key)s >> 32)::oid;
+
+-- name: watch_wait
+-- Waits until the watched worker's liveness lock is free (tenure.store.liveness: watching),
+-- on a connection kept for it: shared, and for the statement's own transaction only, so
+-- that it is let go the moment it is granted.
+SELECT pg_advisory_xact_lock_shared(%(key)s);

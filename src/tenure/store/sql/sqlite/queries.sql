@@ -166,6 +166,12 @@ SET owner = :worker, term = :term,
     freed_at = CASE WHEN :had_owner THEN coalesce(:old_expiry, {now}) ELSE freed_at END
 WHERE kind = :kind AND key = :key;
 
+-- name: claimed_tasks
+-- The tasks a claim just took: its worker's, at the terms it drew, in term order.
+SELECT {task_columns} FROM tenure_tasks
+WHERE owner = :worker AND term BETWEEN :first AND :last
+ORDER BY term;
+
 -- name: cluster_view
 -- One statement, so one consistent snapshot: the change counter ('changes'), the
 -- enabled tasks of each kind ('kind'), then each live, non-draining worker and the

@@ -48,6 +48,8 @@ class OwnedTask:
     #: A trigger held back until the takeover delay is over.
     trigger_timer: asyncio.TimerHandle | None = None
     running: asyncio.Task[None] | None = None
+    #: The run in progress's deadline: (the loop time of its wake-up, its timeout).
+    deadline: tuple[float, float] | None = None
     ctx: Context | None = None
     #: Trigger requests up to this database time have been answered.
     trigger_done: float = 0.0

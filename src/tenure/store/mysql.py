@@ -133,7 +133,16 @@ from tenure.errors import (
 from tenure.inputs import quote
 from tenure.models import Claim, Lease, Run, SlotDone, WorkerLoad
 from tenure.store.fence import Fence, FencedSession, Op
-from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, listen_on, liveness_option, mysql_name
+from tenure.store.liveness import (
+    POOLING_HINT,
+    Liveness,
+    held_token,
+    holding,
+    listen,
+    liveness_option,
+    mysql_name,
+    stopped,
+)
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -1045,28 +1054,25 @@ class MySQLStore(SQLStore[_Session]):
         if not self.supports_listen:
             return
         session = next((h for h in self._liveness.values() if isinstance(h, _NamedLockLiveness)), None)
-        if session is not None:
-            await listen_on(session.wakes, wake)
-            return
-        delay = 0.2
-        while True:
-            conn = None
-            try:
-                conn = await asyncmy.connect(**self._connect_args(None))
-                await conn.cursor().execute(self.q["liveness_session"])
-                delay = 0.2
-                waits = _Waits(conn, self.q["listen_wait"], {}, every=LISTEN_WAIT, wake=wake)
-                while True:
-                    await waits.wait()  # the first wakes at once
-                    _stop_if_cancelled()
-            except (*_DRIVER_ERRORS, TimeoutError) as exc:
+        errors = (*_DRIVER_ERRORS, TimeoutError)
+        await listen(wake, None if session is None else session.wakes, self._listen_on_connection, errors)
+
+    async def _listen_on_connection(self, wake: Callable[[], None], connected: Callable[[], None]) -> None:
+        conn = None
+        try:
+            conn = await asyncmy.connect(**self._connect_args(None))
+            await conn.cursor().execute(self.q["liveness_session"])
+            connected()
+            waits = _Waits(conn, self.q["listen_wait"], {}, every=LISTEN_WAIT, wake=wake)
+            while True:
+                await waits.wait()  # the first wakes at once
                 _stop_if_cancelled()
-                log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
-            finally:
-                if conn is not None:
-                    conn.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        except (*_DRIVER_ERRORS, TimeoutError):
+            _stop_if_cancelled()
+            raise
+        finally:
+            if conn is not None:
+                conn.close()
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -1327,10 +1333,7 @@ class _NamedLockLiveness(Liveness):
     async def _drop(self) -> None:
         conn, waits, watch, thread = self._conn, self._waits, self._watch, self._thread
         self._conn, self._waits, self._watch, self._thread = None, None, None, 0
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(BaseException):
-                await watch
+        await stopped(watch)
         waiting = 0
         if waits is not None:
             with contextlib.suppress(Exception):

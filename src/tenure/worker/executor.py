@@ -34,7 +34,7 @@ from tenure.models import Outcome
 from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Shared, TaskId
+from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
 from tenure.worker.timers import SlotTimers, Wheel
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Deadlines:
         self._wheel.close()
 
 
-class RunExecutor:
+class RunExecutor(Part):
     """Starts runs of owned tasks and sees each one to its outcome."""
 
     def __init__(
@@ -100,9 +100,8 @@ class RunExecutor:
         recorder: RunRecorder,
         owned: dict[TaskId, OwnedTask],
     ) -> None:
-        self.store, self.id = shared.store, shared.worker_id
-        self._life, self._log = shared.life, shared.log
-        self.concurrency = shared.settings.concurrency
+        super().__init__(shared)
+        self.concurrency = self.settings.concurrency
         #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
         self.pauses: PauseView | None = None
         #: The slot timers (set by the supervisor): a parked task is armed again through them.

@@ -106,3 +106,13 @@ class Shared:
     worker_id: str
     life: Lifecycle
     log: WorkerLog
+
+
+class Part:
+    """A part of one worker (its lease keeper, rebalancer, executor, recorder), keeping
+    what :class:`Shared` gives it: ``store``, ``settings``, ``id``, and its lifecycle
+    and log."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
+        self._life, self._log = shared.life, shared.log

@@ -25,7 +25,7 @@ from tenure.models import Claim, ClusterView, Freed, SlotDone
 from tenure.pauses import PauseView
 from tenure.schedule import Unreadable, first_slot
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Shared, TaskId
+from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
 
 if TYPE_CHECKING:
     from tenure.worker.executor import RunExecutor
@@ -52,7 +52,7 @@ FREEZE_AFTER = 1_000
 SETTLE_MAX = 2.0
 
 
-class Rebalancer:
+class Rebalancer(Part):
     """Claims and releases tasks to reach this worker's share, and reconciles them."""
 
     def __init__(
@@ -67,8 +67,7 @@ class Rebalancer:
         pauses: PauseView,
         owned: dict[TaskId, OwnedTask],
     ) -> None:
-        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
-        self._life, self._log = shared.life, shared.log
+        super().__init__(shared)
         self._kinds = kinds
         self._lease = lease
         self._timers = timers

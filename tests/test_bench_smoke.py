@@ -47,6 +47,14 @@ def bench_doc(title: str, *args: str, tmp: Path | None = None) -> dict[str, Any]
     return doc
 
 
+def refusal(title: str, *args: str) -> str:
+    """What ``bench/<title>.py`` says on stderr when it refuses ``args`` (failing, printing nothing)."""
+    done = run_bench(title, *args)
+    assert done.returncode != 0
+    assert done.stdout == ""
+    return done.stderr
+
+
 @pytest.mark.slow
 def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) -> None:
     require_store("postgresql", tmp_path)
@@ -89,10 +97,7 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
 
 
 def test_unknown_system_is_refused_by_name() -> None:
-    done = run_bench("load", "--handlers", "plain,bogus", "--n", "10")
-    assert done.returncode != 0
-    assert "--handlers 'plain,bogus'" in done.stderr
-    assert done.stdout == ""
+    assert "--handlers 'plain,bogus'" in refusal("load", "--handlers", "plain,bogus", "--n", "10")
 
 
 @pytest.mark.slow
@@ -125,10 +130,7 @@ def test_fleet_smoke_run_reports_every_phase_with_consistent_figures(tmp_path: P
 
 
 def test_fleet_refuses_killing_every_worker_by_name() -> None:
-    done = run_bench("fleet", "--workers", "4", "--kill", "4")
-    assert done.returncode != 0
-    assert "--kill 4" in done.stderr
-    assert done.stdout == ""
+    assert "--kill 4" in refusal("fleet", "--workers", "4", "--kill", "4")
 
 
 @pytest.mark.slow

@@ -76,6 +76,18 @@ async def assert_each_refused(
         await assert_refused(app, f"{what} {short(value)}", partial(call, value), error, *fragments, fragment)
 
 
+async def assert_keyword_refused(
+    app: tenure.App,
+    call: Callable[..., Awaitable[object]],
+    name: str,
+    cases: list[tuple[Any, str]],
+    error: type[Exception],
+    *fragments: str,
+) -> None:
+    """:func:`assert_each_refused` for ``call(name=value)``: each bad value of one keyword."""
+    await assert_each_refused(app, name, cases, lambda value: call(**{name: value}), error, *fragments)
+
+
 # -- what is bad -------------------------------------------------------------------------
 
 BAD_KINDS: list[tuple[Any, str]] = [
@@ -213,19 +225,14 @@ async def test_add_task_bad_key(seeded: tenure.App) -> None:
 
 async def test_add_task_bad_interval(seeded: tenure.App) -> None:
     cases = [(every, "period") for every in BAD_EVERY]
-    await assert_each_refused(
-        seeded, "every", cases, lambda every: seeded.add_task("dispatch", "x", every=every), tenure.InvalidSchedule
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "every", cases, tenure.InvalidSchedule
     )
 
 
 async def test_add_task_bad_cron(seeded: tenure.App) -> None:
-    await assert_each_refused(
-        seeded,
-        "cron",
-        BAD_CRON,
-        lambda cron: seeded.add_task("dispatch", "x", cron=cron),
-        tenure.InvalidSchedule,
-        "cron",
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "cron", BAD_CRON, tenure.InvalidSchedule, "cron"
     )
 
 
@@ -255,13 +262,8 @@ async def test_add_task_no_schedule_and_no_default(seeded: tenure.App) -> None:
 
 
 async def test_add_task_bad_params(seeded: tenure.App) -> None:
-    await assert_each_refused(
-        seeded,
-        "params",
-        BAD_PARAMS,
-        lambda params: seeded.add_task("dispatch", "x", params=params),
-        tenure.InvalidParams,
-        "params",
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "params", BAD_PARAMS, tenure.InvalidParams, "params"
     )
 
 
@@ -285,8 +287,8 @@ async def test_params_limit_follows_settings(store_url: str) -> None:
 
 async def test_add_task_enabled_not_a_bool(seeded: tenure.App) -> None:
     cases = [(enabled, "enabled") for enabled in (1, 0, "yes", None)]
-    await assert_each_refused(
-        seeded, "enabled", cases, lambda enabled: seeded.add_task("dispatch", "x", enabled=enabled), tenure.InvalidInput
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "enabled", cases, tenure.InvalidInput
     )
 
 
@@ -366,9 +368,7 @@ async def test_pause_and_resume_bad_input(seeded: tenure.App) -> None:
 
 async def test_list_tasks_malformed_kind(seeded: tenure.App) -> None:
     # None means "every kind" here.
-    await assert_each_refused(
-        seeded, "kind", BAD_KINDS[:-1], lambda kind: seeded.list_tasks(kind=kind), tenure.InvalidKind
-    )
+    await assert_keyword_refused(seeded, seeded.list_tasks, "kind", BAD_KINDS[:-1], tenure.InvalidKind)
 
 
 async def test_list_tasks_unknown_kind_is_empty(seeded: tenure.App) -> None:
@@ -379,10 +379,8 @@ async def test_list_tasks_unknown_kind_is_empty(seeded: tenure.App) -> None:
 
 async def test_list_runs_bad_input(seeded: tenure.App) -> None:
     # None means "every kind" here, and every key (and bytes is like None below).
-    await assert_each_refused(
-        seeded, "kind", BAD_KINDS[:-1], lambda kind: seeded.list_runs(kind=kind), tenure.InvalidKind
-    )
-    await assert_each_refused(seeded, "key", BAD_KEYS[:-2], lambda key: seeded.list_runs(key=key), tenure.InvalidKey)
+    await assert_keyword_refused(seeded, seeded.list_runs, "kind", BAD_KINDS[:-1], tenure.InvalidKind)
+    await assert_keyword_refused(seeded, seeded.list_runs, "key", BAD_KEYS[:-2], tenure.InvalidKey)
     bad_limits: list[Any] = [0, -1, 10_001, True, 1.5, "10", None, 10**400, math.nan, math.inf]
     for limit in bad_limits:
         await assert_refused(

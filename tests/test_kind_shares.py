@@ -32,7 +32,6 @@ def rebalancer(worker_id: str, kinds: frozenset[str]) -> Rebalancer:
         recorder=unused,
         executor=unused,
         pauses=unused,
-        owned={},
     )
 
 

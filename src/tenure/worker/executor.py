@@ -34,7 +34,7 @@ from tenure.models import Outcome
 from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
+from tenure.worker.owned import OwnedTask, Part, Shared
 from tenure.worker.timers import SlotTimers, Wheel
 
 if TYPE_CHECKING:
@@ -92,14 +92,7 @@ class Deadlines:
 class RunExecutor(Part):
     """Starts runs of owned tasks and sees each one to its outcome."""
 
-    def __init__(
-        self,
-        shared: Shared,
-        *,
-        lease: LeaseKeeper,
-        recorder: RunRecorder,
-        owned: dict[TaskId, OwnedTask],
-    ) -> None:
+    def __init__(self, shared: Shared, *, lease: LeaseKeeper, recorder: RunRecorder) -> None:
         super().__init__(shared)
         self.concurrency = self.settings.concurrency
         #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
@@ -113,7 +106,6 @@ class RunExecutor(Part):
         self._peak_waiting = 0
         self._lease = lease
         self._recorder = recorder
-        self._owned = owned
         self._group: asyncio.TaskGroup | None = None
         self._runs: set[asyncio.Task[None]] = set()
         #: Why a run was cancelled (the outcome to record), by its asyncio task.

@@ -99,20 +99,22 @@ class WorkerLog:
 @dataclass(frozen=True, kw_only=True)
 class Shared:
     """What every part of one worker is given: the store, the settings, the worker's id,
-    its lifecycle and its log."""
+    its lifecycle, its log, and the tasks it owns."""
 
     store: Store
     settings: Settings
     worker_id: str
     life: Lifecycle
     log: WorkerLog
+    #: The tasks this worker owns now, by id: one dict, changed in place by the parts.
+    owned: dict[TaskId, OwnedTask] = field(default_factory=dict)
 
 
 class Part:
     """A part of one worker (its lease keeper, rebalancer, executor, recorder), keeping
-    what :class:`Shared` gives it: ``store``, ``settings``, ``id``, and its lifecycle
-    and log."""
+    what :class:`Shared` gives it: ``store``, ``settings``, ``id``, and its lifecycle,
+    log and owned tasks."""
 
     def __init__(self, shared: Shared) -> None:
         self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
-        self._life, self._log = shared.life, shared.log
+        self._life, self._log, self._owned = shared.life, shared.log, shared.owned

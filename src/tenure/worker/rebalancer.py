@@ -65,7 +65,6 @@ class Rebalancer(Part):
         recorder: RunRecorder,
         executor: RunExecutor,
         pauses: PauseView,
-        owned: dict[TaskId, OwnedTask],
     ) -> None:
         super().__init__(shared)
         self._kinds = kinds
@@ -74,7 +73,6 @@ class Rebalancer(Part):
         self._recorder = recorder
         self._executor = executor
         self._pauses = pauses
-        self._owned = owned
         #: Wakes the loop for a poll now (a notification, a stop).
         self.wake = asyncio.Event()
         #: The change counter at the last reconcile; None forces one at the next poll.

@@ -86,16 +86,9 @@ def _merged(old: SlotDone | None, new: SlotDone) -> SlotDone:
 class RunRecorder(Part):
     """Buffers what runs did and writes it in batches."""
 
-    def __init__(
-        self,
-        shared: Shared,
-        *,
-        lease: LeaseKeeper,
-        owned: dict[TaskId, OwnedTask],
-    ) -> None:
+    def __init__(self, shared: Shared, *, lease: LeaseKeeper) -> None:
         super().__init__(shared)
         self._lease = lease
-        self._owned = owned
         self._buffer = _Buffer()
         self._streaks: OrderedDict[TaskId, _Streak] = OrderedDict()
         self._housekeeping_at = 0.0

@@ -102,7 +102,9 @@ class Worker:
         self._crash: BaseException | None = None
         self._watchdog: LoopWatchdog | None = None
         self._pauses = PauseView()
-        shared = Shared(store=store, settings=settings, worker_id=self.id, life=self._life, log=self._log)
+        shared = Shared(
+            store=store, settings=settings, worker_id=self.id, life=self._life, log=self._log, owned=self._owned
+        )
         self.lease = LeaseKeeper(
             shared,
             holding=self._holding,
@@ -110,8 +112,8 @@ class Worker:
             kinds=sorted(self._kinds),
             load=self._load,
         )
-        self.recorder = RunRecorder(shared, lease=self.lease, owned=self._owned)
-        self.executor = RunExecutor(shared, lease=self.lease, recorder=self.recorder, owned=self._owned)
+        self.recorder = RunRecorder(shared, lease=self.lease)
+        self.executor = RunExecutor(shared, lease=self.lease, recorder=self.recorder)
         self.executor.pauses = self._pauses
         self.timers = SlotTimers(lease=self.lease, executor=self.executor, pauses=self._pauses)
         self.executor.timers = self.timers
@@ -123,7 +125,6 @@ class Worker:
             recorder=self.recorder,
             executor=self.executor,
             pauses=self._pauses,
-            owned=self._owned,
         )
         self._rebalancer_task: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []

@@ -31,7 +31,6 @@ from tenure import metrics, tracing
 from tenure.context import Context
 from tenure.errors import LeaseLost
 from tenure.models import Outcome
-from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import OwnedTask, Part, Shared
@@ -95,8 +94,6 @@ class RunExecutor(Part):
     def __init__(self, shared: Shared, *, lease: LeaseKeeper, recorder: RunRecorder) -> None:
         super().__init__(shared)
         self.concurrency = self.settings.concurrency
-        #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
-        self.pauses: PauseView | None = None
         #: The slot timers (set by the supervisor): a parked task is armed again through them.
         self.timers: SlotTimers | None = None
         #: Tasks with slots waiting for a place: (oldest waiting slot, order, task).
@@ -165,7 +162,7 @@ class RunExecutor(Part):
         self._start(ot, slot, triggered)
 
     def _may_start(self, ot: OwnedTask) -> bool:
-        paused = self.pauses is not None and self.pauses.of(ot.task.kind) is not None
+        paused = self._pauses.of(ot.task.kind) is not None
         return not (ot.handover or paused or self._life.stopping or not self._lease.trusted() or self._group is None)
 
     def _coalesce(self, ot: OwnedTask, slot: float, triggered: bool) -> None:

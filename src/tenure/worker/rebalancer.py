@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING
 
 from tenure import metrics
 from tenure.errors import LeaseLost, StoreError
-from tenure.kinds import TaskKind
 from tenure.models import Claim, ClusterView, Freed, SlotDone
-from tenure.pauses import PauseView
 from tenure.schedule import Unreadable, first_slot
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
@@ -59,20 +57,16 @@ class Rebalancer(Part):
         self,
         shared: Shared,
         *,
-        kinds: Mapping[str, TaskKind],
         lease: LeaseKeeper,
         timers: SlotTimers,
         recorder: RunRecorder,
         executor: RunExecutor,
-        pauses: PauseView,
     ) -> None:
         super().__init__(shared)
-        self._kinds = kinds
         self._lease = lease
         self._timers = timers
         self._recorder = recorder
         self._executor = executor
-        self._pauses = pauses
         #: Wakes the loop for a poll now (a notification, a stop).
         self.wake = asyncio.Event()
         #: The change counter at the last reconcile; None forces one at the next poll.

@@ -14,19 +14,6 @@ import pytest
 
 import tenure
 from support.rawdb import raw_db
-from tenure.errors import (
-    InvalidInput,
-    InvalidKey,
-    InvalidKind,
-    InvalidParams,
-    InvalidSchedule,
-    InvalidSettings,
-    InvalidStoreURL,
-    StoreUnavailable,
-    TaskExists,
-    TaskNotFound,
-    UnknownKind,
-)
 from tenure.inputs import quote
 from tenure.models import STORED, UNREADABLE, KindInfo, Pause, Task
 
@@ -87,6 +74,18 @@ async def assert_each_refused(
     the message holds ``fragments`` and that case's ``fragment``."""
     for value, fragment in cases:
         await assert_refused(app, f"{what} {short(value)}", partial(call, value), error, *fragments, fragment)
+
+
+async def assert_keyword_refused(
+    app: tenure.App,
+    call: Callable[..., Awaitable[object]],
+    name: str,
+    cases: list[tuple[Any, str]],
+    error: type[Exception],
+    *fragments: str,
+) -> None:
+    """:func:`assert_each_refused` for ``call(name=value)``: each bad value of one keyword."""
+    await assert_each_refused(app, name, cases, lambda value: call(**{name: value}), error, *fragments)
 
 
 # -- what is bad -------------------------------------------------------------------------
@@ -203,37 +202,37 @@ BAD_PARAMS: list[tuple[Any, str]] = [
 
 async def test_add_task_unknown_kind(seeded: tenure.App) -> None:
     await assert_refused(
-        seeded, "kind billing", lambda: seeded.add_task("billing", "x"), UnknownKind, "'billing'", "dispatch"
+        seeded, "kind billing", lambda: seeded.add_task("billing", "x"), tenure.UnknownKind, "'billing'", "dispatch"
     )
     await assert_refused(
         seeded,
         "kind billing with a schedule",
         lambda: seeded.add_task("billing", "x", every=5.0),
-        UnknownKind,
+        tenure.UnknownKind,
         "unknown kind 'billing'",
     )
 
 
 async def test_add_task_malformed_kind(seeded: tenure.App) -> None:
     await assert_each_refused(
-        seeded, "kind", BAD_KINDS, lambda kind: seeded.add_task(kind, "x", every=5.0), InvalidKind
+        seeded, "kind", BAD_KINDS, lambda kind: seeded.add_task(kind, "x", every=5.0), tenure.InvalidKind
     )
 
 
 async def test_add_task_bad_key(seeded: tenure.App) -> None:
-    await assert_each_refused(seeded, "key", BAD_KEYS, partial(seeded.add_task, "dispatch"), InvalidKey, "key")
+    await assert_each_refused(seeded, "key", BAD_KEYS, partial(seeded.add_task, "dispatch"), tenure.InvalidKey, "key")
 
 
 async def test_add_task_bad_interval(seeded: tenure.App) -> None:
     cases = [(every, "period") for every in BAD_EVERY]
-    await assert_each_refused(
-        seeded, "every", cases, lambda every: seeded.add_task("dispatch", "x", every=every), InvalidSchedule
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "every", cases, tenure.InvalidSchedule
     )
 
 
 async def test_add_task_bad_cron(seeded: tenure.App) -> None:
-    await assert_each_refused(
-        seeded, "cron", BAD_CRON, lambda cron: seeded.add_task("dispatch", "x", cron=cron), InvalidSchedule, "cron"
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "cron", BAD_CRON, tenure.InvalidSchedule, "cron"
     )
 
 
@@ -242,7 +241,7 @@ async def test_add_task_both_every_and_cron(seeded: tenure.App) -> None:
         seeded,
         "every and cron",
         lambda: seeded.add_task("dispatch", "x", every=5.0, cron="* * * * *"),
-        InvalidSchedule,
+        tenure.InvalidSchedule,
         "not both",
     )
 
@@ -256,20 +255,15 @@ async def test_add_task_no_schedule_and_no_default(seeded: tenure.App) -> None:
         seeded,
         "no schedule",
         lambda: seeded.add_task("adhoc", "x"),
-        InvalidSchedule,
+        tenure.InvalidSchedule,
         "'adhoc'",
         "no default schedule",
     )
 
 
 async def test_add_task_bad_params(seeded: tenure.App) -> None:
-    await assert_each_refused(
-        seeded,
-        "params",
-        BAD_PARAMS,
-        lambda params: seeded.add_task("dispatch", "x", params=params),
-        InvalidParams,
-        "params",
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "params", BAD_PARAMS, tenure.InvalidParams, "params"
     )
 
 
@@ -283,7 +277,7 @@ async def test_params_limit_follows_settings(store_url: str) -> None:
             app,
             "params of 68 bytes",
             lambda: app.add_task("dispatch", "big", params={"a": "x" * 60}),
-            InvalidParams,
+            tenure.InvalidParams,
             "limit is 64",
         )
         assert [t.key for t in await app.list_tasks()] == ["small"]
@@ -293,8 +287,8 @@ async def test_params_limit_follows_settings(store_url: str) -> None:
 
 async def test_add_task_enabled_not_a_bool(seeded: tenure.App) -> None:
     cases = [(enabled, "enabled") for enabled in (1, 0, "yes", None)]
-    await assert_each_refused(
-        seeded, "enabled", cases, lambda enabled: seeded.add_task("dispatch", "x", enabled=enabled), InvalidInput
+    await assert_keyword_refused(
+        seeded, partial(seeded.add_task, "dispatch", "x"), "enabled", cases, tenure.InvalidInput
     )
 
 
@@ -303,7 +297,7 @@ async def test_add_existing_task(seeded: tenure.App) -> None:
         seeded,
         "existing task",
         lambda: seeded.add_task("dispatch", "existing", every=1.0, params={"zone": 2}),
-        TaskExists,
+        tenure.TaskExists,
         "dispatch/existing",
     )
 
@@ -319,12 +313,12 @@ async def test_one_task_ops_bad_input(seeded: tenure.App, op: str) -> None:
         return lambda: method(kind, key)
 
     for kind, fragment in BAD_KINDS:
-        await assert_refused(seeded, f"{op} kind {kind!r}", call(kind, "existing"), InvalidKind, fragment)
+        await assert_refused(seeded, f"{op} kind {kind!r}", call(kind, "existing"), tenure.InvalidKind, fragment)
     for key, fragment in BAD_KEYS:
-        await assert_refused(seeded, f"{op} key {key!r}", call("dispatch", key), InvalidKey, fragment)
+        await assert_refused(seeded, f"{op} key {key!r}", call("dispatch", key), tenure.InvalidKey, fragment)
     for kind, key in [("billing", "existing"), ("dispatch", "madrid"), ("dispatch", "Existing")]:
         # Unknown kinds and keys; keys are exact (no case folding).
-        await assert_refused(seeded, f"{op} {kind}/{key}", call(kind, key), TaskNotFound, f"{kind}/{key}")
+        await assert_refused(seeded, f"{op} {kind}/{key}", call(kind, key), tenure.TaskNotFound, f"{kind}/{key}")
 
 
 @pytest.mark.parametrize("user", ["u" * 300, "bad\tuser", "\udcff\udcfe"], ids=["long", "tab", "not-utf8"])
@@ -347,17 +341,25 @@ async def test_pause_and_resume_bad_input(seeded: tenure.App) -> None:
     await seeded.pause_kind("dispatch", by="keeper")  # a pause no bad input may touch either
     for op in ("pause_kind", "resume_kind"):
         method = getattr(seeded, op)
-        await assert_each_refused(seeded, f"{op} kind", BAD_KINDS, method, InvalidKind)
-        await assert_refused(seeded, f"{op} unknown", partial(method, "billing"), UnknownKind, "unknown kind 'billing'")
+        await assert_each_refused(seeded, f"{op} kind", BAD_KINDS, method, tenure.InvalidKind)
+        await assert_refused(
+            seeded, f"{op} unknown", partial(method, "billing"), tenure.UnknownKind, "unknown kind 'billing'"
+        )
     bad_cancels: list[Any] = [1, "yes", None]
     for cancel in bad_cancels:
         await assert_refused(
-            seeded, f"cancel {cancel!r}", partial(seeded.pause_kind, "dispatch", cancel=cancel), InvalidInput, "cancel"
+            seeded,
+            f"cancel {cancel!r}",
+            partial(seeded.pause_kind, "dispatch", cancel=cancel),
+            tenure.InvalidInput,
+            "cancel",
         )
-        await assert_refused(seeded, f"cancel {cancel!r}", partial(seeded.pause, cancel=cancel), InvalidInput, "cancel")
+        await assert_refused(
+            seeded, f"cancel {cancel!r}", partial(seeded.pause, cancel=cancel), tenure.InvalidInput, "cancel"
+        )
     bad_bys: list[Any] = ["", "   ", "x" * 201, "tab\there", 42]
     for by in bad_bys:
-        await assert_refused(seeded, f"by {by!r}", partial(seeded.pause, by=by), InvalidInput, "by must be")
+        await assert_refused(seeded, f"by {by!r}", partial(seeded.pause, by=by), tenure.InvalidInput, "by must be")
     assert [p.by for p in await seeded.pauses()] == ["keeper"]
 
 
@@ -366,7 +368,7 @@ async def test_pause_and_resume_bad_input(seeded: tenure.App) -> None:
 
 async def test_list_tasks_malformed_kind(seeded: tenure.App) -> None:
     # None means "every kind" here.
-    await assert_each_refused(seeded, "kind", BAD_KINDS[:-1], lambda kind: seeded.list_tasks(kind=kind), InvalidKind)
+    await assert_keyword_refused(seeded, seeded.list_tasks, "kind", BAD_KINDS[:-1], tenure.InvalidKind)
 
 
 async def test_list_tasks_unknown_kind_is_empty(seeded: tenure.App) -> None:
@@ -377,17 +379,19 @@ async def test_list_tasks_unknown_kind_is_empty(seeded: tenure.App) -> None:
 
 async def test_list_runs_bad_input(seeded: tenure.App) -> None:
     # None means "every kind" here, and every key (and bytes is like None below).
-    await assert_each_refused(seeded, "kind", BAD_KINDS[:-1], lambda kind: seeded.list_runs(kind=kind), InvalidKind)
-    await assert_each_refused(seeded, "key", BAD_KEYS[:-2], lambda key: seeded.list_runs(key=key), InvalidKey)
+    await assert_keyword_refused(seeded, seeded.list_runs, "kind", BAD_KINDS[:-1], tenure.InvalidKind)
+    await assert_keyword_refused(seeded, seeded.list_runs, "key", BAD_KEYS[:-2], tenure.InvalidKey)
     bad_limits: list[Any] = [0, -1, 10_001, True, 1.5, "10", None, 10**400, math.nan, math.inf]
     for limit in bad_limits:
-        await assert_refused(seeded, f"limit {limit!r}", partial(seeded.list_runs, limit=limit), InvalidInput, "limit")
+        await assert_refused(
+            seeded, f"limit {limit!r}", partial(seeded.list_runs, limit=limit), tenure.InvalidInput, "limit"
+        )
     for outcome in ("meh", "OK", "", "ok "):
         await assert_refused(
             seeded,
             f"outcome {outcome!r}",
             partial(seeded.list_runs, outcome=outcome),
-            InvalidInput,
+            tenure.InvalidInput,
             "outcome",
             "lease_lost",
         )
@@ -401,17 +405,17 @@ async def _handler(ctx: tenure.Context) -> None:
 
 
 DECORATOR_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
-    *[({"kind": kind}, InvalidKind, fragment) for kind, fragment in BAD_KINDS],
-    ({"kind": "dispatch"}, InvalidInput, "already registered"),
-    *[({"kind": "new", "every": every}, InvalidSchedule, "period") for every in BAD_EVERY],
-    *[({"kind": "new", "cron": cron}, InvalidSchedule, fragment) for cron, fragment in BAD_CRON],
-    ({"kind": "new", "every": 5.0, "cron": "* * * * *"}, InvalidSchedule, "not both"),
+    *[({"kind": kind}, tenure.InvalidKind, fragment) for kind, fragment in BAD_KINDS],
+    ({"kind": "dispatch"}, tenure.InvalidInput, "already registered"),
+    *[({"kind": "new", "every": every}, tenure.InvalidSchedule, "period") for every in BAD_EVERY],
+    *[({"kind": "new", "cron": cron}, tenure.InvalidSchedule, fragment) for cron, fragment in BAD_CRON],
+    ({"kind": "new", "every": 5.0, "cron": "* * * * *"}, tenure.InvalidSchedule, "not both"),
     *[
-        ({"kind": "new", "every": 5.0, "timeout": t}, InvalidSchedule, "timeout")
+        ({"kind": "new", "every": 5.0, "timeout": t}, tenure.InvalidSchedule, "timeout")
         for t in (0, -1, math.nan, math.inf, True, "4", 10**400, 2**1024, 1e300)
     ],
-    ({"kind": "new", "every": 5.0, "misfire": "sometimes"}, InvalidSchedule, "misfire"),
-    ({"kind": "new", "every": 5.0, "misfire": None}, InvalidSchedule, "misfire"),
+    ({"kind": "new", "every": 5.0, "misfire": "sometimes"}, tenure.InvalidSchedule, "misfire"),
+    ({"kind": "new", "every": 5.0, "misfire": None}, tenure.InvalidSchedule, "misfire"),
 ]
 
 
@@ -436,7 +440,7 @@ async def test_task_decorator_refuses_a_non_callable(seeded: tenure.App) -> None
     async def register() -> None:
         decorate(bad)
 
-    await assert_refused(seeded, "handler 42", register, InvalidInput, "'new'", "not callable")
+    await assert_refused(seeded, "handler 42", register, tenure.InvalidInput, "'new'", "not callable")
     assert list(seeded.kinds) == ["dispatch"]
 
 
@@ -458,7 +462,7 @@ async def test_task_decorator_refuses_a_non_callable(seeded: tenure.App) -> None
     ],
 )
 def test_bad_store_url(url: str, fragment: str) -> None:
-    with pytest.raises(InvalidStoreURL) as info:
+    with pytest.raises(tenure.InvalidStoreURL) as info:
         tenure.App(url)
     assert fragment in str(info.value)
 
@@ -467,7 +471,7 @@ def test_wrong_types_for_the_store_and_the_settings_are_named(tmp_path: Path) ->
     """An App given b"sqlite:///…" or 5 said "store URL is empty"; given settings that are
     not Settings it was made, and failed later with an AttributeError."""
     for store in (b"sqlite:///tenure.db", 5):
-        with pytest.raises(InvalidStoreURL, match=f"store URL must be a string, got {type(store).__name__}"):
+        with pytest.raises(tenure.InvalidStoreURL, match=f"store URL must be a string, got {type(store).__name__}"):
             tenure.App(cast(Any, store))
     with pytest.raises(tenure.errors.InvalidSettings, match=r"settings must be a tenure\.Settings, got dict"):
         tenure.App(f"sqlite:///{tmp_path / 'x.db'}", settings=cast(Any, {"lease_ttl": 5}))
@@ -477,7 +481,7 @@ async def test_store_that_cannot_open(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "folder"
     app = tenure.App(f"sqlite:///{missing}/tenure.db")
     try:
-        with pytest.raises(StoreUnavailable, match="does not exist"):
+        with pytest.raises(tenure.StoreUnavailable, match="does not exist"):
             await app.add_task("dispatch", "x", every=5.0)
     finally:
         await app.close()
@@ -555,7 +559,7 @@ async def test_params_nest_at_most_32_levels(seeded: tenure.App) -> None:
                 seeded,
                 f"params {levels} levels deep",
                 partial(seeded.add_task, "dispatch", f"deep{levels}", params=given),
-                InvalidParams,
+                tenure.InvalidParams,
                 "nest deeper than 32 levels",
             )
 
@@ -576,7 +580,7 @@ async def test_params_refuse_what_json_would_not_read_back_equal(seeded: tenure.
             seeded,
             f"params {short(params)}",
             partial(seeded.add_task, "dispatch", "x", params=params),
-            InvalidParams,
+            tenure.InvalidParams,
             fragment,
         )
     # What JSON does hold comes back equal, huge numbers and odd text included.
@@ -621,12 +625,16 @@ async def test_any_stored_params_read_back(seeded: tenure.App, store_url: str, t
 async def test_huge_numbers_are_refused_cleanly(seeded: tenure.App) -> None:
     for every in (10**400, 10**5000, -(10**400)):
         await assert_refused(
-            seeded, "huge every", partial(seeded.add_task, "dispatch", "x", every=every), InvalidSchedule, "period"
+            seeded,
+            "huge every",
+            partial(seeded.add_task, "dispatch", "x", every=every),
+            tenure.InvalidSchedule,
+            "period",
         )
-    await assert_refused(seeded, "huge limit", partial(seeded.list_runs, limit=10**400), InvalidInput, "limit")
-    with pytest.raises(InvalidSchedule, match="timeout must be positive and at most"):
+    await assert_refused(seeded, "huge limit", partial(seeded.list_runs, limit=10**400), tenure.InvalidInput, "limit")
+    with pytest.raises(tenure.InvalidSchedule, match="timeout must be positive and at most"):
         seeded.task("other", every=5.0, timeout=10**400)
-    with pytest.raises(InvalidSettings, match="lease_ttl"):
+    with pytest.raises(tenure.InvalidSettings, match="lease_ttl"):
         tenure.Settings(lease_ttl=10**400)
 
 
@@ -640,7 +648,7 @@ async def test_keys_are_normalised_so_either_spelling_is_one_key(seeded: tenure.
     added = await seeded.add_task("dispatch", DECOMPOSED, params={"n": 1})
     assert added.key == COMPOSED
     await assert_refused(
-        seeded, "the other spelling", lambda: seeded.add_task("dispatch", COMPOSED), TaskExists, "already exists"
+        seeded, "the other spelling", lambda: seeded.add_task("dispatch", COMPOSED), tenure.TaskExists, "already exists"
     )
     for spelling in (DECOMPOSED, COMPOSED):
         assert (await seeded.get_task("dispatch", spelling)).params == {"n": 1}
@@ -648,7 +656,7 @@ async def test_keys_are_normalised_so_either_spelling_is_one_key(seeded: tenure.
         assert await seeded.list_runs(key=spelling) == []
     assert [t.key for t in await seeded.list_tasks()].count(COMPOSED) == 1
     await seeded.remove("dispatch", DECOMPOSED)
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(tenure.TaskNotFound):
         await seeded.get_task("dispatch", COMPOSED)
 
 
@@ -671,12 +679,12 @@ async def test_a_row_stored_under_an_old_spelling_stays_reachable(seeded: tenure
     await seeded.remove("dispatch", "soft\u00adhyphen")
     assert await seeded.list_tasks() == []
     # A refused key that names no row is still refused as such.
-    with pytest.raises(InvalidKey, match="invisible"):
+    with pytest.raises(tenure.InvalidKey, match="invisible"):
         await seeded.get_task("dispatch", "soft\u00adhyphen")
 
 
 async def test_worker_ids_are_normalised_and_checked(seeded: tenure.App) -> None:
-    with pytest.raises(InvalidSettings, match=r"worker_id.*U\+3164"):
+    with pytest.raises(tenure.InvalidSettings, match=r"worker_id.*U\+3164"):
         tenure.Settings(worker_id="w\u3164")
     assert tenure.Settings(worker_id="we\u0301").worker_id == "wé"
     await seeded.store.register_worker(worker_id="wé", host="h", pid=1, ttl=30)
@@ -684,9 +692,9 @@ async def test_worker_ids_are_normalised_and_checked(seeded: tenure.App) -> None
     assert [w.draining for w in await seeded.store.list_workers()] == [True]
     assert await seeded.drain("nobody") is False
     for bad in ("w\u00ad1", "", " w", "w\n"):
-        with pytest.raises(InvalidInput, match="worker id"):
+        with pytest.raises(tenure.InvalidInput, match="worker id"):
             await seeded.drain(bad)
-    with pytest.raises(InvalidInput, match="owner"):
+    with pytest.raises(tenure.InvalidInput, match="owner"):
         await seeded.list_tasks(owner="w\u200e")
 
 
@@ -696,17 +704,17 @@ async def test_worker_ids_are_normalised_and_checked(seeded: tenure.App) -> None
 async def test_messages_cut_what_they_quote(seeded: tenure.App) -> None:
     long_kind, long_key, long_cron = "k" * 12_000, "é" * 12_000, "* " * 6000
     calls: list[tuple[Callable[[], Awaitable[object]], type[Exception]]] = [
-        (partial(seeded.add_task, long_kind, "x"), InvalidKind),
-        (partial(seeded.get_task, "dispatch", long_key), InvalidKey),
-        (partial(seeded.add_task, "dispatch", "x", cron=long_cron), InvalidSchedule),
-        (partial(seeded.add_task, "dispatch", "x", params={"k" * 12_000: "\ud800"}), InvalidParams),
-        (partial(seeded.list_runs, outcome="o" * 12_000), InvalidInput),
-        (partial(seeded.drain, "w\n" * 6000), InvalidInput),
+        (partial(seeded.add_task, long_kind, "x"), tenure.InvalidKind),
+        (partial(seeded.get_task, "dispatch", long_key), tenure.InvalidKey),
+        (partial(seeded.add_task, "dispatch", "x", cron=long_cron), tenure.InvalidSchedule),
+        (partial(seeded.add_task, "dispatch", "x", params={"k" * 12_000: "\ud800"}), tenure.InvalidParams),
+        (partial(seeded.list_runs, outcome="o" * 12_000), tenure.InvalidInput),
+        (partial(seeded.drain, "w\n" * 6000), tenure.InvalidInput),
     ]
     for call, error in calls:
         with pytest.raises(error) as info:
             await call()
         assert len(str(info.value)) < 300, str(info.value)
-    with pytest.raises(InvalidKind) as kind_info:
+    with pytest.raises(tenure.InvalidKind) as kind_info:
         await seeded.add_task(long_kind, "x")
     assert "…' (12000 characters)" in str(kind_info.value)

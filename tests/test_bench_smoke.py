@@ -20,29 +20,49 @@ import pytest
 
 from support.stores import require_store
 
-LOAD = Path(__file__).resolve().parent.parent / "bench" / "load.py"
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 PG = os.environ.get("TENURE_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def run_load(*args: str, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
-    # load.py keeps the workers' logs in a temporary directory: keep them in the test's.
+def run_bench(title: str, *args: str, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<title>.py`` with ``args``; with ``tmp``, its temporary files (load.py
+    keeps the workers' logs in a temporary directory) go to the test's."""
     env = {**os.environ, "TMPDIR": str(tmp)} if tmp is not None else None
     return subprocess.run(
-        [sys.executable, str(LOAD), *args], capture_output=True, text=True, timeout=100, check=False, env=env
+        [sys.executable, str(BENCH / f"{title}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+        env=env,
     )
+
+
+def bench_doc(title: str, *args: str, tmp: Path | None = None) -> dict[str, Any]:
+    """The JSON document of a run of ``bench/<title>.py`` that succeeded, titled so."""
+    done = run_bench(title, *args, tmp=tmp)
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc: dict[str, Any] = json.loads(done.stdout)
+    assert doc["bench"] == title
+    return doc
+
+
+def refusal(title: str, *args: str) -> str:
+    """What ``bench/<title>.py`` says on stderr when it refuses ``args`` (failing, printing nothing)."""
+    done = run_bench(title, *args)
+    assert done.returncode != 0
+    assert done.stdout == ""
+    return done.stderr
 
 
 @pytest.mark.slow
 def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) -> None:
     require_store("postgresql", tmp_path)
     n = 12
-    done = run_load(
-        "--store", "sqlite", "--app-db", PG, "--n", str(n), "--workers", "2",
+    doc = bench_doc(
+        "load", "--store", "sqlite", "--app-db", PG, "--n", str(n), "--workers", "2",
         "--duration", "2", "--warmup", "3", "--json-only", tmp=tmp_path,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(done.stdout)
-    assert doc["bench"] == "load"
     assert doc["machine"]["load_average_1_5_15"]
     scenarios: list[dict[str, Any]] = doc["results"]["scenarios"]
     assert [s["system"] for s in scenarios] == ["floor", "plain", "fenced"]
@@ -77,24 +97,17 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
 
 
 def test_unknown_system_is_refused_by_name() -> None:
-    done = run_load("--handlers", "plain,bogus", "--n", "10")
-    assert done.returncode != 0
-    assert "--handlers 'plain,bogus'" in done.stderr
-    assert done.stdout == ""
+    assert "--handlers 'plain,bogus'" in refusal("load", "--handlers", "plain,bogus", "--n", "10")
 
 
 @pytest.mark.slow
 def test_fleet_smoke_run_reports_every_phase_with_consistent_figures(tmp_path: Path) -> None:
     require_store("postgresql", tmp_path)
-    fleet = LOAD.parent / "fleet.py"
-    done = subprocess.run(
-        [sys.executable, str(fleet), "--store", PG, "--workers", "2", "--tasks", "200", "--every", "1",
-         "--kill", "1", "--join", "1", "--window", "2", "--ttl", "2", "--heartbeat", "0.5", "--poll", "0.5",
-         "--timeout", "30", "--json-only"],
-        capture_output=True, text=True, timeout=100, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    r: dict[str, Any] = json.loads(done.stdout)["results"]
+    r: dict[str, Any] = bench_doc(
+        "fleet", "--store", PG, "--workers", "2", "--tasks", "200", "--every", "1",
+        "--kill", "1", "--join", "1", "--window", "2", "--ttl", "2", "--heartbeat", "0.5", "--poll", "0.5",
+        "--timeout", "30", "--json-only",
+    )["results"]  # fmt: skip
     # Every task is claimed at least once at the start; the killed worker's tasks all move.
     assert r["start"]["registered"] == 2
     assert r["start"]["distinct_tasks_moved"] == 200
@@ -117,17 +130,7 @@ def test_fleet_smoke_run_reports_every_phase_with_consistent_figures(tmp_path: P
 
 
 def test_fleet_refuses_killing_every_worker_by_name() -> None:
-    fleet = LOAD.parent / "fleet.py"
-    done = subprocess.run(
-        [sys.executable, str(fleet), "--workers", "4", "--kill", "4"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert "--kill 4" in done.stderr
-    assert done.stdout == ""
+    assert "--kill 4" in refusal("fleet", "--workers", "4", "--kill", "4")
 
 
 @pytest.mark.slow
@@ -135,14 +138,7 @@ def test_release_bench_reports_a_release_and_a_dead_claim(tmp_path: Path) -> Non
     """bench/release.py, tiny: one release of all the tasks, and (on a server) a claim
     that takes every task of the dead worker whose row another transaction holds."""
     require_store("postgresql", tmp_path)
-    script = Path(__file__).resolve().parent.parent / "bench" / "release.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--tasks", "5", "--repeats", "2", "--stores", f"sqlite,{PG}", "--json"],
-        capture_output=True, text=True, timeout=100, check=False, env={**os.environ, "TMPDIR": str(tmp_path)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(done.stdout)
-    assert doc["bench"] == "release"
+    doc = bench_doc("release", "--tasks", "5", "--repeats", "2", "--stores", f"sqlite,{PG}", "--json", tmp=tmp_path)
     for store in ("sqlite", "postgresql"):
         release = doc["results"][store]["release"]
         assert release["tasks"] == 5
@@ -157,15 +153,9 @@ def test_claims_bench_claims_every_task_then_a_dead_workers(tmp_path: Path) -> N
     """bench/claims.py, tiny: three workers claim 30 tasks in chunks of 4, then one of
     them dies and the first takes its tasks."""
     require_store("postgresql", tmp_path)
-    script = Path(__file__).resolve().parent.parent / "bench" / "claims.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--tasks", "30", "--chunk", "4", "--workers", "3",
-         "--stores", f"sqlite,{PG}", "--json"],
-        capture_output=True, text=True, timeout=100, check=False, env={**os.environ, "TMPDIR": str(tmp_path)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(done.stdout)
-    assert doc["bench"] == "claims"
+    doc = bench_doc(
+        "claims", "--tasks", "30", "--chunk", "4", "--workers", "3", "--stores", f"sqlite,{PG}", "--json", tmp=tmp_path
+    )
     for store in ("sqlite", "postgresql"):
         start, dead = doc["results"][store]["start"], doc["results"][store]["after_a_death"]
         assert start["tasks"] == 30
@@ -178,15 +168,10 @@ def test_claims_bench_claims_every_task_then_a_dead_workers(tmp_path: Path) -> N
 def test_flush_cost_bench_reports_each_part(tmp_path: Path) -> None:
     """bench/flush_cost.py, tiny: each part's flushes counted, and what they wrote."""
     require_store("postgresql", tmp_path)
-    script = Path(__file__).resolve().parent.parent / "bench" / "flush_cost.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--url", PG, "--tasks", "40", "--workers", "2", "--batches", "4",
-         "--warmup", "2", "--interval", "0", "--json-only"],
-        capture_output=True, text=True, timeout=100, check=False,
+    doc = bench_doc(
+        "flush_cost", "--url", PG, "--tasks", "40", "--workers", "2", "--batches", "4",
+        "--warmup", "2", "--interval", "0", "--json-only",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(done.stdout)
-    assert doc["bench"] == "flush_cost"
     parts = {s["part"]: s for s in doc["results"]["scenarios"]}
     assert list(parts) == ["both", "runs", "slots"]
     for s in parts.values():

@@ -22,18 +22,15 @@ def rebalancer(worker_id: str, kinds: frozenset[str]) -> Rebalancer:
     whether it is draining or stopping): nothing else is called."""
     unused = cast(Any, None)
     shared = Shared(
-        store=unused, settings=unused, worker_id=worker_id, life=cast(Any, SimpleNamespace(stopping=False)), log=unused
-    )
-    return Rebalancer(
-        shared,
+        store=unused,
+        settings=unused,
+        worker_id=worker_id,
+        life=cast(Any, SimpleNamespace(stopping=False)),
+        log=unused,
         kinds=dict.fromkeys(kinds, unused),
-        lease=cast(Any, SimpleNamespace(draining=False)),
-        timers=unused,
-        recorder=unused,
-        executor=unused,
-        pauses=unused,
-        owned={},
     )
+    lease = cast(Any, SimpleNamespace(draining=False))
+    return Rebalancer(shared, lease=lease, timers=unused, recorder=unused, executor=unused)
 
 
 @given(

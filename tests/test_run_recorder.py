@@ -34,8 +34,10 @@ async def test_a_flush_writes_what_was_buffered_and_leaves_runs_ending_meanwhile
         kind = TaskKind(kind="tick", handler=lambda ctx: None, schedule=Every(1.0), timeout=None, misfire=Misfire.SKIP)
         ot = OwnedTask(task=claim.task, kind=kind, term=claim.task.term, next_slot=0.0)
         owned: dict[TaskId, OwnedTask] = {ot.id: ot}
-        shared = Shared(store=store, settings=tenure.Settings(), worker_id="w1", life=Lifecycle(), log=WorkerLog("w1"))
-        recorder = RunRecorder(shared, lease=cast(Any, None), owned=owned)
+        shared = Shared(
+            store=store, settings=tenure.Settings(), worker_id="w1", life=Lifecycle(), log=WorkerLog("w1"), owned=owned
+        )
+        recorder = RunRecorder(shared, lease=cast(Any, None))
 
         def run_ends(slot: float) -> None:
             ot.last_slot = slot

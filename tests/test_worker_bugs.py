@@ -23,7 +23,7 @@ from tenure.kinds import TaskKind
 from tenure.models import Freed, Outcome, Run, Task
 from tenure.schedule import Every, Misfire
 from tenure.worker.lifecycle import Lifecycle
-from tenure.worker.owned import OwnedTask, Shared, TaskId, WorkerLog
+from tenure.worker.owned import OwnedTask, Shared, WorkerLog
 from tenure.worker.recorder import RunRecorder
 
 #: Short lease settings so that a test's worker joins, claims and flushes quickly.
@@ -143,11 +143,11 @@ def test_a_run_that_outlived_its_ownership_does_not_speak_for_the_next_term() ->
     """The other half of bug b: slot records are kept per ownership, not per key. A run of
     term 5 that ends after the worker fenced itself and claimed the task again at term 7
     must not replace (or erase the trigger of) the term-7 record."""
-    owned: dict[TaskId, OwnedTask] = {}
     shared = Shared(
         store=cast(Any, None), settings=tenure.Settings(), worker_id="w1", life=Lifecycle(), log=WorkerLog("w1")
     )
-    recorder = RunRecorder(shared, lease=cast(Any, None), owned=owned)
+    owned = shared.owned
+    recorder = RunRecorder(shared, lease=cast(Any, None))
     kind = TaskKind(kind="tick", handler=lambda ctx: None, schedule=Every(1.0), timeout=None, misfire=Misfire.SKIP)
 
     def ownership(term: int) -> OwnedTask:

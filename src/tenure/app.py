@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from tenure import snapshot
 from tenure.config import Settings, store_url
@@ -40,6 +40,7 @@ from tenure.models import (
 )
 from tenure.schedule import MAX_PERIOD, Misfire, Schedule, make_schedule
 from tenure.store import Store, make_store
+from tenure.store.base import RunQuery, full_run_query
 from tenure.worker import Worker
 
 #: Most runs one call lists.
@@ -585,26 +586,20 @@ class App:
         worker_id = check_worker_id(worker_id)
         return await (await self._ready()).set_draining(worker_id, True)
 
-    async def list_runs(
-        self,
-        *,
-        kind: str | None = None,
-        key: str | None = None,
-        worker: str | None = None,
-        outcome: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]:
-        """Recorded runs, most recent first."""
+    async def list_runs(self, **where: Unpack[RunQuery]) -> list[Run]:
+        """Recorded runs, most recent first, those ``where`` asks for (:class:`RunQuery`)."""
+        query = full_run_query(where)
+        kind, key, worker, outcome = query["kind"], query["key"], query["worker"], query["outcome"]
         if kind is not None:
             check_kind(kind)
         if key is not None:
             # With a kind, a task stored under an older spelling finds its runs too.
-            key = check_key(key) if kind is None else (await self._locate(kind, key))[1]
+            query["key"] = check_key(key) if kind is None else (await self._locate(kind, key))[1]
         if worker is not None:
-            worker = check_worker_id(worker)
-        check_number(limit, "limit", unit="runs", low=1, high=MAX_RUNS_LISTED, whole=True)
+            query["worker"] = check_worker_id(worker)
+        check_number(query["limit"], "limit", unit="runs", low=1, high=MAX_RUNS_LISTED, whole=True)
         if outcome is not None:
             valid = [o.value for o in Outcome]
             if outcome not in valid:
                 raise InvalidInput(f"outcome {quote(outcome)} is not one of {', '.join(valid)}")
-        return await (await self._ready()).list_runs(kind=kind, key=key, worker=worker, outcome=outcome, limit=limit)
+        return await (await self._ready()).list_runs(**query)

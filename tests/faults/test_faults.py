@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from support.cluster import Timing
 from support.history import Report, stale_refusals
 from support.stores import STORE_KINDS
+from support.timing import Timing
 from tenure.store.liveness import mysql_name, postgresql_key
 
 from .harness import KIND, Faults

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from support import history
-from support.cluster import Timing, WorkerCluster, fair_counts
+from support.cluster import WorkerCluster, fair_counts
 from support.history import TaskId, assert_fenced_history
 from support.processes import WorkerProc
 from support.rawdb import RawDB, SQLiteDB
 from support.sql import create_table, insert
+from support.timing import Timing
 from tenure.store import Store
 
 __all__ = [

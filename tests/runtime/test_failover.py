@@ -30,7 +30,7 @@ import pytest
 from tenure.models import Freed, Outcome, Task
 from tenure.worker.rebalancer import SETTLE_MAX
 
-from .harness import Cluster, Commit, TaskId, Timing, assert_fenced_history, first_commit_after
+from .harness import Cluster, Commit, TaskId, Timing, WorkerProc, assert_fenced_history, first_commit_after
 
 pytestmark = pytest.mark.slow
 
@@ -279,6 +279,36 @@ async def test_sigterm_exits_zero_and_tasks_move_within_a_poll(cluster: Cluster)
     assert_fenced_history(cluster.commits())
 
 
+async def _w1_holds_every_task(cluster: Cluster, timing: Timing, *, within: float) -> tuple[WorkerProc, list[str]]:
+    """Four tasks, and w1 started alone and holding them all (within ``within`` seconds)."""
+    names = [f"city{i}" for i in range(4)]
+    await cluster.add_tasks("tick", names, every=PERIOD)
+    w1 = cluster.start("w1", timing=timing)
+    await cluster.wait_joined(w1)
+
+    async def w1_holds_all() -> bool:
+        return len(await cluster.owned_by("w1")) == len(names)
+
+    await cluster.wait_for(w1_holds_all, "w1 to claim every task", within=within)
+    return w1, names
+
+
+async def _w1_still_holds_all(
+    cluster: Cluster, newcomers: list[str], names: list[str], settle: float
+) -> dict[TaskId, int]:
+    """Wait until the ``newcomers`` (joined) are ``settle`` seconds past their last join,
+    their settle polls done; w1 must still hold every task. Returns w1's tasks and terms."""
+    joined_at = max(w.started_at for w in await cluster.store.list_workers() if w.id in newcomers)
+
+    async def settled() -> bool:
+        return cluster.db.now() > joined_at + settle
+
+    await cluster.wait_for(settled, f"the settle window of {', '.join(newcomers)} to end", within=settle + 5)
+    held = await cluster.owned_by("w1")
+    assert len(held) == len(names), f"w1 gave tasks away before its next poll: {held}"
+    return held
+
+
 async def test_released_tasks_move_before_any_poll_could_take_them(cluster: Cluster) -> None:
     """Issue 17 item 3: a stopping worker's release wakes the others (NOTIFY on PostgreSQL,
     the wake file on SQLite, ``KILL QUERY`` of their waits on MySQL/MariaDB), so its tasks
@@ -291,25 +321,10 @@ async def test_released_tasks_move_before_any_poll_could_take_them(cluster: Clus
     holds within seconds of w1's SIGTERM was claimed because the release woke it."""
     timing = Timing(ttl=3.0, heartbeat=0.5, poll=60.0, trust_margin=0.3)
     settle = SETTLE_MAX + 1.5  # w2's settle poll, and slack for a busy machine
-    names = [f"city{i}" for i in range(4)]
-    await cluster.add_tasks("tick", names, every=PERIOD)
-    w1 = cluster.start("w1", timing=timing)
-    await cluster.wait_joined(w1)
-
-    async def w1_holds_all() -> bool:
-        return len(await cluster.owned_by("w1")) == len(names)
-
-    await cluster.wait_for(w1_holds_all, "w1 to claim every task", within=settle + 5)
+    w1, names = await _w1_holds_every_task(cluster, timing, within=settle + 5)
     w2 = cluster.start("w2", timing=timing)
     await cluster.wait_joined(w2)
-    joined_at = next(w.started_at for w in await cluster.store.list_workers() if w.id == "w2")
-
-    async def w2_settled() -> bool:
-        return cluster.db.now() > joined_at + settle
-
-    await cluster.wait_for(w2_settled, "w2's settle window to end", within=settle + 5)
-    held = await cluster.owned_by("w1")
-    assert len(held) == len(names), f"w1 gave tasks away before its next poll: {held}"
+    held = await _w1_still_holds_all(cluster, ["w2"], names, settle)
 
     w1.send(signal.SIGTERM)
     code, exited_at = await w1.wait_exit(within=10.0)
@@ -343,27 +358,12 @@ async def test_a_crash_wakes_the_watching_worker_and_its_claim_wakes_the_rest(cl
     # which a poll may notice up to SETTLE_MAX late: its last settle poll comes at most
     # 2 x SETTLE_MAX after the last join (plus slack for a busy machine); then a minute.
     settle = 2 * SETTLE_MAX + 1.5
-    names = [f"city{i}" for i in range(4)]
-    await cluster.add_tasks("tick", names, every=PERIOD)
-    w1 = cluster.start("w1", timing=timing)
-    await cluster.wait_joined(w1)
-
-    async def w1_holds_all() -> bool:
-        return len(await cluster.owned_by("w1")) == len(names)
-
-    await cluster.wait_for(w1_holds_all, "w1 to claim every task", within=settle + 5)
+    w1, names = await _w1_holds_every_task(cluster, timing, within=settle + 5)
     w2 = cluster.start("w2", timing=timing)
     w3 = cluster.start("w3", timing=timing)
     await cluster.wait_joined(w2)
     await cluster.wait_joined(w3)
-    joined_at = max(w.started_at for w in await cluster.store.list_workers() if w.id in ("w2", "w3"))
-
-    async def settled() -> bool:
-        return cluster.db.now() > joined_at + settle
-
-    await cluster.wait_for(settled, "w2's and w3's settle window to end", within=settle + 5)
-    held = await cluster.owned_by("w1")
-    assert len(held) == len(names), f"w1 gave tasks away before its next poll: {held}"
+    held = await _w1_still_holds_all(cluster, ["w2", "w3"], names, settle)
     last_id = cluster.commits()[-1].id
 
     killed_at = w1.send(signal.SIGKILL)

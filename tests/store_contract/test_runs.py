@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tenure.models import Outcome, Run, SlotDone
@@ -27,17 +29,7 @@ def _run(kind: str, key: str, worker: str, outcome: Outcome, at: float, error: s
 
 def _bare(run: Run) -> Run:
     """A run as it went in, for comparing with what came back (which has an id)."""
-    return Run(
-        kind=run.kind,
-        key=run.key,
-        worker=run.worker,
-        term=run.term,
-        scheduled_at=run.scheduled_at,
-        started_at=run.started_at,
-        ended_at=run.ended_at,
-        outcome=run.outcome,
-        error=run.error,
-    )
+    return dataclasses.replace(run, id=None)
 
 
 async def test_record_and_list_runs_most_recent_first(store: Store) -> None:

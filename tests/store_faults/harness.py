@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from support.cluster import Timing, WorkerCluster
+from support.cluster import WorkerCluster
 from support.history import Commit, TaskId, assert_fenced_history
 from support.processes import WorkerProc
 from support.rawdb import DatabaseUnavailable
 from support.sql import create_table, insert
+from support.timing import Timing
 from tenure.errors import StoreError
 
 __all__ = [

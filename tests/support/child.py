@@ -8,7 +8,7 @@ which gives every child the same command line::
         [--ttl S] [--heartbeat S] [--poll S] [--grace S] [--trust-margin S] [--concurrency N]
         [the child's own flags]
 
-(the flags :meth:`support.cluster.Timing.argv` writes), the same side channel (its first
+(the flags :meth:`support.timing.Timing.argv` writes), the same side channel (its first
 event, ``clock``, notes the process's wall and monotonic clocks, to show a libfaketime
 prefix took effect), logging at INFO to stderr (the test's log file), and the same stack
 dumps: SIGUSR1 writes every thread's stack, SIGUSR2 every asyncio task's, which the
@@ -34,6 +34,7 @@ import tenure
 from tenure import Settings
 
 from .events import Events
+from .timing import Timing
 
 
 def parse(
@@ -45,26 +46,13 @@ def parse(
     parser.add_argument("store")
     parser.add_argument("--id", required=True)
     parser.add_argument("--events", required=True)
-    parser.add_argument("--ttl", type=float, required=True)
-    parser.add_argument("--heartbeat", type=float, required=True)
-    parser.add_argument("--poll", type=float, required=True)
-    parser.add_argument("--grace", type=float, required=True)
-    parser.add_argument("--trust-margin", type=float, required=True)
-    parser.add_argument("--concurrency", type=int, default=None)
+    Timing.add_arguments(parser)
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
     events = Events(Path(args.events), args.id)
     events.note("clock", wall=time.time(), monotonic=time.monotonic(), pid=os.getpid())
-    settings = Settings(
-        lease_ttl=args.ttl,
-        heartbeat=args.heartbeat,
-        poll=args.poll,
-        grace=args.grace,
-        trust_margin=args.trust_margin,
-        worker_id=args.id,
-        **({} if args.concurrency is None else {"concurrency": args.concurrency}),
-    )
+    settings = Timing.from_args(args).settings(args.id)
     return args, events, settings
 
 

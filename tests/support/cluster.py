@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,26 +27,7 @@ from tenure.store import Store
 from .history import Commit, TaskId
 from .processes import WorkerProc
 from .rawdb import DatabaseUnavailable, RawDB
-
-
-@dataclass(frozen=True, kw_only=True)
-class Timing:
-    """A worker's lease settings, as passed to a child program (:mod:`support.child`)."""
-
-    ttl: float = 1.5
-    heartbeat: float = 0.3
-    poll: float = 0.25
-    grace: float = 1.0
-    trust_margin: float = 0.3
-    #: The worker's cap on runs in progress (None: the default).
-    concurrency: int | None = None
-
-    def argv(self) -> list[str]:
-        cap = [] if self.concurrency is None else ["--concurrency", str(self.concurrency)]
-        return [
-            "--ttl", str(self.ttl), "--heartbeat", str(self.heartbeat), "--poll", str(self.poll),
-            "--grace", str(self.grace), "--trust-margin", str(self.trust_margin), *cap,
-        ]  # fmt: skip
+from .timing import Timing
 
 
 def fair_counts(

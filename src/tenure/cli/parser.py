@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -173,18 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="top", metavar="COMMAND", required=True)
 
-    def command(parent: Any, full: str, parents: Sequence[argparse.ArgumentParser], **kw: Any) -> Any:
-        """The subcommand ``full`` (``tasks add``) under ``parent``, named by its last word."""
-        p = parent.add_parser(full.split()[-1], parents=parents, **kw)
+    #: Where each group's actions go (``tasks`` for ``tasks add``; "" for commands).
+    groups: dict[str, Any] = {"": commands}
+
+    def group(name: str, help: str) -> None:
+        """A command whose actions are commands of their own (``tasks``: ``tasks add``, ...)."""
+        top = commands.add_parser(name, parents=common, help=help)
+        groups[name] = top.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+    def command(full: str, *, json: bool = False, **kw: Any) -> Any:
+        """The command ``full`` (``tasks add`` is the action ``add`` of the group ``tasks``),
+        taking ``--store`` after it, and ``--json`` if ``json``."""
+        *group_words, name = full.split()
+        p = groups[" ".join(group_words)].add_parser(name, parents=reads if json else common, **kw)
         p.set_defaults(command=full)
         return p
 
-    command(commands, "migrate", common, help="create or upgrade the store's schema")
+    command("migrate", help="create or upgrade the store's schema")
 
     p = command(
-        commands,
         "worker",
-        common,
         help="run a worker for an app's task kinds",
         description="Run a worker until SIGTERM/SIGINT. Settings come from the flags, then the "
         "TENURE_* environment variables (" + ", ".join(ENV_NAMES.values()) + "), then the "
@@ -202,10 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serving_flags(p)
 
-    tasks = commands.add_parser("tasks", parents=common, help="add, sync, list, show and change tasks")
-    tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+    group("tasks", help="add, sync, list, show and change tasks")
 
-    p = command(tasks_sub, "tasks add", common, help="create a task")
+    p = command("tasks add", help="create a task")
     _add_task_arguments(p)
     schedule = p.add_mutually_exclusive_group()
     schedule.add_argument("--every", type=seconds, metavar="S", help="run every S seconds")
@@ -214,9 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disabled", action="store_true", help="create the task disabled")
 
     p = command(
-        tasks_sub,
         "tasks sync",
-        reads,
+        json=True,
         help="make a kind's tasks match a list: add, update, disable or remove what differs",
         description="Make KIND's tasks match FILE, in one transaction: add the tasks it lists that "
         "are missing, update those whose params, schedule or enabled flag differ, and disable "
@@ -238,12 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept a FILE with no tasks (it disables, or removes, every task of KIND)",
     )
 
-    p = command(tasks_sub, "tasks list", reads, help="list tasks")
+    p = command("tasks list", json=True, help="list tasks")
     p.add_argument("--kind", metavar="K", help="only tasks of this kind")
     p.add_argument("--owner", metavar="WORKER", help="only tasks this worker owns")
     p.add_argument("--state", choices=STATES, help="only tasks in this state")
 
-    p = command(tasks_sub, "tasks show", reads, help="show one task")
+    p = command("tasks show", json=True, help="show one task")
     _add_task_arguments(p)
 
     for action, text in (
@@ -252,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("trigger", "ask for one extra run as soon as possible"),
         ("remove", "delete a task (its terms are never reused)"),
     ):
-        p = command(tasks_sub, f"tasks {action}", common, help=text)
+        p = command(f"tasks {action}", help=text)
         _add_task_arguments(p)
         if action == "disable":
             p.add_argument(
@@ -262,9 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     p = command(
-        commands,
         "runs",
-        reads,
+        json=True,
         help="list recorded runs, most recent first",
         description="List recorded runs, most recent first. Tables show the first line of each "
         "error; --json has them whole.",
@@ -275,21 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcome", metavar="O", choices=[o.value for o in Outcome])
     p.add_argument("--limit", type=whole, default=50, metavar="N", help="at most N runs (default 50)")
 
-    command(commands, "status", reads, help="workers, task counts and recent failures")
+    command("status", json=True, help="workers, task counts and recent failures")
 
-    workers = commands.add_parser("workers", parents=common, help="list and drain workers")
-    workers_sub = workers.add_subparsers(dest="workers_command", metavar="ACTION", required=True)
-    command(workers_sub, "workers list", reads, help="list workers")
-    p = command(workers_sub, "workers drain", common, help="make a worker hand its tasks over and take no more")
+    group("workers", help="list and drain workers")
+    command("workers list", json=True, help="list workers")
+    p = command("workers drain", help="make a worker hand its tasks over and take no more")
     p.add_argument("worker", metavar="WORKER")
 
     cancel_help = "also cancel the runs in progress (recorded as cancelled); else they end on their own"
-    kinds = commands.add_parser("kinds", parents=common, help="pause and resume a kind")
-    kinds_sub = kinds.add_subparsers(dest="kinds_command", metavar="ACTION", required=True)
+    group("kinds", help="pause and resume a kind")
     p = command(
-        kinds_sub,
         "kinds pause",
-        common,
         help="stop every worker from starting runs of a kind, until resumed",
         description="Pause KIND: no worker starts a run of it from its next poll on (at once on "
         "PostgreSQL). Tasks keep their owners and schedules; the pause outlives failovers and "
@@ -297,27 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("kind", metavar="KIND")
     p.add_argument("--cancel", action="store_true", help=cancel_help)
-    p = command(
-        kinds_sub,
-        "kinds resume",
-        common,
-        help="let a paused kind run again (missed slots follow its misfire policy)",
-    )
+    p = command("kinds resume", help="let a paused kind run again (missed slots follow its misfire policy)")
     p.add_argument("kind", metavar="KIND")
     p = command(
-        commands,
         "pause",
-        common,
         help="stop every worker from starting any run, until resumed",
         description="Pause every kind (kinds paused on their own stay paused after `tenure resume`).",
     )
     p.add_argument("--cancel", action="store_true", help=cancel_help)
-    command(commands, "resume", common, help="lift the pause of every kind")
+    command("resume", help="lift the pause of every kind")
 
     p = command(
-        commands,
         "dashboard",
-        common,
         help="serve the dashboard, the JSON API and /metrics for the store",
         description="Serve the dashboard page, the JSON API and Prometheus /metrics (with the "
         "store's task and worker gauges) until SIGTERM/SIGINT. Actions need "
@@ -329,9 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serving_flags(p)
 
     p = command(
-        commands,
         "demo",
-        common,
         help="courier dispatch on a cluster of workers, with chaos, and a proof at the end",
         description="Run the courier-dispatch demo: worker processes dispatch couriers to orders in "
         "every city through fenced commits while a seeded chaos monkey kills and pauses them; a "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import SchemaMissing, SchemaTooNew
@@ -91,6 +91,28 @@ class FencedTransaction(Protocol):
         statement in flight has ended. Every later call raises, and the block's end
         raises :class:`~tenure.errors.LeaseLost` with ``reason``."""
         ...
+
+
+class RunQuery(TypedDict, total=False):
+    """Which recorded runs ``list_runs`` lists (:meth:`tenure.App.list_runs`,
+    :meth:`tenure.Store.list_runs`), most recent first: those of ``kind``, ``key``,
+    ``worker`` and ``outcome`` (an :class:`Outcome` value), each left out or None for
+    any, and at most ``limit`` of them (50 when left out)."""
+
+    kind: str | None
+    key: str | None
+    worker: str | None
+    outcome: str | None
+    limit: int
+
+
+def full_run_query(where: RunQuery) -> RunQuery:
+    """``where`` with every field, those left out at their default. A name that is not a
+    field raises TypeError, as an unknown keyword argument would."""
+    unknown = where.keys() - RunQuery.__optional_keys__
+    if unknown:
+        raise TypeError(f"list_runs() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    return {"kind": None, "key": None, "worker": None, "outcome": None, "limit": 50, **where}
 
 
 class Store(Protocol):
@@ -398,16 +420,8 @@ class Store(Protocol):
         slot only moves forward."""
         ...
 
-    async def list_runs(
-        self,
-        *,
-        kind: str | None = None,
-        key: str | None = None,
-        worker: str | None = None,
-        outcome: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]:
-        """Recorded runs, most recent first."""
+    async def list_runs(self, **where: Unpack[RunQuery]) -> list[Run]:
+        """Recorded runs, most recent first, those ``where`` asks for (:class:`RunQuery`)."""
         ...
 
     async def prune_runs(self, *, older_than: float) -> int:

@@ -52,7 +52,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -237,6 +237,44 @@ async def listen_on(wakes: list[Callable[[], None]], wake: Callable[[], None]) -
         await asyncio.Event().wait()  # until cancelled
     finally:
         wakes.remove(wake)
+
+
+async def listen(
+    wake: Callable[[], None],
+    session: list[Callable[[], None]] | None,
+    connection: Callable[[Callable[[], None], Callable[[], None]], Awaitable[None]],
+    errors: tuple[type[Exception], ...],
+) -> None:
+    """Call ``wake`` whenever tasks are released or changed, until cancelled: on the
+    wake-ups of the liveness ``session`` this store holds, if any (:func:`listen_on`),
+    else on connections of its own. ``connection(wake, connected)`` opens one and listens
+    on it until it fails, calling ``connected()`` once it listens; after an error among
+    ``errors`` this logs it and opens another, waiting 0.2 s, doubling up to 5 s, from
+    the last connection that listened."""
+    if session is not None:
+        await listen_on(session, wake)
+        return
+    delay = 0.2
+
+    def connected() -> None:
+        nonlocal delay
+        delay = 0.2
+
+    while True:
+        try:
+            await connection(wake, connected)
+        except errors as exc:
+            log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def stopped(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` (if there is one) and wait for it to end, whatever it raises."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 def watched(live: Sequence[str], worker_id: str) -> str | None:

@@ -111,7 +111,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -133,7 +133,16 @@ from tenure.errors import (
 from tenure.inputs import quote
 from tenure.models import Claim, Lease, Run, SlotDone, WorkerLoad
 from tenure.store.fence import Fence, FencedSession, Op
-from tenure.store.liveness import POOLING_HINT, Liveness, held_token, holding, listen_on, liveness_option, mysql_name
+from tenure.store.liveness import (
+    POOLING_HINT,
+    Liveness,
+    held_token,
+    holding,
+    listen,
+    liveness_option,
+    mysql_name,
+    stopped,
+)
 from tenure.store.rows import (
     TASK_COLUMNS,
     done_before,
@@ -1045,28 +1054,25 @@ class MySQLStore(SQLStore[_Session]):
         if not self.supports_listen:
             return
         session = next((h for h in self._liveness.values() if isinstance(h, _NamedLockLiveness)), None)
-        if session is not None:
-            await listen_on(session.wakes, wake)
-            return
-        delay = 0.2
-        while True:
-            conn = None
-            try:
-                conn = await asyncmy.connect(**self._connect_args(None))
-                await conn.cursor().execute(self.q["liveness_session"])
-                delay = 0.2
-                waits = _Waits(conn, self.q["listen_wait"], {}, every=LISTEN_WAIT, wake=wake)
-                while True:
-                    await waits.wait()  # the first wakes at once
-                    _stop_if_cancelled()
-            except (*_DRIVER_ERRORS, TimeoutError) as exc:
+        errors = (*_DRIVER_ERRORS, TimeoutError)
+        await listen(wake, None if session is None else session.wakes, self._listen_on_connection, errors)
+
+    async def _listen_on_connection(self, wake: Callable[[], None], connected: Callable[[], None]) -> None:
+        conn = None
+        try:
+            conn = await asyncmy.connect(**self._connect_args(None))
+            await conn.cursor().execute(self.q["liveness_session"])
+            connected()
+            waits = _Waits(conn, self.q["listen_wait"], {}, every=LISTEN_WAIT, wake=wake)
+            while True:
+                await waits.wait()  # the first wakes at once
                 _stop_if_cancelled()
-                log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
-            finally:
-                if conn is not None:
-                    conn.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        except (*_DRIVER_ERRORS, TimeoutError):
+            _stop_if_cancelled()
+            raise
+        finally:
+            if conn is not None:
+                conn.close()
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -1156,6 +1162,7 @@ async def _ask(conn: Connection, sql: str, args: dict[str, Any], *, within: floa
         raise
 
 
+@dataclass(eq=False)
 class _Waits:
     """The waits of one wait connection (see "Wake-ups" in the module docstring).
 
@@ -1168,38 +1175,36 @@ class _Waits:
     interrupt every wait for ``every`` seconds, when it calls ``wake`` anyway.
     """
 
-    def __init__(
-        self, conn: Connection, sql: str, args: dict[str, Any], *, every: float, wake: Callable[[], None]
-    ) -> None:
-        self._conn = conn
-        self._sql = sql
-        #: The statement's own arguments (the caller may change them between waits).
-        self.args = args
-        self._every = every
-        self._wake = wake
-        #: The wake counter the last wait read; None before the first, which thus wakes.
-        self._seen: int | None = None
-        self._answered = time.monotonic()
+    conn: Connection
+    sql: str
+    #: The statement's own arguments (the caller may change them between waits).
+    args: dict[str, Any]
+    every: float = field(kw_only=True)
+    wake: Callable[[], None] = field(kw_only=True)
+    #: The wake counter the last wait read; None before the first, which thus wakes.
+    seen: int | None = field(default=None, init=False)
+    #: When a wait last answered (monotonic clock).
+    answered: float = field(default_factory=time.monotonic, init=False)
 
     async def wait(self) -> tuple[Any, ...] | None:
         """Wait once, for ``every`` seconds or until woken, calling ``wake`` as the class
         says; the wait's row, or None if it was interrupted. Raises TimeoutError if it
         does not answer within ``every`` of its sleep's end, and driver errors."""
-        overdue = time.monotonic() - self._answered >= self._every
-        args = {**self.args, "seen": self._seen, "wait": 0 if overdue else self._every}
-        row = await _ask(self._conn, self._sql, args, within=2 * self._every)
+        overdue = time.monotonic() - self.answered >= self.every
+        args = {**self.args, "seen": self.seen, "wait": 0 if overdue else self.every}
+        row = await _ask(self.conn, self.sql, args, within=2 * self.every)
         if row is None:
             if overdue:
-                self._wake()
+                self.wake()
             return None
-        self._seen = int(row[1])
+        self.seen = int(row[1])
         if row[0] is None:  # a wait on a lock answers NULL when interrupted
             if overdue:
-                self._wake()
+                self.wake()
             return None
-        self._answered = time.monotonic()
+        self.answered = time.monotonic()
         if int(row[0]) == 2:
-            self._wake()
+            self.wake()
         return row
 
 
@@ -1327,10 +1332,7 @@ class _NamedLockLiveness(Liveness):
     async def _drop(self) -> None:
         conn, waits, watch, thread = self._conn, self._waits, self._watch, self._thread
         self._conn, self._waits, self._watch, self._thread = None, None, None, 0
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(BaseException):
-                await watch
+        await stopped(watch)
         waiting = 0
         if waits is not None:
             with contextlib.suppress(Exception):

@@ -63,9 +63,10 @@ from tenure.store.liveness import (
     POOLING_HINT,
     Liveness,
     holding,
-    listen_on,
+    listen,
     liveness_option,
     postgresql_key,
+    stopped,
 )
 from tenure.store.rows import TASK_COLUMNS, cluster_view_from_rows, done_before, merged_slots, task_from_row
 from tenure.store.sqlfile import load_queries
@@ -547,27 +548,20 @@ class PostgreSQLStore(SQLStore[_Session]):
         taken again); no connection is opened for it.
         """
         session = next((h for h in self._liveness.values() if isinstance(h, _AdvisoryLiveness)), None)
-        if session is not None:
-            await listen_on(session.wakes, wake)
-            return
-        delay = 0.2
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._libpq_url,
-                    autocommit=True,
-                    connect_timeout=max(1, int(self._options["connect_timeout"])),
-                )
-                async with conn:
-                    await conn.execute(Q["listen"].encode())
-                    delay = 0.2
-                    wake()
-                    async for _ in conn.notifies():
-                        wake()
-            except psycopg.Error as exc:
-                log.warning("listening for changes failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await listen(wake, None if session is None else session.wakes, self._listen_on_connection, (psycopg.Error,))
+
+    async def _listen_on_connection(self, wake: Callable[[], None], connected: Callable[[], None]) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._libpq_url,
+            autocommit=True,
+            connect_timeout=max(1, int(self._options["connect_timeout"])),
+        )
+        async with conn:
+            await conn.execute(Q["listen"].encode())
+            connected()
+            wake()
+            async for _ in conn.notifies():
+                wake()
 
     # -- fencing --------------------------------------------------------------------------
 
@@ -753,10 +747,7 @@ class _AdvisoryLiveness(Liveness):
 
     async def _stop_watch(self) -> None:
         watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(BaseException):
-                await watch
+        await stopped(watch)
 
     async def _watch_session(self, conn: Conn) -> None:
         try:
@@ -769,10 +760,7 @@ class _AdvisoryLiveness(Liveness):
 
     async def release(self) -> None:
         watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await watcher
+        await stopped(watcher)
         await super().release()
 
     def _retarget(self, target: str | None) -> None:

@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, Unpack
 
 from tenure.desired import DesiredTask, SyncResult
 from tenure.errors import LeaseLost, StoreError, TaskExists, TaskNotFound, WorkerIdInUse
@@ -44,7 +44,7 @@ from tenure.models import (
     pause_from_row,
 )
 from tenure.schedule import Schedule
-from tenure.store.base import SCHEMA_VERSION, require_current_schema, schema_too_new
+from tenure.store.base import SCHEMA_VERSION, RunQuery, full_run_query, require_current_schema, schema_too_new
 from tenure.store.fence import Fence, FencedSession
 from tenure.store.liveness import Liveness, held_token
 from tenure.store.rows import (
@@ -571,16 +571,9 @@ class SQLStore(Generic[S]):
 
     # -- runs -------------------------------------------------------------------------------
 
-    async def list_runs(
-        self,
-        *,
-        kind: str | None = None,
-        key: str | None = None,
-        worker: str | None = None,
-        outcome: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]:
-        args = {"kind": kind, "key": key, "worker": worker, "outcome": outcome, "limit": int(limit)}
+    async def list_runs(self, **where: Unpack[RunQuery]) -> list[Run]:
+        query = full_run_query(where)
+        args = {**query, "limit": int(query["limit"])}
 
         async def go(s: S) -> list[Run]:
             return [run_from_row(r) for r in await s.all(self.q["list_runs"], args)]

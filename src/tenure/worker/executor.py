@@ -31,10 +31,9 @@ from tenure import metrics, tracing
 from tenure.context import Context
 from tenure.errors import LeaseLost
 from tenure.models import Outcome
-from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Shared, TaskId
+from tenure.worker.owned import OwnedTask, Part, Shared
 from tenure.worker.timers import SlotTimers, Wheel
 
 if TYPE_CHECKING:
@@ -97,22 +96,12 @@ class Deadlines:
         self._wheel.close()
 
 
-class RunExecutor:
+class RunExecutor(Part):
     """Starts runs of owned tasks and sees each one to its outcome."""
 
-    def __init__(
-        self,
-        shared: Shared,
-        *,
-        lease: LeaseKeeper,
-        recorder: RunRecorder,
-        owned: dict[TaskId, OwnedTask],
-    ) -> None:
-        self.store, self.id = shared.store, shared.worker_id
-        self._life, self._log = shared.life, shared.log
-        self.concurrency = shared.settings.concurrency
-        #: Pauses in force (set by the supervisor): a waiting slot of paused work never starts.
-        self.pauses: PauseView | None = None
+    def __init__(self, shared: Shared, *, lease: LeaseKeeper, recorder: RunRecorder) -> None:
+        super().__init__(shared)
+        self.concurrency = self.settings.concurrency
         #: The slot timers (set by the supervisor): a parked task is armed again through them.
         self.timers: SlotTimers | None = None
         #: Tasks with slots waiting for a place: (oldest waiting slot, order, task).
@@ -122,7 +111,6 @@ class RunExecutor:
         self._peak_waiting = 0
         self._lease = lease
         self._recorder = recorder
-        self._owned = owned
         self._group: asyncio.TaskGroup | None = None
         self._runs: set[asyncio.Task[None]] = set()
         #: Why a run was cancelled (the outcome to record), by its asyncio task.
@@ -182,7 +170,7 @@ class RunExecutor:
         self._start(ot, slot, triggered)
 
     def _may_start(self, ot: OwnedTask) -> bool:
-        paused = self.pauses is not None and self.pauses.of(ot.task.kind) is not None
+        paused = self._pauses.of(ot.task.kind) is not None
         return not (ot.handover or paused or self._life.stopping or not self._lease.trusted() or self._group is None)
 
     def _coalesce(self, ot: OwnedTask, slot: float, triggered: bool) -> None:

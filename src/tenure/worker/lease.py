@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tenure import metrics
 from tenure.errors import LeaseLost, StoreError, WorkerIdInUse
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import Shared, log
+from tenure.worker.owned import Part, Shared, log
 
 if TYPE_CHECKING:
     from tenure.models import WorkerLoad
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class LeaseKeeper:
+class LeaseKeeper(Part):
     """Keeps the lease: join, renew every ``heartbeat``, self-fence when it cannot vouch.
 
     ``holding`` says whether the worker owns tasks or runs anything (what a lost lease
@@ -44,8 +44,7 @@ class LeaseKeeper:
         kinds: Sequence[str] = (),
         load: Callable[[], WorkerLoad] | None = None,
     ) -> None:
-        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
-        self._life, self._log = shared.life, shared.log
+        super().__init__(shared)
         #: The kinds this worker runs, published with every (re)join.
         self.kinds = tuple(kinds)
         #: What the worker's load is now, published with every renewal (not a statement of

@@ -7,12 +7,14 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tenure.context import Context
 from tenure.kinds import TaskKind
 from tenure.models import Task
+from tenure.pauses import PauseView
 from tenure.worker.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
@@ -101,10 +103,29 @@ class WorkerLog:
 @dataclass(frozen=True, kw_only=True)
 class Shared:
     """What every part of one worker is given: the store, the settings, the worker's id,
-    its lifecycle and its log."""
+    its lifecycle, its log, the task kinds it runs, the tasks it owns and the pauses in
+    force."""
 
     store: Store
     settings: Settings
     worker_id: str
     life: Lifecycle
     log: WorkerLog
+    #: The task kinds this worker runs, by name.
+    kinds: Mapping[str, TaskKind] = field(default_factory=dict)
+    #: The tasks this worker owns now, by id: one dict, changed in place by the parts.
+    owned: dict[TaskId, OwnedTask] = field(default_factory=dict)
+    #: The pauses in force (the rebalancer updates them each poll): a paused kind's
+    #: slots are not armed and its waiting runs do not start.
+    pauses: PauseView = field(default_factory=PauseView)
+
+
+class Part:
+    """A part of one worker (its lease keeper, rebalancer, executor, recorder), keeping
+    what :class:`Shared` gives it: ``store``, ``settings``, ``id``, and the rest kept
+    private."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
+        self._life, self._log = shared.life, shared.log
+        self._kinds, self._owned, self._pauses = shared.kinds, shared.owned, shared.pauses

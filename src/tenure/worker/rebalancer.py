@@ -20,12 +20,10 @@ from typing import TYPE_CHECKING
 
 from tenure import metrics
 from tenure.errors import LeaseLost, StoreError
-from tenure.kinds import TaskKind
 from tenure.models import Claim, ClusterView, Freed, SlotDone
-from tenure.pauses import PauseView
 from tenure.schedule import Unreadable, first_slot
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Shared, TaskId
+from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
 
 if TYPE_CHECKING:
     from tenure.worker.executor import RunExecutor
@@ -52,30 +50,23 @@ FREEZE_AFTER = 1_000
 SETTLE_MAX = 2.0
 
 
-class Rebalancer:
+class Rebalancer(Part):
     """Claims and releases tasks to reach this worker's share, and reconciles them."""
 
     def __init__(
         self,
         shared: Shared,
         *,
-        kinds: Mapping[str, TaskKind],
         lease: LeaseKeeper,
         timers: SlotTimers,
         recorder: RunRecorder,
         executor: RunExecutor,
-        pauses: PauseView,
-        owned: dict[TaskId, OwnedTask],
     ) -> None:
-        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
-        self._life, self._log = shared.life, shared.log
-        self._kinds = kinds
+        super().__init__(shared)
         self._lease = lease
         self._timers = timers
         self._recorder = recorder
         self._executor = executor
-        self._pauses = pauses
-        self._owned = owned
         #: Wakes the loop for a poll now (a notification, a stop).
         self.wake = asyncio.Event()
         #: The change counter at the last reconcile; None forces one at the next poll.

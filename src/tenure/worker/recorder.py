@@ -24,7 +24,7 @@ from tenure.errors import StoreError
 from tenure.models import Outcome, Run, SlotDone, Task
 from tenure.schedule import Unreadable, latest_slot
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Shared, TaskId
+from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
 
 if TYPE_CHECKING:
     from tenure.worker.lease import LeaseKeeper
@@ -83,20 +83,12 @@ def _merged(old: SlotDone | None, new: SlotDone) -> SlotDone:
     )
 
 
-class RunRecorder:
+class RunRecorder(Part):
     """Buffers what runs did and writes it in batches."""
 
-    def __init__(
-        self,
-        shared: Shared,
-        *,
-        lease: LeaseKeeper,
-        owned: dict[TaskId, OwnedTask],
-    ) -> None:
-        self.store, self.settings, self.id = shared.store, shared.settings, shared.worker_id
-        self._life, self._log = shared.life, shared.log
+    def __init__(self, shared: Shared, *, lease: LeaseKeeper) -> None:
+        super().__init__(shared)
         self._lease = lease
-        self._owned = owned
         self._buffer = _Buffer()
         self._streaks: OrderedDict[TaskId, _Streak] = OrderedDict()
         self._housekeeping_at = 0.0

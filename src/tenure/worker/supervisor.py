@@ -28,11 +28,10 @@ from tenure import metrics
 from tenure.errors import StoreError, TenureError
 from tenure.kinds import Sidecar, TaskKind
 from tenure.models import Outcome, WorkerLoad
-from tenure.pauses import PauseView
 from tenure.worker.executor import RunExecutor
 from tenure.worker.lease import LeaseKeeper
 from tenure.worker.lifecycle import Lifecycle, WorkerState
-from tenure.worker.owned import OwnedTask, Shared, TaskId, WorkerLog, default_worker_id, log
+from tenure.worker.owned import Shared, TaskId, WorkerLog, default_worker_id, log
 from tenure.worker.rebalancer import Rebalancer
 from tenure.worker.recorder import RunRecorder
 from tenure.worker.timers import SlotTimers
@@ -94,15 +93,15 @@ class Worker:
         self.settings = settings
         self.store_url = store_url
         self.id = settings.worker_id or default_worker_id()
-        self._kinds = dict(kinds)
         self._sidecars = list(sidecars)
         self._life = Lifecycle()
         self._log = WorkerLog(self.id)
-        self._owned: dict[TaskId, OwnedTask] = {}
         self._crash: BaseException | None = None
         self._watchdog: LoopWatchdog | None = None
-        self._pauses = PauseView()
-        shared = Shared(store=store, settings=settings, worker_id=self.id, life=self._life, log=self._log)
+        shared = Shared(
+            store=store, settings=settings, worker_id=self.id, life=self._life, log=self._log, kinds=dict(kinds)
+        )
+        self._kinds, self._owned, self._pauses = shared.kinds, shared.owned, shared.pauses
         self.lease = LeaseKeeper(
             shared,
             holding=self._holding,
@@ -110,20 +109,12 @@ class Worker:
             kinds=sorted(self._kinds),
             load=self._load,
         )
-        self.recorder = RunRecorder(shared, lease=self.lease, owned=self._owned)
-        self.executor = RunExecutor(shared, lease=self.lease, recorder=self.recorder, owned=self._owned)
-        self.executor.pauses = self._pauses
+        self.recorder = RunRecorder(shared, lease=self.lease)
+        self.executor = RunExecutor(shared, lease=self.lease, recorder=self.recorder)
         self.timers = SlotTimers(lease=self.lease, executor=self.executor, pauses=self._pauses)
         self.executor.timers = self.timers
         self.rebalancer = Rebalancer(
-            shared,
-            kinds=self._kinds,
-            lease=self.lease,
-            timers=self.timers,
-            recorder=self.recorder,
-            executor=self.executor,
-            pauses=self._pauses,
-            owned=self._owned,
+            shared, lease=self.lease, timers=self.timers, recorder=self.recorder, executor=self.executor
         )
         self._rebalancer_task: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []

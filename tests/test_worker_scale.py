@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import tenure
-from tenure.worker.rebalancer import CLAIM_CHUNK
+from tenure.store.sqlite import SQLiteStore
 
-TASKS = 3 * CLAIM_CHUNK + 17
+TASKS = 3 * SQLiteStore.claim_chunk + 17
 
 
 async def test_a_worker_claims_thousands_of_tasks_in_chunks_within_a_few_polls(tmp_path: Path) -> None:

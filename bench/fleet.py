@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -264,28 +265,44 @@ def watch(
     timeout: float,
     interval: float = 0.2,
     timeline: list[list[float]] | None = None,
+    pids: Sequence[int] = (),
 ) -> tuple[float | None, int]:
-    """Sample ownership until ``done``; (seconds it took or None, peak cluster connections).
+    """Sample ownership until ``done``; (seconds until the read that found it so, or None;
+    peak cluster connections).
 
     With ``timeline``, append one sample per reading: seconds since the watch began,
     workers registered, tasks unowned, fewest and most tasks a registered worker holds,
-    terms handed out so far (claims)."""
+    terms handed out so far (claims), and the CPU seconds spent since the watch began by
+    PostgreSQL (every ``postgres`` process) and by the worker processes ``pids``."""
+    cpu0 = _cpu(pids)
     t0 = time.monotonic()
     peak = 0
     while time.monotonic() - t0 < timeout:
         peak = max(peak, cluster_connections(store))
         counts = owners(store)
+        read_at = time.monotonic()  # what ``done`` judges is as of this read, not the samples after it
         if timeline is not None:
             ids = [str(r[0]) for r in store.query("SELECT id FROM tenure_workers")]
             held = [counts.get(i, 0) for i in ids] or [0]
+            pg, workers = (now - then for now, then in zip(_cpu(pids), cpu0, strict=True))
             timeline.append(
                 [round(time.monotonic() - t0, 2), len(ids), counts.get(None, 0), min(held), max(held),
-                 terms_issued(store)]
+                 terms_issued(store), round(pg, 2), round(workers, 2)]
             )  # fmt: skip
         if done(counts):
-            return round(time.monotonic() - t0, 3), peak
+            return round(read_at - t0, 3), peak
         time.sleep(interval)
     return None, peak
+
+
+def _cpu(pids: Sequence[int]) -> tuple[float, float]:
+    """CPU seconds so far of PostgreSQL's processes, and of the processes ``pids``."""
+    pg = sum(cpu for server, cpu in db_server_cpu().values() if server == "postgresql")
+    own = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            own += cpu_seconds(pid)
+    return pg, own
 
 
 def registered(store: BenchStore, ids: Sequence[str]) -> list[float]:
@@ -361,8 +378,9 @@ def kill_phase(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
     survivors = {w.id for w in cluster.live}
     t = time.monotonic()
     moved_s, peak = watch(store, lambda c: not set(c) - survivors, args.timeout)
+    since = time.monotonic() - t
     fair_s, _ = watch(store, lambda c: fair(c, survivors), args.timeout)
-    fair_s = None if fair_s is None else round(time.monotonic() - t, 3)
+    fair_s = None if fair_s is None else round(since + fair_s, 3)
     # A moved task keeps its slots: its first run elsewhere comes at its next slot, up to a
     # period after the move.
     deadline = time.time() + args.every + args.ttl + 2 * args.poll + 5
@@ -396,14 +414,15 @@ def join_phase(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
     t = time.monotonic()
     joined = cluster.start(args.join)
     ids = {w.id for w in cluster.live}
+    since, w0 = time.monotonic() - t, time.time()
     fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout)
-    t_fair = time.time()
+    t_fair = w0 + (fair_s or 0.0)
     counts = owners(store)
     minimum = sum(counts.get(w.id, 0) for w in joined)
     reg = registered(store, [w.id for w in joined])
     return {
         "joined": len(joined),
-        "fair_share_s": None if fair_s is None else round(time.monotonic() - t, 3),
+        "fair_share_s": None if fair_s is None else round(since + fair_s, 3),
         "fair_share_after_last_registration_s": round(t_fair - reg[-1], 3) if reg and fair_s is not None else None,
         **moves(store, before, minimum),
         "peak_cluster_connections": peak,
@@ -457,8 +476,11 @@ def run(args: argparse.Namespace) -> BenchResult:
             ids = {w.id for w in first}
             print(f"[fleet] {args.workers} workers started", file=sys.stderr, flush=True)
             timeline: list[list[float]] = []
-            fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout, timeline=timeline)
-            t_fair = time.time()
+            w0 = time.time()
+            fair_s, peak = watch(
+                store, lambda c: fair(c, ids), args.timeout, timeline=timeline, pids=[w.pid for w in first]
+            )
+            t_fair = w0 + (fair_s or 0.0)
             reg = registered(store, sorted(ids))
             start: dict[str, Any] = {
                 "fair_share_from_spawn_s": fair_s,
@@ -469,7 +491,16 @@ def run(args: argparse.Namespace) -> BenchResult:
                 "peak_cluster_connections": peak,
                 "registrations_after_spawn_s": [round(r - t_spawn, 2) for r in reg],
                 "timeline": {
-                    "columns": ["s", "registered", "unowned", "least_held", "most_held", "terms"],
+                    "columns": [
+                        "s",
+                        "registered",
+                        "unowned",
+                        "least_held",
+                        "most_held",
+                        "terms",
+                        "postgresql_cpu_s",
+                        "workers_cpu_s",
+                    ],
                     "samples": timeline,
                 },
             }

@@ -10,7 +10,8 @@ server ``--store`` names. The phases, one after the other:
    database clock), and in polls; the tasks moved (terms handed out: every claim takes
    the next value of ``tenure_term_seq``) against the minimum, N, and how many distinct
    tasks changed term;
-2. **steady**: a window of ``--window`` seconds (default two periods) in which are
+2. **steady**: a window of ``--window`` seconds (default two periods), from a poll after
+   the phase before (the workers finish adopting their last claims), in which are
    measured: delivery (the slots of every task inside the window against the runs
    recorded ``ok`` in ``tenure_runs``), lag (start minus slot) p50/p99/max,
    coordination (store calls counted inside each worker by ``bench_worker.py
@@ -314,7 +315,12 @@ def registered(store: BenchStore, ids: Sequence[str]) -> list[float]:
 def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> dict[str, Any]:
     store = cluster.store
     live = cluster.live
-    wait_until(lambda: len(worker_stats(live)) == len(live), 10)
+    # The phase before ended when the database showed fair shares; the workers may still
+    # be turning their last claims into tasks, a call counted when it returns. The window
+    # starts a poll later, from counters every worker wrote after that.
+    ready = time.time() + args.poll
+    time.sleep(args.poll)
+    wait_until(lambda: sum(1 for s in worker_stats(live).values() if s["t"] >= ready) == len(live), 10)
     s0, x0, c0 = worker_stats(live), xacts(store), db_server_cpu()
     w0 = {w.id: cpu_seconds(w.pid) for w in live}
     st0 = statement_calls(store) if use_statements else None

@@ -10,7 +10,8 @@ server ``--store`` names. The phases, one after the other:
    database clock), and in polls; the tasks moved (terms handed out: every claim takes
    the next value of ``tenure_term_seq``) against the minimum, N, and how many distinct
    tasks changed term;
-2. **steady**: a window of ``--window`` seconds (default two periods) in which are
+2. **steady**: a window of ``--window`` seconds (default two periods), from a poll after
+   the phase before (the workers finish adopting their last claims), in which are
    measured: delivery (the slots of every task inside the window against the runs
    recorded ``ok`` in ``tenure_runs``), lag (start minus slot) p50/p99/max,
    coordination (store calls counted inside each worker by ``bench_worker.py
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -264,28 +266,44 @@ def watch(
     timeout: float,
     interval: float = 0.2,
     timeline: list[list[float]] | None = None,
+    pids: Sequence[int] = (),
 ) -> tuple[float | None, int]:
-    """Sample ownership until ``done``; (seconds it took or None, peak cluster connections).
+    """Sample ownership until ``done``; (seconds until the read that found it so, or None;
+    peak cluster connections).
 
     With ``timeline``, append one sample per reading: seconds since the watch began,
     workers registered, tasks unowned, fewest and most tasks a registered worker holds,
-    terms handed out so far (claims)."""
+    terms handed out so far (claims), and the CPU seconds spent since the watch began by
+    PostgreSQL (every ``postgres`` process) and by the worker processes ``pids``."""
+    cpu0 = _cpu(pids)
     t0 = time.monotonic()
     peak = 0
     while time.monotonic() - t0 < timeout:
         peak = max(peak, cluster_connections(store))
         counts = owners(store)
+        read_at = time.monotonic()  # what ``done`` judges is as of this read, not the samples after it
         if timeline is not None:
             ids = [str(r[0]) for r in store.query("SELECT id FROM tenure_workers")]
             held = [counts.get(i, 0) for i in ids] or [0]
+            pg, workers = (now - then for now, then in zip(_cpu(pids), cpu0, strict=True))
             timeline.append(
                 [round(time.monotonic() - t0, 2), len(ids), counts.get(None, 0), min(held), max(held),
-                 terms_issued(store)]
+                 terms_issued(store), round(pg, 2), round(workers, 2)]
             )  # fmt: skip
         if done(counts):
-            return round(time.monotonic() - t0, 3), peak
+            return round(read_at - t0, 3), peak
         time.sleep(interval)
     return None, peak
+
+
+def _cpu(pids: Sequence[int]) -> tuple[float, float]:
+    """CPU seconds so far of PostgreSQL's processes, and of the processes ``pids``."""
+    pg = sum(cpu for server, cpu in db_server_cpu().values() if server == "postgresql")
+    own = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            own += cpu_seconds(pid)
+    return pg, own
 
 
 def registered(store: BenchStore, ids: Sequence[str]) -> list[float]:
@@ -297,7 +315,12 @@ def registered(store: BenchStore, ids: Sequence[str]) -> list[float]:
 def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> dict[str, Any]:
     store = cluster.store
     live = cluster.live
-    wait_until(lambda: len(worker_stats(live)) == len(live), 10)
+    # The phase before ended when the database showed fair shares; the workers may still
+    # be turning their last claims into tasks, a call counted when it returns. The window
+    # starts a poll later, from counters every worker wrote after that.
+    ready = time.time() + args.poll
+    time.sleep(args.poll)
+    wait_until(lambda: sum(1 for s in worker_stats(live).values() if s["t"] >= ready) == len(live), 10)
     s0, x0, c0 = worker_stats(live), xacts(store), db_server_cpu()
     w0 = {w.id: cpu_seconds(w.pid) for w in live}
     st0 = statement_calls(store) if use_statements else None
@@ -361,8 +384,9 @@ def kill_phase(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
     survivors = {w.id for w in cluster.live}
     t = time.monotonic()
     moved_s, peak = watch(store, lambda c: not set(c) - survivors, args.timeout)
+    since = time.monotonic() - t
     fair_s, _ = watch(store, lambda c: fair(c, survivors), args.timeout)
-    fair_s = None if fair_s is None else round(time.monotonic() - t, 3)
+    fair_s = None if fair_s is None else round(since + fair_s, 3)
     # A moved task keeps its slots: its first run elsewhere comes at its next slot, up to a
     # period after the move.
     deadline = time.time() + args.every + args.ttl + 2 * args.poll + 5
@@ -396,14 +420,15 @@ def join_phase(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
     t = time.monotonic()
     joined = cluster.start(args.join)
     ids = {w.id for w in cluster.live}
+    since, w0 = time.monotonic() - t, time.time()
     fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout)
-    t_fair = time.time()
+    t_fair = w0 + (fair_s or 0.0)
     counts = owners(store)
     minimum = sum(counts.get(w.id, 0) for w in joined)
     reg = registered(store, [w.id for w in joined])
     return {
         "joined": len(joined),
-        "fair_share_s": None if fair_s is None else round(time.monotonic() - t, 3),
+        "fair_share_s": None if fair_s is None else round(since + fair_s, 3),
         "fair_share_after_last_registration_s": round(t_fair - reg[-1], 3) if reg and fair_s is not None else None,
         **moves(store, before, minimum),
         "peak_cluster_connections": peak,
@@ -457,8 +482,11 @@ def run(args: argparse.Namespace) -> BenchResult:
             ids = {w.id for w in first}
             print(f"[fleet] {args.workers} workers started", file=sys.stderr, flush=True)
             timeline: list[list[float]] = []
-            fair_s, peak = watch(store, lambda c: fair(c, ids), args.timeout, timeline=timeline)
-            t_fair = time.time()
+            w0 = time.time()
+            fair_s, peak = watch(
+                store, lambda c: fair(c, ids), args.timeout, timeline=timeline, pids=[w.pid for w in first]
+            )
+            t_fair = w0 + (fair_s or 0.0)
             reg = registered(store, sorted(ids))
             start: dict[str, Any] = {
                 "fair_share_from_spawn_s": fair_s,
@@ -469,7 +497,16 @@ def run(args: argparse.Namespace) -> BenchResult:
                 "peak_cluster_connections": peak,
                 "registrations_after_spawn_s": [round(r - t_spawn, 2) for r in reg],
                 "timeline": {
-                    "columns": ["s", "registered", "unowned", "least_held", "most_held", "terms"],
+                    "columns": [
+                        "s",
+                        "registered",
+                        "unowned",
+                        "least_held",
+                        "most_held",
+                        "terms",
+                        "postgresql_cpu_s",
+                        "workers_cpu_s",
+                    ],
                     "samples": timeline,
                 },
             }

@@ -231,6 +231,8 @@ def decode_stored_params(text: object) -> dict[str, Any]:
     ``{"$unreadable": <why>, "$stored": <the stored text>}`` instead, so every view can
     still list and show it; remove the task and add it again to repair it.
     """
+    if text == "{}":
+        return {}  # most tasks' (a claim decodes thousands at once): no parse for it
     if isinstance(text, bytes | bytearray | memoryview):
         text = bytes(text).decode(errors="replace")
     if not isinstance(text, str):
@@ -433,6 +435,9 @@ class ClusterView:
     worker_kinds: dict[str, frozenset[str]] = field(default_factory=dict)
     #: Number of enabled tasks of each kind (kinds with none are absent).
     enabled_by_kind: dict[str, int] = field(default_factory=dict)
+    #: When the live worker that registered last did so (database clock; None: no live
+    #: worker). A newcomer settles relative to it (see the rebalancer's ``_settling``).
+    newest_start: float | None = None
 
     def runners(self, kind: str) -> list[str]:
         """The live, non-draining workers that run ``kind``, sorted."""

@@ -354,9 +354,11 @@ async def test_a_crash_wakes_the_watching_worker_and_its_claim_wakes_the_rest(cl
     So when w1 is killed, only w3's watch can make w3 claim within seconds; and only the
     claim's wake-up (it ended w1's lease, which freed tasks) can make w2 claim its share."""
     timing = Timing(ttl=120.0, heartbeat=0.5, poll=60.0, trust_margin=0.3)
-    # A newcomer polls at its join and SETTLE_MAX after the membership it saw last grew,
-    # which a poll may notice up to SETTLE_MAX late: its last settle poll comes at most
-    # 2 x SETTLE_MAX after the last join (plus slack for a busy machine); then a minute.
+    # A newcomer polls at its join and SETTLE_MAX after the newest member's registration
+    # (database clock), however late it noticed that member: its last settle poll comes
+    # SETTLE_MAX after the last join; then a minute. Twice that, and slack for a busy
+    # machine, before the kill: a settle poll that came after it would claim for its own
+    # reasons, and the test would pass without the watch.
     settle = 2 * SETTLE_MAX + 1.5
     w1, names = await _w1_holds_every_task(cluster, timing, within=settle + 5)
     w2 = cluster.start("w2", timing=timing)

@@ -10,8 +10,10 @@ import asyncmy
 import psycopg
 import pytest
 
+from tenure.desired import DesiredTask
 from tenure.errors import LeaseLost
 from tenure.models import Freed, SlotDone
+from tenure.schedule import Every
 from tenure.store import Store, dialect_of, make_store
 from tenure.store.mysql import connect_args, parse_mysql_url
 
@@ -352,6 +354,45 @@ async def test_cluster_view(store: Store) -> None:
     assert view.enabled_tasks == 1  # dispatch/b; billing/c is disabled, dispatch/a removed
     await wait_past(store, short.expires_at)
     assert (await store.cluster_view()).live_workers == ["w-a", "w-b"]
+
+
+async def test_a_claim_of_the_stores_whole_chunk_returns_every_task_once_by_term(store: Store) -> None:
+    """A worker asks for up to ``claim_chunk`` tasks at once (5,000 on PostgreSQL, whose
+    claim turns its rows into tasks a few hundred at a time between turns of the loop)."""
+    keys = [f"k{i:05d}" for i in range(store.claim_chunk + 7)]
+    tasks = [DesiredTask(key=k, schedule=Every(5.0), params_json="{}", enabled=True) for k in keys]
+    await store.sync_tasks("dispatch", tasks, remove_missing=False, dry_run=False)
+    await register(store, "w1")
+    claims = await store.claim_tasks("w1", kinds=["dispatch"], limit=store.claim_chunk)
+    assert len(claims) == store.claim_chunk
+    assert len({c.task.key for c in claims}) == store.claim_chunk
+    terms = [c.task.term for c in claims]
+    assert terms == sorted(terms)
+    assert len(set(terms)) == len(terms)
+    assert all(c.task.owner == "w1" for c in claims)
+    rest = await store.claim_tasks("w1", kinds=["dispatch"], limit=store.claim_chunk)
+    assert len(rest) == 7
+    assert min(c.task.term for c in rest) > max(terms)
+
+
+async def test_cluster_view_says_when_the_newest_live_worker_registered(store: Store) -> None:
+    """A newcomer settles from the newest member's registration on the database's clock,
+    not from when it noticed that member (the rebalancer's ``_settling``)."""
+    assert (await store.cluster_view()).newest_start is None
+    await register(store, "w-old", ttl=LONG_TTL)
+    short = await register(store, "w-short", ttl=SHORT_TTL)
+    await register(store, "w-mid", ttl=LONG_TTL)
+    await register(store, "w-draining", ttl=LONG_TTL)
+    await store.set_draining("w-draining", True)
+    started = {w.id: w.started_at for w in await store.list_workers()}
+    # The draining worker registered last but is no member: the newest member is w-mid.
+    assert (await store.cluster_view()).newest_start == started["w-mid"]
+    # A worker that registers again (a restart under the same id) is new again.
+    await wait_past(store, short.expires_at)
+    await register(store, "w-short", ttl=LONG_TTL)
+    started = {w.id: w.started_at for w in await store.list_workers()}
+    assert started["w-short"] > started["w-mid"]
+    assert (await store.cluster_view()).newest_start == started["w-short"]
 
 
 @asynccontextmanager

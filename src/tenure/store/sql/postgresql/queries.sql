@@ -276,21 +276,21 @@ RETURNING {task_columns_t};
 -- name: cluster_view
 -- One statement, so one consistent snapshot: the change counter ('changes', with the
 -- version of its row: its xmin), the enabled tasks of each kind ('kind'), then each live,
--- non-draining worker and the kinds it runs ('worker'). A worker whose liveness lock is
--- free is dead, whatever its lease says.
+-- non-draining worker, the kinds it runs and when it registered ('worker'). A worker
+-- whose liveness lock is free is dead, whatever its lease says.
 -- Every change to which tasks exist or are enabled bumps the counter in its own
 -- transaction, so the counts are those of the last read while the counter's value and
 -- row version are those the caller passes ('changes', 'stamp'): then the tasks are not
 -- counted at all (the uncorrelated NOT EXISTS is a one-time filter), and the read costs
 -- O(workers), not O(tasks). The caller tells the two cases apart by the stamp it gets.
 WITH c AS (SELECT value::bigint AS changes, xmin::text AS stamp FROM tenure_counters WHERE name = 'changes')
-SELECT 'changes', c.stamp, c.changes, NULL::text FROM c
+SELECT 'changes', c.stamp, c.changes, NULL::text, NULL::double precision FROM c
 UNION ALL
-SELECT 'kind', kind, count(*), NULL FROM tenure_tasks
+SELECT 'kind', kind, count(*), NULL, NULL FROM tenure_tasks
 WHERE enabled AND NOT EXISTS (SELECT 1 FROM c WHERE c.changes = %(changes)s AND c.stamp = %(stamp)s)
 GROUP BY kind
 UNION ALL
-SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND NOT draining
+SELECT 'worker', id, 0, kinds, started_at FROM tenure_workers WHERE expires_at > {now} AND NOT draining
   AND (liveness IS NULL OR liveness IN (SELECT key FROM ({held_locks}) AS held));
 
 -- name: fence

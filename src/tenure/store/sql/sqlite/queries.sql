@@ -175,13 +175,13 @@ ORDER BY term;
 -- name: cluster_view
 -- One statement, so one consistent snapshot: the change counter ('changes'), the
 -- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
--- kinds it runs ('worker'). A worker whose liveness lock file is free is dead,
--- whatever its lease says.
-SELECT 'changes', NULL, value, NULL FROM tenure_counters WHERE name = 'changes'
+-- kinds it runs and when it registered ('worker'). A worker whose liveness lock file is
+-- free is dead, whatever its lease says.
+SELECT 'changes', NULL, value, NULL, NULL FROM tenure_counters WHERE name = 'changes'
 UNION ALL
-SELECT 'kind', kind, count(*), NULL FROM tenure_tasks WHERE enabled = 1 GROUP BY kind
+SELECT 'kind', kind, count(*), NULL, NULL FROM tenure_tasks WHERE enabled = 1 GROUP BY kind
 UNION ALL
-SELECT 'worker', id, 0, kinds FROM tenure_workers WHERE expires_at > {now} AND draining = 0 AND (liveness IS NULL OR NOT tenure_lock_free(liveness));
+SELECT 'worker', id, 0, kinds, started_at FROM tenure_workers WHERE expires_at > {now} AND draining = 0 AND (liveness IS NULL OR NOT tenure_lock_free(liveness));
 
 -- name: bump_changes
 UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';

@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 
 import tenure
+from support.storeapi import worker_in_loop
 from tenure.errors import StoreError, StoreUnavailable
 from tenure.kinds import TaskKind
 from tenure.models import Freed, Outcome, Run, Task
@@ -41,18 +42,9 @@ async def wait_for(check: Callable[[], Awaitable[bool]], what: str, within: floa
         await asyncio.sleep(0.02)
 
 
-@contextlib.asynccontextmanager
-async def running(app: tenure.App, **settings: Any) -> AsyncIterator[asyncio.Task[None]]:
+def running(app: tenure.App, **settings: Any) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
     """A worker of ``app`` running in this loop; cancelled (a forced stop) at the end."""
-    worker = asyncio.create_task(
-        app.run_worker(settings=tenure.Settings(worker_id="w1", **{**FAST, **settings}), handle_signals=False)
-    )
-    try:
-        yield worker
-    finally:
-        worker.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(worker, 15)
+    return worker_in_loop(app, tenure.Settings(worker_id="w1", **{**FAST, **settings}))
 
 
 Apps = tuple[tenure.App, tenure.App]

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import tenure
+from support.storeapi import worker_in_loop
 from tenure.store.sqlite import SQLiteStore
 
 TASKS = 3 * SQLiteStore.claim_chunk + 17
@@ -24,13 +25,10 @@ LONG_POLL = tenure.Settings(worker_id="w1", lease_ttl=30.0, heartbeat=5.0, poll=
 @contextlib.asynccontextmanager
 async def worker_of(app: tenure.App, admin: tenure.App, settings: tenure.Settings) -> AsyncIterator[asyncio.Task[None]]:
     """``app``'s worker running in this loop; cancelled at the end, and ``admin`` closed."""
-    worker = asyncio.create_task(app.run_worker(settings=settings, handle_signals=False))
     try:
-        yield worker
+        async with worker_in_loop(app, settings) as worker:
+            yield worker
     finally:
-        worker.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(worker, 30)
         await admin.close()
 
 

@@ -1,10 +1,12 @@
 """Shortcuts over the store API for tests that drive a store directly (the store contract
-suite, and the tests of the context, the CLI and tracing that set a store up by hand), and
-:func:`publish_kinds`, the kinds the admin, CLI and web tests find published."""
+suite, and the tests of the context, the CLI and tracing that set a store up by hand),
+:func:`publish_kinds`, the kinds the admin, CLI and web tests find published, and
+:func:`worker_in_loop`, a worker in the test's own event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,3 +87,16 @@ async def task_of(store: Store, kind: str, key: str) -> Task:
     task = await store.get_task(kind, key)
     assert task is not None, f"task {kind}/{key} is gone"
     return task
+
+
+@asynccontextmanager
+async def worker_in_loop(app: tenure.App, settings: tenure.Settings) -> AsyncIterator[asyncio.Task[None]]:
+    """``app``'s worker running in this event loop (``App.run_worker``, no signal handlers);
+    cancelled at the end, a forced stop, whatever the test did."""
+    worker = asyncio.create_task(app.run_worker(settings=settings, handle_signals=False))
+    try:
+        yield worker
+    finally:
+        worker.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(worker, 30)

@@ -199,9 +199,13 @@ class SQLiteDB(_Common):
     dialect = "sqlite"
     clock_is_host = True
     insert_probe_sql = f"INSERT INTO {PROBE_TABLE} (note) VALUES (?)"
+    # SQLite cannot sleep: a count that keeps it busy about as long as the servers'
+    # 0.2-s sleeps (~0.25 s here). Counting to 400,000 took 49 ms, as long as the 50 ms
+    # the tests wait before cancelling it: on a quiet machine the statement finished
+    # first and the cancel found nothing to cancel (CI failed once).
     slow_insert_probe_sql = (
         f"INSERT INTO {PROBE_TABLE} (note) SELECT ? FROM (WITH RECURSIVE c(x) AS "
-        "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000) SELECT count(*) FROM c)"
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT count(*) FROM c)"
     )
 
     def __init__(self, url: str, *, keep: bool = False) -> None:

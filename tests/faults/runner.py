@@ -76,7 +76,8 @@ def inserts(dialect: str) -> list[str]:
 
 
 def unfenced_write(url: str, dialect: str, values: tuple[Any, ...]) -> None:
-    """The calibration's unfenced commit: blocking, so no await lets the worker cancel it."""
+    """The calibration's unfenced commit, made in a thread no cancellation of the run stops
+    (the handler awaits it shielded)."""
     if dialect == "sqlite":
         import sqlite3
 
@@ -190,7 +191,10 @@ def build(args: argparse.Namespace, events: Events) -> tenure.App:
             await careless(ctx, str(mode), values, events)
             return
         if unfenced:
-            unfenced_write(store, ctx.dialect, values)
+            # Not on the loop: blocked there, it could wait for SQLite's write lock held by
+            # this worker's own transaction, which needs the loop to end it (10 s, then
+            # "database is locked", a self-fence and no stale commit: CI failed once).
+            await asyncio.shield(asyncio.to_thread(unfenced_write, store, ctx.dialect, values))
             events.note("committed", ctx, unfenced=True)
             return
         inserted = False

@@ -62,3 +62,53 @@ async def test_a_flush_writes_what_was_buffered_and_leaves_runs_ending_meanwhile
         assert writes[1] == ([101.0], [101.0])
         assert (await task_of(store, "tick", "a")).last_slot == 101.0
         assert [r.scheduled_at for r in await store.list_runs(kind="tick")] == [101.0, 100.0]
+
+
+async def test_a_slot_its_fenced_commit_recorded_is_not_written_again_and_a_trigger_still_is(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    async with opened(url, migrate=True) as store:
+        await register(store, "w1", ttl=LONG_TTL)
+        await add(store, "tick", "a", schedule=Every(1.0))
+        (claim,) = await store.claim_tasks("w1", kinds=["tick"], limit=1)
+        kind = TaskKind(kind="tick", handler=lambda ctx: None, schedule=Every(1.0), timeout=None, misfire=Misfire.SKIP)
+        ot = OwnedTask(task=claim.task, kind=kind, term=claim.task.term, next_slot=0.0)
+        shared = Shared(
+            store=store,
+            settings=tenure.Settings(),
+            worker_id="w1",
+            life=Lifecycle(),
+            log=WorkerLog("w1"),
+            owned={ot.id: ot},
+        )
+        recorder = RunRecorder(shared, lease=cast(Any, None))
+        written: list[list[SlotDone]] = []
+        record_runs = store.record_runs
+
+        async def recording(runs: Sequence[Run], slots: Sequence[SlotDone]) -> None:
+            written.append(list(slots))
+            await record_runs(runs, slots)
+
+        store.record_runs = recording  # type: ignore[method-assign]
+
+        async def run(slot: float, *, commit: bool, triggered: bool = False) -> None:
+            ctx = tenure.Context(
+                store=store, worker_id="w1", kind="tick", key="a", params={}, token=ot.term, scheduled_at=slot
+            )
+            if commit:
+                async with ctx.fenced() as tx:
+                    await tx.execute("CREATE TABLE IF NOT EXISTS seen (slot REAL)")
+            ot.last_slot = slot
+            recorder.record(
+                ot, slot, slot, Outcome.OK, None, elapsed=0.01, triggered=triggered, slot_recorded=ctx.slot_recorded
+            )
+            await asyncio.wait_for(recorder.flush(), 10)
+
+        await run(100.0, commit=True)
+        assert written[-1] == [], "the slot the fenced commit recorded was written again"
+        assert (await task_of(store, "tick", "a")).last_slot == 100.0, "the fenced commit did not record its slot"
+        await run(101.0, commit=False)
+        assert [s.slot for s in written[-1]] == [101.0], "a run that committed nothing must have its slot written"
+        await run(102.0, commit=True, triggered=True)
+        assert [(s.slot, s.triggered) for s in written[-1]] == [(102.0, True)], "a trigger is answered by the flush"
+        assert (await task_of(store, "tick", "a")).last_slot == 102.0
+        assert [r.scheduled_at for r in await store.list_runs(kind="tick")] == [102.0, 101.0, 100.0]

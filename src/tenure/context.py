@@ -61,6 +61,9 @@ class Context:
         self._cancelled: asyncio.Event | None = None
         self._stopped = False  # a plain bool: reads and writes are atomic across threads
         self._loop = asyncio.get_running_loop()
+        #: A fenced commit of this run was accepted, and with it the database recorded
+        #: ``scheduled_at`` as the task's last slot: the worker need not write it again.
+        self.slot_recorded = False
 
     def __repr__(self) -> str:
         return f"<Context {self.kind}/{self.key} term={self.token} worker={self.worker_id}>"
@@ -174,6 +177,7 @@ class Context:
         except BaseException as exc:
             tracing.end_commit(span, "rolled_back", repr(exc))
             raise
+        self.slot_recorded = True
         metrics.FENCED_COMMITTED.labels(self.kind).inc()
         tracing.end_commit(span, "accepted")
 

@@ -337,7 +337,16 @@ class RunExecutor(Part):
             self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
         elif outcome is Outcome.LEASE_LOST:
             self._log(logging.WARNING, "run lost its lease: %s", error, task=ot)
-        self._recorder.record(ot, slot, started, outcome, error, triggered=triggered, elapsed=time.monotonic() - began)
+        self._recorder.record(
+            ot,
+            slot,
+            started,
+            outcome,
+            error,
+            triggered=triggered,
+            elapsed=time.monotonic() - began,
+            slot_recorded=ctx.slot_recorded,
+        )
 
     def _timed_out(self, ot: OwnedTask, timeout: float) -> None:
         """The deadline of the run in progress of ``ot`` has come: cancel it as timed out."""

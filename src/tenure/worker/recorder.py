@@ -107,6 +107,7 @@ class RunRecorder(Part):
         elapsed: float | None = None,
         count: int = 1,
         last_slot: float | None = None,
+        slot_recorded: bool = False,
     ) -> None:
         """Buffer one run's record, and the slot it finished if the task is still ours
         under the same ownership (a run that outlived a self-fence or a release must not
@@ -115,7 +116,10 @@ class RunRecorder(Part):
         ``elapsed`` is the run's length on this process's monotonic clock: the estimate of
         the database's clock moves with every renewal, so ``db_time()`` read at the end
         could make a run look shorter (or longer) than it was. A ``skipped`` record may
-        stand for ``count`` slots in a row, from ``slot`` to ``last_slot``."""
+        stand for ``count`` slots in a row, from ``slot`` to ``last_slot``.
+
+        ``slot_recorded``: the run's fenced commit recorded ``slot`` as the task's last
+        slot, in the transaction that committed (see :meth:`Context.fenced`)."""
         task = ot.task
         ended = started + elapsed if elapsed is not None else self._lease.db_time()
         ran = outcome is not Outcome.SKIPPED
@@ -149,8 +153,14 @@ class RunRecorder(Part):
             self._streaks[ot.id] = _Streak(first=run, last_slot=last, last_at=ended, count=count)
             return
         self._append(run)
+        through = ot.last_slot or slot
+        if slot_recorded and not triggered and through <= slot:
+            # Written already, and writing it again is not free: the flush's update would
+            # find the task row locked by the next fenced run and wait for it. (A trigger
+            # must still be answered by the flush: the fence does not clear it.)
+            return
         if self._owned.get(ot.id) is ot:
-            done = SlotDone(kind=task.kind, key=task.key, term=ot.term, slot=ot.last_slot or slot, triggered=triggered)
+            done = SlotDone(kind=task.kind, key=task.key, term=ot.term, slot=through, triggered=triggered)
             self._buffer.slots[ot.id] = _merged(self._buffer.slots.get(ot.id), done)
 
     def run_started(self, ot: OwnedTask) -> None:

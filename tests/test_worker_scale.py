@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+
+import pytest
 
 import tenure
 from support.storeapi import worker_in_loop
@@ -109,3 +112,41 @@ async def test_a_finished_run_is_not_kept_alive_until_its_deadline(tmp_path: Pat
         # its deadline.
         alive = [i for i, ref in enumerate(runs[:-1]) if ref() is not None]
         assert alive == [], f"runs {alive} of {len(runs)} still referenced after they ended"
+
+
+async def test_a_worker_handing_over_hundreds_of_tasks_says_so_in_a_line_a_round(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Releasing surplus tasks to a newcomer logs one INFO line per release (each task at
+    DEBUG), as claiming does: a handover of thousands of tasks wrote thousands of lines."""
+    app, admin, _ = await apps_with_ticks(tmp_path, [f"k{i:04d}" for i in range(1000)], every=3600.0)
+    second = tenure.App(str(app.store_url))
+    second.task("tick", every=3600.0)(lambda ctx: None)
+
+    def fast(worker_id: str) -> tenure.Settings:
+        return tenure.Settings(worker_id=worker_id, lease_ttl=10.0, heartbeat=1.0, poll=0.5, trust_margin=1.0)
+
+    async def w1_holds_all() -> bool:
+        return len(await admin.list_tasks(owner="w1")) == 1000
+
+    async def shared_fairly() -> bool:
+        return len(await admin.list_tasks(owner="w2")) == 500
+
+    caplog.set_level(logging.INFO, logger="tenure.worker")
+    async with worker_of(app, admin, fast("w1")) as w1:
+        await until(w1, w1_holds_all, "w1 did not claim every task")
+        await second.open()
+        try:
+            async with worker_in_loop(second, fast("w2")) as w2:
+                await until(w2, shared_fairly, "w2 did not get its share")
+        finally:
+            await second.close()
+    releases = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.INFO and getattr(r, "worker", None) == "w1" and r.getMessage().startswith("released ")
+    ]
+    assert releases, "w1 logged no release"
+    assert len(releases) <= 3, [r.getMessage() for r in releases]
+    counted = sum(int(r.getMessage().split()[1]) for r in releases)
+    assert counted >= 500, [r.getMessage() for r in releases]

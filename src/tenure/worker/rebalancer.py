@@ -411,9 +411,21 @@ class Rebalancer(Part):
                 if self._owned.get(ot.id) is ot:
                     self._timers.arm(ot)
             raise
+        # One line at INFO (each task's own at DEBUG), as for claims: a worker handing over
+        # thousands of tasks wrote thousands of lines.
+        debug = log.isEnabledFor(logging.DEBUG)
         for ot in tasks:
             self.drop(ot)
-            self._log(logging.INFO, "released", task=ot)
+            if debug:
+                self._log(logging.DEBUG, "released", task=ot)
+        kinds = Counter(ot.task.kind for ot in tasks)
+        self._log(
+            logging.INFO,
+            "released %d tasks (%s); %d held",
+            len(tasks),
+            ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
+            len(self._owned),
+        )
 
     def drop(self, ot: OwnedTask) -> None:
         """Forget a task locally. A run in progress finishes; its commit is refused by the

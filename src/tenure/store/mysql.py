@@ -878,11 +878,13 @@ class MySQLStore(SQLStore[_Session]):
                 if not got or got[0] != 1:
                     raise StoreUnavailable(f"another `tenure migrate` held {self._display} for {wait}s")
                 try:
+                    await s.run(q["notes_off"])
                     if not (await s.one(q["meta_exists"]) or (0,))[0]:
                         await s.run(q["create_meta"])
                     return await go(s)
                 finally:
                     if s.reusable:
+                        await s.run(q["notes_default"])
                         await s.run(q["migrate_unlock"])
             except _DRIVER_ERRORS as exc:
                 raise _translate(exc, "migrating the schema") from exc

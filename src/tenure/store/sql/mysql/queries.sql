@@ -45,6 +45,14 @@ SELECT GET_LOCK(CONCAT('tenure-migrate-', LEFT(SHA1(DATABASE()), 40)), %(wait)s)
 -- name: migrate_unlock
 SELECT RELEASE_LOCK(CONCAT('tenure-migrate-', LEFT(SHA1(DATABASE()), 40)));
 
+-- name: notes_off
+-- Migration steps that can run again (DROP PROCEDURE IF EXISTS…) leave a note when there
+-- was nothing to do, which the driver would log as a warning.
+SET SESSION sql_notes = 0;
+
+-- name: notes_default
+SET SESSION sql_notes = DEFAULT;
+
 -- name: publish_kind
 INSERT INTO tenure_kinds (kind, every, cron, timeout, updated_at)
 VALUES (%(kind)s, %(every)s, %(cron)s, %(timeout)s, {now})
@@ -317,10 +325,11 @@ ORDER BY term;
 -- One statement, so one consistent snapshot: the change counter ('changes'), the
 -- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
 -- kinds it runs and when it registered ('worker'). A worker whose liveness lock is free
--- is dead, whatever its lease says.
+-- is dead, whatever its lease says. (The literal 'kind' names its column `kind` too: an
+-- unqualified GROUP BY kind was ambiguous, and the server said so every poll.)
 SELECT 'changes', NULL, value, NULL, NULL FROM tenure_counters WHERE name = 'changes'
 UNION ALL
-SELECT 'kind', kind, COUNT(*), NULL, NULL FROM tenure_tasks WHERE enabled GROUP BY kind
+SELECT 'kind', t.kind, COUNT(*), NULL, NULL FROM tenure_tasks t WHERE t.enabled GROUP BY t.kind
 UNION ALL
 SELECT 'worker', id, 0, kinds, started_at FROM tenure_workers WHERE expires_at > {now} AND NOT draining
   AND (liveness IS NULL OR IS_USED_LOCK(liveness) IS NOT NULL);

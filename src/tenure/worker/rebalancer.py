@@ -261,8 +261,8 @@ class Rebalancer(Part):
         """Where this worker's claims of ``kind`` begin among the free tasks (a hint to the
         store): its rank among the kind's runners times an even share. Workers started
         together then each walk their own stretch of the free tasks rather than all walking
-        from the first one over the rows the others have just locked, which doubled what
-        PostgreSQL spent on 40 claims at once (bench/fleet.py)."""
+        from the first one over the rows the others have just locked, which made 40
+        claims at once cost PostgreSQL about three times as much (bench/fleet.py)."""
         runners = view.runners(kind)
         if self.id not in runners:
             runners = sorted([*runners, self.id])

@@ -40,6 +40,8 @@ COORDINATION_READS = ("cluster_view", "owned_tasks")
 RUN_RECORDS = ("record_runs",)
 
 EXECUTIONS = 0
+#: Claims whose times a worker keeps for its statistics (a start takes one to a few).
+CLAIMS_KEPT = 20
 
 
 class CountingStore:
@@ -58,6 +60,9 @@ class CountingStore:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.counts: dict[str, dict[str, float]] = {}
+        #: Each claim's wall-clock start and end and the tasks it took (the first
+        #: :data:`CLAIMS_KEPT`): the fleet bench's timeline of a start, per worker.
+        self.claims: list[tuple[float, float, int]] = []
 
     def _count(self, name: str, started: float, rows: int, **extra: int) -> None:
         c = self.counts.setdefault(name, {"calls": 0, "rows": 0, "seconds": 0.0})
@@ -80,8 +85,10 @@ class CountingStore:
             return attr
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
+            t, wall = time.perf_counter(), time.time()
             result = await attr(*args, **kwargs)
+            if name == "claim_tasks" and len(self.claims) < CLAIMS_KEPT:
+                self.claims.append((wall, time.time(), _rows(result)))
             if name == "record_runs":
                 runs, slots = args[0], args[1]  # record_runs(runs, slots)
                 if runs or slots:
@@ -139,6 +146,7 @@ async def write_stats(path: Path, store: CountingStore, every: float) -> None:
             "pid": os.getpid(),
             "executions": EXECUTIONS,
             "counts": store.counts,
+            "claims": store.claims,
         }
         tmp.write_text(json.dumps(snapshot))
         tmp.replace(path)

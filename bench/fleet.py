@@ -68,6 +68,7 @@ from common import (
     BenchStore,
     Cluster,
     Target,
+    WorkerProc,
     bench_main,
     cpu_seconds,
     db_cpu_delta,
@@ -312,6 +313,39 @@ def registered(store: BenchStore, ids: Sequence[str]) -> list[float]:
     return sorted(float(r[0]) for r in rows)
 
 
+def claim_timeline(store: BenchStore, workers: Sequence[WorkerProc], t_fair: float) -> dict[str, Any]:
+    """Where a start's seconds after the last registration go, per worker: when it
+    registered, when its first claim began (its settle window over) and when its last
+    claim before fair share returned (the rows turned into tasks; adopting them follows),
+    and the tasks it claimed, all in seconds after the last registration (wall clock and
+    database clock are one clock here: the server runs on this machine). Then the least,
+    median and most of each column."""
+    time.sleep(1.0)  # each worker writes its statistics every 0.5 s
+    stats = worker_stats(workers)
+    ids = [w.id for w in workers]
+    marks = ",".join("?" * len(ids))
+    reg = {
+        str(r[0]): float(r[1])
+        for r in store.query(f"SELECT id, started_at FROM tenure_workers WHERE id IN ({marks})", tuple(ids))
+    }
+    if not reg:
+        return {}
+    last = max(reg.values())
+    rows = []
+    for wid in ids:
+        claims = [c for c in stats.get(wid, {}).get("claims", []) if c[0] <= t_fair]
+        if wid in reg and claims:
+            rows.append([wid, round(reg[wid] - last, 3), round(claims[0][0] - last, 3),
+                         round(claims[-1][1] - last, 3), len(claims), sum(c[2] for c in claims)])  # fmt: skip
+    columns = ["worker", "registered", "claim_began", "claim_returned", "claims", "tasks"]
+    spread = {}
+    for i, name in enumerate(columns[1:4], start=1):
+        values = sorted(r[i] for r in rows)
+        if values:
+            spread[name] = {"least": values[0], "median": values[len(values) // 2], "most": values[-1]}
+    return {"columns": columns, "workers": sorted(rows, key=lambda r: r[3]), "spread": spread}
+
+
 def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> dict[str, Any]:
     store = cluster.store
     live = cluster.live
@@ -514,6 +548,7 @@ def run(args: argparse.Namespace) -> BenchResult:
                 start["fair_share_after_last_registration_polls"] = round(
                     start["fair_share_after_last_registration_s"] / args.poll, 2
                 )
+            start["claims_after_last_registration"] = claim_timeline(store, first, t_fair)
             results["start"] = start
             print(f"[fleet] start: fair share after {fair_s} s; steady window", file=sys.stderr, flush=True)
             results["steady"] = steady(args, cluster, use_statements)

@@ -112,6 +112,14 @@ def test_fleet_smoke_run_reports_every_phase_with_consistent_figures(tmp_path: P
     assert r["start"]["registered"] == 2
     assert r["start"]["distinct_tasks_moved"] == 200
     assert r["start"]["tasks_moved"] >= r["start"]["moves_minimum"] == 200
+    # Each worker's claims, timed from the last registration: after it registered.
+    claims = r["start"]["claims_after_last_registration"]
+    assert sorted(w[0] for w in claims["workers"]) == ["bench-w1", "bench-w2"]
+    assert sum(w[5] for w in claims["workers"]) >= 200
+    for _, registered, began, returned, count, _ in claims["workers"]:
+        assert registered <= 0
+        assert registered <= began <= returned
+        assert count >= 1
     kill = r["kill"]
     assert 0 < kill["tasks_held"] < 200
     assert kill["moves_minimum"] == kill["tasks_held"] <= kill["tasks_moved"]

@@ -70,3 +70,44 @@ def test_the_remainders_of_small_kinds_do_not_all_land_on_one_worker() -> None:
     totals = {w: sum(rebalancer(w, kinds).kind_shares(view).values()) for w, kinds in workers.items()}
     assert sum(totals.values()) == 4
     assert max(totals.values()) < 4, totals
+
+
+@given(
+    workers=st.dictionaries(
+        st.sampled_from([f"w{i}" for i in range(7)]), st.frozensets(st.sampled_from(KINDS), min_size=1), min_size=1
+    ),
+    tasks=st.integers(min_value=0, max_value=500),
+)
+def test_workers_claiming_together_start_at_stretches_of_their_own(
+    workers: dict[str, frozenset[str]], tasks: int
+) -> None:
+    """Each runner of a kind starts its claims (a hint to the store) at its own stretch of
+    the kind's tasks, one after another in id order, so that workers started together
+    each take their share from a different place."""
+    view = ClusterView(
+        changes=0,
+        live_workers=sorted(workers),
+        enabled_tasks=tasks * len(KINDS),
+        worker_kinds=workers,
+        enabled_by_kind=dict.fromkeys(KINDS, tasks),
+    )
+    for kind in KINDS:
+        runners = [w for w in sorted(workers) if kind in workers[w]]
+        if not runners:
+            continue
+        starts = [rebalancer(w, workers[w]).claim_start(view, kind) for w in runners]
+        step = tasks // len(runners)
+        assert starts == [i * step for i in range(len(runners))]
+        assert all(start + step <= tasks for start in starts)  # each stretch inside the kind's tasks
+
+
+def test_a_worker_not_yet_in_the_view_starts_at_its_place_among_the_runners() -> None:
+    view = ClusterView(
+        changes=0,
+        live_workers=["w1", "w3"],
+        enabled_tasks=30,
+        worker_kinds={"w1": frozenset({"dispatch"}), "w3": frozenset({"dispatch"})},
+        enabled_by_kind={"dispatch": 30},
+    )
+    assert rebalancer("w2", frozenset({"dispatch"})).claim_start(view, "dispatch") == 10
+    assert rebalancer("w4", frozenset({"dispatch"})).claim_start(view, "dispatch") == 20

@@ -455,3 +455,41 @@ async def test_tasks_whose_owner_has_no_worker_row_are_claimable(store: Store, p
     rest = await store.claim_tasks("w2", kinds=["dispatch"], limit=2)
     assert [c.task.key for c in rest] == ["c"]
     assert rest[0].task.freed_how is not Freed.EXPIRED
+
+
+async def test_a_claims_start_is_only_a_hint_every_free_task_is_claimed_once(store: Store) -> None:
+    """Workers claiming together pass different starts (their rank times their share); a
+    start past the free tasks, or into tasks others took, still claims what is free."""
+    keys = [f"city-{i}" for i in range(6)]
+    for key in keys:
+        await add(store, "dispatch", key)
+    await add(store, "billing", "b")
+    await register(store, "w1")
+    await register(store, "w2")
+    first = await store.claim_tasks("w1", kinds=["dispatch"], limit=2, start=4)
+    second = await store.claim_tasks("w2", kinds=["dispatch"], limit=3, start=99)
+    third = await store.claim_tasks("w1", kinds=["dispatch", "billing"], limit=10, start=1)
+    assert (len(first), len(second)) == (2, 3)
+    claimed = [(c.task.kind, c.task.key) for c in first + second + third]
+    assert sorted(claimed) == [("billing", "b")] + [("dispatch", k) for k in keys]
+    assert await store.claim_tasks("w2", kinds=["dispatch"], limit=10, start=2) == []
+
+
+async def test_postgresql_claims_from_its_start_then_wraps_to_the_first_free_task(store: Store, store_url: str) -> None:
+    """PostgreSQL follows the hint: the walk begins ``start`` free tasks in, in key order,
+    and comes back round to the first (what lets 40 workers claiming at once each take
+    their own stretch, bench/fleet.py)."""
+    if dialect_of(store_url) != "postgresql":
+        pytest.skip("SQLite and MySQL/MariaDB ignore the hint")
+    keys = [f"city-{i}" for i in range(8)]
+    for key in keys:
+        await add(store, "dispatch", key)
+    await register(store, "w1")
+    taken = await store.claim_tasks("w1", kinds=["dispatch"], limit=2, start=5)
+    assert sorted(c.task.key for c in taken) == ["city-5", "city-6"]
+    # Free now: 0-4 and 7. Two in is city-2; the walk goes to the end, then from the first.
+    taken = await store.claim_tasks("w1", kinds=["dispatch"], limit=5, start=2)
+    assert sorted(c.task.key for c in taken) == ["city-0", "city-2", "city-3", "city-4", "city-7"]
+    # Past the free tasks: from the first.
+    (last,) = await store.claim_tasks("w1", kinds=["dispatch"], limit=5, start=10)
+    assert last.task.key == "city-1"

@@ -339,7 +339,7 @@ class Store(Protocol):
 
     # -- ownership ----------------------------------------------------------------------
 
-    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
+    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int, start: int = 0) -> list[Claim]:
         """Take up to ``limit`` enabled tasks of ``kinds`` that have no live owner.
 
         First, in the same transaction, the lease of every other worker whose row records
@@ -352,6 +352,12 @@ class Store(Protocol):
         its owner's lease end, or the database's now if that is earlier. Each claimed task
         gets a new term from the counter. Refuses (:class:`~tenure.errors.LeaseLost`) if the
         caller's own lease is not live. Concurrent callers never claim the same task.
+
+        ``start`` is a hint of where to begin among the free tasks (in key order, wrapping
+        around to the first): workers claiming together pass different ones so that each
+        takes its own stretch instead of all passing over the rows the others hold. Which
+        tasks are claimed is never promised; PostgreSQL follows the hint, SQLite (one
+        writer at a time) and MySQL/MariaDB ignore it.
         """
         ...
 

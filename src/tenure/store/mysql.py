@@ -984,7 +984,7 @@ class MySQLStore(SQLStore[_Session]):
 
     # -- ownership ------------------------------------------------------------------------
 
-    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
+    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int, start: int = 0) -> list[Claim]:
         if limit <= 0 or not kinds:
             return []
 

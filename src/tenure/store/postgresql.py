@@ -512,19 +512,25 @@ class PostgreSQLStore(SQLStore[_Session]):
 
     # -- ownership ------------------------------------------------------------------------
 
-    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int) -> list[Claim]:
+    async def claim_tasks(self, worker_id: str, *, kinds: Sequence[str], limit: int, start: int = 0) -> list[Claim]:
         if limit <= 0 or not kinds:
             return []
 
-        async def go(s: _Session) -> list[Any]:
-            rows = await s.all(Q["claim"], {"worker": worker_id, "kinds": list(kinds), "limit": limit})
-            if not rows:
-                live = await s.one(Q["worker_is_live"], {"worker": worker_id})
-                if live is None or not live[0]:
-                    raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
-            return rows
+        async def claim(s: _Session) -> list[Any]:
+            args = {"worker": worker_id, "kinds": list(kinds), "limit": limit, "start": max(start, 0)}
+            return await s.all(Q["claim"], args)
 
-        rows = await self._write(go)
+        async def is_live(s: _Session) -> bool:
+            live = await s.one(Q["worker_is_live"], {"worker": worker_id})
+            return live is not None and bool(live[0])
+
+        # One statement, committed by the server as it ends (autocommit), not by a COMMIT
+        # the worker sends once it has read the rows: at a fleet's start, 40 workers on two
+        # busy cores took up to a second to get round to it, with the tasks locked, owned
+        # by nobody, meanwhile (bench/fleet.py).
+        rows = await self._write(claim, single=True)
+        if not rows and not await self._read(is_live):
+            raise LeaseLost(f"worker {worker_id!r} has no live lease; it cannot claim tasks")
         tasks: list[Task] = []
         for i in range(0, len(rows), _ROWS_BETWEEN_YIELDS):
             if i:

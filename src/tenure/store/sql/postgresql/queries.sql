@@ -205,6 +205,18 @@ WHERE w.expires_at < {now} - %(older_than)s
 -- new row version as it locks it, and only a subquery is re-evaluated for it. SKIP
 -- LOCKED passes over rows a fenced transaction or another claim holds, so a claim never
 -- waits behind a commit in progress.
+-- The walk of the free tasks starts `start` free tasks in (`from_start`, then the ones
+-- before that place, `before_start`): workers that claim together each pass a different
+-- `start` (their rank times their share), so each takes its own stretch of keys instead
+-- of all walking from the first key over the rows the others have just locked. 40 claims
+-- of 2,500 at once cost PostgreSQL 30-38 us a task all from the first key, 11.5 from
+-- their own places (finding the place is an index-only walk that locks nothing: ~0.1 us
+-- a task passed).
+-- The tasks are then updated by the row addresses (ctid) the walks locked, not by a join
+-- on kind and key, for which PostgreSQL, once it has statistics, read every task of the
+-- table into a hash (a claim of 2,500 among 100,000 tasks: 50 ms instead of 25). A row
+-- that changed between this statement's snapshot and its lock is not updated (its new
+-- version is not in the snapshot): this claim takes one task fewer, a later one takes it.
 WITH RECURSIVE held AS ({held_locks}),
 dying AS (
     SELECT id FROM tenure_workers
@@ -232,19 +244,42 @@ orphaned AS (
         WHERE w.id = o.owner AND w.expires_at > {now}
           AND (w.liveness IS NULL OR w.liveness IN (SELECT key FROM held)))
 ),
-free AS (
-    SELECT t.kind, t.key, false AS had_owner, NULL::double precision AS old_expiry
+place AS (
+    -- One row: the free task `start` places in, or ('', ''), before every key, if there
+    -- are not that many.
+    SELECT coalesce(max(f.kind), '') AS kind, coalesce(max(f.key), '') AS key FROM (
+        SELECT s.kind, s.key FROM tenure_tasks s
+        WHERE s.owner IS NULL AND s.enabled AND s.kind = ANY(%(kinds)s)
+        ORDER BY s.kind, s.key
+        OFFSET %(start)s LIMIT 1
+    ) f
+),
+from_start AS (
+    SELECT t.ctid AS tid, t.kind, t.key, false AS had_owner, NULL::double precision AS old_expiry
     FROM tenure_tasks t
     WHERE t.owner IS NULL AND t.enabled
       AND t.kind = ANY(%(kinds)s)
+      AND (t.kind, t.key) >= (SELECT kind, key FROM place)
       AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
     ORDER BY t.kind, t.key
     LIMIT %(limit)s
     FOR UPDATE OF t SKIP LOCKED
 ),
+before_start AS (
+    SELECT t.ctid AS tid, t.kind, t.key, false AS had_owner, NULL::double precision AS old_expiry
+    FROM tenure_tasks t
+    WHERE t.owner IS NULL AND t.enabled
+      AND t.kind = ANY(%(kinds)s)
+      AND (t.kind, t.key) < (SELECT kind, key FROM place)
+      AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
+    ORDER BY t.kind, t.key
+    LIMIT %(limit)s - (SELECT count(*) FROM from_start)
+    FOR UPDATE OF t SKIP LOCKED
+),
+free AS (SELECT * FROM from_start UNION ALL SELECT * FROM before_start),
 taken AS (
     SELECT x.* FROM orphaned o CROSS JOIN LATERAL (
-        SELECT t.kind, t.key, true AS had_owner,
+        SELECT t.ctid AS tid, t.kind, t.key, true AS had_owner,
                coalesce((SELECT d.expires_at FROM dead d WHERE d.id = t.owner),
                         (SELECT w.expires_at FROM tenure_workers w WHERE w.id = t.owner)) AS old_expiry
         FROM tenure_tasks t
@@ -270,7 +305,7 @@ SET owner = %(worker)s, term = nextval('tenure_term_seq'),
     freed_how = CASE WHEN cand.had_owner THEN 'expired' ELSE t.freed_how END,
     freed_at = CASE WHEN cand.had_owner THEN least(coalesce(cand.old_expiry, {now}), {now}) ELSE t.freed_at END
 FROM cand
-WHERE t.kind = cand.kind AND t.key = cand.key
+WHERE t.ctid = ANY(ARRAY(SELECT tid FROM cand)) AND t.ctid = cand.tid AND t.kind = cand.kind AND t.key = cand.key
 RETURNING {task_columns_t};
 
 -- name: cluster_view

@@ -96,8 +96,41 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
     assert sum(plain["tasks_by_owner_at_end"].values()) == n
 
 
+@pytest.mark.slow
+def test_rounds_take_turns_and_figures_are_their_medians(tmp_path: Path) -> None:
+    require_store("postgresql", tmp_path)
+    doc = bench_doc(
+        "load", "--store", "sqlite", "--app-db", PG, "--n", "1000", "--workers", "2", "--handlers", "floor,plain",
+        "--duration", "2", "--warmup", "2", "--rounds", "2", "--json-only", tmp=tmp_path,
+    )  # fmt: skip
+    results = doc["results"]
+    assert results["rounds"] == 2
+    scenarios = results["scenarios"]
+    # In turn, so that each round's tenure is compared with the floor measured just before.
+    assert [(s["round"], s["system"]) for s in scenarios] == [(1, "floor"), (1, "plain"), (2, "floor"), (2, "plain")]
+    for s in scenarios:
+        floor = scenarios[0] if s["round"] == 1 else scenarios[2]
+        assert s["delivered_vs_floor"] == round(s["delivered_pct"] / floor["delivered_pct"], 3)
+    floor_summary, plain_summary = results["summaries"]
+    assert [(m["system"], m["rounds"]) for m in (floor_summary, plain_summary)] == [("floor", 2), ("plain", 2)]
+    cpu = [s["cpu_s_per_1000_runs"]["total"] for s in scenarios if s["system"] == "plain"]
+    total = plain_summary["cpu_s_per_1000_runs"]["total"]
+    assert (total["min"], total["max"], total["n"]) == (min(cpu), max(cpu), 2)
+    assert total["median"] == round(sum(cpu) / 2, 3)
+    # The CPU target compares each round's plain with that round's floor, and says so.
+    (target,) = [t for t in doc["targets"] if t["target"].startswith("plain CPU")]
+    over = sorted(p["cpu_s_per_1000_runs"]["total"] - f["cpu_s_per_1000_runs"]["total"]
+                  for f, p in (scenarios[0:2], scenarios[2:4]))  # fmt: skip
+    assert target["figure"].startswith(f"median {round(sum(over) / 2, 6):+.3f} s of 2 rounds")
+    assert target["met"] == (sum(over) / 2 <= 0.08)
+
+
 def test_unknown_system_is_refused_by_name() -> None:
     assert "--handlers 'plain,bogus'" in refusal("load", "--handlers", "plain,bogus", "--n", "10")
+
+
+def test_no_rounds_is_refused_by_name() -> None:
+    assert "--rounds 0" in refusal("load", "--rounds", "0", "--n", "10")
 
 
 @pytest.mark.slow

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -408,3 +411,55 @@ async def test_runs_cancelled_by_a_stop_are_recorded_as_cancelled(apps: Apps) ->
         await asyncio.wait_for(started.wait(), 10)
     runs = await runs_of(admin, "hold")
     assert [(r.outcome, r.error) for r in runs] == [(Outcome.CANCELLED, "cancelled: worker stopping")]
+
+
+# -- a task let go of while parked -------------------------------------------------------------
+
+
+def last_slot_of(skipped: Run) -> float:
+    """The last slot a ``skipped`` record stands for (a streak names it in its error)."""
+    assert skipped.error is not None
+    found = re.search(r"\((\d+) slots in a row, the last (\S+)\)$", skipped.error)
+    return skipped.scheduled_at if found is None else datetime.fromisoformat(found.group(2)).timestamp()
+
+
+async def test_slots_passed_after_a_task_was_let_go_of_are_not_recorded_as_its_skipped_slots(
+    apps: Apps, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task removed while its run goes on is dropped by the worker at once, but the run
+    ends later: the slots that passed after the drop are the next owner's (or nobody's),
+    and the worker must not record them as slots it skipped. Before the fix its record of
+    the streak ran to the run's end."""
+    app, admin = apps
+    started, go, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    every = 0.1
+
+    @app.task("hold", every=every, timeout=60.0)
+    async def hold(ctx: tenure.Context) -> None:
+        started.set()
+        try:
+            await go.wait()
+        finally:
+            ended.set()
+
+    await app.open()
+    await admin.add_task("hold", "a")
+    caplog.set_level(logging.INFO, logger="tenure.worker")
+
+    def dropped() -> bool:
+        return any("task removed or no longer ours" in r.getMessage() for r in caplog.records)
+
+    async with running(app):
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.sleep(5 * every)  # slots pass while the run goes on: the task parks
+        await admin.remove("hold", "a")
+        await wait_for(lambda: _true(dropped()), "the worker to drop the removed task")
+        dropped_by = time.time()  # SQLite: the database's clock is this host's
+        await asyncio.sleep(10 * every)  # slots that are no longer the worker's
+        go.set()
+        await asyncio.wait_for(ended.wait(), 10)  # its record is made in the same step
+    skipped = [r for r in await runs_of(admin, "hold") if r.outcome is Outcome.SKIPPED]
+    assert skipped, "the slots passed while the task was still held were not recorded"
+    # (Half a period of slack for the worker's estimate of the database's clock; before
+    # the fix the record ran ten periods past the drop.)
+    assert max(last_slot_of(r) for r in skipped) <= dropped_by + every / 2, skipped

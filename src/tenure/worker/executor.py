@@ -50,6 +50,7 @@ OVERLOAD_LOG_EVERY = 10.0
 #: Why slots were skipped, as their records say.
 STILL_RUNNING = "previous run still in progress"
 AT_CAPACITY = "waited past its next slot (worker at capacity)"
+GAVE_UP = "waited for a place and never started: the worker stopped running the task"
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:
@@ -415,12 +416,32 @@ class RunExecutor(Part):
             ot.ctx.cancel()
         ot.running.cancel(reason)
 
+    def let_go(self, ot: OwnedTask) -> None:
+        """``ot`` is no longer this worker's (released, removed, taken over): its slots
+        that waited for a place and the ones it passed while parked are recorded now, up
+        to this moment. Its run may go on for a while, and the slots that pass meanwhile
+        are its next owner's, not slots this worker skipped."""
+        self._give_up_waiting(ot)
+        self._unpark(ot, STILL_RUNNING if ot.running is not None else AT_CAPACITY)
+
+    def _give_up_waiting(self, ot: OwnedTask) -> None:
+        """Forget the task's slots that wait for a place: none of them starts here. The
+        scheduled ones are recorded as skipped, in one record (before, the slots parked
+        behind them were recorded and they were not, a hole in the task's account); a
+        trigger among them stays pending in the store for whoever runs the task next."""
+        slots = [slot for slot, triggered in ot.waiting if not triggered]
+        ot.waiting.clear()
+        if slots:
+            self._recorder.record(
+                ot, min(slots), self._lease.db_time(), Outcome.SKIPPED, GAVE_UP, count=len(slots), last_slot=max(slots)
+            )
+
     # -- stopping -------------------------------------------------------------------------
 
     def drop_waiting(self) -> None:
         """Forget every waiting slot (self-fencing, stopping): none of them runs here."""
         for _, _, ot in self._queue:
-            ot.waiting.clear()
+            self._give_up_waiting(ot)
         self._queue.clear()
 
     async def wait_idle(self, grace: float) -> bool:

@@ -446,7 +446,7 @@ class Rebalancer(Part):
             del self._owned[ot.id]
         metrics.TASKS_HELD.set(len(self._owned))
         ot.disarm()
-        ot.waiting.clear()
+        self._executor.let_go(ot)
         self._recorder.forget_slot(ot)
 
     def forget_all(self) -> None:

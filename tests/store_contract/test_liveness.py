@@ -177,6 +177,29 @@ async def test_liveness_lease_option_holds_no_lock(store_url: str, store: Store)
         await leased.close()
 
 
+async def test_mysql_lease_statements_ride_on_the_lock_connection(store_url: str, store: Store) -> None:
+    """On MySQL/MariaDB, as on PostgreSQL, a worker's lease statements (registering,
+    renewing) go on its liveness lock's connection: at rest it holds its pool's
+    connections, the lock's and the wait's, none of its own for the lease (four became
+    three a worker, so 40 workers fit MariaDB's default ``max_connections`` of 151)."""
+    if store.dialect != "mysql":
+        pytest.skip("MySQL/MariaDB's connections")
+    raw = raw_db(store_url)
+    database = store_url.split("?")[0].rsplit("/", 1)[1]
+    async with AsyncExitStack() as stack:
+        await _join(stack, store, "w1")
+        before = await store.renew_lease("w1", LONG_TTL)
+        for _ in range(3):
+            renewed = await store.renew_lease("w1", LONG_TTL)
+        assert renewed.expires_at >= before.expires_at
+        (count,) = raw.query(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()", (database,)
+        )[0]
+        pool = store._pool  # type: ignore[attr-defined]
+        assert count == pool.size + 2, (count, pool.size)
+        assert store._lease_pool is None  # type: ignore[attr-defined]
+
+
 def _cut_session(store_url: str, dialect: str, worker_id: str) -> int:
     """End, from the server, the session holding ``worker_id``'s liveness lock; return how many ended."""
     raw = raw_db(store_url)

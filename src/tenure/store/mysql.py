@@ -62,9 +62,10 @@ How the contract's guarantees are kept here:
 - **Sessions** also pin each flavor's default ``sql_mode`` (strict), so a server
   configured with ``ANSI_QUOTES``, ``ORACLE`` or a non-strict mode cannot change how
   tenure's SQL parses or silently cut what it stores.
-- **Lease upkeep** has its own pool of one connection, so renewals never queue behind
-  handlers' transactions; a renewal is two autocommitted statements (the update, then a
-  read of it) rather than a transaction. Waiting for a free pooled connection is bounded
+- **Lease upkeep** has a connection of its own, so renewals never queue behind
+  handlers' transactions: the liveness lock's (below), as on PostgreSQL, or with
+  ``liveness=lease`` a pool of one; a renewal is two autocommitted statements (the
+  update, then a read of it) rather than a transaction. Waiting for a free pooled connection is bounded
   by ``connect_timeout`` (then :class:`~tenure.errors.StoreUnavailable`).
 - **Wake-ups without notifications.** MySQL has no ``LISTEN``/``NOTIFY``. Each worker's
   *wait connection* waits up to a heartbeat for the liveness lock of the worker it
@@ -81,9 +82,9 @@ How the contract's guarantees are kept here:
   so a kill can only end a wait. A kill that reaches none (sent between two waits, or as
   one ends on its own: the server drops it) loses nothing: a wait does not wait if the
   counter moved since the previous one read it (:class:`_Waits`). The liveness lock sits
-  on another connection that sends nothing once it holds the lock, so the lock still dies
-  the moment its process does (the server notices a closed socket between statements,
-  not during a statement such as a wait). Waking needs users that see and may end each other's sessions:
+  on another connection, which sends nothing once it holds the lock but the lease's
+  short statements, so the lock still dies the moment its process does (the server
+  notices a closed socket between statements, not during a statement such as a wait). Waking needs users that see and may end each other's sessions:
   every worker as one database user, or ``CONNECTION ADMIN``; where the server refuses
   the kill, the store says so once and workers poll. With ``liveness=lease`` there are no
   waits, and workers poll.
@@ -690,7 +691,9 @@ class MySQLStore(SQLStore[_Session]):
             args = self._connect_args(server)
             recycle = self._recycle(server)
             pool = await asyncmy.create_pool(minsize=1, maxsize=self._options.pool, pool_recycle=recycle, **args)
-            lease_pool = await asyncmy.create_pool(minsize=1, maxsize=1, pool_recycle=recycle, **args)
+            if self._options.liveness != "session":
+                # With session liveness the lease's statements go on the lock's connection.
+                lease_pool = await asyncmy.create_pool(minsize=1, maxsize=1, pool_recycle=recycle, **args)
         except _DRIVER_ERRORS as exc:
             for p in (pool, lease_pool):
                 if p is not None:
@@ -708,8 +711,11 @@ class MySQLStore(SQLStore[_Session]):
             await asyncio.wait(set(self._kills), timeout=self._options.connect_timeout + 1)
 
     @asynccontextmanager
-    async def _session(self, pool: Pool | None = None, *, begin: bool = False) -> AsyncIterator[_Session]:
-        """A connection from ``pool`` (the main pool by default), returned when done.
+    async def _session(
+        self, pool: Pool | None = None, *, begin: bool = False, holder: _NamedLockLiveness | None = None
+    ) -> AsyncIterator[_Session]:
+        """A connection from ``pool`` (the main pool by default), returned when done; with
+        ``holder``, its lock's connection instead (:meth:`_NamedLockLiveness.session`).
 
         With ``begin``, the connection is inside a transaction (BEGIN sent); if BEGIN
         fails because the server had dropped the pooled connection (MySQL's
@@ -719,6 +725,15 @@ class MySQLStore(SQLStore[_Session]):
         A connection in an unknown state (cancelled mid-statement, broken, or left in a
         transaction) is closed rather than reused: the server rolls back what it held.
         """
+        if holder is not None:
+            async with holder.session() as s:
+                if begin:
+                    try:
+                        await s.begin()
+                    except _DRIVER_ERRORS as exc:
+                        raise _translate(exc, "starting a transaction") from exc
+                yield s
+            return
         pool = pool or self._pool
         if pool is None:
             raise StoreError("the store is not open")
@@ -779,9 +794,10 @@ class MySQLStore(SQLStore[_Session]):
         what: str = "",
         single: bool = False,
         pool: Pool | None = None,
+        holder: _NamedLockLiveness | None = None,
     ) -> T:
         """Run ``fn`` in one transaction, translating driver errors (``single`` or not)."""
-        async with self._session(pool, begin=True) as s:
+        async with self._session(pool, begin=True, holder=holder) as s:
             try:
                 result = await fn(s)
                 if s.woken and self.supports_listen:
@@ -830,14 +846,21 @@ class MySQLStore(SQLStore[_Session]):
         except _DRIVER_ERRORS as exc:
             log.warning("could not wake the workers after a change (they see it at their next poll): %s", exc)
 
-    async def _read(self, fn: Callable[[_Session], Awaitable[T]], *, what: str = "", pool: Pool | None = None) -> T:
+    async def _read(
+        self,
+        fn: Callable[[_Session], Awaitable[T]],
+        *,
+        what: str = "",
+        pool: Pool | None = None,
+        holder: _NamedLockLiveness | None = None,
+    ) -> T:
         """Run ``fn``'s statements each in its own transaction: for reads of a single
         statement (one statement reads one consistent snapshot), and idempotent writes.
 
         Retried once on another connection if the pooled one turns out to be dead.
         """
         for attempt in (1, 2):
-            async with self._session(pool) as s:
+            async with self._session(pool, holder=holder) as s:
                 try:
                     return await fn(s)
                 except _DRIVER_ERRORS as exc:
@@ -898,9 +921,18 @@ class MySQLStore(SQLStore[_Session]):
     # -- kinds and tasks ------------------------------------------------------------------
 
     async def _on_lease(self, fn: Callable[[_Session], Awaitable[T]], *, transaction: bool, what: str) -> T:
+        """Run a lease statement on the connection of the liveness lock this store holds
+        (one worker a store, as a worker process has), as PostgreSQL does: a worker keeps
+        three connections at rest instead of four (40 workers fit MariaDB's default
+        ``max_connections`` of 151). Else on the lease pool (``liveness=lease``), or on the
+        pool for a caller that holds no lock (a test of the store alone). A lease
+        statement is short, so a process that dies under one still frees its lock at once
+        (unlike a ``SLEEP``, see :class:`_NamedLockLiveness`)."""
+        holders = [h for h in self._liveness.values() if isinstance(h, _NamedLockLiveness)]
+        holder = next((h for h in holders if h.held), holders[0]) if holders else None
         if transaction:
-            return await self._write(fn, pool=self._lease_pool, what=what)
-        return await self._read(fn, pool=self._lease_pool, what=what)
+            return await self._write(fn, pool=self._lease_pool, what=what, holder=holder)
+        return await self._read(fn, pool=self._lease_pool, what=what, holder=holder)
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, asyncmy.errors.IntegrityError) and _errno(exc) == 1062
@@ -1219,7 +1251,8 @@ class _NamedLockLiveness(Liveness):
     """``GET_LOCK`` on a connection of its own, kept for the worker's life, and a second
     connection that waits for wake-ups and probes the lock.
 
-    The lock's connection sends nothing once the lock is taken. A session idle in the
+    The lock's connection sends nothing once the lock is taken but the lease's statements
+    (:meth:`session`), which take milliseconds. A session idle in the
     server ends the moment its process dies (the server is reading its socket), which is
     what makes a crash visible at once; a session inside a statement would not: ``SLEEP()``
     does not look at its socket, so a lock on a sleeping session outlives a killed process
@@ -1249,6 +1282,8 @@ class _NamedLockLiveness(Liveness):
         self._conn: Connection | None = None
         self._waits: Connection | None = None
         self._thread = 0
+        #: The lease's statements take turns on the lock's connection (:meth:`session`).
+        self._turn = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
         #: The lock the waits wait for: the watched worker's (and its id), or this one's
         #: own while it watches none or the watched one was found gone.
@@ -1262,10 +1297,31 @@ class _NamedLockLiveness(Liveness):
     def token(self) -> str | None:
         return self._name if self.held else None
 
-    async def _connect(self) -> Connection:
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[_Session]:
+        """The lock's connection, for the lease's statements, one caller at a time. Raises
+        :class:`~tenure.errors.StoreUnavailable` if the lock is gone. A connection left in
+        an unknown state (broken, cancelled inside a statement, inside a transaction)
+        marks the lock lost: the worker fences itself and takes it again on new
+        connections."""
+        async with self._turn:
+            conn = self._conn
+            if conn is None or self.lost.is_set():
+                raise StoreUnavailable(f"the liveness session of worker {self.worker_id!r} is gone")
+            s = _Session(conn)
+            try:
+                yield s
+            except BaseException:
+                if not s.reusable or conn.get_transaction_status():
+                    self._mark_lost("the liveness connection was left in an unknown state")
+                raise
+
+    async def _connect(self, *, lease: bool = False) -> Connection:
+        """A connection that lives as long as the lock; with ``lease``, set up as the pool's
+        are, for the lease's statements."""
         store = self._store
         try:
-            conn = await asyncmy.connect(**store._connect_args(None))
+            conn = await asyncmy.connect(**store._connect_args(store._server if lease else None))
             await conn.cursor().execute(store.q["liveness_session"])
         except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"cannot connect to MySQL store {store._display}: {exc}") from exc
@@ -1274,7 +1330,7 @@ class _NamedLockLiveness(Liveness):
     async def _take(self) -> None:
         store = self._store
         q = store.q
-        conn = await self._connect()
+        conn = await self._connect(lease=True)
         waits: Connection | None = None
         try:
             cur = conn.cursor()
@@ -1350,15 +1406,26 @@ class _NamedLockLiveness(Liveness):
             return
         q = self._store.q
         alive = not self.lost.is_set()
+        turn = False
         if alive:
+            try:
+                await asyncio.wait_for(self._turn.acquire(), 2.0)
+                turn = True
+            except TimeoutError:
+                alive = False  # a lease statement still holds the connection: end it from another
+        try:
+            if alive:
+                with contextlib.suppress(Exception):
+                    # A wait in flight goes on in the server after its connection closed: end
+                    # it before letting the lock go, or it would take the lock.
+                    if waiting:
+                        await asyncio.wait_for(conn.cursor().execute("KILL QUERY %s", (waiting,)), 2.0)
+                    await asyncio.wait_for(conn.cursor().execute(q["liveness_unlock"], {"name": self._name}), 2.0)
             with contextlib.suppress(Exception):
-                # A wait in flight goes on in the server after its connection closed: end
-                # it before letting the lock go, or it would take the lock.
-                if waiting:
-                    await asyncio.wait_for(conn.cursor().execute("KILL QUERY %s", (waiting,)), 2.0)
-                await asyncio.wait_for(conn.cursor().execute(q["liveness_unlock"], {"name": self._name}), 2.0)
-        with contextlib.suppress(Exception):
-            conn.close()
+                conn.close()
+        finally:
+            if turn:
+                self._turn.release()
         if not alive and thread:
             # The session may live on in the server unseen (a half-open connection): end it,
             # if it still holds the lock, so that the lock is free for our next one.

@@ -84,8 +84,9 @@ How the contract's guarantees are kept here:
   counter moved since the previous one read it (:class:`_Waits`). The liveness lock sits
   on another connection, which sends nothing once it holds the lock but the lease's
   short statements, so the lock still dies the moment its process does (the server
-  notices a closed socket between statements, not during a statement such as a wait). Waking needs users that see and may end each other's sessions:
-  every worker as one database user, or ``CONNECTION ADMIN``; where the server refuses
+  notices a closed socket between statements, not during a statement such as a wait).
+  Waking needs users that see and may end each other's sessions: every worker as one
+  database user, or ``CONNECTION ADMIN``; where the server refuses
   the kill, the store says so once and workers poll. With ``liveness=lease`` there are no
   waits, and workers poll.
 

@@ -263,10 +263,13 @@ class Rebalancer(Part):
         together then each walk their own stretch of the free tasks rather than all walking
         from the first one over the rows the others have just locked, which made 40
         claims at once cost PostgreSQL about three times as much (bench/fleet.py)."""
-        runners = view.runners(kind)
-        if self.id not in runners:
-            runners = sorted([*runners, self.id])
+        runners = self._with_me(view.runners(kind))
         return runners.index(self.id) * (view.enabled_by_kind.get(kind, 0) // len(runners))
+
+    def _with_me(self, live: list[str]) -> list[str]:
+        """The sorted ids ``live``, this worker's among them (a newcomer not yet in the
+        view counts itself where it will be)."""
+        return live if self.id in live else sorted([*live, self.id])
 
     def fair_share(self, live: list[str], enabled: int, kind: str = "") -> int:
         """This worker's share of ``enabled`` tasks of ``kind`` among ``live``: split
@@ -275,8 +278,7 @@ class Rebalancer(Part):
         same worker."""
         if self._lease.draining or self._life.stopping:
             return 0
-        if self.id not in live:
-            live = sorted([*live, self.id])
+        live = self._with_me(live)
         w = len(live)
         base, extra = divmod(enabled, w)
         position = (live.index(self.id) - zlib.crc32(kind.encode())) % w

@@ -463,3 +463,68 @@ async def test_slots_passed_after_a_task_was_let_go_of_are_not_recorded_as_its_s
     # (Half a period of slack for the worker's estimate of the database's clock; before
     # the fix the record ran ten periods past the drop.)
     assert max(last_slot_of(r) for r in skipped) <= dropped_by + every / 2, skipped
+
+
+async def test_a_slot_waiting_for_a_place_does_not_start_while_its_task_is_released(
+    apps: Apps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task handed to a newcomer can have a slot waiting for a place (the worker at its
+    cap). If a place freed while the release statement was on its way, that slot started
+    here on a task already the newcomer's: a run the worker had given away. The slot is
+    now given up, and recorded as such."""
+    app, admin = apps
+    joiner = tenure.App(app.store_url)
+    ran: list[tuple[str, str]] = []
+    hold = asyncio.Event()
+    a_ended = asyncio.Event()
+
+    async def handler(ctx: tenure.Context) -> None:
+        ran.append((ctx.key, ctx.worker_id))
+        if ctx.key == "a" and ctx.worker_id == "w1":
+            try:
+                await hold.wait()
+            finally:
+                a_ended.set()
+
+    for each in (app, joiner):
+        each.task("k", every=0.2, timeout=60.0)(handler)
+    await app.open()
+    await joiner.open()
+    await admin.add_task("k", "a")
+    released = asyncio.Event()
+    release_tasks = app.store.release_tasks
+
+    async def release_while_a_place_frees(worker_id: str, slots: Any) -> int:
+        # The place b waits for frees while its release is on its way.
+        hold.set()
+        await a_ended.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)  # the run's end, and the admission it makes, happen now
+        freed = await release_tasks(worker_id, slots)
+        released.set()
+        return freed
+
+    monkeypatch.setattr(app.store, "release_tasks", release_while_a_place_frees)
+    try:
+        async with running(app, concurrency=1):
+            await wait_for(lambda: _true(("a", "w1") in ran), "a to run on w1")
+            await admin.add_task("k", "b")
+            # b's slots come while a holds the worker's only place: they wait.
+            await wait_for(lambda: _true(app_waiting(app) > 0), "b to wait for a place")
+            async with worker_in_loop(joiner, tenure.Settings(worker_id="w2", **FAST)):
+                await asyncio.wait_for(released.wait(), 10)
+                await asyncio.sleep(0.5)
+                # (Once w2 stops, b comes back to w1, and runs there rightly.)
+                assert ("b", "w1") not in ran, "b started on w1 after it was released"
+        gave_up = [
+            r
+            for r in await runs_of(admin, "k")
+            if r.key == "b" and r.outcome is Outcome.SKIPPED and "never started" in (r.error or "")
+        ]
+        assert [r.worker for r in gave_up] == ["w1"], "b's waiting slot was not recorded as given up, once"
+    finally:
+        await joiner.close()
+
+
+def app_waiting(app: tenure.App) -> float:
+    return tenure.metrics.REGISTRY.get_sample_value("tenure_runs_waiting") or 0.0

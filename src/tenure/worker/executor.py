@@ -199,7 +199,13 @@ class RunExecutor(Part):
             if not ot.waiting:
                 continue
             if self._owned.get(ot.id) is not ot or not self._may_start(ot):
-                ot.waiting.clear()  # released, fenced or stopping: nothing of it runs here
+                # Released, handed over, fenced or stopping: nothing of it runs here, and
+                # its waiting slots are recorded as given up. Paused: they are not, the
+                # misfire policy answers for them on resume (Rebalancer.apply_pauses).
+                if self._pauses.of(ot.task.kind) is not None:
+                    ot.waiting.clear()
+                else:
+                    self._give_up_waiting(ot)
                 self._unpark(ot, AT_CAPACITY)
                 continue
             if ot.running is not None:

@@ -13,7 +13,9 @@ the default cap of 100 concurrent runs the worker is far past its capacity: most
 for a place, the running ones park their next slots. With ``--join`` a second worker
 process then starts on the same store and takes half of the tasks: the ``handover`` phase
 is the loop's delays while this worker releases them (and records the slots they waited
-for or passed), until it holds half, plus two seconds. Run under the heavy lock::
+for or passed), until it holds half, plus two seconds. The ``stop`` phase is the worker's
+stop at the end (forced: its runs cancelled, its waiting slots given up, its tasks handed
+back). Run under the heavy lock::
 
     flock /tmp/tenure-heavy.lock .venv/bin/python bench/loop_block.py [--tasks N] [--seconds S] [--store URL]
         [--handler-sleep S] [--join]
@@ -61,6 +63,7 @@ async def measure(tasks: int, seconds: float, url: str, *, handler_sleep: float,
     delays: dict[str, list[float]] = {"startup": [], "steady": []}
     if join:
         delays["handover"] = []
+    delays["stop"] = []
     phase = "startup"
     loop = asyncio.get_running_loop()
 
@@ -89,9 +92,11 @@ async def measure(tasks: int, seconds: float, url: str, *, handler_sleep: float,
     if join:
         phase = "handover"
         handed_over_in, joiner = await handover(tasks, url)
+    phase = "stop"
+    worker.cancel()  # the worker stops (forced: no grace), the probe still on
+    await asyncio.gather(worker, return_exceptions=True)
     prober.cancel()
-    worker.cancel()
-    await asyncio.gather(worker, prober, return_exceptions=True)
+    await asyncio.gather(prober, return_exceptions=True)
     await admin.close()
     if joiner is not None:
         joiner.terminate()
@@ -163,7 +168,7 @@ def main() -> None:
     print(f"{'phase':<8} {'max ms':>8} {'p99 ms':>8} {'median':>8}  (target: max <= {1000 * TARGET:g} ms)")
     if result["handed_over_in"] is not None:
         print(f"the second worker took half of the tasks in {result['handed_over_in']} s")
-    for name in ("startup", "steady", "handover"):
+    for name in ("startup", "steady", "handover", "stop"):
         if name not in result:
             continue
         r = result[name]

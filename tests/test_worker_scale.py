@@ -13,12 +13,14 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tenure
 from support.storeapi import worker_in_loop
 from tenure.store.sqlite import SQLiteStore
+from tenure.worker.rebalancer import RELEASE_CHUNK
 
 TASKS = 3 * SQLiteStore.claim_chunk + 17
 #: A long poll: without the chunks' at-once rounds, claiming all would take four polls.
@@ -150,3 +152,46 @@ async def test_a_worker_handing_over_hundreds_of_tasks_says_so_in_a_line_a_round
     assert len(releases) <= 3, [r.getMessage() for r in releases]
     counted = sum(int(r.getMessage().split()[1]) for r in releases)
     assert counted >= 500, [r.getMessage() for r in releases]
+
+
+async def test_a_worker_handing_over_thousands_of_tasks_releases_them_a_chunk_a_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release of more than :data:`RELEASE_CHUNK` tasks goes in several statements
+    (preparing one of 5,000 held the loop ~15 ms), and every task still arrives: the
+    newcomer ends with its fair share, the releaser with the rest."""
+    tasks = 2 * RELEASE_CHUNK + 500
+    app, admin, _ = await apps_with_ticks(tmp_path, [f"k{i:05d}" for i in range(tasks)], every=3600.0)
+    second = tenure.App(str(app.store_url))
+    second.task("tick", every=3600.0)(lambda ctx: None)
+    sizes: list[int] = []
+    release_tasks = app.store.release_tasks
+
+    async def counted(worker_id: str, slots: Any) -> int:
+        sizes.append(len(slots))
+        return await release_tasks(worker_id, slots)
+
+    monkeypatch.setattr(app.store, "release_tasks", counted)
+
+    def fast(worker_id: str) -> tenure.Settings:
+        return tenure.Settings(worker_id=worker_id, lease_ttl=10.0, heartbeat=1.0, poll=0.5, trust_margin=1.0)
+
+    async def w1_holds_all() -> bool:
+        return len(await admin.list_tasks(owner="w1")) == tasks
+
+    async def shared_fairly() -> bool:
+        return len(await admin.list_tasks(owner="w2")) == tasks // 2
+
+    async with worker_of(app, admin, fast("w1")) as w1:
+        await until(w1, w1_holds_all, "w1 did not claim every task")
+        await second.open()
+        try:
+            async with worker_in_loop(second, fast("w2")) as w2:
+                await until(w2, shared_fairly, "w2 did not get its share")
+                assert len(await admin.list_tasks(owner="w1")) == tasks - tasks // 2
+                handed = list(sizes)
+        finally:
+            await second.close()
+    assert sum(handed) == tasks // 2, handed
+    assert max(handed) <= RELEASE_CHUNK, handed
+    assert len(handed) >= 2, handed

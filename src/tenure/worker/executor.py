@@ -33,7 +33,7 @@ from tenure.errors import LeaseLost
 from tenure.models import Outcome
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Part, Shared
+from tenure.worker.owned import YIELD_EVERY, OwnedTask, Part, Shared
 from tenure.worker.timers import SlotTimers, Wheel
 
 if TYPE_CHECKING:
@@ -444,11 +444,16 @@ class RunExecutor(Part):
 
     # -- stopping -------------------------------------------------------------------------
 
-    def drop_waiting(self) -> None:
-        """Forget every waiting slot (self-fencing, stopping): none of them runs here."""
-        for _, _, ot in self._queue:
+    async def drop_waiting(self) -> None:
+        """Forget every waiting slot (self-fencing, stopping): none of them runs here. Each
+        task's is recorded as given up (~6 µs): 9,900 waiting tasks held the loop 57 ms in
+        one pass, so the loop turns every :data:`YIELD_EVERY` (the queue is emptied first:
+        nothing is admitted meanwhile)."""
+        queue, self._queue = self._queue, []
+        for i, (_, _, ot) in enumerate(queue):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             self._give_up_waiting(ot)
-        self._queue.clear()
 
     async def wait_idle(self, grace: float) -> bool:
         """Wait until no run is in progress, at most ``grace`` seconds, and not past a

@@ -23,7 +23,7 @@ from tenure.errors import LeaseLost, StoreError
 from tenure.models import Claim, ClusterView, Freed, SlotDone
 from tenure.schedule import Unreadable, first_slot
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import OwnedTask, Part, Shared, TaskId, log
+from tenure.worker.owned import YIELD_EVERY, OwnedTask, Part, Shared, TaskId, log
 
 if TYPE_CHECKING:
     from tenure.worker.executor import RunExecutor
@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 #: Rare, so that a worker at rest makes one store call a poll (it was every 30 s, which put
 #: the fleet bench's coordination just over one call per heartbeat plus one per poll).
 RECONCILE_EVERY = 300.0
-#: Tasks handled between two yields to the event loop while adopting, reconciling or
-#: dropping released tasks.
-YIELD_EVERY = 200
+#: Most tasks released in one statement: preparing a release of 5,000 (each task's slot,
+#: the JSON) held the loop ~15 ms. A fleet's releases are tens of tasks, one statement each.
+RELEASE_CHUNK = 1_000
 #: Tasks adopted since the last ``gc.freeze()`` that make it worth another.
 FREEZE_AFTER = 1_000
 #: Longest a newcomer waits for the membership it sees to stop growing before it claims
@@ -416,32 +416,35 @@ class Rebalancer(Part):
 
     async def release(self, tasks: list[OwnedTask]) -> None:
         """Give ``tasks`` back to the store (their finished slots and answered triggers
-        with them)."""
+        with them), :data:`RELEASE_CHUNK` a statement."""
         # No new runs while the release is on its way, nor while they are dropped: marked
         # for handover, none of them starts, not even a slot that waited for a place.
         handover = [ot.handover for ot in tasks]
         for ot in tasks:
             ot.disarm()
             ot.handover = True
-        try:
-            await self.store.release_tasks(self.id, [self._recorder.slot_done(ot) for ot in tasks])
-        except BaseException:
-            for ot, was in zip(tasks, handover, strict=True):
-                ot.handover = was
-                if self._owned.get(ot.id) is ot:
-                    self._timers.arm(ot)
-            raise
+        debug = log.isEnabledFor(logging.DEBUG)
+        for start in range(0, len(tasks), RELEASE_CHUNK):
+            chunk = tasks[start : start + RELEASE_CHUNK]
+            try:
+                await self.store.release_tasks(self.id, [self._recorder.slot_done(ot) for ot in chunk])
+            except BaseException:
+                for ot, was in zip(tasks[start:], handover[start:], strict=True):
+                    ot.handover = was
+                    if self._owned.get(ot.id) is ot:
+                        self._timers.arm(ot)
+                raise
+            for i, ot in enumerate(chunk):
+                if i and i % YIELD_EVERY == 0:
+                    # Dropping records the slots a task waited for or passed (~15 µs each):
+                    # an overloaded worker handing 5,000 tasks to a newcomer held its loop
+                    # 65 ms in one pass.
+                    await asyncio.sleep(0)
+                self.drop(ot)
+                if debug:
+                    self._log(logging.DEBUG, "released", task=ot)
         # One line at INFO (each task's own at DEBUG), as for claims: a worker handing over
         # thousands of tasks wrote thousands of lines.
-        debug = log.isEnabledFor(logging.DEBUG)
-        for i, ot in enumerate(tasks):
-            if i and i % YIELD_EVERY == 0:
-                # Dropping records the slots a task waited for or passed (~15 µs each): an
-                # overloaded worker handing 5,000 tasks to a newcomer held its loop 65 ms.
-                await asyncio.sleep(0)
-            self.drop(ot)
-            if debug:
-                self._log(logging.DEBUG, "released", task=ot)
         kinds = Counter(ot.task.kind for ot in tasks)
         self._log(
             logging.INFO,

@@ -280,7 +280,7 @@ class Worker:
         self._log(logging.INFO, "stopping: %d tasks, %d runs in progress", len(self._owned), self.executor.running)
         for ot in self._owned.values():
             ot.disarm()
-        self.executor.drop_waiting()
+        await self.executor.drop_waiting()
         forced = self._life.state >= WorkerState.FORCING
         if self.executor.running and not forced and not await self.executor.wait_idle(self.settings.grace):
             why = "stop forced" if self._life.state >= WorkerState.FORCING else "grace period over"
@@ -330,7 +330,7 @@ class Worker:
         self.lease.distrust()
         for ot in self._owned.values():
             ot.disarm()
-        self.executor.drop_waiting()
+        await self.executor.drop_waiting()
         await self.executor.cancel_all(Outcome.LEASE_LOST, "lease lost")
         # Their records stay buffered (outcome lease_lost); their slots are not ours to advance.
         self.rebalancer.forget_all()

@@ -414,7 +414,7 @@ async def _claim_in_progress(store: Store, store_url: str, keys: list[str]) -> A
         await my.begin()
         cur = my.cursor()
         args = {"worker": "w0", "kinds": ("dispatch",), "limit": len(keys), "dead": 0}
-        await cur.execute(q["claim_candidates"], args)
+        await cur.execute(q["claim_free"], args)
         assert sorted(r[1] for r in await cur.fetchall()) == keys
         yield
         await my.rollback()

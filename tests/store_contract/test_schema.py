@@ -14,7 +14,7 @@ from tenure.errors import SchemaMissing, SchemaTooNew
 from tenure.store import SCHEMA_VERSION, Store, make_store
 
 from .dialect import raw_db
-from .helpers import add, task_of
+from .helpers import add, register, task_of
 
 
 async def test_open_with_migrate_creates_current_schema(store: Store) -> None:
@@ -37,6 +37,27 @@ async def test_migrate_is_idempotent_and_keeps_data(store: Store, store_url: str
     finally:
         await other.close()
     assert [t.key for t in await store.list_tasks()] == ["barcelona"]
+
+
+async def test_the_last_migration_runs_again_after_an_interrupted_migrate(store: Store, store_url: str) -> None:
+    """DDL commits on its own on MySQL/MariaDB: a migrate cut off after a script's DDL but
+    before the version was recorded runs that script again, over its own work (the
+    version 9 index, which it must neither add twice nor fail on)."""
+    await add(store, "dispatch", "barcelona")
+    raw = raw_db(store_url)
+    previous = SCHEMA_VERSION - 1
+    raw.query(f"UPDATE tenure_meta SET value = '{previous}' WHERE name = 'schema_version'")
+    assert await store.migrate() == (previous, SCHEMA_VERSION)
+    assert await store.schema_version() == SCHEMA_VERSION
+    if raw.dialect == "mysql":
+        indexes = raw.query(
+            "SELECT DISTINCT index_name FROM information_schema.statistics"
+            " WHERE table_schema = DATABASE() AND table_name = 'tenure_tasks'"
+        )
+        assert {"tenure_tasks_owner_key", "tenure_tasks_task"} <= {r[0] for r in indexes}
+        assert "tenure_tasks_owner" not in {r[0] for r in indexes}
+    await register(store, "w1")
+    assert [c.task.key for c in await store.claim_tasks("w1", kinds=["dispatch"], limit=5)] == ["barcelona"]
 
 
 async def test_concurrent_migrations_agree(store_url: str) -> None:

@@ -27,7 +27,7 @@ from tenure.schedule import Schedule
 from tenure.store.liveness import Liveness
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 def schema_too_new(version: int, where: str) -> SchemaTooNew:

@@ -186,6 +186,7 @@ _Q = {
             "stmt_now": _STMT_NOW,
             "collation": collation,
             "task_columns": TASK_COLUMNS.replace(" key,", " `key`,"),
+            "task_columns_t": ", ".join(f"t.`{c.strip()}`" for c in TASK_COLUMNS.split(",")),
         },
     )
     for flavor, collation in _COLLATION.items()
@@ -1032,7 +1033,14 @@ class MySQLStore(SQLStore[_Session]):
                     # now, as a release does (this claimer may have been woken alone).
                     await s.notify()
             args = {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit), "dead": len(dead)}
-            candidates = await s.all(q["claim_candidates"], args)
+            # Free tasks, and those of owners that are gone: each walk of the owner index
+            # reads only what it takes (schema version 9). The first `limit` of both by key
+            # are claimed, as on PostgreSQL; the rest stay locked until the commit.
+            candidates = await s.all(q["claim_free"], args)
+            lapsed = tuple(r[0] for r in await s.all(q["lapsed_owners"], {"dead": len(dead)}))
+            if lapsed:
+                candidates += await s.all(q["claim_lapsed"], {**args, "owners": lapsed})
+                candidates = sorted(candidates, key=lambda c: (c[0], c[1]))[:limit]
             if not candidates:
                 live = await s.one(q["lease_is_live"], {"worker": worker_id})
                 if live is None or not live[0]:
@@ -1044,8 +1052,9 @@ class MySQLStore(SQLStore[_Session]):
                 [kind, key, first + i, 1 if had_owner else 0, None if old_expiry is None else float(old_expiry)]
                 for i, (kind, key, had_owner, old_expiry) in enumerate(candidates)
             ]
-            await s.run(q["claim_apply"], {"claims": json.dumps(claims, ensure_ascii=False), "worker": worker_id})
-            rows = await s.all(q["claimed_tasks"], {"worker": worker_id, "first": first, "last": last})
+            claimed = json.dumps(claims, ensure_ascii=False)
+            await s.run(q["claim_apply"], {"claims": claimed, "worker": worker_id})
+            rows = await s.all(q["claimed_tasks"], {"worker": worker_id, "claims": claimed})
             if len(rows) != len(candidates):  # pragma: no cover - the rows are locked
                 raise StoreError(f"claimed {len(candidates)} tasks but found {len(rows)} with their new terms")
             tasks = [task_from_row(r) for r in rows]

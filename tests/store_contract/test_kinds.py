@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tenure.store import Store
 
+from .dialect import RawDB
 from .helpers import LONG_TTL, SHORT_TTL, add, register, wait_past
 
 
@@ -57,6 +58,25 @@ async def test_cluster_view_counts_enabled_tasks_per_kind(store: Store) -> None:
     view = await store.cluster_view()
     assert view.enabled_by_kind == {"dispatch": 2, "billing": 1}
     assert view.enabled_tasks == 3
+
+
+async def test_cluster_view_counts_the_tasks_only_when_the_change_counter_moved(store: Store, probe: RawDB) -> None:
+    """Every worker reads the view every poll; the server stores count the enabled tasks
+    only when the change counter (its value and its stamp) differs from the one they last
+    counted at (57 ms at 100,000 tasks on MariaDB, each poll of each worker). A counter
+    at the same number but of another change (a restore, a schema made again) counts."""
+    for key in ("a", "b", "c"):
+        await add(store, "dispatch", key)
+    assert (await store.cluster_view()).enabled_tasks == 3
+    # Behind the store's back, without a change: a store that keeps its count still says 3.
+    key = "`key`" if probe.dialect == "mysql" else "key"
+    probe.query(f"DELETE FROM tenure_tasks WHERE kind = 'dispatch' AND {key} = 'a'")
+    kept = (await store.cluster_view()).enabled_tasks
+    assert kept == (2 if probe.dialect == "sqlite" else 3)
+    # The same number, another stamp: counted again.
+    stamp = {"postgresql": "value = value", "mysql": "stamp = 'restored'", "sqlite": "value = value"}
+    probe.query(f"UPDATE tenure_counters SET {stamp[probe.dialect]} WHERE name = 'changes'")
+    assert (await store.cluster_view()).enabled_tasks == 2
 
 
 async def test_cluster_view_leaves_out_the_kinds_of_expired_and_draining_workers(store: Store) -> None:

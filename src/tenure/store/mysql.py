@@ -133,7 +133,7 @@ from tenure.errors import (
     WorkerIdInUse,
 )
 from tenure.inputs import quote
-from tenure.models import Claim, Lease, Run, SlotDone, WorkerLoad
+from tenure.models import Claim, ClusterView, Lease, Run, SlotDone, WorkerLoad
 from tenure.store.fence import Fence, FencedSession, Op
 from tenure.store.liveness import (
     POOLING_HINT,
@@ -147,6 +147,7 @@ from tenure.store.liveness import (
 )
 from tenure.store.rows import (
     TASK_COLUMNS,
+    CountedTasks,
     done_before,
     encode_worker_kinds,
     load_params,
@@ -624,6 +625,8 @@ class MySQLStore(SQLStore[_Session]):
         self.supports_listen = self._options.liveness == "session"
         #: The server refused a KILL QUERY of a wait: workers rely on polling.
         self._kill_refused = False
+        #: The enabled tasks' counts of the last cluster view that counted them.
+        self._counted = CountedTasks()
 
     @property
     def display_url(self) -> str:
@@ -1061,6 +1064,17 @@ class MySQLStore(SQLStore[_Session]):
             return [Claim(task=t, done_before=done_before(t)) for t in tasks]
 
         return await self._write(go, what="claiming tasks")
+
+    async def cluster_view(self) -> ClusterView:
+        # The counts change only with the change counter: the query counts only when the
+        # counter (value, and the stamp each change sets, schema version 9) differs from
+        # the last one counted here, and this store keeps the counts (CountedTasks).
+        args = self._counted.args()
+
+        async def go(s: _Session) -> list[Any]:
+            return await s.all(self.q["cluster_view"], args)
+
+        return self._counted.view(await self._read(go, what="reading the cluster view"))
 
     # -- fencing --------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ from tenure.store.liveness import (
     postgresql_key,
     stopped,
 )
-from tenure.store.rows import TASK_COLUMNS, cluster_view_from_rows, done_before, merged_slots, task_from_row
+from tenure.store.rows import TASK_COLUMNS, CountedTasks, done_before, merged_slots, task_from_row
 from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.sync import batches, desired_columns, task_size
@@ -328,9 +328,8 @@ class PostgreSQLStore(SQLStore[_Session]):
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lease_pool: AsyncConnectionPool[Conn] | None = None
         self._liveness: dict[str, Liveness] = {}
-        #: The change counter's value and row version at the last cluster_view that counted
-        #: the enabled tasks, and the rows it counted (see :meth:`cluster_view`).
-        self._counted: tuple[int, str, list[Any]] | None = None
+        #: The enabled tasks' counts of the last cluster view that counted them.
+        self._counted = CountedTasks()
 
     @property
     def display_url(self) -> str:
@@ -540,24 +539,15 @@ class PostgreSQLStore(SQLStore[_Session]):
         return [Claim(task=t, done_before=done_before(t)) for t in tasks]
 
     async def cluster_view(self) -> ClusterView:
-        # Every worker reads this every poll; counting the enabled tasks each time made it
-        # O(tasks) per poll per worker (39-63 ms at 100,000 tasks). The counts change only
-        # with the change counter, so the query counts only when the counter (value and row
-        # version) differs from the last one counted here, and this store keeps the counts.
-        counted = self._counted
-        args = {"changes": None, "stamp": None} if counted is None else {"changes": counted[0], "stamp": counted[1]}
+        # The counts change only with the change counter: the query counts only when the
+        # counter (value, and row version as the stamp) differs from the last one counted
+        # here, and this store keeps the counts (CountedTasks).
+        args = self._counted.args()
 
         async def go(s: _Session) -> list[Any]:
             return await s.all(Q["cluster_view"], args)
 
-        rows = await self._read(go, what="reading the cluster view")
-        head = next(r for r in rows if r[0] == "changes")
-        version = (int(head[2]), str(head[1]))
-        if counted is not None and version == counted[:2]:
-            rows = [*rows, *counted[2]]
-        else:
-            self._counted = (*version, [r for r in rows if r[0] == "kind"])
-        return cluster_view_from_rows(rows)
+        return self._counted.view(await self._read(go, what="reading the cluster view"))
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever tasks are released or changed; runs until cancelled.

@@ -192,6 +192,35 @@ def cluster_view_from_rows(rows: Sequence[Sequence[Any]]) -> ClusterView:
     )
 
 
+class CountedTasks:
+    """The enabled tasks' counts of the last ``cluster_view`` that counted them, with the
+    change counter's version then (its value and a stamp the database gives each change),
+    for a store whose ``cluster_view`` counts only when the version differs from the one
+    passed (:meth:`args`). Every worker reads the view every poll; counting the enabled
+    tasks each time made it O(tasks) per poll per worker (PostgreSQL 39-63 ms, MariaDB
+    57 ms, at 100,000 tasks). A version without a stamp is never taken as counted."""
+
+    def __init__(self) -> None:
+        self._counted: tuple[int, str, list[Sequence[Any]]] | None = None
+
+    def args(self) -> dict[str, Any]:
+        """The version last counted, as the query's ``changes`` and ``stamp``."""
+        counted = self._counted
+        return {"changes": None, "stamp": None} if counted is None else {"changes": counted[0], "stamp": counted[1]}
+
+    def view(self, rows: Sequence[Sequence[Any]]) -> ClusterView:
+        """The view from a ``cluster_view`` query's rows, the counts kept ones if it did not
+        count (the version is the one counted), else kept for the next."""
+        head = next(r for r in rows if r[0] == "changes")
+        stamp = head[1]
+        version = (int(head[2]), str(stamp))
+        counted = self._counted
+        if counted is not None and version == counted[:2]:
+            return cluster_view_from_rows([*rows, *counted[2]])
+        self._counted = None if stamp is None else (*version, [r for r in rows if r[0] == "kind"])
+        return cluster_view_from_rows(rows)
+
+
 _run_fields = fields_reader(Run, "id, kind, key, worker, term, scheduled_at, started_at, ended_at, outcome, error")
 
 

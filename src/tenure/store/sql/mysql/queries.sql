@@ -150,7 +150,10 @@ DELETE t FROM JSON_TABLE(%(keys)s, '$[*]' COLUMNS (`key` VARCHAR(200) PATH '$'))
         ON t.kind = %(kind)s AND t.`key` = d.`key` COLLATE {collation};
 
 -- name: bump_changes
-UPDATE tenure_counters SET value = value + 1 WHERE name = 'changes';
+-- The stamp (schema version 9) tells this change from the one of the same number in
+-- another database (a restore, a schema made again): this session's id and the time.
+UPDATE tenure_counters SET value = value + 1, stamp = CONCAT(CONNECTION_ID(), '@', {stmt_now})
+WHERE name = 'changes';
 
 -- name: worker_is_live
 -- Locks the worker's row (if any) until the registration commits.
@@ -348,14 +351,22 @@ WHERE t.owner = %(worker)s AND t.term = c.term
 ORDER BY t.term;
 
 -- name: cluster_view
--- One statement, so one consistent snapshot: the change counter ('changes'), the
--- enabled tasks of each kind ('kind'), then each live, non-draining worker and the
--- kinds it runs and when it registered ('worker'). A worker whose liveness lock is free
--- is dead, whatever its lease says. (The literal 'kind' names its column `kind` too: an
--- unqualified GROUP BY kind was ambiguous, and the server said so every poll.)
-SELECT 'changes', NULL, value, NULL, NULL FROM tenure_counters WHERE name = 'changes'
+-- One statement, so one consistent snapshot: the change counter ('changes', with its
+-- stamp), the enabled tasks of each kind ('kind'), then each live, non-draining worker and
+-- the kinds it runs and when it registered ('worker'). A worker whose liveness lock is
+-- free is dead, whatever its lease says. (The literal 'kind' names its column `kind` too:
+-- an unqualified GROUP BY kind was ambiguous, and the server said so every poll.)
+-- Every change to which tasks exist or are enabled bumps the counter, so the counts are
+-- those of the last read while the counter's value and stamp are those the caller passes:
+-- then the tasks are not counted at all (the server reads the counter's row first, as a
+-- constant, and finds the WHERE impossible: 0.9 ms instead of 57 at 100,000 tasks).
+SELECT 'changes', stamp, value, NULL, NULL FROM tenure_counters WHERE name = 'changes'
 UNION ALL
-SELECT 'kind', t.kind, COUNT(*), NULL, NULL FROM tenure_tasks t WHERE t.enabled GROUP BY t.kind
+SELECT 'kind', t.kind, COUNT(*), NULL, NULL FROM tenure_tasks t
+WHERE t.enabled
+  AND NOT EXISTS (SELECT 1 FROM tenure_counters c
+                  WHERE c.name = 'changes' AND c.value = %(changes)s AND c.stamp = %(stamp)s)
+GROUP BY t.kind
 UNION ALL
 SELECT 'worker', id, 0, kinds, started_at FROM tenure_workers WHERE expires_at > {now} AND NOT draining
   AND (liveness IS NULL OR IS_USED_LOCK(liveness) IS NOT NULL);

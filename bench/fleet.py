@@ -1,8 +1,8 @@
-"""Fleet scale (issue 15 item 4): many workers on one PostgreSQL, start, kill, join.
+"""Fleet scale (issue 15 item 4): many workers on one database server, start, kill, join.
 
 ``--workers`` worker processes (default 40) share ``--tasks`` no-op tasks (default
 100,000) every ``--every`` seconds (default 30) on a scratch database of the PostgreSQL
-server ``--store`` names. The phases, one after the other:
+or MySQL/MariaDB server ``--store`` names. The phases, one after the other:
 
 1. **start**: every worker is started at once. Reported: the seconds until every task
    is owned and each worker holds its fair share (N/W, give or take one), from the
@@ -16,9 +16,11 @@ server ``--store`` names. The phases, one after the other:
    recorded ``ok`` in ``tenure_runs``), lag (start minus slot) p50/p99/max,
    coordination (store calls counted inside each worker by ``bench_worker.py
    --stats``: lease renewals, claims, releases, cluster reads…, run records apart;
-   and the database's own count of transactions, ``xact_commit + xact_rollback`` of
-   ``pg_stat_database`` for the scratch database, since ``pg_stat_statements`` is used
-   only if the server preloads it), PostgreSQL CPU (every ``postgres`` process, /proc)
+   and the database's own count of transactions: on PostgreSQL ``xact_commit +
+   xact_rollback`` of ``pg_stat_database`` for the scratch database, since
+   ``pg_stat_statements`` is used only if the server preloads it; on MySQL/MariaDB the
+   server's ``Handler_commit + Handler_rollback``, server-wide), the server's CPU (every
+   ``postgres`` or ``mariadbd``/``mysqld`` process, /proc)
    per second and per worker, the workers' CPU (per run too), the connections the cluster holds, and the time of the
    read each worker makes every poll (it counts the enabled tasks: O(N));
 3. **kill**: ``--kill`` workers (default 10) get SIGKILL at once. Reported: the
@@ -43,7 +45,7 @@ watches another worker's lock), two with ``--watch off`` (the URL option ``watch
 the pool grows to 8 under load: the bench refuses to start more workers than the server's
 free connections allow, and says how many would fit.
 
-    .venv/bin/python bench/fleet.py [--store postgresql://...] [--workers 40] [--tasks 100000]
+    .venv/bin/python bench/fleet.py [--store postgresql://...|mysql://...] [--workers 40] [--tasks 100000]
         [--every 30] [--kill 10] [--join 10] [--window 60] [--watch off]
     .venv/bin/python bench/fleet.py --workers 12 --tasks 20000 --kill 3 --join 3   # smaller
 """
@@ -82,13 +84,16 @@ from common import (
 )
 from coordination import rates
 from failover import first_runs_elsewhere
+from tenure.store.mysql import _Q as MYSQL_QUERIES
 from tenure.store.postgresql import Q as PG_QUERIES
 from throughput import analyse_runs
 
 KIND = "noop"  # bench_worker.py's no-op kind
-#: Connections a worker holds at least on PostgreSQL: its pool's first, and its session
-#: (liveness lock, LISTEN, lease statements).
+#: Connections a worker holds at least: its pool's first, its session (liveness lock,
+#: LISTEN on PostgreSQL, lease statements), and the one that watches another's lock.
 MIN_CONNECTIONS_PER_WORKER = 3
+#: The name :func:`db_server_cpu` gives each dialect's server processes.
+SERVER = {"postgresql": "postgresql", "mysql": "mariadb"}
 FAIR_POLLS_TARGET = 3
 MOVES_TARGET = 1.1
 
@@ -98,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--store",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="PostgreSQL server; a scratch database is made on it and dropped (default %(default)s)",
+        help="PostgreSQL or MySQL/MariaDB server; a scratch database is made on it and dropped (default %(default)s)",
     )
     p.add_argument("--workers", type=int, default=40, help="workers started at once (default %(default)s)")
     p.add_argument("--tasks", type=int, default=100_000, help="no-op tasks (default %(default)s)")
@@ -129,8 +134,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if dialect_of(args.store) != "postgresql":
-        raise SystemExit(f"--store {args.store!r}: the fleet bench runs on PostgreSQL")
+    if dialect_of(args.store) not in SERVER:
+        raise SystemExit(f"--store {args.store!r}: the fleet bench runs on PostgreSQL or MySQL/MariaDB")
+    if args.watch == "off" and dialect_of(args.store) != "postgresql":
+        raise SystemExit("--watch off: watch is a PostgreSQL store's URL option")
     if args.workers < 2 or args.tasks < 1:
         raise SystemExit("--workers must be at least 2 and --tasks at least 1")
     if not 0 <= args.kill < args.workers or args.join < 0:
@@ -144,6 +151,12 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def connection_room(store: BenchStore) -> dict[str, int]:
+    if store.dialect == "mysql":
+        row = store.query(
+            "SELECT @@max_connections, 0,"
+            " (SELECT COUNT(*) FROM information_schema.processlist WHERE command <> 'Daemon')"
+        )[0]
+        return {"max_connections": int(row[0]), "reserved": int(row[1]), "in_use": int(row[2])}
     row = store.query(
         "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
         "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
@@ -153,6 +166,9 @@ def connection_room(store: BenchStore) -> dict[str, int]:
 
 def cluster_connections(store: BenchStore) -> int:
     """Client connections to the scratch database, the bench's own one excluded."""
+    if store.dialect == "mysql":
+        sql = "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        return int(store.query(sql)[0][0])
     row = store.query(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
@@ -160,6 +176,12 @@ def cluster_connections(store: BenchStore) -> int:
 
 
 def xacts(store: BenchStore) -> int:
+    if store.dialect == "mysql":  # server-wide: nothing else runs beside a bench
+        row = store.query(
+            "SELECT SUM(variable_value) FROM information_schema.global_status"
+            " WHERE variable_name IN ('HANDLER_COMMIT', 'HANDLER_ROLLBACK')"
+        )
+        return int(row[0][0])
     # Force fresh figures: PostgreSQL 15 caches statistics for the length of a transaction.
     store.query("SELECT pg_stat_clear_snapshot()")
     row = store.query("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
@@ -167,6 +189,8 @@ def xacts(store: BenchStore) -> int:
 
 
 def statements_view(store: BenchStore) -> bool:
+    if store.dialect == "mysql":
+        return False
     rows = store.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
     if rows:
         return True
@@ -190,7 +214,8 @@ def per_poll_read_ms(store: BenchStore, repeats: int = 10) -> dict[str, float]:
     as the workers make it once their store has counted the tasks at the current change
     counter (``cached``: O(workers)), and when it has to count them (``counting``: O(N),
     after any change to tasks)."""
-    sql = PG_QUERIES["cluster_view"].replace("%(changes)s", "?").replace("%(stamp)s", "?")
+    queries = PG_QUERIES if store.dialect == "postgresql" else MYSQL_QUERIES[mysql_flavor(store)]
+    sql = queries["cluster_view"].replace("%(changes)s", "?").replace("%(stamp)s", "?")
     head = next(r for r in store.query(sql, (None, None)) if r[0] == "changes")
     out = {}
     for name, args in (("cached", (head[2], head[1])), ("counting", (None, None))):
@@ -203,9 +228,16 @@ def per_poll_read_ms(store: BenchStore, repeats: int = 10) -> dict[str, float]:
     return out
 
 
+def mysql_flavor(store: BenchStore) -> str:
+    return "mariadb" if "mariadb" in str(store.query("SELECT VERSION()")[0][0]).lower() else "mysql"
+
+
 def terms_issued(store: BenchStore) -> int:
     """Terms handed out so far: every claim takes the next value of ``tenure_term_seq``
-    (its only use), so the growth between two readings counts the changes of owner."""
+    (PostgreSQL) or of the ``term`` counter (MySQL/MariaDB), its only use, so the growth
+    between two readings counts the changes of owner."""
+    if store.dialect == "mysql":
+        return int(store.query("SELECT value FROM tenure_counters WHERE name = 'term'")[0][0])
     last, called = store.query("SELECT last_value, is_called FROM tenure_term_seq")[0]
     return int(last) if called else 0
 
@@ -275,8 +307,8 @@ def watch(
     With ``timeline``, append one sample per reading: seconds since the watch began,
     workers registered, tasks unowned, fewest and most tasks a registered worker holds,
     terms handed out so far (claims), and the CPU seconds spent since the watch began by
-    PostgreSQL (every ``postgres`` process) and by the worker processes ``pids``."""
-    cpu0 = _cpu(pids)
+    the database server and by the worker processes ``pids``."""
+    cpu0 = _cpu(store, pids)
     t0 = time.monotonic()
     peak = 0
     while time.monotonic() - t0 < timeout:
@@ -286,7 +318,7 @@ def watch(
         if timeline is not None:
             ids = [str(r[0]) for r in store.query("SELECT id FROM tenure_workers")]
             held = [counts.get(i, 0) for i in ids] or [0]
-            pg, workers = (now - then for now, then in zip(_cpu(pids), cpu0, strict=True))
+            pg, workers = (now - then for now, then in zip(_cpu(store, pids), cpu0, strict=True))
             timeline.append(
                 [round(time.monotonic() - t0, 2), len(ids), counts.get(None, 0), min(held), max(held),
                  terms_issued(store), round(pg, 2), round(workers, 2)]
@@ -297,9 +329,9 @@ def watch(
     return None, peak
 
 
-def _cpu(pids: Sequence[int]) -> tuple[float, float]:
-    """CPU seconds so far of PostgreSQL's processes, and of the processes ``pids``."""
-    pg = sum(cpu for server, cpu in db_server_cpu().values() if server == "postgresql")
+def _cpu(store: BenchStore, pids: Sequence[int]) -> tuple[float, float]:
+    """CPU seconds so far of the database server's processes, and of the processes ``pids``."""
+    pg = sum(cpu for server, cpu in db_server_cpu().values() if server == SERVER[store.dialect])
     own = 0.0
     for pid in pids:
         with contextlib.suppress(OSError, ValueError):
@@ -371,7 +403,7 @@ def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> 
     runs = analyse_runs(store, args.tasks, args.every, t0, t1, kind=KIND)
     counted = rates(s0, s1)
     span = t1 - t0
-    pg_cpu = db_cpu_delta(c0, c1).get("postgresql", 0.0)
+    pg_cpu = db_cpu_delta(c0, c1).get(SERVER[store.dialect], 0.0)
     coord = counted["coordination_writes_per_s"] + counted["coordination_reads_per_s"]
     return {
         "window_s": round(span, 2),
@@ -394,9 +426,9 @@ def steady(args: argparse.Namespace, cluster: Cluster, use_statements: bool) -> 
         "workers_cpu_us_per_run": round(1e6 * sum(w1[i] - w0[i] for i in w1) / (runs["executions_per_s"] * span), 1)
         if runs["executions_per_s"]
         else None,
-        "postgresql_cpu_s": round(pg_cpu, 3),
-        "postgresql_cpu_pct": round(100 * pg_cpu / span, 1),
-        "postgresql_cpu_ms_per_worker_per_s": round(1000 * pg_cpu / span / len(live), 2),
+        "db_cpu_s": round(pg_cpu, 3),
+        "db_cpu_pct": round(100 * pg_cpu / span, 1),
+        "db_cpu_ms_per_worker_per_s": round(1000 * pg_cpu / span / len(live), 2),
         "cluster_connections": conns,
         "per_poll_read_ms": poll_read_ms,
         "load_average_at_end": load,
@@ -497,8 +529,13 @@ def run(args: argparse.Namespace) -> BenchResult:
                 f"run at most --workers {fits}, or raise max_connections"
             )
         use_statements = statements_view(store)
+        results["db_server"] = SERVER[store.dialect]
         results["statements_counted_by"] = (
-            "pg_stat_statements (calls)" if use_statements else "pg_stat_database (xact_commit + xact_rollback)"
+            "pg_stat_statements (calls)"
+            if use_statements
+            else "pg_stat_database (xact_commit + xact_rollback)"
+            if store.dialect == "postgresql"
+            else "global_status (Handler_commit + Handler_rollback, server-wide)"
         )
         print(f"[fleet] installing {args.tasks:,} tasks", file=sys.stderr, flush=True)
         results["install_s"] = round(asyncio.run(_install(store.url, args.tasks, args.every)), 3)
@@ -538,7 +575,7 @@ def run(args: argparse.Namespace) -> BenchResult:
                         "least_held",
                         "most_held",
                         "terms",
-                        "postgresql_cpu_s",
+                        "db_cpu_s",
                         "workers_cpu_s",
                     ],
                     "samples": timeline,
@@ -568,7 +605,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 def table_of(r: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = [
         ["phase", "workers", "seconds", "moved / minimum", "delivered %", "lag p99 ms",
-         "coord calls/s (per worker)", "db xacts/s", "PG CPU %", "PG ms/worker/s", "workers CPU %", "conns"]
+         "coord calls/s (per worker)", "db xacts/s", "DB CPU %", "DB ms/worker/s", "workers CPU %", "conns"]
     ]  # fmt: skip
     s = r["start"]
     rows.append(["start (to fair share)", r["workers"], s["fair_share_from_spawn_s"],
@@ -579,8 +616,8 @@ def table_of(r: dict[str, Any]) -> list[list[Any]]:
             w = r[name]
             rows.append([name, w["workers"], w["window_s"], None, w["delivered_pct"], w["lag_ms"]["p99"],
                          f"{w['coordination_calls_per_s']} ({w['coordination_calls_per_worker_per_s']})",
-                         w["db_transactions_per_s"], w["postgresql_cpu_pct"],
-                         w["postgresql_cpu_ms_per_worker_per_s"], w["workers_cpu_pct"],
+                         w["db_transactions_per_s"], w["db_cpu_pct"],
+                         w["db_cpu_ms_per_worker_per_s"], w["workers_cpu_pct"],
                          w["cluster_connections"]])  # fmt: skip
         if name == "steady" and "kill" in r:
             k = r["kill"]

@@ -356,8 +356,8 @@ class Store(Protocol):
         ``start`` is a hint of where to begin among the free tasks (in key order, wrapping
         around to the first): workers claiming together pass different ones so that each
         takes its own stretch instead of all passing over the rows the others hold. Which
-        tasks are claimed is never promised; PostgreSQL follows the hint, SQLite (one
-        writer at a time) and MySQL/MariaDB ignore it.
+        tasks are claimed is never promised; PostgreSQL and MySQL/MariaDB follow the hint,
+        SQLite (one writer at a time) ignores it.
         """
         ...
 

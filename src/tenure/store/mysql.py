@@ -1036,10 +1036,17 @@ class MySQLStore(SQLStore[_Session]):
                     # now, as a release does (this claimer may have been woken alone).
                     await s.notify()
             args = {"worker": worker_id, "kinds": tuple(kinds), "limit": int(limit), "dead": len(dead)}
-            # Free tasks, and those of owners that are gone: each walk of the owner index
-            # reads only what it takes (schema version 9). The first `limit` of both by key
-            # are claimed, as on PostgreSQL; the rest stay locked until the commit.
+            # Free tasks, from this claimer's place on, then those of owners that are gone:
+            # each walk of the owner index reads only what it takes (schema version 9).
+            # The first `limit` of both by key are claimed, as on PostgreSQL; the rest stay
+            # locked until the commit.
+            place = None
+            if start > 0:
+                place = await s.one(q["claim_place"], {"kinds": tuple(kinds), "start": int(start)})
+            args["place_kind"], args["place_key"] = place or ("", "")
             candidates = await s.all(q["claim_free"], args)
+            if place is not None and len(candidates) < limit:
+                candidates += await s.all(q["claim_free_before"], {**args, "limit": int(limit) - len(candidates)})
             lapsed = tuple(r[0] for r in await s.all(q["lapsed_owners"], {"dead": len(dead)}))
             if lapsed:
                 candidates += await s.all(q["claim_lapsed"], {**args, "owners": lapsed})

@@ -265,18 +265,41 @@ WHERE w.expires_at < {now} - %(older_than)s
 -- name: reap_workers
 DELETE FROM tenure_workers WHERE id IN %(ids)s AND expires_at < {now} - %(older_than)s;
 
+-- name: claim_place
+-- The free task `start` places in (schema version 9's owner index, its NULL range, in key
+-- order), where this claim's walk of the free tasks begins: workers that claim together
+-- each pass a different `start` (their rank times their share), so each takes its own
+-- stretch of keys instead of all walking from the first key over the rows the others
+-- have just locked. An index-only read that locks nothing. No row: fewer free tasks than
+-- that, and the walk begins at the first.
+SELECT t.kind, t.`key` FROM tenure_tasks t FORCE INDEX (tenure_tasks_owner_key)
+WHERE t.owner IS NULL AND t.enabled = TRUE AND t.kind IN %(kinds)s
+LIMIT 1 OFFSET %(start)s;
+
 -- name: claim_free
--- Locks up to `limit` tasks with no owner, walking the owner index's NULL range (schema
--- version 9) of the claim's kinds in key order, forced, rather than by ORDER BY: with
--- ORDER BY … LIMIT … SKIP LOCKED, MariaDB 10.11 held every free row, not only those it
--- returned, and a second claim at the same moment (two workers woken by one release, or
--- polling together) got none. SKIP LOCKED passes over rows that a fenced transaction (or
--- another claim) holds, so a claim never waits behind a commit in progress. Under READ
--- COMMITTED a locking read sees the latest committed row, and InnoDB unlocks the rows it
--- examined that did not match; the subquery on tenure_workers takes no lock.
+-- Locks up to `limit` tasks with no owner from the place (kind, key) on, walking the owner
+-- index's NULL range (schema version 9) of the claim's kinds in key order, forced, rather
+-- than by ORDER BY: with ORDER BY … LIMIT … SKIP LOCKED, MariaDB 10.11 held every free
+-- row, not only those it returned, and a second claim at the same moment (two workers
+-- woken by one release, or polling together) got none. SKIP LOCKED passes over rows that
+-- a fenced transaction (or another claim) holds, so a claim never waits behind a commit
+-- in progress. Under READ COMMITTED a locking read sees the latest committed row, and
+-- InnoDB unlocks the rows it examined that did not match; the subquery on tenure_workers
+-- takes no lock.
 SELECT t.kind, t.`key`, 0, NULL
 FROM tenure_tasks t FORCE INDEX (tenure_tasks_owner_key)
 WHERE t.owner IS NULL AND t.enabled = TRUE AND t.kind IN %(kinds)s
+  AND (t.kind > %(place_kind)s OR (t.kind = %(place_kind)s AND t.`key` >= %(place_key)s))
+  AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_free_before
+-- Then, if that left room, the free tasks before the place, as claim_free.
+SELECT t.kind, t.`key`, 0, NULL
+FROM tenure_tasks t FORCE INDEX (tenure_tasks_owner_key)
+WHERE t.owner IS NULL AND t.enabled = TRUE AND t.kind IN %(kinds)s
+  AND (t.kind < %(place_kind)s OR (t.kind = %(place_kind)s AND t.`key` < %(place_key)s))
   AND EXISTS (SELECT 1 FROM tenure_workers me WHERE me.id = %(worker)s AND me.expires_at > {now})
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;

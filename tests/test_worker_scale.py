@@ -69,6 +69,34 @@ async def apps_with_ticks(
     return app, admin, runs
 
 
+def fast(worker_id: str) -> tenure.Settings:
+    return tenure.Settings(worker_id=worker_id, lease_ttl=10.0, heartbeat=1.0, poll=0.5, trust_margin=1.0)
+
+
+@contextlib.asynccontextmanager
+async def handed_half(app: tenure.App, admin: tenure.App, tasks: int) -> AsyncIterator[None]:
+    """``app``'s worker w1 claims all ``tasks``, then a second worker w2 joins; the block
+    runs once w2 holds its half (both workers still running)."""
+    second = tenure.App(str(app.store_url))
+    second.task("tick", every=3600.0)(lambda ctx: None)
+
+    async def w1_holds_all() -> bool:
+        return len(await admin.list_tasks(owner="w1")) == tasks
+
+    async def shared_fairly() -> bool:
+        return len(await admin.list_tasks(owner="w2")) == tasks // 2
+
+    async with worker_of(app, admin, fast("w1")) as w1:
+        await until(w1, w1_holds_all, "w1 did not claim every task")
+        await second.open()
+        try:
+            async with worker_in_loop(second, fast("w2")) as w2:
+                await until(w2, shared_fairly, "w2 did not get its share")
+                yield
+        finally:
+            await second.close()
+
+
 async def test_a_worker_claims_thousands_of_tasks_in_chunks_within_a_few_polls(tmp_path: Path) -> None:
     app, admin, _ = await apps_with_ticks(tmp_path, [f"k{i:05d}" for i in range(TASKS)], every=3600.0)
 
@@ -122,27 +150,9 @@ async def test_a_worker_handing_over_hundreds_of_tasks_says_so_in_a_line_a_round
     """Releasing surplus tasks to a newcomer logs one INFO line per release (each task at
     DEBUG), as claiming does: a handover of thousands of tasks wrote thousands of lines."""
     app, admin, _ = await apps_with_ticks(tmp_path, [f"k{i:04d}" for i in range(1000)], every=3600.0)
-    second = tenure.App(str(app.store_url))
-    second.task("tick", every=3600.0)(lambda ctx: None)
-
-    def fast(worker_id: str) -> tenure.Settings:
-        return tenure.Settings(worker_id=worker_id, lease_ttl=10.0, heartbeat=1.0, poll=0.5, trust_margin=1.0)
-
-    async def w1_holds_all() -> bool:
-        return len(await admin.list_tasks(owner="w1")) == 1000
-
-    async def shared_fairly() -> bool:
-        return len(await admin.list_tasks(owner="w2")) == 500
-
     caplog.set_level(logging.INFO, logger="tenure.worker")
-    async with worker_of(app, admin, fast("w1")) as w1:
-        await until(w1, w1_holds_all, "w1 did not claim every task")
-        await second.open()
-        try:
-            async with worker_in_loop(second, fast("w2")) as w2:
-                await until(w2, shared_fairly, "w2 did not get its share")
-        finally:
-            await second.close()
+    async with handed_half(app, admin, 1000):
+        pass
     releases = [
         r
         for r in caplog.records
@@ -162,8 +172,6 @@ async def test_a_worker_handing_over_thousands_of_tasks_releases_them_a_chunk_a_
     newcomer ends with its fair share, the releaser with the rest."""
     tasks = 2 * RELEASE_CHUNK + 500
     app, admin, _ = await apps_with_ticks(tmp_path, [f"k{i:05d}" for i in range(tasks)], every=3600.0)
-    second = tenure.App(str(app.store_url))
-    second.task("tick", every=3600.0)(lambda ctx: None)
     sizes: list[int] = []
     release_tasks = app.store.release_tasks
 
@@ -173,25 +181,9 @@ async def test_a_worker_handing_over_thousands_of_tasks_releases_them_a_chunk_a_
 
     monkeypatch.setattr(app.store, "release_tasks", counted)
 
-    def fast(worker_id: str) -> tenure.Settings:
-        return tenure.Settings(worker_id=worker_id, lease_ttl=10.0, heartbeat=1.0, poll=0.5, trust_margin=1.0)
-
-    async def w1_holds_all() -> bool:
-        return len(await admin.list_tasks(owner="w1")) == tasks
-
-    async def shared_fairly() -> bool:
-        return len(await admin.list_tasks(owner="w2")) == tasks // 2
-
-    async with worker_of(app, admin, fast("w1")) as w1:
-        await until(w1, w1_holds_all, "w1 did not claim every task")
-        await second.open()
-        try:
-            async with worker_in_loop(second, fast("w2")) as w2:
-                await until(w2, shared_fairly, "w2 did not get its share")
-                assert len(await admin.list_tasks(owner="w1")) == tasks - tasks // 2
-                handed = list(sizes)
-        finally:
-            await second.close()
+    async with handed_half(app, admin, tasks):
+        assert len(await admin.list_tasks(owner="w1")) == tasks - tasks // 2
+        handed = list(sizes)
     assert sum(handed) == tasks // 2, handed
     assert max(handed) <= RELEASE_CHUNK, handed
     assert len(handed) >= 2, handed

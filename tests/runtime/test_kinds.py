@@ -33,6 +33,7 @@ class OwnershipWatch:
         self.samples = 0
         self.report_owners: set[str] = set()
         self.violations: list[str] = []
+        self._sampled = asyncio.Event()
 
     async def run(self) -> None:
         while True:
@@ -47,14 +48,15 @@ class OwnershipWatch:
                 if "report" not in kinds.get(t.owner, ()):
                     self.violations.append(f"{t.key} owned by {t.owner}, which runs {kinds.get(t.owner)}")
             self.samples += 1
+            self._sampled.set()
             await asyncio.sleep(0.02)
 
     async def one_more_sample(self) -> None:
         """Wait for a whole sample that began after this call: the one in flight may have
         read the tasks before what the caller just saw."""
-        seen = self.samples
-        while self.samples < seen + 2:
-            await asyncio.sleep(0.005)
+        for _ in range(2):  # the end of the one in flight, then the end of the next
+            self._sampled.clear()
+            await self._sampled.wait()
 
 
 async def shared(cluster: Cluster, kind: str, runners: list[str]) -> dict[str, int] | None:

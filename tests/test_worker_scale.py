@@ -187,3 +187,35 @@ async def test_a_worker_handing_over_thousands_of_tasks_releases_them_a_chunk_a_
     assert sum(handed) == tasks // 2, handed
     assert max(handed) <= RELEASE_CHUNK, handed
     assert len(handed) >= 2, handed
+
+
+async def test_a_release_that_fails_part_way_says_what_it_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When a later chunk of a release fails, the chunks before it are released and gone
+    from the worker: its line says so (it said nothing before), and the next poll hands
+    over the rest."""
+    tasks = 2 * RELEASE_CHUNK + 500
+    app, admin, _ = await apps_with_ticks(tmp_path, [f"k{i:05d}" for i in range(tasks)], every=3600.0)
+    caplog.set_level(logging.INFO, logger="tenure.worker")
+    calls: list[int] = []
+    release_tasks = app.store.release_tasks
+
+    async def second_fails_once(worker_id: str, slots: Any) -> int:
+        calls.append(len(slots))
+        if len(calls) == 2:
+            raise tenure.StoreUnavailable("the database went away (a test)")
+        return await release_tasks(worker_id, slots)
+
+    monkeypatch.setattr(app.store, "release_tasks", second_fails_once)
+
+    async with handed_half(app, admin, tasks):
+        assert len(await admin.list_tasks(owner="w1")) == tasks - tasks // 2
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and getattr(r, "worker", None) == "w1" and r.getMessage().startswith("released ")
+    ]
+    first = tasks // 2 - RELEASE_CHUNK
+    assert lines[0].startswith(f"released {RELEASE_CHUNK} tasks ({RELEASE_CHUNK} tick), {first} kept"), lines
+    assert calls[:2] == [RELEASE_CHUNK, first], calls

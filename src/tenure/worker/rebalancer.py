@@ -424,35 +424,42 @@ class Rebalancer(Part):
             ot.disarm()
             ot.handover = True
         debug = log.isEnabledFor(logging.DEBUG)
-        for start in range(0, len(tasks), RELEASE_CHUNK):
-            chunk = tasks[start : start + RELEASE_CHUNK]
-            try:
-                await self.store.release_tasks(self.id, [self._recorder.slot_done(ot) for ot in chunk])
-            except BaseException:
-                for ot, was in zip(tasks[start:], handover[start:], strict=True):
-                    ot.handover = was
-                    if self._owned.get(ot.id) is ot:
-                        self._timers.arm(ot)
-                raise
-            for i, ot in enumerate(chunk):
-                if i and i % YIELD_EVERY == 0:
-                    # Dropping records the slots a task waited for or passed (~15 µs each):
-                    # an overloaded worker handing 5,000 tasks to a newcomer held its loop
-                    # 65 ms in one pass.
-                    await asyncio.sleep(0)
-                self.drop(ot)
-                if debug:
-                    self._log(logging.DEBUG, "released", task=ot)
-        # One line at INFO (each task's own at DEBUG), as for claims: a worker handing over
-        # thousands of tasks wrote thousands of lines.
-        kinds = Counter(ot.task.kind for ot in tasks)
-        self._log(
-            logging.INFO,
-            "released %d tasks (%s); %d held",
-            len(tasks),
-            ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
-            len(self._owned),
-        )
+        released = 0
+        try:
+            for start in range(0, len(tasks), RELEASE_CHUNK):
+                chunk = tasks[start : start + RELEASE_CHUNK]
+                try:
+                    await self.store.release_tasks(self.id, [self._recorder.slot_done(ot) for ot in chunk])
+                except BaseException:
+                    for ot, was in zip(tasks[start:], handover[start:], strict=True):
+                        ot.handover = was
+                        if self._owned.get(ot.id) is ot:
+                            self._timers.arm(ot)
+                    raise
+                released += len(chunk)
+                for i, ot in enumerate(chunk):
+                    if i and i % YIELD_EVERY == 0:
+                        # Dropping records the slots a task waited for or passed (~15 µs
+                        # each): an overloaded worker handing 5,000 tasks to a newcomer held
+                        # its loop 65 ms in one pass.
+                        await asyncio.sleep(0)
+                    self.drop(ot)
+                    if debug:
+                        self._log(logging.DEBUG, "released", task=ot)
+        finally:
+            # One line at INFO (each task's own at DEBUG), as for claims: a worker handing
+            # over thousands of tasks wrote thousands of lines. Also when a later statement
+            # failed: the chunks before it are released and gone from here.
+            if released:
+                kinds = Counter(ot.task.kind for ot in tasks[:released])
+                self._log(
+                    logging.INFO,
+                    "released %d tasks (%s)%s; %d held",
+                    released,
+                    ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
+                    "" if released == len(tasks) else f", {len(tasks) - released} kept: the next release failed",
+                    len(self._owned),
+                )
 
     def drop(self, ot: OwnedTask) -> None:
         """Forget a task locally. A run in progress finishes; its commit is refused by the

@@ -25,6 +25,11 @@ class Context:
     - ``token``: the task's current term, its fencing token. Hand it to any other system
       the handler writes to, so that system can refuse writes from an older term.
     - ``scheduled_at``: the slot this run is for (epoch seconds, database clock).
+    - ``worker_id``: the worker running it.
+
+    ``kind``, ``key``, ``token``, ``scheduled_at`` and ``worker_id`` are read-only: a fenced
+    commit records the run's slot as the task's last, and a handler that moved it ("postpone
+    myself" by an hour) stopped its task on every worker until that hour had passed.
     - ``cancelled``: set when the run must stop (lease lost, timeout, worker stopping);
       a sync handler can poll ``is_cancelled``.
     - ``deadline``: when the run's timeout ends, in :func:`time.monotonic` seconds (None:
@@ -45,12 +50,12 @@ class Context:
         lease_trusted: Callable[[], bool] = lambda: True,
         deadline: float | None = None,
     ) -> None:
-        self.kind = kind
-        self.key = key
+        self._kind = kind
+        self._key = key
         self.params = params
-        self.token = token
-        self.scheduled_at = scheduled_at
-        self.worker_id = worker_id
+        self._token = token
+        self._scheduled_at = scheduled_at
+        self._worker_id = worker_id
         self._store = store
         self._lease_trusted = lease_trusted
         self._deadline = deadline
@@ -60,6 +65,7 @@ class Context:
         # Made on first use: most handlers never wait on it, and a run's start is hot.
         self._cancelled: asyncio.Event | None = None
         self._stopped = False  # a plain bool: reads and writes are atomic across threads
+        self._ended = False
         self._loop = asyncio.get_running_loop()
         #: A fenced commit of this run was accepted, and with it the database recorded
         #: ``scheduled_at`` as the task's last slot: the worker need not write it again.
@@ -67,6 +73,26 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.kind}/{self.key} term={self.token} worker={self.worker_id}>"
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def token(self) -> int:
+        return self._token
+
+    @property
+    def scheduled_at(self) -> float:
+        return self._scheduled_at
+
+    @property
+    def worker_id(self) -> str:
+        return self._worker_id
 
     @property
     def dialect(self) -> str:
@@ -99,9 +125,25 @@ class Context:
         self._stopped = True
         if self._cancelled is not None:
             self._cancelled.set()
-        reason = (
+        self._abort_open(
             f"run of {self.kind}/{self.key} at term {self.token} was cancelled; its fenced transaction was rolled back"
         )
+
+    def end(self) -> None:
+        """The run has ended (called by the worker, on its event loop): nothing of it may
+        commit any more. A handler may leave work behind (a task it started, a thread, this
+        context kept in a global); its fenced blocks are refused from now on, and one still
+        open is rolled back, as at a cancellation: it would commit under the task's next
+        run, and on SQLite hold the store's only write lock meanwhile. (``is_cancelled``
+        stays as it was: the run was not cancelled.)"""
+        self._ended = True
+        if self._open and not self._stopped:  # if cancelled, they were rolled back then
+            self._abort_open(
+                f"run of {self.kind}/{self.key} at term {self.token} had ended; "
+                "its fenced transaction, still open, was rolled back"
+            )
+
+    def _abort_open(self, reason: str) -> None:
         for tx in self._open:
             # A task of the run's own (it outlives this synchronous call, not the run: the
             # block's end waits for it); kept here so that it is not collected midway.
@@ -116,6 +158,8 @@ class Context:
 
     def _refusal(self) -> str | None:
         """Why this run may not commit now, or None."""
+        if self._ended:
+            return f"run of {self.kind}/{self.key} at term {self.token} has ended; not committing"
         if self.is_cancelled:
             # A run past its timeout (a sync handler's thread cannot be killed) or stopped
             # by its worker is over: the task may already be running again.

@@ -393,6 +393,28 @@ class WorkerInfo:
     load: WorkerLoad | None = None
 
 
+#: Most characters of a run's error kept in its record (and logged): a handler's exception
+#: may carry megabytes (a response body), more than MySQL/MariaDB's packet limit.
+RUN_ERROR_LIMIT = 8_000
+
+
+def storable_error(text: str) -> str:
+    """A run's error text as every store can keep it: at most :data:`RUN_ERROR_LIMIT`
+    characters, no NUL (PostgreSQL's text refuses it), and encodable as UTF-8 (a lone
+    surrogate, from a file name that is not UTF-8, is escaped). A handler's exception is
+    not ours to trust: one record the store refused stopped the worker's recorder, or sat
+    in every batch after it, so that no run record was saved any more."""
+    if len(text) > RUN_ERROR_LIMIT:
+        text = f"{text[:RUN_ERROR_LIMIT]}… ({len(text) - RUN_ERROR_LIMIT:,} more characters cut)"
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
     """One execution of a task. Times are on the database's clock (as the worker estimates it)."""

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tenure.models import Outcome, Run, SlotDone
+from tenure.models import RUN_ERROR_LIMIT, Outcome, Run, SlotDone, storable_error
 from tenure.store import Store, dialect_of
 
 from .dialect import raw_db
@@ -245,3 +245,29 @@ async def test_slot_updates_stay_on_their_page(store: Store, store_url: str) -> 
     raw.close()
     # The first rounds settle the rows on pages with room for them; then none moves.
     assert moved[-4:] == [0, 0, 0, 0], f"rows moved to another page, round by round: {moved}"
+
+
+async def test_every_store_keeps_any_error_text_once_made_storable(store: Store) -> None:
+    """A handler's exception is not ours to trust: a lone surrogate (a file name that is
+    not UTF-8), a NUL and megabytes each made a store refuse the whole batch of run records
+    (SQLite and PostgreSQL raised on the surrogate, PostgreSQL on the NUL, MariaDB past its
+    packet limit). ``storable_error`` is what the worker records instead, on every store."""
+    now = await store.now()
+    texts = {
+        "surrogate": "OSError: cannot open " + b"caf\xe9.csv".decode("utf-8", "surrogateescape"),
+        "nul": "ValueError: a\x00b",
+        "huge": "RuntimeError: " + "x" * 20_000_000,
+    }
+    runs = [
+        _run("dispatch", key, "w1", Outcome.ERROR, now - i, error=storable_error(t))
+        for i, (key, t) in enumerate(texts.items())
+    ]
+    await store.record_runs(runs, [])
+    kept = {r.key: r.error for r in await store.list_runs(kind="dispatch")}
+    assert kept["surrogate"] == "OSError: cannot open caf\\udce9.csv"
+    assert kept["nul"] == "ValueError: a\\x00b"
+    huge = kept["huge"]
+    assert huge is not None
+    assert len(huge) < RUN_ERROR_LIMIT + 100
+    assert huge.startswith("RuntimeError: xxx")
+    assert huge.endswith("more characters cut)"), huge[-60:]

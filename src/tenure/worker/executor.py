@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tenure import metrics, tracing
 from tenure.context import Context
 from tenure.errors import LeaseLost
-from tenure.models import Outcome
+from tenure.models import Outcome, storable_error
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import YIELD_EVERY, OwnedTask, Part, Shared
@@ -327,11 +327,23 @@ class RunExecutor(Part):
                 outcome, error = (self._cancelled_as.get(me) if me is not None else None) or self._why_cancelled()
         except Exception as exc:
             outcome, error = Outcome.ERROR, self._error(ot, exc)
+        except BaseException as exc:
+            # SystemExit (sys.exit() in a handler), KeyboardInterrupt, GeneratorExit, a
+            # BaseException of the app's own: only handler code raises these here (the
+            # worker handles its signals itself). Let through, they ended the whole worker
+            # process, and each worker that took the task over in turn.
+            outcome, error = Outcome.ERROR, self._error(ot, exc)
         finally:
-            if ot.cancelled_because is not None and outcome is not Outcome.CANCELLED and outcome is not Outcome.OK:
-                # A handler that carried on after its cancellation and failed (its commit
-                # refused, say) was still cancelled on request.
-                outcome, error = Outcome.CANCELLED, f"cancelled: {ot.cancelled_because}; then {error}"
+            asked = self._asked_to_stop(ot)
+            if asked is not None and outcome is not asked[0] and outcome is not Outcome.CANCELLED:
+                # The handler caught its cancellation (its timeout, an operator's cancel)
+                # and returned, or failed afterwards (its commit refused, say): it was still
+                # stopped as asked, not "ok" and not a lost lease.
+                outcome, error = (
+                    asked[0],
+                    asked[1] + ("; the handler caught it and returned" if error is None else f"; then {error}"),
+                )
+            ctx.end()
             ot.running = None
             ot.deadline = None
             ot.ctx = None
@@ -355,6 +367,12 @@ class RunExecutor(Part):
             slot_recorded=ctx.slot_recorded,
         )
 
+    def _asked_to_stop(self, ot: OwnedTask) -> tuple[Outcome, str] | None:
+        """How the run in progress of ``ot`` was asked to stop, if it was."""
+        if ot.cancelled_because is not None:
+            return Outcome.CANCELLED, f"cancelled: {ot.cancelled_because}"
+        return self._cancelled_as.get(ot.running) if ot.running is not None else None
+
     def _timed_out(self, ot: OwnedTask, timeout: float) -> None:
         """The deadline of the run in progress of ``ot`` has come: cancel it as timed out."""
         run = ot.running
@@ -377,7 +395,7 @@ class RunExecutor(Part):
         return Outcome.CANCELLED, "cancelled"
 
     def _error(self, ot: OwnedTask, exc: BaseException) -> str:
-        error = "".join(traceback.format_exception_only(exc)).strip()
+        error = storable_error("".join(traceback.format_exception_only(exc)).strip())
         self._log(logging.ERROR, "handler raised: %s", error, task=ot)
         return error
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from tenure import metrics
 from tenure.errors import StoreError
-from tenure.models import Outcome, Run, SlotDone, Task
+from tenure.models import Outcome, Run, SlotDone, Task, storable_error
 from tenure.schedule import Unreadable, latest_slot
 from tenure.worker.lifecycle import WorkerState
 from tenure.worker.owned import OwnedTask, Part, Shared, TaskId
@@ -148,7 +148,7 @@ class RunRecorder(Part):
             started_at=started,
             ended_at=ended,
             outcome=outcome,
-            error=error,
+            error=None if error is None else storable_error(error),
         )
         if not ran:
             self._streaks[ot.id] = _Streak(first=run, last_slot=last, last_at=ended, count=count)

@@ -1,0 +1,238 @@
+"""Handlers written by people who have not read the docs: what they do must not stop the
+worker, leak a commit past the end of their run, or make the record lie.
+
+Each runs a real worker in this process (``App.run_worker``) on a real SQLite store and
+observes it through the store; each failed before its fix (found by a hunt for careless
+handlers, round 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tenure
+from support.storeapi import worker_in_loop
+from tenure.models import Outcome, Run
+
+FAST: dict[str, Any] = {"lease_ttl": 2.0, "heartbeat": 0.4, "poll": 0.2, "trust_margin": 0.3, "grace": 0.5}
+
+
+@pytest.fixture
+async def apps(tmp_path: Path) -> AsyncIterator[tuple[tenure.App, tenure.App]]:
+    """The App whose worker a test runs, and an admin App on the same SQLite store."""
+    url = f"sqlite:///{tmp_path / 'w.db'}?synchronous=normal"
+    app, admin = tenure.App(url), tenure.App(url)
+    try:
+        yield app, admin
+    finally:
+        await admin.close()
+        await app.close()
+
+
+def running(app: tenure.App) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    return worker_in_loop(app, tenure.Settings(worker_id="w1", **FAST))
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, worker: asyncio.Task[None]) -> None:
+    deadline = time.monotonic() + 10.0
+    while not await check():
+        assert not worker.done(), f"the worker ended while waiting for {what}: {worker}"
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def runs_of(admin: tenure.App, key: str) -> list[Run]:
+    return list(reversed(await admin.list_runs(kind="h", key=key, limit=100)))
+
+
+class Custom(BaseException):
+    pass
+
+
+RAISED: dict[str, BaseException] = {
+    "exit": SystemExit(3),
+    "interrupt": KeyboardInterrupt(),
+    "generator-exit": GeneratorExit(),
+    "custom": Custom("the app's own BaseException"),
+}
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_handler_raising_a_base_exception_is_recorded_and_the_worker_goes_on(
+    apps: tuple[tenure.App, tenure.App], sync: bool
+) -> None:
+    """``sys.exit()`` in a handler ended the worker process (exit code 3, logged as a
+    stop), ``KeyboardInterrupt`` too; another BaseException tore down every run in the
+    worker's task group and crashed it. Now each is the run's error."""
+    app, admin = apps
+    calls: dict[str, int] = dict.fromkeys(RAISED, 0)
+
+    def raise_it(ctx: tenure.Context) -> None:
+        calls[ctx.key] += 1
+        raise RAISED[ctx.key]
+
+    if sync:
+        app.task("h", every=0.2)(raise_it)
+    else:
+
+        @app.task("h", every=0.2)
+        async def h(ctx: tenure.Context) -> None:
+            raise_it(ctx)
+
+    await app.open()
+    for key in RAISED:
+        await admin.add_task("h", key)
+    async with running(app) as worker:
+
+        async def each_recorded_twice() -> bool:
+            runs = [await runs_of(admin, key) for key in RAISED]
+            return all(len(r) >= 2 for r in runs)
+
+        await wait_for(each_recorded_twice, "two records of each task", worker)
+        assert not worker.done()
+    for key in RAISED:
+        runs = await runs_of(admin, key)
+        assert {r.outcome for r in runs} == {Outcome.ERROR}, (key, runs)
+        name = type(RAISED[key]).__name__
+        assert all(r.error is not None and name in r.error.split(":")[0] for r in runs), (key, runs[0].error)
+
+
+async def test_a_run_whose_error_the_store_could_not_keep_is_recorded_and_the_worker_goes_on(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """An exception naming a file whose name is not UTF-8 (a lone surrogate) made the
+    recorder's flush raise, and the worker stopped ("the worker's run recorder crashed")."""
+    app, admin = apps
+    name = b"caf\xe9.csv".decode("utf-8", "surrogateescape")
+
+    @app.task("h", every=0.2)
+    async def h(ctx: tenure.Context) -> None:
+        raise FileNotFoundError(f"no such file: {name}")
+
+    await app.open()
+    await admin.add_task("h", "a")
+    async with running(app) as worker:
+
+        async def recorded_twice() -> bool:
+            return len(await runs_of(admin, "a")) >= 2
+
+        await wait_for(recorded_twice, "two records", worker)
+    runs = await runs_of(admin, "a")
+    assert runs[0].error == "FileNotFoundError: no such file: caf\\udce9.csv"
+
+
+async def test_a_handler_that_catches_its_timeout_is_recorded_as_timed_out(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """Catching the timeout's cancellation and returning was recorded ``ok``; catching it
+    and then trying to commit (refused) was recorded as a lost lease, and logged so."""
+    app, admin = apps
+
+    @app.task("h", every=3600.0, timeout=0.2)
+    async def h(ctx: tenure.Context) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            if ctx.key == "commits":
+                async with ctx.fenced():
+                    pass
+
+    await app.open()
+    for key in ("returns", "commits"):
+        await admin.add_task("h", key)
+        await admin.trigger("h", key)  # hourly: run now, once
+    async with running(app) as worker:
+
+        async def both_recorded() -> bool:
+            return all([await runs_of(admin, "returns"), await runs_of(admin, "commits")])
+
+        await wait_for(both_recorded, "a record of each", worker)
+    (returned,) = await runs_of(admin, "returns")
+    assert returned.outcome is Outcome.TIMEOUT, returned
+    assert returned.error == "cancelled after its timeout of 0.2s; the handler caught it and returned"
+    (committed,) = await runs_of(admin, "commits")
+    assert committed.outcome is Outcome.TIMEOUT, committed
+    assert committed.error is not None
+    assert committed.error.startswith("cancelled after its timeout of 0.2s; then "), committed.error
+
+
+async def test_nothing_commits_through_a_run_that_has_ended(apps: tuple[tenure.App, tenure.App]) -> None:
+    """A handler that leaves work behind (a task it started, its context kept in a global)
+    could still commit through the ended run, even while the task's next run went on; and a
+    fenced block left open held SQLite's only write lock until the worker fenced itself."""
+    app, admin = apps
+    kept: list[tenure.Context] = []
+    outcomes: list[str] = []
+    left_behind: list[asyncio.Task[None]] = []
+
+    async def commit_later(ctx: tenure.Context) -> None:
+        try:
+            async with ctx.fenced() as tx:
+                await asyncio.sleep(0.5)  # the run ends meanwhile
+                await tx.execute("SELECT 1")
+            outcomes.append("committed")
+        except tenure.LeaseLost as exc:
+            outcomes.append(f"refused: {exc}")
+        except tenure.TransactionClosed as exc:
+            outcomes.append(f"closed: {exc}")
+
+    @app.task("h", every=3600.0)
+    async def h(ctx: tenure.Context) -> None:
+        kept.append(ctx)
+        left_behind.append(asyncio.create_task(commit_later(ctx)))
+        await asyncio.sleep(0.1)  # the background task opens its block first
+
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.trigger("h", "a")  # hourly: run now, once
+    async with running(app) as worker:
+
+        async def left_behind_ended() -> bool:
+            return bool(left_behind) and left_behind[0].done()
+
+        await wait_for(left_behind_ended, "the work left behind", worker)
+        with pytest.raises(tenure.LeaseLost, match="has ended; not committing"):
+            async with kept[0].fenced():
+                pass
+        (run,) = await runs_of(admin, "a")
+        assert run.outcome is Outcome.OK
+    assert len(outcomes) == 1, outcomes
+    assert not outcomes[0].startswith("committed"), outcomes
+    assert "had ended" in outcomes[0], outcomes
+
+
+async def test_a_handler_cannot_move_its_own_slot(apps: tuple[tenure.App, tenure.App]) -> None:
+    """``ctx.scheduled_at += 3600`` ("postpone myself") was recorded by the fence as the
+    task's last slot, and its next owner skipped the task for an hour. The run's identity
+    is read-only now: the assignment is the run's error, and nothing is recorded for it."""
+    app, admin = apps
+
+    @app.task("h", every=3600.0)
+    async def h(ctx: tenure.Context) -> None:
+        ctx.scheduled_at += 3600  # type: ignore[misc]
+        async with ctx.fenced():
+            pass
+
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.trigger("h", "a")  # hourly: run now, once
+    async with running(app) as worker:
+
+        async def recorded() -> bool:
+            return bool(await runs_of(admin, "a"))
+
+        await wait_for(recorded, "the run's record", worker)
+    (run,) = await runs_of(admin, "a")
+    assert run.outcome is Outcome.ERROR, run
+    assert run.error is not None
+    assert "AttributeError" in run.error, run
+    task = await admin.get_task("h", "a")
+    assert task.last_slot is not None
+    assert task.last_slot <= run.scheduled_at + 1, (task.last_slot, run.scheduled_at)

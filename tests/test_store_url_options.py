@@ -17,6 +17,7 @@ from support.stores import STORE_FACTORIES, require_store
 from tenure.errors import InvalidStoreURL
 from tenure.store import make_store
 from tenure.store.postgresql import parse_postgresql_url
+from tenure.store.urls import hide_password
 
 #: A URL of each store with a password (it must never show in a message); nothing listens.
 BASES = {
@@ -205,6 +206,43 @@ def test_bytes_that_are_not_utf8_are_refused_by_the_server_stores(url: str) -> N
 
 def test_a_sqlite_file_name_may_be_any_bytes() -> None:
     assert make_store("sqlite:///caf\udce9.db").dialect == "sqlite"  # the system's encoding handles it
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tenure@127.0.0.1/tenure?password=s3cret-pw",
+        "postgresql://tenure@127.0.0.1/tenure?sslmode=require&sslpassword=s3cret-pw&bogus=1",
+        "postgresql://tenure@127.0.0.1/tenure?PassWord=s3cret-pw&pool=0",
+    ],
+)
+def test_a_password_given_as_a_url_option_is_hidden_too(url: str) -> None:
+    """libpq takes ``password`` and ``sslpassword`` as query options: they were shown in
+    clear in ``display_url`` (``tenure status``, ``/api/status``) and every error."""
+    assert "s3cret-pw" not in hide_password(url)
+    assert "=***" in hide_password(url)
+    with pytest.raises(InvalidStoreURL) as info:
+        make_store(url + "&bogus=1")
+    assert "s3cret-pw" not in str(info.value)
+
+
+def test_an_at_sign_in_a_postgresql_password_must_be_percent_encoded() -> None:
+    """We split the user part at the last '@', libpq at the first: the driver's error then
+    quoted the rest of the password as the host it could not resolve."""
+    with pytest.raises(InvalidStoreURL, match="write it as %40") as info:
+        make_store("postgresql://tenure:hun@ter2secret@127.0.0.1/tenure")
+    assert "ter2secret" not in str(info.value)
+    libpq, _ = parse_postgresql_url("postgresql://tenure:hun%40ter2secret@127.0.0.1/tenure")
+    assert conninfo_to_dict(libpq)["password"] == "hun@ter2secret"  # noqa: S105 (a test URL's)
+
+
+def test_a_unix_socket_url_reaches_libpq_whole() -> None:
+    """``postgresql:///db?host=/run/postgresql`` (libpq's own form for a socket) was
+    refused: rebuilding the URL dropped its empty host, which libpq does not parse."""
+    libpq, _ = parse_postgresql_url("postgresql:///tenure?host=/var/run/postgresql&pool=2")
+    params = conninfo_to_dict(libpq)
+    assert params["host"] == "/var/run/postgresql"
+    assert params["dbname"] == "tenure"
 
 
 def test_libpq_parameters_keep_their_spaces() -> None:

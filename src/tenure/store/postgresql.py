@@ -39,7 +39,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 import psycopg.errors
@@ -72,7 +72,7 @@ from tenure.store.rows import TASK_COLUMNS, CountedTasks, done_before, merged_sl
 from tenure.store.sqlfile import load_queries
 from tenure.store.sqlstore import Args, SQLStore, one_row
 from tenure.store.sync import batches, desired_columns, task_size
-from tenure.store.urls import hide_password, number_options, server_options, shown
+from tenure.store.urls import check_user_part, hide_password, number_options, server_options, shown
 
 log = logging.getLogger("tenure.store.postgresql")
 
@@ -136,6 +136,7 @@ def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
         raise InvalidStoreURL(f"postgresql URL {shown(url)} does not parse: {exc}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise InvalidStoreURL(f"not a postgresql URL: {shown(url)}")
+    check_user_part("postgresql", url, parts.netloc)
     if not parts.hostname and "host=" not in parts.query:
         raise InvalidStoreURL(f"postgresql URL {shown(url)} names no host")
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -147,7 +148,13 @@ def parse_postgresql_url(url: str) -> tuple[str, dict[str, float]]:
     ours = {o.name for o in OPTIONS} | {"liveness", "watch"}
     rest = [(k, v) for k, v in query if k not in ours]
     # quote, not quote_plus: libpq reads '+' as a plus sign, not a space.
-    libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment))
+    # Not urlunsplit: it drops an empty host ("postgresql:///db?host=/run/postgresql", a
+    # Unix socket, became "postgresql:/db?…", which libpq refuses).
+    libpq = f"postgresql://{parts.netloc}{parts.path}"
+    if rest:
+        libpq += "?" + urlencode(rest, quote_via=quote)
+    if parts.fragment:
+        libpq += "#" + parts.fragment
     try:
         conninfo_to_dict(libpq)
     except psycopg.Error as exc:

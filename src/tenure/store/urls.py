@@ -83,17 +83,34 @@ def number_options(label: str, query: Sequence[tuple[str, str]], specs: Sequence
     return values
 
 
+#: A URL query option whose value is a secret: libpq takes ``password`` and ``sslpassword``
+#: there as well as in the user part.
+_SECRET_OPTION = re.compile(r"(?i)((?:^|[?&])[^=&#]*password[^=&#]*=)[^&#]*")
+
+
 def hide_password(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and the dashboard."""
+    """``url`` with its passwords replaced by ``***`` (the user part's, and any query
+    option named like a password), for messages and the dashboard."""
+    url = _SECRET_OPTION.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:  # a URL that does not parse may still hold a password
-        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+        return re.sub(r"//([^:/@]*):[^/]*@", r"//\1:***@", url)
     if password is None:
         return url
     netloc = parts.netloc.replace(f":{password}@", ":***@")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_user_part(label: str, url: str, netloc: str) -> None:
+    """Refuse a user part with more than one ``@``: we split at the last, libpq and the
+    MySQL drivers at the first, and the driver's error would then quote the rest of the
+    password as a host name."""
+    if netloc.count("@") > 1:
+        raise InvalidStoreURL(
+            f"{label} URL {shown(url)} has '@' in its user or password: write it as %40 (percent-encoded)"
+        )
 
 
 def shown(url: str) -> str:

@@ -528,3 +528,46 @@ async def test_a_slot_waiting_for_a_place_does_not_start_while_its_task_is_relea
 
 def app_waiting(app: tenure.App) -> float:
     return tenure.metrics.REGISTRY.get_sample_value("tenure_runs_waiting") or 0.0
+
+
+# -- a plain disable lets the run in progress commit -------------------------------------------
+
+
+async def test_a_plain_disable_lets_the_run_in_progress_finish_and_commit(apps: Apps) -> None:
+    """``disable`` without ``cancel`` promises that a run in progress ends on its own and
+    commits; the owner released the task at its next poll all the same, and the run's
+    commit was refused (recorded ``lease_lost``). It is released once the run ends."""
+    app, admin = apps
+    started = asyncio.Event()
+    disabled = asyncio.Event()
+    commits: list[str] = []
+
+    @app.task("slow", every=3600.0, timeout=10.0)
+    async def slow(ctx: tenure.Context) -> None:
+        started.set()
+        await disabled.wait()
+        await asyncio.sleep(1.0)  # a few of the worker's polls
+        async with ctx.fenced():
+            pass
+        commits.append(ctx.key)
+
+    await app.open()
+    await admin.add_task("slow", "a")
+    await admin.trigger("slow", "a")
+    async with running(app):
+        await asyncio.wait_for(started.wait(), 10)
+        await admin.disable("slow", "a")
+        disabled.set()
+
+        async def released() -> bool:
+            return (await admin.get_task("slow", "a")).owner is None
+
+        async def recorded() -> bool:
+            return bool(await runs_of(admin, "slow"))
+
+        await wait_for(released, "the task released once its run ended")
+        await wait_for(recorded, "the run's record")
+        assert commits == ["a"], "the run's commit was refused"
+        (run,) = await runs_of(admin, "slow")
+        assert run.outcome is Outcome.OK, run
+        assert not (await admin.get_task("slow", "a")).enabled

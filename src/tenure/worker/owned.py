@@ -67,6 +67,9 @@ class OwnedTask:
     not_before: float = 0.0
     #: To be handed over once its run in progress ends; starts no new run.
     handover: bool = False
+    #: Disabled while a run of it went on: released once that run ends (with ``handover``),
+    #: not counted among the tasks of its kind held here meanwhile.
+    disabled: bool = False
     #: Why the run in progress was cancelled on request (recorded as ``cancelled``).
     cancelled_because: str | None = None
     #: Due slots waiting for a place under the concurrency cap, oldest first, each with

@@ -141,10 +141,13 @@ class Rebalancer(Part):
             # Strays held back while untrusted: reconcile again at the next poll.
             self.changes_seen = view.changes if complete else None
             self._reconcile_at = now + RECONCILE_EVERY
+        disabled = [ot for ot in self._owned.values() if ot.disabled and ot.running is None]
+        if disabled:
+            await self.release(disabled)
         targets = self.kind_shares(view)
-        held = Counter(ot.task.kind for ot in self._owned.values())
+        held = Counter(ot.task.kind for ot in self._owned.values() if not ot.disabled)
         for ot in self._owned.values():
-            if ot.handover and held[ot.task.kind] <= targets.get(ot.task.kind, 0):
+            if ot.handover and not ot.disabled and held[ot.task.kind] <= targets.get(ot.task.kind, 0):
                 # A task marked for handover while it ran is no longer surplus (a worker
                 # left since): keep it, and let it run again.
                 self._log(logging.INFO, "handover called off: no longer surplus", task=ot)
@@ -313,8 +316,15 @@ class Rebalancer(Part):
                 if ot.running is not None:
                     await self._cancel_if_disabled_with_cancel(ot)
             elif not row.enabled:
-                self._log(logging.INFO, "task disabled; releasing it", task=ot)
-                to_release.append(ot)
+                if ot.running is None:
+                    self._log(logging.INFO, "task disabled; releasing it", task=ot)
+                    to_release.append(ot)
+                elif not ot.disabled:
+                    # A plain disable lets the run in progress finish and commit: released
+                    # now, its commit was refused and it was recorded as a lost lease.
+                    self._log(logging.INFO, "task disabled; releasing it once its run ends", task=ot)
+                    ot.disabled = ot.handover = True
+                    ot.disarm()
             elif row.version != ot.task.version:
                 was_unreadable = isinstance(ot.task.schedule, Unreadable)
                 ot.task = row
@@ -401,7 +411,7 @@ class Rebalancer(Part):
         idle: list[OwnedTask] = []
         for kind, count in surplus.items():
             of_kind = sorted(
-                (ot for ot in self._owned.values() if ot.task.kind == kind),
+                (ot for ot in self._owned.values() if ot.task.kind == kind and not ot.disabled),
                 key=lambda ot: (ot.running is not None, ot.name),
             )
             for ot in of_kind[:count]:

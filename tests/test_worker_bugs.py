@@ -571,3 +571,35 @@ async def test_a_plain_disable_lets_the_run_in_progress_finish_and_commit(apps: 
         (run,) = await runs_of(admin, "slow")
         assert run.outcome is Outcome.OK, run
         assert not (await admin.get_task("slow", "a")).enabled
+
+
+# -- a trigger asked while the task runs -------------------------------------------------------
+
+
+async def test_a_trigger_asked_while_the_task_runs_runs_once_that_run_ends(apps: Apps) -> None:
+    """A trigger that reached the owner during a run of the task was recorded as a skipped
+    slot and never ran (while ``tasks show`` went on saying it was asked)."""
+    app, admin = apps
+    first_started = asyncio.Event()
+    slots: list[tuple[float, bool]] = []
+
+    @app.task("slow", every=3600.0, timeout=10.0)
+    async def slow(ctx: tenure.Context) -> None:
+        slots.append((ctx.scheduled_at, first_started.is_set()))
+        if not first_started.is_set():
+            first_started.set()
+            await asyncio.sleep(1.0)  # a few of the worker's polls
+
+    await app.open()
+    await admin.add_task("slow", "a")
+    first = (await admin.trigger("slow", "a")).trigger_at
+    async with running(app):
+        await asyncio.wait_for(first_started.wait(), 10)
+        second = (await admin.trigger("slow", "a")).trigger_at
+        assert second is not None
+
+        async def answered() -> bool:
+            return len(slots) == 2 and (await admin.get_task("slow", "a")).trigger_at is None
+
+        await wait_for(answered, "the second trigger run and answered")
+    assert slots == [(first, False), (second, True)], slots

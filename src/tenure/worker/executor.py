@@ -158,7 +158,16 @@ class RunExecutor(Part):
         if not self._may_start(ot):
             return
         if ot.running is not None:
-            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
+            if not triggered:
+                self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
+                return
+            # An operator asked for one more run: it starts once this one ends (it was
+            # recorded as a skipped slot, and the trigger never ran).
+            if ot.waiting:
+                self._coalesce(ot, slot, triggered)
+            else:
+                ot.waiting.append((slot, triggered))
+                self._enqueue(ot)
             return
         if ot.waiting:
             self._coalesce(ot, slot, triggered)
@@ -348,7 +357,7 @@ class RunExecutor(Part):
             ot.deadline = None
             ot.ctx = None
             ot.cancelled_because = None
-            if not ot.waiting:
+            if all(asked for _, asked in ot.waiting):  # none, or a trigger asked meanwhile
                 self._unpark(ot, STILL_RUNNING)
             tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self._lease.trusted())
             self._requeue(ot)

@@ -192,3 +192,26 @@ def test_worker_sigint_also_stops_http(procs: Procs) -> None:
     assert worker.proc.wait(15) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "api/workers", timeout=2)
+
+
+@pytest.mark.slow
+def test_a_client_that_disconnects_mid_body_is_no_error_in_the_log(procs: Procs) -> None:
+    """A client that went away while sending a body (a timeout, a killed curl) made the
+    server log a traceback at ERROR for each aborted request."""
+    dash = procs.start(
+        "dashboard", "dashboard", "--port", "0", "--log-format", "json", env={"TENURE_ADMIN_TOKEN": TOKEN}
+    )
+    url = dash.wait_for_url()
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            b"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b'Content-Length: 1000\r\n\r\n{"kind":'
+        )
+    with httpx.Client(base_url=url, timeout=5) as http:  # served after the aborted one
+        assert http.get("/api/status").status_code == 200
+    assert dash.stop() == 0
+    log = dash.log()
+    assert "Traceback" not in log, log
+    assert [r for r in dash.records() if r["level"] in ("ERROR", "CRITICAL")] == [], log

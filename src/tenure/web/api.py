@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -146,6 +146,11 @@ class Api:
             return error(409, "task_exists", str(exc))
         except _TooLarge as exc:
             return error(413, "too_large", str(exc))
+        except ClientDisconnect:
+            # The client went away mid-body: nothing was done, and no one reads the answer
+            # (uncaught, the server logged a traceback at ERROR per aborted request).
+            log.debug("%s %s: the client disconnected before its body was read", request.method, request.url.path)
+            return error(400, "client_disconnected", "the client disconnected before its request body was read")
         except StoreError as exc:
             log.warning("%s %s: the store failed: %s", request.method, request.url.path, exc)
             return error(503, "store_unavailable", f"the store failed: {exc}")

@@ -71,9 +71,20 @@ def test_cron_accepts_five_fields(expr: str) -> None:
     assert Cron(expr).expr == expr
 
 
+@pytest.mark.parametrize("expr", ["0 6\n* * *", "0\t6 * * *", "0  6 * *\v*", "0\u30006 * * *", " 0 6 * * * "])
+def test_cron_keeps_one_space_between_fields(expr: str) -> None:
+    """A newline, a tab or an ideographic space between fields was stored as given: it
+    split the rows of ``tasks list``, and a sync of the schedule written plainly saw a
+    change."""
+    assert Cron(expr) == Cron("0 6 * * *")
+
+
 @pytest.mark.parametrize(
     ("expr", "fragment"),
     [
+        ("0 6 * * MON\u200b", "printable ASCII"),
+        ("0 6 * * ＭＯＮ", "printable ASCII"),
+        ("0 6 * * \x00", "printable ASCII"),
         ("", "empty"),
         ("  \t ", "empty"),
         ("* * * *", "five fields"),

@@ -75,6 +75,13 @@ class Cron:
             raise InvalidSchedule("cron expression is empty")
         if len(self.expr) > 200:
             raise InvalidSchedule("cron expression is longer than 200 characters")
+        # One space between fields: a newline or a tab in a stored expression split the
+        # rows of `tasks list`, and a sync of the same schedule written plainly saw a change.
+        object.__setattr__(self, "expr", " ".join(self.expr.split()))
+        if not (self.expr.isascii() and self.expr.isprintable()):
+            raise InvalidSchedule(
+                f"cron expression {quote(self.expr)} may hold only printable ASCII characters and spaces"
+            )
         if len(self.expr.split()) != 5:
             raise InvalidSchedule(
                 f"cron expression {quote(self.expr)} must have five fields (minute hour day-of-month month day-of-week)"

@@ -50,6 +50,14 @@ def test_lease_ttl_minimum() -> None:
     assert s.lease_ttl == 0.5
 
 
+@pytest.mark.parametrize("name", ["poll", "heartbeat"])
+def test_poll_and_heartbeat_have_a_floor(name: str) -> None:
+    """A poll of a nanosecond was accepted, and an idle worker kept a core busy."""
+    with pytest.raises(InvalidSettings, match=rf"{name} 0\.01s is below the minimum of 0\.05s"):
+        Settings().with_changes(**{name: 0.01})
+    assert getattr(Settings().with_changes(**{name: 0.05}), name) == 0.05
+
+
 def test_heartbeat_at_most_half_the_ttl() -> None:
     assert Settings(lease_ttl=10, heartbeat=5, trust_margin=1).heartbeat == 5
     with pytest.raises(InvalidSettings, match=r"heartbeat 5\.01s must be at most half of lease_ttl 10"):
@@ -212,6 +220,8 @@ def test_from_env_refuses_non_numbers_naming_the_variable(variable: str, raw: st
         ({"TENURE_LEASE_TTL": "-5"}, "TENURE_LEASE_TTL"),
         ({"TENURE_LEASE_TTL": "0.1"}, "TENURE_LEASE_TTL"),
         ({"TENURE_POLL": "0"}, "TENURE_POLL"),
+        ({"TENURE_POLL": "1e-9"}, "TENURE_POLL"),
+        ({"TENURE_HEARTBEAT": "0.01"}, "TENURE_HEARTBEAT"),
         ({"TENURE_GRACE": "-1"}, "TENURE_GRACE"),
         ({"TENURE_RUN_RETENTION": "1e400"}, "TENURE_RUN_RETENTION"),
         ({"TENURE_TAKEOVER_DELAY": "-0.5"}, "TENURE_TAKEOVER_DELAY"),

@@ -68,6 +68,11 @@ WHOLE_SETTINGS = ("max_params_bytes", "concurrency")
 STOP_OVERHEAD = 20.0
 
 
+#: The shortest ``poll`` and ``heartbeat`` accepted (a poll of a nanosecond kept an idle
+#: worker's core busy reading the store).
+MIN_LOOP_INTERVAL = 0.05
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """How a worker keeps its lease and runs its tasks. Times are seconds.
@@ -107,6 +112,13 @@ class Settings:
             _seconds(name, getattr(self, name), low=0, high=MAX_SECONDS, low_open=True)
         _seconds("takeover_delay", self.takeover_delay, low=0, high=MAX_SECONDS)
         _seconds("run_retention", self.run_retention, low=0, high=MAX_RETENTION, low_open=True)
+        for name in ("poll", "heartbeat"):
+            value = getattr(self, name)
+            if value < MIN_LOOP_INTERVAL:
+                raise InvalidSettings(
+                    f"{name} {value:g}s is below the minimum of {MIN_LOOP_INTERVAL:g}s: each one is a "
+                    "statement to the store, and an idle worker would keep a core busy sending them"
+                )
         if self.lease_ttl < 0.5:
             raise InvalidSettings(f"lease_ttl {self.lease_ttl}s is below the minimum of 0.5s")
         if self.heartbeat > self.lease_ttl / 2:

@@ -26,6 +26,7 @@ from tenure.errors import StoreError, StoreUnavailable
 from tenure.kinds import TaskKind
 from tenure.models import Freed, Outcome, Run, Task
 from tenure.schedule import Every, Misfire
+from tenure.worker import supervisor
 from tenure.worker.lifecycle import Lifecycle
 from tenure.worker.owned import OwnedTask, Shared, WorkerLog
 from tenure.worker.recorder import RunRecorder
@@ -603,3 +604,25 @@ async def test_a_trigger_asked_while_the_task_runs_runs_once_that_run_ends(apps:
 
         await wait_for(answered, "the second trigger run and answered")
     assert slots == [(first, False), (second, True)], slots
+
+
+# -- a stop does not wait for the listener -----------------------------------------------------
+
+
+async def test_a_stopping_worker_does_not_wait_for_its_listener(apps: Apps, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listener (SQLite's wake file here) waits until it is cancelled, and the stop
+    waited LOOPS_STOP_WITHIN for it before cancelling it: every stop took 3 s, whatever the
+    grace. Made a minute here, a stop that waited for it would not end within 20 s."""
+    monkeypatch.setattr(supervisor, "LOOPS_STOP_WITHIN", 60.0)
+    app, admin = apps
+    await ticking(apps, 3600.0)
+
+    async def owned() -> bool:
+        return (await admin.get_task("tick", "a")).owner == "w1"
+
+    async with running(app) as worker:
+        await wait_for(owned, "the worker to claim the task")
+        worker.cancel()  # a forced stop: the same way out as a graceful one, without grace
+        done, _ = await asyncio.wait([worker], timeout=20)
+        assert worker in done, "the stop waited for the listener"
+    assert (await admin.get_task("tick", "a")).owner is None

@@ -238,9 +238,9 @@ class Worker:
                 self._rebalancer_task,
                 loops.create_task(self._part("run recorder", self.recorder.run())),
                 loops.create_task(self._part("run executor", self.executor.run())),
-                # Notifications only speed things up; a store without them returns at once.
-                loops.create_task(self._part("listener", self.store.listen(self.rebalancer.wake.set))),
             ]
+            # Notifications only speed things up; a store without them returns at once.
+            listener = loops.create_task(self._part("listener", self.store.listen(self.rebalancer.wake.set)))
             try:
                 async with asyncio.TaskGroup() as runs:
                     self.executor.attach(runs)
@@ -260,7 +260,10 @@ class Worker:
                 # a cancelled query makes the driver cancel it on the server and wait, which
                 # can hold a stopping worker for seconds.
                 self._life.to(WorkerState.CLOSED)
-                _, late = await asyncio.wait(self._loops, timeout=LOOPS_STOP_WITHIN)
+                # The listener waits until cancelled (it sends no statement but its waits):
+                # waiting for it held every stop LOOPS_STOP_WITHIN seconds.
+                listener.cancel()
+                _, late = await asyncio.wait([*self._loops, listener], timeout=LOOPS_STOP_WITHIN)
                 for t in late:
                     t.cancel()
                 await self.lease.wait_abandoned(LOOPS_STOP_WITHIN)

@@ -236,3 +236,37 @@ async def test_a_handler_cannot_move_its_own_slot(apps: tuple[tenure.App, tenure
     task = await admin.get_task("h", "a")
     assert task.last_slot is not None
     assert task.last_slot <= run.scheduled_at + 1, (task.last_slot, run.scheduled_at)
+
+
+async def test_fenced_blocks_cannot_nest(apps: tuple[tenure.App, tenure.App]) -> None:
+    """A block opened inside another waited for the outer one's lock (SQLite's write lock
+    here): lease renewals failed, the worker fenced itself and dropped every task. Now the
+    inner block is refused at once, by name, and the outer one keeps nothing."""
+    app, admin = apps
+    errors: list[BaseException] = []
+
+    @app.task("h", every=3600.0, timeout=5.0)
+    async def h(ctx: tenure.Context) -> None:
+        try:
+            async with ctx.fenced(), ctx.fenced():  # nested
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.trigger("h", "a")  # hourly: run now, once
+    async with running(app) as worker:
+
+        async def recorded() -> bool:
+            return bool(await runs_of(admin, "a"))
+
+        await wait_for(recorded, "the run's record", worker)
+        (run,) = await runs_of(admin, "a")
+        assert run.outcome is Outcome.ERROR, run
+        assert run.error is not None
+        assert "blocks cannot nest" in run.error, run.error
+        assert (await admin.get_task("h", "a")).owner == "w1", "the worker let its task go"
+    assert len(errors) == 1
+    assert isinstance(errors[0], tenure.FencedTransactionError)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -10,10 +12,13 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from tenure import metrics, tracing
-from tenure.errors import LeaseLost
+from tenure.errors import FencedTransactionError, LeaseLost
 from tenure.store.base import FencedTransaction, Store
 
 log = logging.getLogger("tenure.context")
+
+#: The fenced block open in this asyncio task (and the tasks it started inside it), if any.
+_OPEN_BLOCK: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenure_open_fenced_block", default=None)
 
 
 class Context:
@@ -194,6 +199,15 @@ class Context:
         The transaction is only valid inside the block; statements that would end or
         change it are refused (see :class:`~tenure.FencedTransaction`).
         """
+        outer = _OPEN_BLOCK.get()
+        if outer is not None:
+            # Nested, the inner block waits for the outer one's lock (the task's row on a
+            # server, the write lock on SQLite) until the lease or a timeout gives out, and
+            # the run looked like a lost lease, or the worker fenced itself.
+            raise FencedTransactionError(
+                f"a fenced block of {outer} is already open here: blocks cannot nest "
+                "(the inner one would wait for the outer one's lock); write through the outer transaction"
+            )
         span = tracing.start_commit(kind=self.kind, key=self.key, term=self.token)
         why = self._refusal()
         if why is not None:
@@ -210,10 +224,15 @@ class Context:
                 precommit=self._precommit,
             ) as tx:
                 self._open.add(tx)
+                opened = _OPEN_BLOCK.set(f"{self.kind}/{self.key}")
                 try:
                     yield tx
                 finally:
                     self._open.discard(tx)
+                    # fenced_sync() enters and exits from two tasks of their own, whose
+                    # contexts differ: there the mark is gone with the first one already.
+                    with contextlib.suppress(ValueError):
+                        _OPEN_BLOCK.reset(opened)
         except LeaseLost as exc:
             metrics.FENCED_REFUSED.labels(self.kind).inc()
             tracing.end_commit(span, "refused", str(exc))

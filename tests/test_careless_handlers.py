@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -270,3 +271,49 @@ async def test_fenced_blocks_cannot_nest(apps: tuple[tenure.App, tenure.App]) ->
         assert (await admin.get_task("h", "a")).owner == "w1", "the worker let its task go"
     assert len(errors) == 1
     assert isinstance(errors[0], tenure.FencedTransactionError)
+
+
+async def test_a_cancelled_sync_run_keeps_its_task_until_its_thread_ends(apps: tuple[tenure.App, tenure.App]) -> None:
+    """A thread cannot be stopped: a sync run cancelled by ``pause --cancel`` ended at
+    once, its thread did not, and after the resume the next run's thread ran beside it
+    (same task, same worker, same token). The next run now waits for the thread."""
+    app, admin = apps
+    lock = threading.Lock()
+    now_running = [0]
+    most = [0]
+    ended = threading.Event()
+
+    @app.task("h", every=0.2, timeout=30.0)
+    def h(ctx: tenure.Context) -> None:
+        with lock:
+            now_running[0] += 1
+            most[0] = max(most[0], now_running[0])
+        try:
+            if not ended.is_set():
+                time.sleep(1.5)  # the first run: cancelled meanwhile, carries on
+        finally:
+            with lock:
+                now_running[0] -= 1
+            ended.set()
+
+    await app.open()
+    await admin.add_task("h", "a")
+    async with running(app) as worker:
+
+        async def a_run_started() -> bool:
+            return now_running[0] == 1
+
+        await wait_for(a_run_started, "the first run", worker)
+        await admin.pause_kind("h", cancel=True)
+
+        async def cancelled() -> bool:
+            return any(r.outcome is Outcome.CANCELLED for r in await runs_of(admin, "a"))
+
+        await wait_for(cancelled, "the run recorded as cancelled", worker)
+        await admin.resume_kind("h")
+
+        async def ran_again() -> bool:
+            return len([r for r in await runs_of(admin, "a") if r.outcome is Outcome.OK]) >= 2
+
+        await wait_for(ran_again, "runs after the thread ended", worker)
+    assert most[0] == 1, f"{most[0]} threads of the task ran at once"

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import copy
+import functools
 import heapq
 import inspect
 import itertools
@@ -33,7 +34,7 @@ from tenure.errors import LeaseLost
 from tenure.models import Outcome, storable_error
 from tenure.schedule import Misfire, Unreadable, slot_before
 from tenure.worker.lifecycle import WorkerState
-from tenure.worker.owned import YIELD_EVERY, OwnedTask, Part, Shared
+from tenure.worker.owned import YIELD_EVERY, OwnedTask, Part, Shared, TaskId
 from tenure.worker.timers import SlotTimers, Wheel
 
 if TYPE_CHECKING:
@@ -114,6 +115,10 @@ class RunExecutor(Part):
         self._recorder = recorder
         self._group: asyncio.TaskGroup | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        #: What still runs of each task, by id, whoever owns it now: its run, or the thread
+        #: of a cancelled sync run (a thread cannot be stopped). A task released and claimed
+        #: again is a new OwnedTask; this is what keeps its runs from overlapping here.
+        self._alive: dict[TaskId, asyncio.Task[None] | asyncio.Future[Any]] = {}
         #: Why a run was cancelled (the outcome to record), by its asyncio task.
         self._cancelled_as: dict[asyncio.Task[None], tuple[Outcome, str]] = {}
         self._async_kinds: dict[str, bool] = {}
@@ -225,12 +230,17 @@ class RunExecutor(Part):
 
     def _start(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
         assert self._group is not None
+        if ot.id in self._alive:
+            # A run of an earlier ownership of the task (it caught its cancellation, say),
+            # or the thread of a cancelled sync run, is still going.
+            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
+            return
         ot.last_slot = slot if ot.last_slot is None else max(ot.last_slot, slot)
         if triggered:
             ot.triggered_ran = True
         self._recorder.run_started(ot)
         run = self._group.create_task(self._run(ot, slot, triggered), name=f"tenure-run-{ot.name}")
-        ot.running = run
+        ot.running = self._alive[ot.id] = run
         self._runs.add(run)
         run.add_done_callback(self._ended)
 
@@ -325,7 +335,7 @@ class RunExecutor(Part):
                 self._deadlines.add(ot, timeout)
                 await handler(ctx)  # type: ignore[misc]
             else:
-                outcome, error = await self._run_sync(handler, ctx, timeout)
+                outcome, error = await self._run_sync(ot, handler, ctx, timeout)
         except LeaseLost as exc:
             outcome, error = Outcome.LEASE_LOST, str(exc)
         except asyncio.CancelledError:
@@ -353,6 +363,8 @@ class RunExecutor(Part):
                     asked[1] + ("; the handler caught it and returned" if error is None else f"; then {error}"),
                 )
             ctx.end()
+            if self._alive.get(ot.id) is ot.running:
+                del self._alive[ot.id]
             ot.running = None
             ot.deadline = None
             ot.ctx = None
@@ -409,7 +421,7 @@ class RunExecutor(Part):
         return error
 
     async def _run_sync(
-        self, handler: Callable[[Context], Any], ctx: Context, limit: float
+        self, ot: OwnedTask, handler: Callable[[Context], Any], ctx: Context, limit: float
     ) -> tuple[Outcome, str | None]:
         """Run a synchronous handler in a thread. A thread cannot be killed: past its
         timeout it is told to stop (``ctx.is_cancelled``, which also rolls back a fenced
@@ -435,7 +447,19 @@ class RunExecutor(Part):
             return Outcome.TIMEOUT, f"ran past its timeout of {limit:g}s (thread told to stop)"
         except asyncio.CancelledError:
             ctx.cancel()
+            if not fut.done():
+                # The run ends now, its thread does not: no run of the task starts here
+                # until the thread is done (two threads of one task ran side by side).
+                self._alive[ot.id] = fut
+                fut.add_done_callback(functools.partial(self._thread_done, ot.id))
             raise
+
+    def _thread_done(self, task: TaskId, fut: asyncio.Future[Any]) -> None:
+        """The thread of a cancelled sync run has ended."""
+        if self._alive.get(task) is fut:
+            del self._alive[task]
+        if not fut.cancelled():
+            fut.exception()  # retrieved: it was the run's, recorded as cancelled already
 
     def cancel(self, ot: OwnedTask, reason: str) -> None:
         """Cancel the task's run in progress, if any, on an operator's request: its handler

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .procs import Procs, procs, wait_until
+from .procs import FAST, Procs, procs, wait_until
 
 __all__ = ["procs"]  # the fixture, used by name
 
@@ -215,3 +215,31 @@ def test_a_client_that_disconnects_mid_body_is_no_error_in_the_log(procs: Procs)
     log = dash.log()
     assert "Traceback" not in log, log
     assert [r for r in dash.records() if r["level"] in ("ERROR", "CRITICAL")] == [], log
+
+
+STUCK_APP = """\
+import pathlib, time
+import tenure
+
+app = tenure.App()
+
+@app.task("stuck", every=0.5, timeout=60)
+def stuck(ctx: tenure.Context) -> None:
+    pathlib.Path("started").touch()
+    time.sleep(600)  # a call without a timeout
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_exits_past_a_sync_handler_stuck_in_its_thread(procs: Procs) -> None:
+    """A thread cannot be stopped, and Python joins the handlers' threads at exit: a worker
+    whose sync handler was stuck released its tasks on SIGTERM and then never exited (a
+    second SIGTERM killed it, exit -15)."""
+    (procs.folder / "stuckapp.py").write_text(STUCK_APP)
+    worker = procs.start("w-stuck", "worker", "stuckapp:app", "--id", "w-stuck", "--log-format", "json", *FAST)
+    wait_until(lambda: procs.run("tasks", "add", "stuck", "a").returncode == 0, within=20, what="the kind")
+    wait_until(lambda: (procs.folder / "started").exists() or None, within=20, what="the handler to start")
+    assert worker.stop(within=30) == 0
+    messages = [r["message"] for r in worker.records()]
+    assert any("still running after the worker left; exiting without them" in m for m in messages), messages
+    assert any(m.startswith("left the cluster") for m in messages), messages

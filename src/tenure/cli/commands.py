@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -24,6 +27,7 @@ from tenure.inputs import clip, quote
 from tenure.models import DEFAULT_MAX_PARAMS_BYTES, Pause, Run, Task, check_kind, check_worker_id
 from tenure.snapshot import Roster
 from tenure.store.urls import shown
+from tenure.worker.executor import SYNC_THREAD_PREFIX
 
 from . import render, sync_input
 from .parser import worker_setting_flags
@@ -150,7 +154,35 @@ def worker(args: argparse.Namespace) -> int:
     finally:
         if http is not None:
             http.close()
+    _exit_past_stuck_handlers()
     return 0
+
+
+#: How long a worker that has left waits for its sync handlers' threads before exiting
+#: without them (idle ones end at once; a thread cannot be stopped).
+STUCK_THREADS_WAIT = 1.0
+
+
+def _exit_past_stuck_handlers() -> None:
+    """The worker has left (its tasks released, its runs recorded); a sync handler stuck
+    in its thread (a call without a timeout) would hold the process forever, since Python
+    joins the handlers' threads at exit. Exit without them, saying so."""
+    deadline = time.monotonic() + STUCK_THREADS_WAIT
+    stuck = []
+    for t in threading.enumerate():
+        if t.name.startswith(SYNC_THREAD_PREFIX):
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                stuck.append(t.name)
+    if not stuck:
+        return
+    logging.getLogger("tenure.worker").warning(
+        "%d sync handler thread(s) still running after the worker left; exiting without them", len(stuck)
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def dashboard(args: argparse.Namespace) -> int:

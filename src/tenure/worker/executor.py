@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 #: Threads for synchronous handlers.
 SYNC_THREADS = 64
+#: Their names begin so (the CLI finds the ones still running when a worker has left).
+SYNC_THREAD_PREFIX = "tenure-sync"
 #: How long cancelled runs get to end before the worker goes on without them.
 CANCELLED_RUNS_WITHIN = 2.0
 #: How often an overloaded worker says so in its log (once per interval, not per run).
@@ -122,7 +124,7 @@ class RunExecutor(Part):
         #: Why a run was cancelled (the outcome to record), by its asyncio task.
         self._cancelled_as: dict[asyncio.Task[None], tuple[Outcome, str]] = {}
         self._async_kinds: dict[str, bool] = {}
-        self._threads = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="tenure-sync")
+        self._threads = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix=SYNC_THREAD_PREFIX)
         self._deadlines = Deadlines(self._timed_out)
 
     def attach(self, group: asyncio.TaskGroup) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,50 @@ def test_checker_catches_the_demo_without_fencing(tmp_path: Path) -> None:
     assert not history.refusals, "nothing refuses without the fence"
     # The stale writer is the paused worker, w1..w3, with an older term than the city's owner by then.
     assert any("accepted" in p for p in stale.problems), stale.problems
+
+
+def _demo_workers(parent: int) -> list[int]:
+    """The pids of ``parent``'s child processes running a demo worker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"tenure.demo.worker" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_demo_stopped_with_sigterm_stops_its_workers(tmp_path: Path) -> None:
+    """SIGTERM (a `timeout`, a `kill`, a closed terminal's SIGHUP) ended the demo at once
+    and left its worker processes running, a SIGSTOPped one frozen for good."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tenure.cli", "demo", "--store", f"sqlite:///{tmp_path / 'd.db'}"),
+            *("--workers", "2", "--cities", "2", "--duration", "60", "--no-chaos"),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _demo_workers(demo.pid)) < 2:
+            assert demo.poll() is None, f"the demo ended early: {demo.returncode}"
+            assert time.monotonic() < deadline, "the demo's workers did not start"
+            time.sleep(0.1)
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(30) == 128 + signal.SIGTERM
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        assert alive == [], "demo workers left running after the demo ended"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()

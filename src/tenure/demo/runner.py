@@ -16,6 +16,7 @@ import asyncio
 import math
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -82,7 +83,13 @@ def run(options: Options, *, console: Console | None = None) -> int:
     """Run the demo; return the exit status (0: the checker's verdict is a pass)."""
     if console is None:
         console = Console(highlight=False) if Console().is_terminal else Console(highlight=False, width=160)
-    return asyncio.run(Demo(options, console).main())
+    demo = Demo(options, console)
+    try:
+        return asyncio.run(demo.main())
+    except asyncio.CancelledError:
+        if demo.stopped_by is None:
+            raise
+        return 128 + demo.stopped_by  # as if the signal had ended it, its workers reaped
 
 
 class Demo:
@@ -108,6 +115,8 @@ class Demo:
         self.refused = 0
         self.view: View | None = None
         self.monkey: Monkey | None = None
+        #: The signal that stopped the demo early (SIGTERM, SIGHUP), if one did.
+        self.stopped_by: int | None = None
         self._db: Connection | None = None
 
     @property
@@ -125,6 +134,13 @@ class Demo:
     # -- the run --------------------------------------------------------------------------
 
     async def main(self) -> int:
+        # SIGTERM or SIGHUP (a `timeout`, a `kill`, a closed terminal) ended Python at once,
+        # and the demo's worker processes ran on, a stopped one frozen for good: cancel
+        # instead, so that the clean-up below reaps them, as it does on Ctrl-C.
+        loop, me = asyncio.get_running_loop(), asyncio.current_task()
+        assert me is not None
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._stop_on, sig, me)
         try:
             await self._prepare()
             unfenced = " FENCING OFF (TENURE_DEMO_UNFENCED): the checker should fail." if domain.unfenced() else ""
@@ -152,6 +168,10 @@ class Demo:
             if self._db is not None:
                 self._db.close()
             await self.admin.close()
+
+    def _stop_on(self, sig: int, main: asyncio.Task[int]) -> None:
+        self.stopped_by = sig
+        main.cancel()
 
     async def _prepare(self) -> None:
         await self.admin.open(migrate=True)

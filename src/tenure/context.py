@@ -31,15 +31,15 @@ class Context:
       the handler writes to, so that system can refuse writes from an older term.
     - ``scheduled_at``: the slot this run is for (epoch seconds, database clock).
     - ``worker_id``: the worker running it.
-
-    ``kind``, ``key``, ``token``, ``scheduled_at`` and ``worker_id`` are read-only: a fenced
-    commit records the run's slot as the task's last, and a handler that moved it ("postpone
-    myself" by an hour) stopped its task on every worker until that hour had passed.
     - ``cancelled``: set when the run must stop (lease lost, timeout, worker stopping);
       a sync handler can poll ``is_cancelled``.
     - ``deadline``: when the run's timeout ends, in :func:`time.monotonic` seconds (None:
       no timeout). A run past it, or cancelled, cannot commit: :meth:`fenced` checks on
       entry and again at commit time.
+
+    ``kind``, ``key``, ``token``, ``scheduled_at`` and ``worker_id`` are read-only: a fenced
+    commit records the run's slot as the task's last, and a handler that moved it ("postpone
+    myself" by an hour) stopped its task on every worker until that hour had passed.
     """
 
     def __init__(

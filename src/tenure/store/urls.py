@@ -85,7 +85,7 @@ def number_options(label: str, query: Sequence[tuple[str, str]], specs: Sequence
 
 #: A URL query option whose value is a secret: libpq takes ``password`` and ``sslpassword``
 #: there as well as in the user part.
-_SECRET_OPTION = re.compile(r"(?i)((?:^|[?&])[^=&#]*password[^=&#]*=)[^&#]*")
+_SECRET_OPTION = re.compile(r"(?i)([?&][^=&#]*password[^=&#]*=)[^&#]*")
 
 
 def hide_password(url: str) -> str:

@@ -371,7 +371,7 @@ class RunExecutor(Part):
             ot.deadline = None
             ot.ctx = None
             ot.cancelled_because = None
-            if all(asked for _, asked in ot.waiting):  # none, or a trigger asked meanwhile
+            if all(is_trigger for _, is_trigger in ot.waiting):  # none, or a trigger asked meanwhile
                 self._unpark(ot, STILL_RUNNING)
             tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self._lease.trusted())
             self._requeue(ot)

@@ -356,10 +356,13 @@ class RunExecutor(Part):
             outcome, error = Outcome.ERROR, self._error(ot, exc)
         finally:
             asked = self._asked_to_stop(ot)
-            if asked is not None and outcome is not asked[0] and outcome is not Outcome.CANCELLED:
+            # A lost lease the worker cannot vouch for is the truth whatever else was asked
+            # (a worker paused past its lease: its deadlines pass as it resumes).
+            lost = outcome is Outcome.LEASE_LOST and not self._lease.trusted()
+            if asked is not None and outcome is not asked[0] and outcome is not Outcome.CANCELLED and not lost:
                 # The handler caught its cancellation (its timeout, an operator's cancel)
                 # and returned, or failed afterwards (its commit refused, say): it was still
-                # stopped as asked, not "ok" and not a lost lease.
+                # stopped as asked, not "ok", and its lease was not lost.
                 outcome, error = (
                     asked[0],
                     asked[1] + ("; the handler caught it and returned" if error is None else f"; then {error}"),

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import select
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
@@ -106,6 +107,39 @@ Conn = psycopg.AsyncConnection[Any]
 _MS_WHY = "PostgreSQL counts it in whole milliseconds, up to 2147483647, and 0 would turn it off"
 #: tenure's own options, removed before the rest of the URL goes to libpq.
 OPTIONS = server_options(timeout_high=2147483.647, why=_MS_WHY)
+
+
+def _ended_by_server(conn: Conn) -> bool:
+    """Has the server ended this idle pooled connection?
+
+    A pooled connection never listens, and nothing else comes unasked: an idle connection
+    with something to read holds the server's goodbye (the FATAL message of a
+    ``pg_terminate_backend``, a shutdown or a restart) or the end of the socket. One
+    non-blocking poll of the socket finds it, instead of the caller's statement failing;
+    at worst a harmless message costs a fresh connection."""
+    if conn.closed:
+        return True
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+@asynccontextmanager
+async def _live_connection(pool: AsyncConnectionPool[Conn], wait: float | None = None) -> AsyncIterator[Conn]:
+    """A connection from ``pool`` that the server has not ended while it sat idle.
+
+    After a server restart or a failover every idle connection in the pool is dead, and
+    a caller who drew them one by one would fail once for each (a readiness probe
+    answering 503 eight times in a row). The dead ones are closed, which makes the pool
+    replace them, and the next one is tried."""
+    for _ in range(pool.max_size):
+        async with pool.connection(wait) as conn:
+            if not _ended_by_server(conn):
+                yield conn
+                return
+            await conn.close()
+    async with pool.connection(wait) as conn:  # by now one the pool has just opened
+        yield conn
 
 
 def watch_option(query: Sequence[tuple[str, str]]) -> bool:
@@ -481,7 +515,7 @@ class PostgreSQLStore(SQLStore[_Session]):
                 try:
                     if session is not None:
                         return await session.call(on)
-                    async with pool.connection() as conn:
+                    async with _live_connection(pool) as conn:
                         return await on(conn)
                 except psycopg.errors.DeadlockDetected:
                     # The server rolled the whole transaction back: running it again is
@@ -587,7 +621,7 @@ class PostgreSQLStore(SQLStore[_Session]):
         if self._pool is None:
             raise StoreError("the store is not open")
         try:
-            async with self._pool.connection() as conn:
+            async with _live_connection(self._pool) as conn:
                 tx = _Fenced(conn, fence)
                 try:
                     yield tx
@@ -875,5 +909,5 @@ class _AdvisoryLiveness(Liveness):
             # The session may live on in the server unseen (a half-open connection): end it,
             # so that the lock is free for the next one (our own, once we join again).
             with contextlib.suppress(Exception):
-                async with self._store._pool.connection(timeout=1.0) as other:
+                async with _live_connection(self._store._pool, wait=1.0) as other:
                     await other.execute(Q["liveness_terminate"].encode(), {"pid": backend, "key": self._key})

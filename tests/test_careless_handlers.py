@@ -317,3 +317,46 @@ async def test_a_cancelled_sync_run_keeps_its_task_until_its_thread_ends(apps: t
 
         await wait_for(ran_again, "runs after the thread ended", worker)
     assert most[0] == 1, f"{most[0]} threads of the task ran at once"
+
+
+async def test_app_calls_that_change_the_store_are_refused_inside_a_fenced_block(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """``app.add_task()`` or ``app.trigger()`` inside a fenced block waited for the block's
+    own write lock on SQLite until the run timed out (and on a server, a change to the
+    run's own task waits for its row). Now each is refused at once, by name, and changes
+    nothing; reads are fine, and the block still commits; after the block the call works."""
+    app, admin = apps
+    refused: list[BaseException] = []
+
+    @app.task("h", every=3600.0, timeout=5.0)
+    async def h(ctx: tenure.Context) -> None:
+        if ctx.key != "a":
+            return
+        async with ctx.fenced() as tx:
+            await tx.execute("CREATE TABLE IF NOT EXISTS notes (note TEXT)")
+            await tx.execute("INSERT INTO notes (note) VALUES ('kept')")
+            assert (await app.get_task("h", "a")).owner == ctx.worker_id  # a read is fine
+            for call in (app.add_task("h", "b"), app.trigger("h", "a"), app.disable("h", "a")):
+                try:
+                    await call
+                except tenure.FencedBlockOpen as exc:
+                    refused.append(exc)
+        await app.add_task("h", "c")  # after the block
+
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.trigger("h", "a")  # hourly: run now, once
+    async with running(app) as worker:
+
+        async def recorded() -> bool:
+            return bool(await runs_of(admin, "a"))
+
+        await wait_for(recorded, "the run's record", worker)
+        (run,) = await runs_of(admin, "a")
+        assert run.outcome is Outcome.OK, run
+    assert [str(e).split("(")[0] for e in refused] == ["App.add_task", "App.trigger", "App.disable"]
+    assert all("inside the fenced block of h/a" in str(e) for e in refused), refused[0]
+    keys = sorted(t.key for t in await admin.list_tasks(kind="h"))
+    assert keys == ["a", "c"], keys
+    assert (await admin.get_task("h", "a")).enabled

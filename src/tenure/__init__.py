@@ -8,6 +8,7 @@ from tenure.config import Settings
 from tenure.context import Context, SyncFencedTransaction
 from tenure.desired import SyncResult, TaskSpec
 from tenure.errors import (
+    FencedBlockOpen,
     FencedTransactionError,
     InvalidInput,
     InvalidKey,
@@ -43,6 +44,7 @@ __all__ = [
     "Context",
     "Cron",
     "Every",
+    "FencedBlockOpen",
     "FencedTransaction",
     "FencedTransactionError",
     "InvalidInput",

@@ -12,6 +12,7 @@ from typing import Any, Unpack
 
 from tenure import snapshot
 from tenure.config import Settings, store_url
+from tenure.context import refuse_inside_fenced_block
 from tenure.desired import DesiredTask, SyncResult, TaskSpec
 from tenure.errors import (
     InvalidInput,
@@ -112,7 +113,9 @@ class App:
     tool (the CLI, the HTTP API, the demo) reads and changes the store through its admin
     methods (``add_task``, ``disable``, ``sync_tasks``, ``roster``, ``status``, ``drain``…),
     which validate their input the same way whoever calls them. They open the store on
-    first use; call :meth:`close` (or use ``async with app:``) when done.
+    first use; call :meth:`close` (or use ``async with app:``) when done. A handler may
+    call them, but not those that change the store from inside its fenced block: they
+    raise :class:`~tenure.errors.FencedBlockOpen` there.
     """
 
     def __init__(self, store: str | None = None, *, settings: Settings | None = None) -> None:
@@ -248,6 +251,7 @@ class App:
 
     async def migrate(self) -> tuple[int, int]:
         """Create or upgrade the store's schema; return (version before, version after)."""
+        refuse_inside_fenced_block("migrate")
         if self._opened:
             return await self._store.migrate()
         # Connect without migrating (open(migrate=True) would migrate first and the
@@ -313,6 +317,7 @@ class App:
         :class:`~tenure.errors.InvalidSchedule`, :class:`~tenure.errors.InvalidParams`
         or :class:`~tenure.errors.TaskExists`; nothing is stored then.
         """
+        refuse_inside_fenced_block("add_task")
         check_kind(kind)
         key = check_key(key)
         params_json = self._params_json(params)
@@ -364,6 +369,8 @@ class App:
         ``allow_empty`` (or ``dry_run``). A sync takes at most :data:`MAX_SYNC_TASKS`
         tasks. Raises :class:`~tenure.errors.UnknownKind` for a kind no app has registered.
         """
+        if not dry_run:
+            refuse_inside_fenced_block("sync_tasks")
         check_kind(kind)
         if not isinstance(desired, Mapping):
             raise InvalidInput(f"desired must map keys to params or TaskSpecs, got {type(desired).__name__}")
@@ -442,6 +449,7 @@ class App:
 
     async def enable(self, kind: str, key: str) -> Task:
         """Let a task run again; a worker claims it within one poll interval."""
+        refuse_inside_fenced_block("enable")
         store, key = await self._locate(kind, key)
         return await store.set_enabled(kind, key, True)
 
@@ -454,12 +462,14 @@ class App:
         poll (at once on PostgreSQL), recording it as ``cancelled``: the same
         cancellation as :meth:`pause_kind`'s.
         """
+        refuse_inside_fenced_block("disable")
         _check_flag("cancel", cancel)
         store, key = await self._locate(kind, key)
         return await store.set_enabled(kind, key, False, cancel=cancel)
 
     async def trigger(self, kind: str, key: str) -> Task:
         """Ask for one extra run of a task as soon as its owner sees the request."""
+        refuse_inside_fenced_block("trigger")
         store, key = await self._locate(kind, key)
         return await store.trigger(kind, key)
 
@@ -468,6 +478,7 @@ class App:
 
         Returns the key as it was stored (normalised, or a stored row's own spelling).
         """
+        refuse_inside_fenced_block("remove")
         store, key = await self._locate(kind, key)
         await store.remove_task(kind, key)
         return key
@@ -507,6 +518,7 @@ class App:
         paused it (default: ``user@host``). The pause is in the store: it outlives
         failovers and restarts. Raises :class:`~tenure.errors.UnknownKind`.
         """
+        refuse_inside_fenced_block("pause_kind")
         check_kind(kind)
         _check_flag("cancel", cancel)
         by = default_actor() if by is None else _check_by(by)
@@ -519,6 +531,7 @@ class App:
         (``skip``: the latest missed slot runs once, not a burst). Returns the pause lifted,
         or None if the kind was not paused by itself (a pause of every kind is lifted by
         :meth:`resume`). Raises :class:`~tenure.errors.UnknownKind`."""
+        refuse_inside_fenced_block("resume_kind")
         check_kind(kind)
         store = await self._ready()
         await self._default_schedule(store, kind)
@@ -527,12 +540,14 @@ class App:
     async def pause(self, *, cancel: bool = False, by: str | None = None) -> Pause:
         """Pause every kind, as :meth:`pause_kind` does one. Kinds paused on their own stay
         paused after :meth:`resume`."""
+        refuse_inside_fenced_block("pause")
         _check_flag("cancel", cancel)
         by = default_actor() if by is None else _check_by(by)
         return await (await self._ready()).set_pause(None, by=by, cancel=cancel)
 
     async def resume(self) -> Pause | None:
         """Lift the pause of every kind; None if there was none."""
+        refuse_inside_fenced_block("resume")
         return await (await self._ready()).clear_pause(None)
 
     async def pauses(self) -> list[Pause]:
@@ -583,6 +598,7 @@ class App:
         The worker sees it at its next lease renewal, releases its tasks (other workers
         take them within one poll) and keeps running, holding none, until stopped.
         """
+        refuse_inside_fenced_block("drain")
         worker_id = check_worker_id(worker_id)
         return await (await self._ready()).set_draining(worker_id, True)
 

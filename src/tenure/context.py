@@ -12,13 +12,27 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from tenure import metrics, tracing
-from tenure.errors import FencedTransactionError, LeaseLost
+from tenure.errors import FencedBlockOpen, FencedTransactionError, LeaseLost
 from tenure.store.base import FencedTransaction, Store
 
 log = logging.getLogger("tenure.context")
 
 #: The fenced block open in this asyncio task (and the tasks it started inside it), if any.
 _OPEN_BLOCK: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenure_open_fenced_block", default=None)
+
+
+def refuse_inside_fenced_block(call: str) -> None:
+    """Raise :class:`FencedBlockOpen` if a fenced block is open in this asyncio task.
+
+    An App call that writes to the store, made from inside the block, would wait for the
+    block's own lock: on SQLite any write does (renewals then fail and the worker fences
+    itself), on a server a change to the run's own task does."""
+    block = _OPEN_BLOCK.get()
+    if block is not None:
+        raise FencedBlockOpen(
+            f"App.{call}() was called inside the fenced block of {block}: its change would wait for "
+            "the lock the block holds and is not part of its transaction; call it after the block"
+        )
 
 
 class Context:

@@ -122,6 +122,13 @@ class TransactionClosed(FencedTransactionError):
     failed. No connection is touched."""
 
 
+class FencedBlockOpen(TenureError):
+    """An :class:`~tenure.App` call that changes the store was made inside an open fenced
+    block of the same run. Its change would not be part of the block's transaction, and
+    it would wait for the lock the block holds (SQLite's write lock; on a server, the
+    task's row) until the run timed out. Nothing was changed; call it after the block."""
+
+
 class StoreError(TenureError):
     """The store's database failed in a way tenure could not hide."""
 

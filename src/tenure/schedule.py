@@ -54,9 +54,11 @@ class Every:
         if not s > 0 or s == math.inf:  # NaN fails `s > 0`
             raise InvalidSchedule(f"period must be a positive number of seconds, got {quote(s)}")
         if s < MIN_PERIOD:
-            raise InvalidSchedule(f"period {quote(s)}s is shorter than the minimum {MIN_PERIOD}s")
+            raise InvalidSchedule(f"period of {quote(s)} seconds is shorter than the minimum, {MIN_PERIOD}")
         if s > MAX_PERIOD:
-            raise InvalidSchedule(f"period {quote(s)}s is longer than the maximum {MAX_PERIOD:.0f}s; use cron")
+            raise InvalidSchedule(
+                f"period of {quote(s)} seconds is longer than the maximum, {MAX_PERIOD:.0f}; use cron"
+            )
 
     def describe(self) -> str:
         return f"every {self.seconds:g}s"

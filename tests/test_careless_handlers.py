@@ -360,3 +360,73 @@ async def test_app_calls_that_change_the_store_are_refused_inside_a_fenced_block
     keys = sorted(t.key for t in await admin.list_tasks(kind="h"))
     assert keys == ["a", "c"], keys
     assert (await admin.get_task("h", "a")).enabled
+
+
+async def test_an_async_handler_that_returns_its_work_unawaited_has_it_run(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """``return work(ctx)`` in an ``async def`` handler, the ``await`` forgotten: the work
+    never ran, Python warned that a coroutine was never awaited, and the run was recorded
+    ``ok``. Now the work runs as part of the run (as a sync handler's returned awaitable
+    already did), within its timeout, and its error is the run's."""
+    app, admin = apps
+    done: list[str] = []
+
+    async def work(ctx: tenure.Context) -> None:
+        await asyncio.sleep(0)
+        if ctx.key == "bad":
+            raise ValueError("the work failed")
+        done.append(ctx.key)
+
+    @app.task("h", every=3600.0, timeout=5.0)
+    async def h(ctx: tenure.Context) -> Any:
+        return work(ctx)
+
+    await app.open()
+    for key in ("good", "bad"):
+        await admin.add_task("h", key)
+        await admin.trigger("h", key)
+    async with running(app) as worker:
+
+        async def recorded() -> bool:
+            return all([await runs_of(admin, key) for key in ("good", "bad")])
+
+        await wait_for(recorded, "both runs' records", worker)
+    assert done == ["good"]
+    ((good,), (bad,)) = [await runs_of(admin, key) for key in ("good", "bad")]
+    assert good.outcome is Outcome.OK, good
+    assert bad.outcome is Outcome.ERROR and bad.error is not None and "the work failed" in bad.error, bad
+
+
+async def test_a_cancelled_error_nothing_asked_for_is_the_handlers_error(apps: tuple[tenure.App, tenure.App]) -> None:
+    """A handler that raised ``CancelledError`` itself, or awaited a task someone else had
+    cancelled, was recorded ``cancelled``, as if an operator or the worker had stopped it.
+    Now it is the run's error, saying so; a real timeout is still ``timeout``."""
+    app, admin = apps
+
+    @app.task("h", every=3600.0, timeout=0.5)
+    async def h(ctx: tenure.Context) -> None:
+        if ctx.key == "raises":
+            raise asyncio.CancelledError
+        if ctx.key == "awaits":
+            other = asyncio.create_task(asyncio.sleep(10))
+            asyncio.get_running_loop().call_soon(other.cancel)
+            await other
+        await asyncio.sleep(10)  # "slow": past its timeout
+
+    keys = ("raises", "awaits", "slow")
+    await app.open()
+    for key in keys:
+        await admin.add_task("h", key)
+        await admin.trigger("h", key)
+    async with running(app) as worker:
+
+        async def recorded() -> bool:
+            return all([await runs_of(admin, key) for key in keys])
+
+        await wait_for(recorded, "every run's record", worker)
+    (raises,), (awaits,), (slow,) = [await runs_of(admin, key) for key in keys]
+    for run in (raises, awaits):
+        assert run.outcome is Outcome.ERROR, run
+        assert run.error is not None and "though its run was not cancelled" in run.error, run
+    assert slow.outcome is Outcome.TIMEOUT, slow

@@ -67,6 +67,13 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+#: A run's error when its handler let a CancelledError out though nothing cancelled it.
+NOT_CANCELLED = (
+    "CancelledError raised in the handler, though its run was not cancelled "
+    "(it raised it, or awaited a task or future that was cancelled)"
+)
+
+
 class Deadlines:
     """Run timeouts on the wake-ups of a :class:`~tenure.worker.timers.Wheel`, as slots are
     armed: ``asyncio.timeout`` made a timer (and a heap entry) per run, a tenth of a no-op
@@ -335,7 +342,11 @@ class RunExecutor(Part):
         try:
             if self._is_async(ot.kind):
                 self._deadlines.add(ot, timeout)
-                await handler(ctx)  # type: ignore[misc]
+                returned = await handler(ctx)  # type: ignore[misc]
+                if returned is not None and inspect.isawaitable(returned):
+                    # `return work(ctx)` without its await: the work is the run, not a
+                    # coroutine thrown away with a RuntimeWarning and the run said "ok".
+                    await returned
             else:
                 outcome, error = await self._run_sync(ot, handler, ctx, timeout)
         except LeaseLost as exc:
@@ -344,6 +355,11 @@ class RunExecutor(Part):
             me = asyncio.current_task()
             if ot.cancelled_because is not None:
                 outcome, error = Outcome.CANCELLED, f"cancelled: {ot.cancelled_because}"
+            elif me is not None and not me.cancelling() and me not in self._cancelled_as:
+                # Nothing cancelled the run: the handler raised it, or awaited a task or
+                # future that someone else cancelled. That is the handler's error.
+                outcome, error = Outcome.ERROR, NOT_CANCELLED
+                self._log(logging.ERROR, "handler raised: %s", error, task=ot)
             else:
                 outcome, error = (self._cancelled_as.get(me) if me is not None else None) or self._why_cancelled()
         except Exception as exc:

@@ -395,7 +395,9 @@ async def test_an_async_handler_that_returns_its_work_unawaited_has_it_run(
     assert done == ["good"]
     ((good,), (bad,)) = [await runs_of(admin, key) for key in ("good", "bad")]
     assert good.outcome is Outcome.OK, good
-    assert bad.outcome is Outcome.ERROR and bad.error is not None and "the work failed" in bad.error, bad
+    assert bad.outcome is Outcome.ERROR, bad
+    assert bad.error is not None
+    assert "the work failed" in bad.error, bad
 
 
 async def test_a_cancelled_error_nothing_asked_for_is_the_handlers_error(apps: tuple[tenure.App, tenure.App]) -> None:
@@ -428,5 +430,6 @@ async def test_a_cancelled_error_nothing_asked_for_is_the_handlers_error(apps: t
     (raises,), (awaits,), (slow,) = [await runs_of(admin, key) for key in keys]
     for run in (raises, awaits):
         assert run.outcome is Outcome.ERROR, run
-        assert run.error is not None and "though its run was not cancelled" in run.error, run
+        assert run.error is not None
+        assert "though its run was not cancelled" in run.error, run
     assert slow.outcome is Outcome.TIMEOUT, slow

@@ -433,3 +433,87 @@ async def test_a_cancelled_error_nothing_asked_for_is_the_handlers_error(apps: t
         assert run.error is not None
         assert "though its run was not cancelled" in run.error, run
     assert slow.outcome is Outcome.TIMEOUT, slow
+
+
+async def test_a_stop_is_not_held_by_a_handler_that_swallows_its_cancellation(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """Runs lived in a task group, whose exit waits for all of them: a handler whose retry
+    loop caught every cancellation held the worker's stop forever (after its tasks were
+    released). Now the worker leaves without it, records the run as cancelled and left
+    behind, and the run can no longer commit."""
+    app, admin = apps
+    release = asyncio.Event()
+    started = asyncio.Event()
+    refused: list[BaseException] = []
+
+    @app.task("h", every=3600.0, timeout=60.0)
+    async def h(ctx: tenure.Context) -> None:
+        started.set()
+        while not release.is_set():
+            with contextlib.suppress(BaseException):  # the careless part
+                await asyncio.sleep(0.05)
+        try:
+            async with ctx.fenced():
+                pass
+        except tenure.LeaseLost as exc:
+            refused.append(exc)
+
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.trigger("h", "a")
+    try:
+        async with running(app) as worker:
+            await asyncio.wait_for(started.wait(), 10)
+            worker.cancel()
+            done, _ = await asyncio.wait([worker], timeout=15)
+            assert worker in done, "the worker's stop waited for a run that would not end"
+        (run,) = await runs_of(admin, "a")
+        assert run.outcome is Outcome.CANCELLED, run
+        assert run.error is not None
+        assert "the worker left without it" in run.error, run.error
+        assert (await admin.get_task("h", "a")).owner is None
+    finally:
+        release.set()
+        await asyncio.sleep(0.2)
+    assert len(refused) == 1, "the run left behind could still commit"
+
+
+async def test_a_sync_run_stuck_past_its_timeout_is_recorded_as_timed_out_at_once(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """A sync handler stuck in a call without a timeout (it never looks at
+    ``ctx.is_cancelled``): its run ended only with its thread, so it was recorded at the
+    worker's stop, as "cancelled: worker stopping", and its timeout only logged. Now the
+    run ends at its timeout, recorded as timed out, and the slots that come while its
+    thread goes on are skipped, never overlapped."""
+    app, admin = apps
+    held = threading.Event()
+    threads = 0
+
+    @app.task("h", every=0.5, timeout=0.3)
+    def h(ctx: tenure.Context) -> None:
+        nonlocal threads
+        threads += 1
+        held.wait(20)
+
+    await app.open()
+    await admin.add_task("h", "a")
+    try:
+        async with running(app) as worker:
+
+            async def outcome_recorded(outcome: Outcome) -> bool:
+                return outcome in {r.outcome for r in await runs_of(admin, "a")}
+
+            await wait_for(lambda: outcome_recorded(Outcome.TIMEOUT), "the stuck run recorded as timed out", worker)
+            (first,) = await runs_of(admin, "a")
+            assert first.ended_at - first.started_at < 2.0, first
+            await asyncio.sleep(1.5)  # three more slots while the thread is stuck
+            assert threads == 1, "a second thread of the task started beside the stuck one"
+            held.set()
+            await wait_for(lambda: outcome_recorded(Outcome.OK), "a run once the thread is free", worker)
+            outcomes = [r.outcome for r in await runs_of(admin, "a")]
+            assert outcomes[0] is Outcome.TIMEOUT, outcomes
+            assert Outcome.SKIPPED in outcomes, outcomes
+    finally:
+        held.set()

@@ -29,7 +29,7 @@ async def test_an_untrusted_worker_releases_its_surplus_and_claims_nothing(store
     app = tenure.App(store_url)
 
     @app.task("tick", every=3600.0)
-    async def tick(ctx: tenure.Context) -> None:  # never started: no run group is attached
+    async def tick(ctx: tenure.Context) -> None:  # never started: the executor is not opened
         pass
 
     await app.open(migrate=True)

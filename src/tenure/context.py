@@ -54,6 +54,7 @@ class Context:
     ``kind``, ``key``, ``token``, ``scheduled_at`` and ``worker_id`` are read-only: a fenced
     commit records the run's slot as the task's last, and a handler that moved it ("postpone
     myself" by an hour) stopped its task on every worker until that hour had passed.
+    ``deadline`` is read-only too (it was documented, and was not there at all).
     """
 
     def __init__(
@@ -112,6 +113,10 @@ class Context:
     @property
     def worker_id(self) -> str:
         return self._worker_id
+
+    @property
+    def deadline(self) -> float | None:
+        return self._deadline
 
     @property
     def dialect(self) -> str:

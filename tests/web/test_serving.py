@@ -243,3 +243,38 @@ def test_a_worker_exits_past_a_sync_handler_stuck_in_its_thread(procs: Procs) ->
     messages = [r["message"] for r in worker.records()]
     assert any("still running after the worker left; exiting without them" in m for m in messages), messages
     assert any(m.startswith("left the cluster") for m in messages), messages
+
+
+DEAF_APP = """\
+import asyncio, pathlib
+import tenure
+
+app = tenure.App()
+
+@app.task("deaf", every=0.5, timeout=60)
+async def deaf(ctx: tenure.Context) -> None:
+    pathlib.Path("started").touch()
+    while True:  # a retry loop whose bare except also swallows cancellation
+        try:
+            await asyncio.sleep(600)
+        except:  # noqa: E722
+            pass
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_exits_past_an_async_handler_that_swallows_its_cancellation(procs: Procs) -> None:
+    """The runs lived in a task group, whose exit waits for every run: a handler that
+    catches every cancellation held the stop forever (its tasks released, the process
+    never gone; a second SIGTERM changed nothing). Now the worker leaves without it, says
+    which run, and exits 0."""
+    (procs.folder / "deafapp.py").write_text(DEAF_APP)
+    worker = procs.start("w-deaf", "worker", "deafapp:app", "--id", "w-deaf", "--log-format", "json", *FAST)
+    wait_until(lambda: procs.run("tasks", "add", "deaf", "a").returncode == 0, within=20, what="the kind")
+    wait_until(lambda: (procs.folder / "started").exists() or None, within=20, what="the handler to start")
+    assert worker.stop(within=30) == 0
+    records = worker.records()
+    messages = [r["message"] for r in records]
+    assert any(r["message"].startswith("run did not end") and r.get("key") == "a" for r in records), records
+    assert any("still going after being cancelled; exiting without them" in m for m in messages), messages
+    assert any(m.startswith("left the cluster") for m in messages), messages

@@ -27,7 +27,7 @@ from tenure.inputs import clip, quote
 from tenure.models import DEFAULT_MAX_PARAMS_BYTES, Pause, Run, Task, check_kind, check_worker_id
 from tenure.snapshot import Roster
 from tenure.store.urls import shown
-from tenure.worker.executor import SYNC_THREAD_PREFIX
+from tenure.worker.executor import RUN_TASK_PREFIX, SYNC_THREAD_PREFIX
 
 from . import render, sync_input
 from .parser import worker_setting_flags
@@ -144,10 +144,13 @@ def worker(args: argparse.Namespace) -> int:
         extra["sidecars"] = [http]
 
     async def go() -> None:
+        failed = True
         try:
             await app.run_worker(settings=settings, **extra)
+            failed = False
         finally:
             await app.close()
+            _exit_past_stuck_runs(1 if failed else 0)
 
     try:
         asyncio.run(go())
@@ -163,6 +166,23 @@ def worker(args: argparse.Namespace) -> int:
 STUCK_THREADS_WAIT = 1.0
 
 
+def _exit_past_stuck_runs(code: int) -> None:
+    """The worker has left; an async handler that caught its cancellation and went on
+    would hold the process forever, since asyncio.run() waits for every task it cancels
+    at its end. Exit without it, saying so (the worker has said which runs)."""
+    stuck = [t for t in asyncio.all_tasks() if t.get_name().startswith(RUN_TASK_PREFIX) and not t.done()]
+    if stuck:
+        _exit_now(f"{len(stuck)} run(s) still going after being cancelled; exiting without them", code)
+
+
+def _exit_now(why: str, code: int = 0) -> None:
+    logging.getLogger("tenure.worker").warning("%s", why)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _exit_past_stuck_handlers() -> None:
     """The worker has left (its tasks released, its runs recorded); a sync handler stuck
     in its thread (a call without a timeout) would hold the process forever, since Python
@@ -174,15 +194,8 @@ def _exit_past_stuck_handlers() -> None:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 stuck.append(t.name)
-    if not stuck:
-        return
-    logging.getLogger("tenure.worker").warning(
-        "%d sync handler thread(s) still running after the worker left; exiting without them", len(stuck)
-    )
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    if stuck:
+        _exit_now(f"{len(stuck)} sync handler thread(s) still running after the worker left; exiting without them")
 
 
 def dashboard(args: argparse.Namespace) -> int:

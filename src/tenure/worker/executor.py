@@ -6,15 +6,17 @@ starves; a task's waiting slots coalesce by its kind's misfire policy (``skip``:
 latest replaces the one waiting, which is recorded as skipped; ``catch_up``: each one
 waits). A run's timeout counts from its start, not from its slot.
 
-Runs live in the supervisor's innermost task group (:meth:`RunExecutor.attach`): none
-outlives the worker, and a stop cancels them after the grace period or at once when
-forced.
+Runs are asyncio tasks the executor keeps (:meth:`RunExecutor.open` lets them start): a
+stop cancels them after the grace period, or at once when forced, and waits
+:data:`CANCELLED_RUNS_WITHIN` for them. Not in a task group, on purpose: a handler that
+catches every cancellation and goes on would hold a task group's exit, and with it the
+worker's stop, forever. Such a run is left behind, said so (:meth:`RunExecutor.left_behind`),
+and cannot commit (its context has ended).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import copy
 import functools
@@ -66,6 +68,12 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
     call = next((vars(k)["__call__"] for k in type(handler).__mro__ if "__call__" in vars(k)), None)
     return call is not None and inspect.iscoroutinefunction(call)
 
+
+#: The name of every run's asyncio task begins with this (a stuck one is found by it).
+RUN_TASK_PREFIX = "tenure-run-"
+
+#: The record of a run the worker left without (see :meth:`RunExecutor.left_behind`).
+LEFT_BEHIND = "cancelled: worker stopping; the handler caught it and went on, and the worker left without it"
 
 #: A run's error when its handler let a CancelledError out though nothing cancelled it.
 NOT_CANCELLED = (
@@ -122,8 +130,10 @@ class RunExecutor(Part):
         self._peak_waiting = 0
         self._lease = lease
         self._recorder = recorder
-        self._group: asyncio.TaskGroup | None = None
+        self._open = False
         self._runs: set[asyncio.Task[None]] = set()
+        #: A run that failed inside tenure's own code (not its handler's): raised by run().
+        self._crash: BaseException | None = None
         #: What still runs of each task, by id, whoever owns it now: its run, or the thread
         #: of a cancelled sync run (a thread cannot be stopped). A task released and claimed
         #: again is a new OwnedTask; this is what keeps its runs from overlapping here.
@@ -134,9 +144,9 @@ class RunExecutor(Part):
         self._threads = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix=SYNC_THREAD_PREFIX)
         self._deadlines = Deadlines(self._timed_out)
 
-    def attach(self, group: asyncio.TaskGroup) -> None:
-        """Start runs in ``group`` from now on (the supervisor's innermost task group)."""
-        self._group = group
+    def open(self) -> None:
+        """Start runs from now on (once the worker holds its lease)."""
+        self._open = True
 
     @property
     def running(self) -> int:
@@ -159,7 +169,12 @@ class RunExecutor(Part):
         return max(0.0, self._lease.db_time() - self._queue[0][0])
 
     def close(self) -> None:
-        """Let the thread pool go (a thread still running a handler ends on its own)."""
+        """Let the thread pool go (a thread still running a handler ends on its own), and
+        cancel any run still going: one left behind, or one a stop cut short before it
+        could cancel the runs (the worker cancelled twice from outside)."""
+        self._open = False
+        for run in self._runs:
+            run.cancel()
         self._deadlines.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
@@ -195,7 +210,7 @@ class RunExecutor(Part):
 
     def _may_start(self, ot: OwnedTask) -> bool:
         paused = self._pauses.of(ot.task.kind) is not None
-        return not (ot.handover or paused or self._life.stopping or not self._lease.trusted() or self._group is None)
+        return not (ot.handover or paused or self._life.stopping or not self._lease.trusted() or not self._open)
 
     def _coalesce(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
         """Another slot of a task whose earlier one still waits."""
@@ -238,7 +253,6 @@ class RunExecutor(Part):
             self._start(ot, slot if passed is None else max(slot, passed), triggered)
 
     def _start(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
-        assert self._group is not None
         if ot.id in self._alive:
             # A run of an earlier ownership of the task (it caught its cancellation, say),
             # or the thread of a cancelled sync run, is still going.
@@ -248,7 +262,7 @@ class RunExecutor(Part):
         if triggered:
             ot.triggered_ran = True
         self._recorder.run_started(ot)
-        run = self._group.create_task(self._run(ot, slot, triggered), name=f"tenure-run-{ot.name}")
+        run = asyncio.get_running_loop().create_task(self._run(ot, slot, triggered), name=f"{RUN_TASK_PREFIX}{ot.name}")
         ot.running = self._alive[ot.id] = run
         self._runs.add(run)
         run.add_done_callback(self._ended)
@@ -280,6 +294,10 @@ class RunExecutor(Part):
     def _ended(self, run: asyncio.Task[None]) -> None:
         self._runs.discard(run)
         self._cancelled_as.pop(run, None)
+        if not run.cancelled() and (exc := run.exception()) is not None and self._crash is None:
+            # _run() catches all its handler raises: this is tenure's own bug. The worker
+            # stops, as it did when the runs' task group failed.
+            self._crash = exc
         if self._queue:
             self._admit()
 
@@ -296,6 +314,8 @@ class RunExecutor(Part):
         loop = asyncio.get_running_loop()
         report_at = loop.time() + OVERLOAD_LOG_EVERY
         while self._life.state < WorkerState.CLOSED:
+            if self._crash is not None:
+                raise self._crash
             waiting = self.waiting
             self._peak_waiting = max(self._peak_waiting, waiting)
             metrics.RUNS_WAITING.set(waiting)
@@ -463,17 +483,25 @@ class RunExecutor(Part):
             if not timer.expired():
                 raise  # the handler's own
             ctx.cancel()
-            with contextlib.suppress(Exception):
-                await fut
+            if not fut.done():
+                # The run ends now, as timed out, whether or not the handler heeds it (one
+                # stuck in a call was recorded only when the worker stopped, "cancelled").
+                # Its thread goes on: no run of the task starts here until it is done.
+                self._keep_alive(ot, fut)
             return Outcome.TIMEOUT, f"ran past its timeout of {limit:g}s (thread told to stop)"
         except asyncio.CancelledError:
             ctx.cancel()
             if not fut.done():
                 # The run ends now, its thread does not: no run of the task starts here
                 # until the thread is done (two threads of one task ran side by side).
-                self._alive[ot.id] = fut
-                fut.add_done_callback(functools.partial(self._thread_done, ot.id))
+                self._keep_alive(ot, fut)
             raise
+
+    def _keep_alive(self, ot: OwnedTask, fut: asyncio.Future[Any]) -> None:
+        """The run of ``ot`` has ended but its sync handler's thread goes on: it counts as
+        the task's run in progress here until the thread is done."""
+        self._alive[ot.id] = fut
+        fut.add_done_callback(functools.partial(self._thread_done, ot.id))
 
     def _thread_done(self, task: TaskId, fut: asyncio.Future[Any]) -> None:
         """The thread of a cancelled sync run has ended."""
@@ -555,3 +583,27 @@ class RunExecutor(Part):
             run.cancel(reason)
         if runs:
             await asyncio.wait(runs, timeout=CANCELLED_RUNS_WITHIN)
+
+    def left_behind(self) -> int:
+        """Close for good, and record the runs still going though cancelled as cancelled:
+        their handlers caught the cancellation and went on. The worker leaves without them
+        (they can no longer commit: their contexts have ended). Returns how many."""
+        self._open = False
+        stuck = 0
+        now, clock = self._lease.db_time(), time.monotonic()
+        for ot in self._owned.values():
+            run, ctx = ot.running, ot.ctx
+            if run is None or run.done() or ctx is None:
+                continue
+            stuck += 1
+            ctx.end()
+            self._log(
+                logging.ERROR,
+                "run did not end %gs after it was cancelled (its handler catches CancelledError and goes on); "
+                "the worker leaves without it",
+                CANCELLED_RUNS_WITHIN,
+                task=ot,
+            )
+            began = clock if ctx.deadline is None else ctx.deadline - ot.kind.timeout_for(ot.task.schedule)
+            self._recorder.record(ot, ctx.scheduled_at, now - (clock - began), Outcome.CANCELLED, LEFT_BEHIND)
+        return stuck

@@ -242,19 +242,18 @@ class Worker:
             # Notifications only speed things up; a store without them returns at once.
             listener = loops.create_task(self._part("listener", self.store.listen(self.rebalancer.wake.set)))
             try:
-                async with asyncio.TaskGroup() as runs:
-                    self.executor.attach(runs)
-                    cancelled = False
-                    try:
-                        await self._life.reached(WorkerState.STOPPING)
-                    except asyncio.CancelledError:
-                        # Cancelled from outside: still hand the tasks over, without grace.
-                        cancelled = True
-                        self.request_stop(force=True)
-                    await self._finish_runs()
-                    await self._leave()
-                    if cancelled:
-                        raise asyncio.CancelledError
+                self.executor.open()
+                cancelled = False
+                try:
+                    await self._life.reached(WorkerState.STOPPING)
+                except asyncio.CancelledError:
+                    # Cancelled from outside: still hand the tasks over, without grace.
+                    cancelled = True
+                    self.request_stop(force=True)
+                await self._finish_runs()
+                await self._leave()
+                if cancelled:
+                    raise asyncio.CancelledError
             finally:
                 # Let the loops end between rounds rather than cancel a statement in flight:
                 # a cancelled query makes the driver cancel it on the server and wait, which
@@ -292,6 +291,7 @@ class Worker:
 
     async def _leave(self) -> None:
         """Save what runs did, stop polling, and hand every task back in one statement."""
+        self.executor.left_behind()
         slots = [self.recorder.slot_done(ot) for ot in self._owned.values() if ot.last_slot is not None]
         self.recorder.end_streaks()
         try:

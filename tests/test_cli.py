@@ -404,8 +404,15 @@ def test_tasks_enable_disable_trigger_remove(cli: CLI) -> None:
     assert cli("tasks", "enable", "dispatch", "barcelona").code == 0
     assert show()["enabled"] is True
     assert show()["trigger_at"] is None
-    assert cli("tasks", "trigger", "dispatch", "barcelona").code == 0
+    result = cli("tasks", "trigger", "dispatch", "barcelona")
+    assert result.code == 0
+    assert result.out.strip() == "triggered task dispatch/barcelona"
     assert isinstance(show()["trigger_at"], float)
+    # A trigger on a disabled task was accepted without a word; it waits for the enable.
+    assert cli("tasks", "disable", "dispatch", "barcelona").code == 0
+    result = cli("tasks", "trigger", "dispatch", "barcelona")
+    assert result.code == 0
+    assert "the task is disabled: the run waits until it is enabled" in result.out
     assert cli("tasks", "remove", "dispatch", "barcelona").code == 0
     assert cli("tasks", "list", "--json").json() == []
 

@@ -291,16 +291,19 @@ def tasks_change(args: argparse.Namespace) -> int:
 
     cancel = action == "disable" and args.cancel
 
-    async def go(app: App) -> None:
+    async def go(app: App) -> Task | str:
         if cancel:
-            await app.disable(args.kind, args.key, cancel=True)
-            return
-        change = {"enable": app.enable, "disable": app.disable, "trigger": app.trigger, "remove": app.remove}
-        await change[action](args.kind, args.key)
+            return await app.disable(args.kind, args.key, cancel=True)
+        if action == "remove":
+            return await app.remove(args.kind, args.key)
+        change = {"enable": app.enable, "disable": app.disable, "trigger": app.trigger}
+        return await change[action](args.kind, args.key)
 
-    run_admin(args, go)
+    changed = run_admin(args, go)
     done = {"enable": "enabled", "disable": "disabled", "trigger": "triggered", "remove": "removed"}
     also = "; its run in progress, if any, is cancelled and cannot commit" if cancel else ""
+    if action == "trigger" and isinstance(changed, Task) and not changed.enabled:
+        also = "; the task is disabled: the run waits until it is enabled"
     print(f"{done[action]} task {args.kind}/{args.key}{also}")
     return 0
 

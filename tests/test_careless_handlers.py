@@ -53,6 +53,23 @@ async def runs_of(admin: tenure.App, key: str) -> list[Run]:
     return list(reversed(await admin.list_runs(kind="h", key=key, limit=100)))
 
 
+@contextlib.asynccontextmanager
+async def one_run(app: tenure.App, admin: tenure.App) -> AsyncIterator[Run]:
+    """The hourly task h/a run once, now (a trigger), by ``app``'s worker: its record, while
+    the worker still runs."""
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.trigger("h", "a")
+    async with running(app) as worker:
+
+        async def recorded() -> bool:
+            return bool(await runs_of(admin, "a"))
+
+        await wait_for(recorded, "the run's record", worker)
+        (run,) = await runs_of(admin, "a")
+        yield run
+
+
 class Custom(BaseException):
     pass
 
@@ -221,16 +238,8 @@ async def test_a_handler_cannot_move_its_own_slot(apps: tuple[tenure.App, tenure
         async with ctx.fenced():
             pass
 
-    await app.open()
-    await admin.add_task("h", "a")
-    await admin.trigger("h", "a")  # hourly: run now, once
-    async with running(app) as worker:
-
-        async def recorded() -> bool:
-            return bool(await runs_of(admin, "a"))
-
-        await wait_for(recorded, "the run's record", worker)
-    (run,) = await runs_of(admin, "a")
+    async with one_run(app, admin) as run:
+        pass
     assert run.outcome is Outcome.ERROR, run
     assert run.error is not None
     assert "AttributeError" in run.error, run
@@ -255,16 +264,7 @@ async def test_fenced_blocks_cannot_nest(apps: tuple[tenure.App, tenure.App]) ->
             errors.append(exc)
             raise
 
-    await app.open()
-    await admin.add_task("h", "a")
-    await admin.trigger("h", "a")  # hourly: run now, once
-    async with running(app) as worker:
-
-        async def recorded() -> bool:
-            return bool(await runs_of(admin, "a"))
-
-        await wait_for(recorded, "the run's record", worker)
-        (run,) = await runs_of(admin, "a")
+    async with one_run(app, admin) as run:
         assert run.outcome is Outcome.ERROR, run
         assert run.error is not None
         assert "blocks cannot nest" in run.error, run.error
@@ -344,16 +344,7 @@ async def test_app_calls_that_change_the_store_are_refused_inside_a_fenced_block
                     refused.append(exc)
         await app.add_task("h", "c")  # after the block
 
-    await app.open()
-    await admin.add_task("h", "a")
-    await admin.trigger("h", "a")  # hourly: run now, once
-    async with running(app) as worker:
-
-        async def recorded() -> bool:
-            return bool(await runs_of(admin, "a"))
-
-        await wait_for(recorded, "the run's record", worker)
-        (run,) = await runs_of(admin, "a")
+    async with one_run(app, admin) as run:
         assert run.outcome is Outcome.OK, run
     assert [str(e).split("(")[0] for e in refused] == ["App.add_task", "App.trigger", "App.disable"]
     assert all("inside the fenced block of h/a" in str(e) for e in refused), refused[0]

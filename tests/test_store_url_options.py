@@ -285,3 +285,23 @@ async def test_libpq_options_of_a_postgresql_url_are_kept_beside_tenures_limits(
         tables = "SELECT DISTINCT table_schema FROM information_schema.tables WHERE left(table_name, 7) = 'tenure_'"
         assert raw.query(tables) == [("mine",)]
         raw.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("sqlite:////tmp/reports#2.db", "it would name another file"),
+        ("postgresql://tenure:pa#ss-s3cret@127.0.0.1/tenure", "percent-encode it as %23"),
+        ("postgresql://tenure@127.0.0.1/tenure#x", "percent-encode it as %23"),
+        ("mysql://root:pa#ss-s3cret@127.0.0.1/test", "percent-encode it as %23"),
+    ],
+)
+def test_a_hash_sign_is_refused_by_name(url: str, needle: str) -> None:
+    """A URL ends at '#': SQLite opened another file (``/tmp/reports``) without a word, a
+    PostgreSQL password with '#' was shown in clear by ``display_url`` (``tenure status``,
+    ``/api/status``), and MySQL's error quoted it as a port that was not a number."""
+    with pytest.raises(InvalidStoreURL, match=needle) as info:
+        make_store(url)
+    assert "s3cret" not in str(info.value)
+    at = url.index("#") + 1
+    assert f"(character {at})" in str(info.value)

@@ -43,6 +43,19 @@ def dialect_of(url: str) -> str:
 def make_store(url: str) -> Store:
     """Build the store a URL names, without connecting. Raises :class:`InvalidStoreURL`."""
     dialect = dialect_of(url)
+    if "#" in url:
+        # A URL ends at '#' (a fragment follows): a SQLite file name was cut there and
+        # another file opened, and a password was cut in two, its rest shown in clear.
+        at = url.index("#") + 1
+        if dialect == "sqlite":
+            raise InvalidStoreURL(
+                f"sqlite URL {quote(url)} holds '#' (character {at}), where a URL ends: it would name "
+                "another file; a sqlite URL cannot name a file with '#' (rename it, or link to it)"
+            )
+        raise InvalidStoreURL(
+            f"{dialect} store URL holds '#' (character {at}), where a URL ends, so the rest would be lost; "
+            "percent-encode it as %23 (in a password, say)"
+        )
     if dialect == "sqlite":
         from tenure.store.sqlite import SQLiteStore
 

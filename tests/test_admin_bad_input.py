@@ -186,6 +186,7 @@ BAD_PARAMS: list[tuple[Any, str]] = [
     ("42", "JSON object"),
     ("null", "JSON object"),
     ("[" * 100_000, "nest deeper than 32 levels"),
+    ('{"a": ' + "7" * 5000 + "}", "a number has more than 4300 digits"),  # not Python's sys.… hint
     ([1, 2], "JSON object"),
     ([("zone", 1)], "JSON object"),
     (42, "JSON object"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -282,9 +283,15 @@ def load_json(text: str | bytes, *, unique_names: bool = False) -> Any:
     other parsers the first, so ``{"enabled": false, "enabled": true}`` or a sync body
     with two ``"tasks"`` would be applied in a way its author may not have meant.
     """
-    if unique_names:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_object)
-    return json.loads(text, parse_constant=_refuse_constant)
+    try:
+        if unique_names:
+            return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_object)
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        # Python's own message tells the reader to call sys.set_int_max_str_digits().
+        raise ValueError(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
 
 
 def _refuse_constant(name: str) -> None:

@@ -508,3 +508,46 @@ async def test_a_sync_run_stuck_past_its_timeout_is_recorded_as_timed_out_at_onc
             assert Outcome.SKIPPED in outcomes, outcomes
     finally:
         held.set()
+
+
+async def test_a_trigger_waits_for_the_thread_of_a_sync_run_past_its_timeout(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """A trigger that came while only the thread of a timed-out (or cancelled) sync run was
+    still going was recorded as a skipped slot and never ran. It now waits for the thread,
+    as a trigger during a run waits for the run."""
+    app, admin = apps
+    held = threading.Event()
+    calls = 0
+
+    @app.task("h", every=3600.0, timeout=0.3)
+    def h(ctx: tenure.Context) -> None:
+        nonlocal calls
+        calls += 1
+        held.wait(20)
+
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.trigger("h", "a")  # hourly: the first run now; it gets stuck
+    try:
+        async with running(app) as worker:
+
+            async def outcomes() -> list[Outcome]:
+                return [r.outcome for r in await runs_of(admin, "a")]
+
+            async def timed_out() -> bool:
+                return Outcome.TIMEOUT in await outcomes()
+
+            await wait_for(timed_out, "the stuck run recorded as timed out", worker)
+            await admin.trigger("h", "a")  # while its thread still sleeps
+            await asyncio.sleep(1.0)  # a few polls: the trigger is seen, and waits
+            assert calls == 1, "the trigger ran beside the stuck thread"
+            held.set()
+
+            async def ran_again() -> bool:
+                return Outcome.OK in await outcomes()
+
+            await wait_for(ran_again, "the trigger's run once the thread ended", worker)
+            assert calls == 2
+    finally:
+        held.set()

@@ -186,7 +186,7 @@ class RunExecutor(Part):
         slot waits its turn (see the module docstring)."""
         if not self._may_start(ot):
             return
-        if ot.running is not None:
+        if ot.running is not None or ot.id in self._alive:  # a run, or a sync run's thread
             if not triggered:
                 self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
                 return
@@ -246,8 +246,8 @@ class RunExecutor(Part):
                     self._give_up_waiting(ot)
                 self._unpark(ot, AT_CAPACITY)
                 continue
-            if ot.running is not None:
-                continue  # re-queued when that run ends
+            if ot.running is not None or ot.id in self._alive:
+                continue  # re-queued when that run (or its thread) ends
             slot, triggered = ot.waiting.pop(0)
             passed = self._unpark(ot, AT_CAPACITY, waiting=slot)
             self._start(ot, slot if passed is None else max(slot, passed), triggered)
@@ -504,9 +504,14 @@ class RunExecutor(Part):
         fut.add_done_callback(functools.partial(self._thread_done, ot.id))
 
     def _thread_done(self, task: TaskId, fut: asyncio.Future[Any]) -> None:
-        """The thread of a cancelled sync run has ended."""
+        """The thread of a cancelled or timed-out sync run has ended: a trigger that waited
+        for it may start."""
         if self._alive.get(task) is fut:
             del self._alive[task]
+            ot = self._owned.get(task)
+            if ot is not None and ot.running is None and ot.waiting:
+                self._enqueue(ot)
+                self._admit()
         if not fut.cancelled():
             fut.exception()  # retrieved: it was the run's, recorded as cancelled already
 

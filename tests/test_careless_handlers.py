@@ -551,3 +551,55 @@ async def test_a_trigger_waits_for_the_thread_of_a_sync_run_past_its_timeout(
             assert calls == 2
     finally:
         held.set()
+
+
+async def test_a_trigger_waits_for_a_run_of_an_earlier_ownership(apps: tuple[tenure.App, tenure.App]) -> None:
+    """A run that swallowed its cancellation outlives its ownership: released (``disable
+    --cancel``) and claimed again by the same worker, the task's new ownership waits for it.
+    A trigger that waited so was re-queued only for the run's own ownership, so it, and
+    every later slot of the task, stayed waiting for good. It now runs once the old run
+    ends. (Another task's runs keep ending meanwhile: each end admits what waits.)"""
+    app, admin = apps
+    release = asyncio.Event()
+    calls = 0
+
+    @app.task("h", every=3600.0, timeout=60.0)
+    async def h(ctx: tenure.Context) -> None:
+        nonlocal calls
+        if ctx.key == "busy":
+            return
+        calls += 1
+        while not release.is_set():
+            with contextlib.suppress(BaseException):  # the careless part
+                await asyncio.sleep(0.05)
+
+    await app.open()
+    await admin.add_task("h", "a")
+    await admin.add_task("h", "busy", every=0.1)
+    await admin.trigger("h", "a")
+    try:
+        async with running(app) as worker:
+
+            async def started() -> bool:
+                return calls == 1
+
+            await wait_for(started, "the first run", worker)
+            await admin.disable("h", "a", cancel=True)  # freed at once; its run goes on
+            await asyncio.sleep(0.5)  # a few polls: the worker lets it go
+            await admin.enable("h", "a")
+
+            async def owned_again() -> bool:
+                return (await admin.get_task("h", "a")).owner == "w1"
+
+            await wait_for(owned_again, "the task claimed again", worker)
+            await admin.trigger("h", "a")
+            await asyncio.sleep(0.5)  # a few polls: the trigger is seen, and waits
+            assert calls == 1, "the trigger ran beside the run of the earlier ownership"
+            release.set()
+
+            async def ran_again() -> bool:
+                return calls == 2
+
+            await wait_for(ran_again, "the trigger's run once the earlier run ended", worker)
+    finally:
+        release.set()

@@ -186,7 +186,7 @@ class RunExecutor(Part):
         slot waits its turn (see the module docstring)."""
         if not self._may_start(ot):
             return
-        if ot.running is not None or ot.id in self._alive:  # a run, or a sync run's thread
+        if ot.running is not None or ot.id in self._alive:  # its run, an earlier ownership's, or a thread
             if not triggered:
                 self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
                 return
@@ -253,11 +253,6 @@ class RunExecutor(Part):
             self._start(ot, slot if passed is None else max(slot, passed), triggered)
 
     def _start(self, ot: OwnedTask, slot: float, triggered: bool) -> None:
-        if ot.id in self._alive:
-            # A run of an earlier ownership of the task (it caught its cancellation, say),
-            # or the thread of a cancelled sync run, is still going.
-            self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
-            return
         ot.last_slot = slot if ot.last_slot is None else max(ot.last_slot, slot)
         if triggered:
             ot.triggered_ran = True
@@ -301,9 +296,12 @@ class RunExecutor(Part):
         if self._queue:
             self._admit()
 
-    def _requeue(self, ot: OwnedTask) -> None:
-        """A task's run ended with more of its slots waiting (catch-up): back in the queue."""
-        if ot.waiting and self._owned.get(ot.id) is ot:
+    def _requeue(self, task: TaskId) -> None:
+        """What ran of ``task`` here has ended (a run, or a sync run's thread): the slots its
+        owner keeps waiting (catch-up, a trigger asked meanwhile) go back in the queue. The
+        owner now may be a later ownership than the run's (released and claimed again)."""
+        ot = self._owned.get(task)
+        if ot is not None and ot.running is None and ot.waiting:
             self._enqueue(ot)
 
     # -- overload -------------------------------------------------------------------------
@@ -413,7 +411,7 @@ class RunExecutor(Part):
             if all(is_trigger for _, is_trigger in ot.waiting):  # none, or a trigger asked meanwhile
                 self._unpark(ot, STILL_RUNNING)
             tracing.end_run(span, outcome=outcome.value, error=error, self_fenced=not self._lease.trusted())
-            self._requeue(ot)
+            self._requeue(ot.id)
         if outcome is Outcome.TIMEOUT:
             self._log(logging.WARNING, "run timed out after %gs", timeout, task=ot)
         elif outcome is Outcome.LEASE_LOST:
@@ -508,12 +506,11 @@ class RunExecutor(Part):
         for it may start."""
         if self._alive.get(task) is fut:
             del self._alive[task]
-            ot = self._owned.get(task)
-            if ot is not None and ot.running is None and ot.waiting:
-                self._enqueue(ot)
+            self._requeue(task)
+            if self._queue:
                 self._admit()
         if not fut.cancelled():
-            fut.exception()  # retrieved: it was the run's, recorded as cancelled already
+            fut.exception()  # retrieved: it was the run's, recorded already
 
     def cancel(self, ot: OwnedTask, reason: str) -> None:
         """Cancel the task's run in progress, if any, on an operator's request: its handler
@@ -589,18 +586,16 @@ class RunExecutor(Part):
         if runs:
             await asyncio.wait(runs, timeout=CANCELLED_RUNS_WITHIN)
 
-    def left_behind(self) -> int:
+    def left_behind(self) -> None:
         """Close for good, and record the runs still going though cancelled as cancelled:
         their handlers caught the cancellation and went on. The worker leaves without them
-        (they can no longer commit: their contexts have ended). Returns how many."""
+        (they can no longer commit: their contexts have ended)."""
         self._open = False
-        stuck = 0
         now, clock = self._lease.db_time(), time.monotonic()
         for ot in self._owned.values():
             run, ctx = ot.running, ot.ctx
             if run is None or run.done() or ctx is None:
                 continue
-            stuck += 1
             ctx.end()
             self._log(
                 logging.ERROR,
@@ -611,4 +606,3 @@ class RunExecutor(Part):
             )
             began = clock if ctx.deadline is None else ctx.deadline - ot.kind.timeout_for(ot.task.schedule)
             self._recorder.record(ot, ctx.scheduled_at, now - (clock - began), Outcome.CANCELLED, LEFT_BEHIND)
-        return stuck

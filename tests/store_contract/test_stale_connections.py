@@ -11,6 +11,7 @@ a live one, so every call after the cut succeeds.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -19,19 +20,30 @@ from tenure.store import Store
 from .dialect import raw_db
 from .helpers import add
 
+_OTHER_SESSIONS = {
+    "postgresql": "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    "mysql": "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+}
+
 
 def _end_other_sessions(store_url: str) -> int:
-    """End every session of the test's scratch database but the one asking; count them."""
+    """End every session of the test's scratch database but the one asking; count them.
+
+    Returns once the server lists none of them: ending one only sends it a signal, and
+    its socket closes when the session has gone.
+    """
     raw = raw_db(store_url)
-    if raw.dialect == "postgresql":
-        ended = raw.query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return len(ended)
-    ids = raw.query("SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()")
-    for (i,) in ids:
-        raw.query(f"KILL CONNECTION {int(i)}")
+    others = _OTHER_SESSIONS[raw.dialect]
+    ids = [i for (i,) in raw.query(others)]
+    for i in ids:
+        if raw.dialect == "postgresql":
+            raw.query("SELECT pg_terminate_backend(%s)", (i,))
+        else:
+            raw.query(f"KILL CONNECTION {int(i)}")
+    deadline = time.monotonic() + 10
+    while raw.query(others):
+        assert time.monotonic() < deadline, "the server still lists the sessions it was told to end"
+        time.sleep(0.01)
     return len(ids)
 
 
@@ -43,7 +55,6 @@ async def test_calls_after_the_server_ended_idle_pooled_connections_succeed(stor
     await asyncio.gather(*(store.list_tasks() for _ in range(8)))
     ended = _end_other_sessions(store_url)
     assert ended >= 2, f"the store held {ended} connections; the test needs several"
-    await asyncio.sleep(0.2)  # the servers close the sockets at once; give the kernel a moment
 
     for _ in range(ended + 2):
         (task,) = await store.list_tasks()

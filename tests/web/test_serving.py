@@ -278,3 +278,44 @@ def test_a_worker_exits_past_an_async_handler_that_swallows_its_cancellation(pro
     assert any(r["message"].startswith("run did not end") and r.get("key") == "a" for r in records), records
     assert any("still going after being cancelled; exiting without them" in m for m in messages), messages
     assert any(m.startswith("left the cluster") for m in messages), messages
+
+
+#: DEAF_APP, and a bug in tenure's own code (injected here: the run recorder fails for the
+#: task "bug") that stops the worker while the deaf run is going.
+FAILING_DEAF_APP = (
+    DEAF_APP
+    + """
+from tenure.worker import recorder
+
+_record = recorder.RunRecorder.record
+
+def record(self, ot, *args, **kwargs):
+    if ot.task.key == "bug":
+        raise RuntimeError("injected bug in the run recorder")
+    return _record(self, ot, *args, **kwargs)
+
+recorder.RunRecorder.record = record
+
+@app.task("buggy", every=0.5)
+async def buggy(ctx: tenure.Context) -> None:
+    pass
+"""
+)
+
+
+@pytest.mark.slow
+def test_a_worker_that_fails_past_a_run_left_behind_still_says_why(procs: Procs) -> None:
+    """Exiting without a run left behind came before the command line could report why
+    the worker failed: it exited 1 with nothing on stderr but the log. Now its error is
+    reported as it would have been (here a traceback, the error not being tenure's)."""
+    (procs.folder / "failapp.py").write_text(FAILING_DEAF_APP)
+    worker = procs.start("w-fail", "worker", "failapp:app", "--id", "w-fail", "--log-format", "json", *FAST)
+    wait_until(lambda: procs.run("tasks", "add", "deaf", "a").returncode == 0, within=20, what="the kind")
+    wait_until(lambda: (procs.folder / "started").exists() or None, within=20, what="the handler to start")
+    assert procs.run("tasks", "add", "buggy", "bug").returncode == 0
+    assert worker.proc.wait(30) == 1
+    messages = [r["message"] for r in worker.records()]
+    assert any("still going after being cancelled; exiting without them" in m for m in messages), messages
+    # The log's CRITICAL record holds the traceback as a JSON field; this is the report.
+    report = "\n".join(line for line in worker.log().splitlines() if not line.startswith("{"))
+    assert "RuntimeError: injected bug in the run recorder" in report, worker.log()

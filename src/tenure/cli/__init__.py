@@ -45,8 +45,9 @@ traceback. Nothing is changed by a command that fails.
 
 The package: :mod:`~tenure.cli.parser` (the grammar; ``tenure worker``'s setting flags
 are its ``WORKER_SETTING_FLAGS``), :mod:`~tenure.cli.commands` (what each command does,
-always through :class:`tenure.App`), :mod:`~tenure.cli.render` (tables and JSON) and
-:mod:`~tenure.cli.sync_input` (the JSON lines of ``tasks sync``).
+always through :class:`tenure.App`), :mod:`~tenure.cli.render` (tables and JSON),
+:mod:`~tenure.cli.sync_input` (the JSON lines of ``tasks sync``) and
+:mod:`~tenure.cli.failures` (the line and exit status of a command that failed).
 Settings are resolved by :mod:`tenure.config`, flags first.
 """
 
@@ -57,11 +58,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tenure.errors import InvalidInput, TenureError
-from tenure.inputs import cut
+from tenure.errors import TenureError
 
+from . import failures
 from .commands import COMMANDS, CommandFailed, load_app, worker_settings
-from .parser import PROG, ParserExit, UsageError, build_parser
+from .parser import ParserExit, UsageError, build_parser
 
 __all__ = ["CommandFailed", "build_parser", "load_app", "main", "worker_settings"]
 
@@ -79,24 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParserExit as exc:
         return exc.status
     except UsageError as exc:
-        _error(str(exc))
+        failures.error_line(str(exc))
         return 2
     try:
         return COMMANDS[args.command](args)
-    except InvalidInput as exc:
-        _error(str(exc))
-        return 2
-    except TenureError as exc:
-        _error(str(exc))
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except (TenureError, KeyboardInterrupt) as exc:
+        status = failures.report(exc)
+        assert status is not None
+        return status
     except BrokenPipeError:
         # The reader went away (`tenure runs | head`): no traceback, and none at exit either.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-
-
-def _error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {cut(message)}\n")

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ from tenure.snapshot import Roster
 from tenure.store.urls import shown
 from tenure.worker.executor import RUN_TASK_PREFIX, SYNC_THREAD_PREFIX
 
-from . import render, sync_input
+from . import failures, render, sync_input
 from .parser import worker_setting_flags
 
 T = TypeVar("T")
@@ -144,13 +145,15 @@ def worker(args: argparse.Namespace) -> int:
         extra["sidecars"] = [http]
 
     async def go() -> None:
-        failed = True
+        failure: BaseException | None = None
         try:
             await app.run_worker(settings=settings, **extra)
-            failed = False
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             await app.close()
-            _exit_past_stuck_runs(1 if failed else 0)
+            _exit_past_stuck_runs(failure)
 
     try:
         asyncio.run(go())
@@ -166,13 +169,25 @@ def worker(args: argparse.Namespace) -> int:
 STUCK_THREADS_WAIT = 1.0
 
 
-def _exit_past_stuck_runs(code: int) -> None:
+def _exit_past_stuck_runs(failure: BaseException | None) -> None:
     """The worker has left; an async handler that caught its cancellation and went on
     would hold the process forever, since asyncio.run() waits for every task it cancels
-    at its end. Exit without it, saying so (the worker has said which runs)."""
+    at its end. Exit without it, saying so (the worker has said which runs).
+
+    The exit comes before :func:`tenure.cli.main` could report ``failure`` (why the
+    worker ended, if it failed), so it is reported here as main would have: its one
+    line and status, or the traceback of an error that is not tenure's."""
     stuck = [t for t in asyncio.all_tasks() if t.get_name().startswith(RUN_TASK_PREFIX) and not t.done()]
-    if stuck:
-        _exit_now(f"{len(stuck)} run(s) still going after being cancelled; exiting without them", code)
+    if not stuck:
+        return
+    code = 0
+    if failure is not None:
+        status = failures.report(failure)
+        if status is None:
+            traceback.print_exception(failure)
+            status = 1
+        code = status
+    _exit_now(f"{len(stuck)} run(s) still going after being cancelled; exiting without them", code)
 
 
 def _exit_now(why: str, code: int = 0) -> None:

@@ -273,6 +273,41 @@ async def test_fenced_blocks_cannot_nest(apps: tuple[tenure.App, tenure.App]) ->
     assert isinstance(errors[0], tenure.FencedTransactionError)
 
 
+async def test_a_sync_handler_cannot_nest_blocks_or_change_the_store_inside_one(
+    apps: tuple[tenure.App, tenure.App],
+) -> None:
+    """The checks above looked at the asyncio task, and a sync handler's block is run by
+    tasks the loop makes for its thread: a nested ``fenced_sync()`` waited for the outer
+    block's lock, and so did an ``App`` call sent to the loop from inside the block. Now
+    both are refused at once, as in an async handler, and the outer block still commits."""
+    app, admin = apps
+    loop = asyncio.get_running_loop()
+    refused: list[BaseException] = []
+
+    @app.task("h", every=3600.0, timeout=5.0)
+    def h(ctx: tenure.Context) -> None:
+        with ctx.fenced_sync() as tx:
+            tx.execute("CREATE TABLE IF NOT EXISTS notes (note TEXT)")
+            tx.execute("INSERT INTO notes (note) VALUES ('kept')")
+            try:
+                with ctx.fenced_sync():
+                    pass
+            except tenure.FencedTransactionError as exc:
+                refused.append(exc)
+            try:
+                asyncio.run_coroutine_threadsafe(app.add_task("h", "b"), loop).result(5)
+            except tenure.FencedBlockOpen as exc:
+                refused.append(exc)
+
+    async with one_run(app, admin) as run:
+        assert run.outcome is Outcome.OK, run
+    assert len(refused) == 2, refused
+    assert "blocks cannot nest" in str(refused[0]), refused[0]
+    assert "App.add_task() was called inside the fenced block of h/a" in str(refused[1]), refused[1]
+    assert [t.key for t in await admin.list_tasks(kind="h")] == ["a"]
+    assert (await admin.get_task("h", "a")).last_slot == run.scheduled_at, "the outer block did not commit"
+
+
 async def test_a_cancelled_sync_run_keeps_its_task_until_its_thread_ends(apps: tuple[tenure.App, tenure.App]) -> None:
     """A thread cannot be stopped: a sync run cancelled by ``pause --cancel`` ended at
     once, its thread did not, and after the resume the next run's thread ran beside it

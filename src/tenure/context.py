@@ -17,8 +17,21 @@ from tenure.store.base import FencedTransaction, Store
 
 log = logging.getLogger("tenure.context")
 
-#: The fenced block open in this asyncio task (and the tasks it started inside it), if any.
+#: The fenced block open in this asyncio task (and the tasks it started inside it), or in
+#: this sync handler's thread (and what it sent to the loop from there), if any.
 _OPEN_BLOCK: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenure_open_fenced_block", default=None)
+
+
+def _refuse_nesting() -> None:
+    """Nested, the inner block waits for the outer one's lock (the task's row on a server,
+    the write lock on SQLite) until the lease or a timeout gives out, and the run looks
+    like a lost lease, or the worker fences itself."""
+    outer = _OPEN_BLOCK.get()
+    if outer is not None:
+        raise FencedTransactionError(
+            f"a fenced block of {outer} is already open here: blocks cannot nest "
+            "(the inner one would wait for the outer one's lock); write through the outer transaction"
+        )
 
 
 def refuse_inside_fenced_block(call: str) -> None:
@@ -218,15 +231,7 @@ class Context:
         The transaction is only valid inside the block; statements that would end or
         change it are refused (see :class:`~tenure.FencedTransaction`).
         """
-        outer = _OPEN_BLOCK.get()
-        if outer is not None:
-            # Nested, the inner block waits for the outer one's lock (the task's row on a
-            # server, the write lock on SQLite) until the lease or a timeout gives out, and
-            # the run looked like a lost lease, or the worker fenced itself.
-            raise FencedTransactionError(
-                f"a fenced block of {outer} is already open here: blocks cannot nest "
-                "(the inner one would wait for the outer one's lock); write through the outer transaction"
-            )
+        _refuse_nesting()
         span = tracing.start_commit(kind=self.kind, key=self.key, term=self.token)
         why = self._refusal()
         if why is not None:
@@ -272,10 +277,18 @@ class Context:
         loop = self._loop
         if _running_loop() is loop:
             raise RuntimeError("fenced_sync() is for handlers running in a thread; use `async with ctx.fenced()`")
+        _refuse_nesting()
         cm = self.fenced()
         tx = asyncio.run_coroutine_threadsafe(cm.__aenter__(), loop).result()
+        # Marked in the handler's thread too: what it sends to the loop from inside the
+        # block (a nested block, an App call through run_coroutine_threadsafe) runs in a
+        # task that copies the thread's context, not the task that opened the block.
+        opened = _OPEN_BLOCK.set(f"{self.kind}/{self.key}")
         try:
-            yield SyncFencedTransaction(tx, loop)
+            try:
+                yield SyncFencedTransaction(tx, loop)
+            finally:
+                _OPEN_BLOCK.reset(opened)
         except BaseException as exc:
             asyncio.run_coroutine_threadsafe(cm.__aexit__(type(exc), exc, exc.__traceback__), loop).result()
             raise

@@ -1,4 +1,4 @@
-"""bench/load.py, bench/fleet.py and bench/release.py run end to end, tiny, and report
+"""bench/load.py, bench/fleet.py, bench/release.py and others run end to end, tiny, and report
 figures of the right shape; load.py and fleet.py refuse bad options by name.
 
 Benches are not tests: nothing here asserts speed. What is checked is that a smoke run
@@ -204,6 +204,20 @@ def test_claims_bench_claims_every_task_then_a_dead_workers(tmp_path: Path) -> N
         assert start["claims"] == 8  # ceil(30 / 4)
         assert start["held_by_o0"] > 0
         assert dead["tasks"] == start["held_by_o0"]
+
+
+@pytest.mark.slow
+def test_fence_cost_bench_commits_every_variant(tmp_path: Path) -> None:
+    """bench/fence_cost.py, tiny: every transaction of each variant inserted its row (the
+    fenced ones were accepted), and each round's figures were taken."""
+    require_store("postgresql", tmp_path)
+    doc = bench_doc("fence_cost", "--url", PG, "--count", "30", "--rounds", "2", "--json-only")
+    res = doc["results"]
+    assert res["rows"] == {v: 2 * (30 + 200) for v in ("plain", "protocol", "tenure")}
+    for name, v in res["variants"].items():
+        assert len(v["rounds"]) == 2, name
+        assert all(r["client_us"] > 0 for r in v["rounds"]), (name, v)
+    assert res["variants"]["plain"]["vs_plain_rounds"] == [1.0, 1.0]
 
 
 @pytest.mark.slow

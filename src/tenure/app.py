@@ -284,6 +284,11 @@ class App:
         released so other workers take them at once, the store is closed, and the
         call returns. ``sidecars`` run beside the worker until it has left, e.g. its
         HTTP interface: ``sidecars=[tenure.web.WorkerHTTP("127.0.0.1", 8080)]``.
+
+        A run whose handler catches its cancellation and goes on is left behind (recorded
+        as cancelled, unable to commit, logged at ERROR): it is still a task of the loop
+        when this returns, and ``asyncio.run()`` waits for every task at its end. ``tenure
+        worker`` exits without such runs; a program of its own must do the same to exit.
         """
         worker = Worker(
             store=self._store,

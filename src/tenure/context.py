@@ -35,7 +35,8 @@ def _refuse_nesting() -> None:
 
 
 def refuse_inside_fenced_block(call: str) -> None:
-    """Raise :class:`FencedBlockOpen` if a fenced block is open in this asyncio task.
+    """Raise :class:`FencedBlockOpen` if a fenced block is open here (in this asyncio
+    task, or in the sync handler's thread that sent this call to the loop).
 
     An App call that writes to the store, made from inside the block, would wait for the
     block's own lock: on SQLite any write does (renewals then fail and the worker fences

@@ -12,7 +12,12 @@ in the same invocation (``bench/load_worker.py`` holds their code):
   tenure's own store;
 - ``floor``: no coordination at all, a bare asyncio loop per process, keys split
   statically by hash, all of a process's keys fired each second with ``asyncio.gather``
-  through the same kind of pool, into the same PostgreSQL table.
+  through the same kind of pool, into the same PostgreSQL table;
+- ``paced`` (only when asked for): the floor, but each key fired at its own moment of the
+  second, its phase, as tenure's slots are spread, on the same 4 ms grid as tenure's
+  timers. Not a target's reference: it shows what spreading the same inserts over the
+  second costs by itself (the floor's one burst a second lets each database backend take
+  statement after statement without sleeping in between).
 
 For each N in ``--n`` (default 1,000, 3,000, 10,000) and each system in ``--handlers``,
 on fresh scratch databases: the processes start, ``--warmup`` seconds pass, then a
@@ -93,7 +98,11 @@ from load_worker import EVERY, KIND, keys_of
 BENCH_DIR = Path(__file__).resolve().parent
 #: The process each system runs; ``LOAD_WORKER_SCRIPT`` names another (a profiling wrapper, say).
 LOAD_WORKER = Path(os.environ.get("LOAD_WORKER_SCRIPT", BENCH_DIR / "load_worker.py"))
-SYSTEMS = ("floor", "plain", "fenced")
+SYSTEMS = ("floor", "plain", "fenced", "paced")
+#: What runs without --handlers: the systems issue 12's targets compare.
+DEFAULT_SYSTEMS = ("floor", "plain", "fenced")
+#: Bare loops, no tenure: no store of tenure's, their table on PostgreSQL.
+BARE = ("floor", "paced")
 STORE_SHORTHANDS = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/postgres",
     "mysql": "mysql://root@127.0.0.1:3306/test",
@@ -160,8 +169,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int_list, default=[1000, 3000, 10000], help="comma-separated task counts")
     p.add_argument(
         "--handlers",
-        default=",".join(SYSTEMS),
-        help="systems to run, in order: floor, plain, fenced (default %(default)s)",
+        default=",".join(DEFAULT_SYSTEMS),
+        help="systems to run, in order, among floor, plain, fenced, paced (default %(default)s)",
     )
     p.add_argument("--workers", type=int, default=4, help="processes per system (default %(default)s)")
     p.add_argument("--duration", type=float, default=35.0, help="measured window, seconds (default %(default)s)")
@@ -223,7 +232,7 @@ def databases(args: argparse.Namespace, system: str, n: int) -> Iterator[tuple[B
     """(tenure's store or None for the floor, the store holding the application table)."""
     with ExitStack() as stack:
         tstore = None
-        if system != "floor":
+        if system not in BARE:
             tstore = stack.enter_context(scenario_store(args.store_url, f"load-{system}-{n}"))
         if system == "fenced":
             assert tstore is not None
@@ -483,6 +492,8 @@ def run(args: argparse.Namespace) -> BenchResult:
         "scenario uses (postgres, mariadbd), other clients' work included.",
         "vs floor: delivered % over the floor's of the same round.",
     ]
+    for n in args.n:
+        notes.extend(beside_paced(n, [_systems_of(rounds, n, r) for r in range(1, args.rounds + 1)]))
     if args.rounds > 1:
         notes.append(
             f"Medians of {args.rounds} rounds (never ran: the most in a round; gap max: the longest); "
@@ -591,6 +602,24 @@ def targets_for(n: int, rounds: list[dict[str, dict[str, Any]]]) -> list[Target]
                     times <= 2.3,
                 )
             )
+    return out
+
+
+def beside_paced(n: int, rounds: list[dict[str, dict[str, Any]]]) -> list[str]:
+    """tenure's CPU per 1,000 runs over the paced floor's of its round, and the floor's
+    own over the paced one's: how much of tenure's margin over the floor is the cost of
+    spreading the same inserts over the second (not a target of the issue's)."""
+    out = []
+    for system in ("plain", "fenced", "floor"):
+        pairs = [
+            (r[system]["cpu_s_per_1000_runs"]["total"], r["paced"]["cpu_s_per_1000_runs"]["total"])
+            for r in rounds
+            if system in r and "paced" in r
+            and r[system]["cpu_s_per_1000_runs"]["total"] is not None and r["paced"]["cpu_s_per_1000_runs"]["total"]
+        ]  # fmt: skip
+        if pairs:
+            _, figure = _judged([got - base for got, base in pairs], "{:+.3f} s")
+            out.append(f"{system} CPU per 1,000 runs over the paced floor's ({n:,} tasks): {figure}")
     return out
 
 

@@ -13,6 +13,10 @@ way an application would write it:
   ``--processes`` is its ``--index`` and, at every whole second, fires one insert per key
   through the same kind of pool with ``asyncio.gather``; a second whose turn comes while
   the previous one's inserts are still running is skipped (nothing queues up).
+- ``paced``: the floor's loop, but each key fired at its own moment of the second (its
+  phase, the stable hash tenure gives it: the slots a scheduler of keyed tasks spreads)
+  rather than all at the whole second, woken on the same 4 ms grid as tenure's timers;
+  a key whose previous insert is still running skips its turn.
 
 The table's ``at`` column defaults to the database's clock, so the statement the
 handlers send is the four-column insert and nothing else.
@@ -37,6 +41,8 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 import tenure
+from tenure.schedule import phase
+from tenure.worker.timers import TIMER_GRID
 
 KIND = "load"
 EVERY = 1.0
@@ -123,9 +129,55 @@ async def run_floor(args: argparse.Namespace) -> None:
         await pool.close()
 
 
+async def run_paced(args: argparse.Namespace) -> None:
+    mine = floor_share(keys_of(args.n), args.index, args.processes)
+    # Keys by their moment in the second, grouped by the grid point they are woken at.
+    by_point: dict[int, list[str]] = {}
+    for key in mine:
+        by_point.setdefault(math.ceil(phase(KIND, key, EVERY) / TIMER_GRID), []).append(key)
+    points = sorted(by_point.items())
+    pool = app_pool(args.app_db)
+    await pool.open(wait=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    in_flight: dict[str, asyncio.Task[None]] = {}
+
+    async def insert(key: str) -> None:
+        async with pool.connection() as conn:
+            await conn.execute(INSERT["postgresql"], ("paced", key, args.id, 0))
+
+    def done(task: asyncio.Task[None]) -> None:
+        in_flight.pop(task.get_name(), None)
+        if not task.cancelled():
+            task.exception()  # an insert that failed is a run that did not happen
+
+    async def fire_at_phases() -> None:
+        second = math.floor(time.time()) + 1
+        while True:
+            for point, keys in points:
+                delay = second + point * TIMER_GRID - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for key in keys:
+                    if key not in in_flight:
+                        in_flight[key] = task = asyncio.create_task(insert(key), name=key)
+                        task.add_done_callback(done)
+            second = max(second + 1, math.floor(time.time()))
+
+    firing = asyncio.create_task(fire_at_phases())
+    try:
+        await stop.wait()
+    finally:
+        firing.cancel()
+        await asyncio.gather(firing, *in_flight.values(), return_exceptions=True)
+        await pool.close()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("system", choices=("plain", "fenced", "floor"))
+    p.add_argument("system", choices=("plain", "fenced", "floor", "paced"))
     p.add_argument("--id", required=True, help="worker id (tenure) or the floor process's name")
     p.add_argument("--store", help="tenure's store URL (plain, fenced)")
     p.add_argument("--app-db", required=True, help="PostgreSQL URL of the application's table (plain, floor)")
@@ -133,7 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index", type=int, default=0, help="floor: this process's index")
     p.add_argument("--processes", type=int, default=1, help="floor: how many processes share the keys")
     args = p.parse_args(argv)
-    if args.system != "floor" and not args.store:
+    if args.system in ("plain", "fenced") and not args.store:
         p.error(f"{args.system} needs --store")
     return args
 
@@ -146,4 +198,5 @@ if __name__ == "__main__":
     # psycopg's pool warns on every slow connection; the bench counts tenure's lines.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     print(f"load_worker {ns.system} {ns.id} pid {os.getpid()}", file=sys.stderr, flush=True)
-    asyncio.run(run_floor(ns) if ns.system == "floor" else run_tenure(ns))
+    runs = {"floor": run_floor, "paced": run_paced}.get(ns.system, run_tenure)
+    asyncio.run(runs(ns))

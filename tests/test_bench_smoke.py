@@ -126,6 +126,26 @@ def test_rounds_take_turns_and_figures_are_their_medians(tmp_path: Path) -> None
     assert target["met"] == (median <= 0.08)
 
 
+@pytest.mark.slow
+def test_the_paced_floor_runs_every_key_without_tenure(tmp_path: Path) -> None:
+    """``paced``, asked for by name: a bare loop like the floor (no store of tenure's, its
+    table on PostgreSQL), every key run every period, and the processes stop cleanly."""
+    require_store("postgresql", tmp_path)
+    n = 40
+    doc = bench_doc(
+        "load", "--app-db", PG, "--n", str(n), "--workers", "2", "--handlers", "paced",
+        "--duration", "2", "--warmup", "3", "--json-only", tmp=tmp_path,
+    )  # fmt: skip
+    (paced,) = doc["results"]["scenarios"]
+    assert paced["system"] == "paced"
+    assert paced["store"] is None
+    assert "tenure_outcomes_started_in_window" not in paced
+    assert paced["keys_never_run"] == 0
+    assert paced["runs_delivered"] == n * paced["periods_in_window"]
+    assert all(code == 0 for code in paced["exit_codes"].values()), paced["exit_codes"]
+    assert paced["log_lines"]["tracebacks"] == 0
+
+
 def test_unknown_system_is_refused_by_name() -> None:
     assert "--handlers 'plain,bogus'" in refusal("load", "--handlers", "plain,bogus", "--n", "10")
 

@@ -34,6 +34,9 @@ the inserts left (the table's ``at`` column is the database's clock at insert ti
   and a backend that exits inside the window loses its share), per 1,000 rows;
 - for tenure: the outcomes of the runs that started in the window (``tenure_runs``) and
   counts of telling lines in the workers' logs (timeouts, lease lost, blocked loop);
+- the CPU of the PostgreSQL backends by the database they serve, the application's
+  table's or tenure's store's (``postgres_backends_cpu_s_per_1000_runs``, JSON only: a
+  backend's process title names its database);
 - the machine's load average at the end of each window.
 
 Then a table per N, tenure beside the floor of the same invocation, and the issue's
@@ -76,6 +79,7 @@ from contextlib import ExitStack, contextmanager
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import tenure
 from common import (
@@ -360,18 +364,27 @@ def run_one(args: argparse.Namespace, system: str, n: int) -> dict[str, Any]:
             install_s = round(asyncio.run(_install_tasks(tstore.url, n)), 3)
         logdir = Path(tempfile.mkdtemp(prefix=f"tenure-load-{system}-"))
         procs = start_processes(args, system, n, tstore, app_store, logdir)
+        # Which PostgreSQL backends serve what: the application's table, tenure's store
+        # (the fenced scenario's table is in tenure's store).
+        databases_of = {
+            urlsplit(st.url).path.lstrip("/"): role
+            for st, role in ((app_store, "application"), (tstore, "tenure"))
+            if st is not None and st.dialect == "postgresql"
+        }
         print(f"{label}: {args.workers} processes started", file=sys.stderr, flush=True)
         try:
             time.sleep(args.warmup)
             pids = {wid: p.pid for wid, p, _ in procs}
             w0 = {wid: cpu_seconds(pid) for wid, pid in pids.items()}
             d0 = db_server_cpu()
+            b0 = postgres_cpu_by_database(databases_of)
             t0 = time.time()
             # A whole number of periods: every key has exactly that many slots inside.
             time.sleep(max(1, round(args.duration / EVERY)) * EVERY)
             t1 = time.time()
             w1 = {wid: cpu_seconds(pid) for wid, pid in pids.items() if _alive(pid)}
             d1 = db_server_cpu()
+            b1 = postgres_cpu_by_database(databases_of)
             load = [round(x, 2) for x in os.getloadavg()]
             owners = None
             if tstore is not None:
@@ -423,6 +436,11 @@ def run_one(args: argparse.Namespace, system: str, n: int) -> dict[str, Any]:
             "total": round(worker_cpu + db_used, 3),
         },
         cpu_s_per_1000_runs={"workers": per_k(worker_cpu), "db": per_k(db_used), "total": per_k(worker_cpu + db_used)},
+        postgres_backends_cpu_s_per_1000_runs={
+            # A backend new since the first reading started inside the window: it counts whole.
+            role: per_k(sum(cpu - b0.get(pid, (r, 0.0))[1] for pid, (r, cpu) in b1.items() if r == role))
+            for role in sorted(set(databases_of.values()))
+        },
         load_average_at_end=load,
         logs_dir=str(logdir),  # kept: the workers' own account of a collapse
         processes_alive_at_end=len(alive),
@@ -441,6 +459,26 @@ def run_one(args: argparse.Namespace, system: str, n: int) -> dict[str, Any]:
         flush=True,
     )
     return result
+
+
+def postgres_cpu_by_database(roles: dict[str, str]) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each PostgreSQL backend serving one of ``roles``' databases (name
+    -> role), by pid, read from /proc: a backend's process title names its database
+    (``postgres: [cluster:] user database client state``)."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not title.startswith("postgres: "):
+                continue
+            role = next((roles[word] for word in title.split() if word in roles), None)
+            if role is not None:
+                out[int(entry.name)] = (role, cpu_seconds(int(entry.name)))
+        except (OSError, ValueError):
+            continue  # the process ended while we looked
+    return out
 
 
 def _alive(pid: int) -> bool:

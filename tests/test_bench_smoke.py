@@ -91,6 +91,11 @@ def test_smoke_run_reports_every_system_with_consistent_figures(tmp_path: Path) 
     # SQLite works inside the workers: the fenced scenario's database CPU is theirs.
     assert fenced["cpu_s"]["db_servers_counted"] == []
     assert floor["cpu_s"]["db_servers_counted"] == plain["cpu_s"]["db_servers_counted"] == ["postgresql"]
+    # PostgreSQL's backends by the database they serve: here only the application table's.
+    for s in (floor, plain):
+        assert list(s["postgres_backends_cpu_s_per_1000_runs"]) == ["application"], s
+        assert s["postgres_backends_cpu_s_per_1000_runs"]["application"] >= 0.0
+    assert fenced["postgres_backends_cpu_s_per_1000_runs"] == {}
     # Every tenure run that started in the window is accounted for by its outcome.
     assert sum(plain["tenure_outcomes_started_in_window"].values()) > 0
     assert sum(plain["tasks_by_owner_at_end"].values()) == n

@@ -35,7 +35,7 @@ import signal
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -99,7 +99,12 @@ async def run_tenure(args: argparse.Namespace) -> None:
         await pool.close()
 
 
-async def run_floor(args: argparse.Namespace) -> None:
+Insert = Callable[[str], Coroutine[Any, Any, None]]
+
+
+async def run_bare(args: argparse.Namespace, fire: Callable[[list[str], Insert], Coroutine[Any, Any, None]]) -> None:
+    """A bare loop (the floor, the paced floor): ``fire`` makes this process's share of
+    the inserts, through the application's kind of pool, until SIGTERM or SIGINT."""
     mine = floor_share(keys_of(args.n), args.index, args.processes)
     pool = app_pool(args.app_db)
     await pool.open(wait=True)
@@ -110,17 +115,9 @@ async def run_floor(args: argparse.Namespace) -> None:
 
     async def insert(key: str) -> None:
         async with pool.connection() as conn:
-            await conn.execute(INSERT["postgresql"], ("floor", key, args.id, 0))
+            await conn.execute(INSERT["postgresql"], (args.system, key, args.id, 0))
 
-    async def fire_every_second() -> None:
-        while True:
-            now = time.time()
-            await asyncio.sleep(math.ceil(now) - now if now % 1 else 0.0)
-            # An insert that fails counts as a run that did not happen; the loop carries on.
-            await asyncio.gather(*(insert(k) for k in mine), return_exceptions=True)
-            await asyncio.sleep(0.001)  # the next whole second, not the one just fired
-
-    firing = asyncio.create_task(fire_every_second())
+    firing = asyncio.create_task(fire(mine, insert))
     try:
         await stop.wait()
     finally:
@@ -129,32 +126,33 @@ async def run_floor(args: argparse.Namespace) -> None:
         await pool.close()
 
 
-async def run_paced(args: argparse.Namespace) -> None:
-    mine = floor_share(keys_of(args.n), args.index, args.processes)
+async def fire_every_second(mine: list[str], insert: Insert) -> None:
+    """The floor: all the keys at each whole second, skipping seconds still busy."""
+    while True:
+        now = time.time()
+        await asyncio.sleep(math.ceil(now) - now if now % 1 else 0.0)
+        # An insert that fails counts as a run that did not happen; the loop carries on.
+        await asyncio.gather(*(insert(k) for k in mine), return_exceptions=True)
+        await asyncio.sleep(0.001)  # the next whole second, not the one just fired
+
+
+async def fire_at_phases(mine: list[str], insert: Insert) -> None:
+    """The paced floor: each key at its phase in the second, woken on tenure's grid; a
+    key whose previous insert still runs skips its turn."""
     # Keys by their moment in the second, grouped by the grid point they are woken at.
     by_point: dict[int, list[str]] = {}
     for key in mine:
         by_point.setdefault(math.ceil(phase(KIND, key, EVERY) / TIMER_GRID), []).append(key)
     points = sorted(by_point.items())
-    pool = app_pool(args.app_db)
-    await pool.open(wait=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     in_flight: dict[str, asyncio.Task[None]] = {}
-
-    async def insert(key: str) -> None:
-        async with pool.connection() as conn:
-            await conn.execute(INSERT["postgresql"], ("paced", key, args.id, 0))
 
     def done(task: asyncio.Task[None]) -> None:
         in_flight.pop(task.get_name(), None)
         if not task.cancelled():
             task.exception()  # an insert that failed is a run that did not happen
 
-    async def fire_at_phases() -> None:
-        second = math.floor(time.time()) + 1
+    second = math.floor(time.time()) + 1
+    try:
         while True:
             for point, keys in points:
                 delay = second + point * TIMER_GRID - time.time()
@@ -165,14 +163,8 @@ async def run_paced(args: argparse.Namespace) -> None:
                         in_flight[key] = task = asyncio.create_task(insert(key), name=key)
                         task.add_done_callback(done)
             second = max(second + 1, math.floor(time.time()))
-
-    firing = asyncio.create_task(fire_at_phases())
-    try:
-        await stop.wait()
     finally:
-        firing.cancel()
-        await asyncio.gather(firing, *in_flight.values(), return_exceptions=True)
-        await pool.close()
+        await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -198,5 +190,5 @@ if __name__ == "__main__":
     # psycopg's pool warns on every slow connection; the bench counts tenure's lines.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     print(f"load_worker {ns.system} {ns.id} pid {os.getpid()}", file=sys.stderr, flush=True)
-    runs = {"floor": run_floor, "paced": run_paced}.get(ns.system, run_tenure)
-    asyncio.run(runs(ns))
+    bare = {"floor": fire_every_second, "paced": fire_at_phases}.get(ns.system)
+    asyncio.run(run_tenure(ns) if bare is None else run_bare(ns, bare))

@@ -98,6 +98,7 @@ from common import (
     summary,
 )
 from load_worker import EVERY, KIND, keys_of
+from tenure.config import DEFAULT_TIMER_GRID
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: The process each system runs; ``LOAD_WORKER_SCRIPT`` names another (a profiling wrapper, say).
@@ -185,6 +186,13 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="times each N's systems run, in turn; figures are the medians (default %(default)s)",
     )
+    p.add_argument(
+        "--timer-grid",
+        type=float,
+        default=DEFAULT_TIMER_GRID,
+        help="tenure's timer_grid setting, and the grid the paced floor wakes on, seconds "
+        "(default %(default)s, tenure's)",
+    )
     p.add_argument("--json-only", action="store_true", help="print the JSON only, no table")
     return p
 
@@ -204,6 +212,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"--rounds {args.rounds}: at least one round")
     if args.duration < EVERY or args.warmup < 0:
         raise SystemExit("--duration must be at least one period (1 s) and --warmup not negative")
+    try:
+        tenure.Settings(timer_grid=args.timer_grid)
+    except tenure.InvalidSettings as exc:
+        raise SystemExit(f"--timer-grid: {exc}") from None
     args.store_url = STORE_SHORTHANDS.get(args.store, None if args.store == "sqlite" else args.store)
     if args.store_url is not None:
         dialect_of(args.store_url)  # exits naming the URL if it is not one of ours
@@ -260,7 +272,7 @@ def start_processes(
     for i in range(args.workers):
         wid = f"load-{system}-w{i + 1}"
         cmd = [sys.executable, str(LOAD_WORKER), system, "--id", wid, "--n", str(n)]
-        cmd += ["--index", str(i), "--processes", str(args.workers)]
+        cmd += ["--index", str(i), "--processes", str(args.workers), "--timer-grid", repr(args.timer_grid)]
         # The fenced table is in tenure's store; the pool the handler does not use still
         # needs a server, so it points at the application database's server.
         cmd += ["--app-db", app_store.plain_url if system != "fenced" else args.app_db]
@@ -521,6 +533,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         targets.extend(targets_for(n, [_systems_of(rounds, n, r) for r in range(1, args.rounds + 1)]))
     results = {
         "settings": "tenure defaults (TTL 10 s, heartbeat 2 s, poll 1 s), tasks every 1 s",
+        "timer_grid_s": args.timer_grid,
         "rounds": args.rounds,
         "scenarios": scenarios,
         "summaries": summaries,

@@ -15,8 +15,9 @@ way an application would write it:
   the previous one's inserts are still running is skipped (nothing queues up).
 - ``paced``: the floor's loop, but each key fired at its own moment of the second (its
   phase, the stable hash tenure gives it: the slots a scheduler of keyed tasks spreads)
-  rather than all at the whole second, woken on the same 4 ms grid as tenure's timers;
-  a key whose previous insert is still running skips its turn.
+  rather than all at the whole second, woken on the same grid as tenure's timers
+  (``--timer-grid``, tenure's default); a key whose previous insert is still running skips
+  its turn.
 
 The table's ``at`` column defaults to the database's clock, so the statement the
 handlers send is the four-column insert and nothing else.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -41,8 +43,8 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 import tenure
+from tenure.config import DEFAULT_TIMER_GRID
 from tenure.schedule import phase
-from tenure.worker.timers import TIMER_GRID
 
 KIND = "load"
 EVERY = 1.0
@@ -93,16 +95,19 @@ async def run_tenure(args: argparse.Namespace) -> None:
     # (the fenced handler never uses it, but the process carries the same connections).
     await pool.open(wait=True)
     try:
-        # Default settings but for the id, which names the process in the bench's figures.
-        await app.run_worker(settings=tenure.Settings(worker_id=args.id))
+        # Default settings but for the id, which names the process in the bench's figures,
+        # and the timer grid when the bench was given one.
+        await app.run_worker(settings=tenure.Settings(worker_id=args.id, timer_grid=args.timer_grid))
     finally:
         await pool.close()
 
 
 Insert = Callable[[str], Coroutine[Any, Any, None]]
+#: How a bare loop fires its share of the keys through an insert.
+Fire = Callable[[list[str], Insert], Coroutine[Any, Any, None]]
 
 
-async def run_bare(args: argparse.Namespace, fire: Callable[[list[str], Insert], Coroutine[Any, Any, None]]) -> None:
+async def run_bare(args: argparse.Namespace, fire: Fire) -> None:
     """A bare loop (the floor, the paced floor): ``fire`` makes this process's share of
     the inserts, through the application's kind of pool, until SIGTERM or SIGINT."""
     mine = floor_share(keys_of(args.n), args.index, args.processes)
@@ -136,13 +141,13 @@ async def fire_every_second(mine: list[str], insert: Insert) -> None:
         await asyncio.sleep(0.001)  # the next whole second, not the one just fired
 
 
-async def fire_at_phases(mine: list[str], insert: Insert) -> None:
-    """The paced floor: each key at its phase in the second, woken on tenure's grid; a
-    key whose previous insert still runs skips its turn."""
+async def fire_at_phases(mine: list[str], insert: Insert, grid: float) -> None:
+    """The paced floor: each key at its phase in the second, woken on a grid of ``grid``
+    seconds, as tenure's timers are; a key whose previous insert still runs skips its turn."""
     # Keys by their moment in the second, grouped by the grid point they are woken at.
     by_point: dict[int, list[str]] = {}
     for key in mine:
-        by_point.setdefault(math.ceil(phase(KIND, key, EVERY) / TIMER_GRID), []).append(key)
+        by_point.setdefault(math.ceil(phase(KIND, key, EVERY) / grid), []).append(key)
     points = sorted(by_point.items())
     in_flight: dict[str, asyncio.Task[None]] = {}
 
@@ -155,7 +160,7 @@ async def fire_at_phases(mine: list[str], insert: Insert) -> None:
     try:
         while True:
             for point, keys in points:
-                delay = second + point * TIMER_GRID - time.time()
+                delay = second + point * grid - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 for key in keys:
@@ -176,6 +181,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=0, help="tasks (floor: the keys to split)")
     p.add_argument("--index", type=int, default=0, help="floor: this process's index")
     p.add_argument("--processes", type=int, default=1, help="floor: how many processes share the keys")
+    p.add_argument(
+        "--timer-grid", type=float, default=DEFAULT_TIMER_GRID, help="tenure's timer_grid, the paced floor's grid"
+    )
     args = p.parse_args(argv)
     if args.system in ("plain", "fenced") and not args.store:
         p.error(f"{args.system} needs --store")
@@ -190,5 +198,6 @@ if __name__ == "__main__":
     # psycopg's pool warns on every slow connection; the bench counts tenure's lines.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     print(f"load_worker {ns.system} {ns.id} pid {os.getpid()}", file=sys.stderr, flush=True)
-    bare = {"floor": fire_every_second, "paced": fire_at_phases}.get(ns.system)
-    asyncio.run(run_tenure(ns) if bare is None else run_bare(ns, bare))
+    bare: dict[str, Fire] = {"floor": fire_every_second, "paced": functools.partial(fire_at_phases, grid=ns.timer_grid)}
+    firing = bare.get(ns.system)
+    asyncio.run(run_tenure(ns) if firing is None else run_bare(ns, firing))

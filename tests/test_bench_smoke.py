@@ -134,13 +134,15 @@ def test_rounds_take_turns_and_figures_are_their_medians(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_the_paced_floor_runs_every_key_without_tenure(tmp_path: Path) -> None:
     """``paced``, asked for by name: a bare loop like the floor (no store of tenure's, its
-    table on PostgreSQL), every key run every period, and the processes stop cleanly."""
+    table on PostgreSQL), every key run every period on the grid it was given, and the
+    processes stop cleanly."""
     require_store("postgresql", tmp_path)
     n = 40
     doc = bench_doc(
-        "load", "--app-db", PG, "--n", str(n), "--workers", "2", "--handlers", "paced",
+        "load", "--app-db", PG, "--n", str(n), "--workers", "2", "--handlers", "paced", "--timer-grid", "0.05",
         "--duration", "2", "--warmup", "3", "--json-only", tmp=tmp_path,
     )  # fmt: skip
+    assert doc["results"]["timer_grid_s"] == 0.05
     (paced,) = doc["results"]["scenarios"]
     assert paced["system"] == "paced"
     assert paced["store"] is None
@@ -157,6 +159,10 @@ def test_unknown_system_is_refused_by_name() -> None:
 
 def test_no_rounds_is_refused_by_name() -> None:
     assert "--rounds 0" in refusal("load", "--rounds", "0", "--n", "10")
+
+
+def test_a_timer_grid_tenure_refuses_is_refused_by_name() -> None:
+    assert "--timer-grid: timer_grid" in refusal("load", "--timer-grid", "0", "--n", "10")
 
 
 @pytest.mark.slow

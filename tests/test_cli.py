@@ -619,10 +619,16 @@ def test_worker_runs_the_app_with_merged_settings(
     monkeypatch.setenv("TENURE_GRACE", "2")
     cli = CLI("unused", capsys)
     monkeypatch.setenv("TENURE_CONCURRENCY", "7")
-    result = cli("worker", f"{app_module}:app", "--grace", "4", "--concurrency", "12", "--id", "w-one", store=False)
+    monkeypatch.setenv("TENURE_TIMER_GRID", "0.5")
+    result = cli(
+        "worker",
+        *(f"{app_module}:app", "--grace", "4", "--concurrency", "12", "--timer-grid", "0.05", "--id", "w-one"),
+        store=False,
+    )
     assert result.code == 0, result
     (settings,) = seen
     assert settings.concurrency == 12  # the flag's, over the environment's
+    assert settings.timer_grid == 0.05
     assert settings.lease_ttl == 30.0
     assert settings.heartbeat == 3.0
     assert settings.poll == 0.5  # the environment's
@@ -653,6 +659,8 @@ def test_worker_settings_precedence(app_module: str) -> None:
         (["{module}:app", "--id", " "], 2, "worker_id"),
         (["{module}:app", "--concurrency", "0"], 2, "concurrency"),
         (["{module}:app", "--concurrency", "2.5"], 2, "--concurrency"),
+        (["{module}:app", "--timer-grid", "0"], 2, "timer_grid"),
+        (["{module}:app", "--timer-grid", "soon"], 2, "--timer-grid"),
         (["{module}:app", "--http", "localhost"], 2, "HOST:PORT"),
         (["{module}:app", "--http", "localhost:99999"], 2, "HOST:PORT"),
         (["{module}:app", "--store", "sqlite:///elsewhere.db"], 2, "differs"),

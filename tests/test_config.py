@@ -90,6 +90,16 @@ def test_concurrency() -> None:
             Settings(concurrency=value)
 
 
+def test_timer_grid() -> None:
+    assert Settings().timer_grid == 0.004
+    assert Settings(timer_grid=0.001).timer_grid == 0.001
+    assert Settings(timer_grid=1).timer_grid == 1
+    bad: list[Any] = [True, "0.05", None, 0, 0.0009, -0.05, 1.5, math.nan, math.inf]
+    for value in bad:
+        with pytest.raises(InvalidSettings, match="timer_grid"):
+            Settings(timer_grid=value)
+
+
 def test_worker_id() -> None:
     assert Settings(worker_id="box-1:4242").worker_id == "box-1:4242"
     assert Settings(worker_id="w" * 200).worker_id == "w" * 200
@@ -154,6 +164,7 @@ def test_from_env_reads_every_variable() -> None:
         "TENURE_RUN_RETENTION": "3600",
         "TENURE_MAX_PARAMS_BYTES": "2048",
         "TENURE_CONCURRENCY": "8",
+        "TENURE_TIMER_GRID": "0.05",
         "TENURE_WORKER_ID": "box-1",
         "TENURE_ADMIN_TOKEN": "t0ken",
         "TENURE_STORE": "sqlite:///elsewhere.db",  # not a worker setting: ignored here
@@ -170,6 +181,7 @@ def test_from_env_reads_every_variable() -> None:
         run_retention=3600.0,
         max_params_bytes=2048,
         concurrency=8,
+        timer_grid=0.05,
         worker_id="box-1",
         admin_token=env["TENURE_ADMIN_TOKEN"],
     )
@@ -203,6 +215,7 @@ def test_from_env_overrides_win_and_none_overrides_do_not() -> None:
         ("TENURE_MAX_PARAMS_BYTES", "1.5"),
         ("TENURE_CONCURRENCY", "1.5"),
         ("TENURE_CONCURRENCY", "many"),
+        ("TENURE_TIMER_GRID", "50ms"),
     ],
 )
 def test_from_env_refuses_non_numbers_naming_the_variable(variable: str, raw: str) -> None:
@@ -229,6 +242,8 @@ def test_from_env_refuses_non_numbers_naming_the_variable(variable: str, raw: st
         ({"TENURE_TRUST_MARGIN": "8"}, "TENURE_TRUST_MARGIN"),
         ({"TENURE_MAX_PARAMS_BYTES": "1"}, "TENURE_MAX_PARAMS_BYTES"),
         ({"TENURE_CONCURRENCY": "0"}, "TENURE_CONCURRENCY"),
+        ({"TENURE_TIMER_GRID": "0"}, "TENURE_TIMER_GRID"),
+        ({"TENURE_TIMER_GRID": "2"}, "TENURE_TIMER_GRID"),
         ({"TENURE_WORKER_ID": "   "}, "TENURE_WORKER_ID"),
         ({"TENURE_WORKER_ID": "a\x1bb"}, "TENURE_WORKER_ID"),
     ],

@@ -32,6 +32,7 @@ ENV_NAMES = {
     "run_retention": "TENURE_RUN_RETENTION",
     "max_params_bytes": "TENURE_MAX_PARAMS_BYTES",
     "concurrency": "TENURE_CONCURRENCY",
+    "timer_grid": "TENURE_TIMER_GRID",
     "worker_id": "TENURE_WORKER_ID",
     "admin_token": "TENURE_ADMIN_TOKEN",
 }
@@ -58,6 +59,13 @@ MAX_RETENTION = 3650 * 86400.0
 DEFAULT_CONCURRENCY = 100
 #: Most runs in progress at once one may ask for.
 MAX_CONCURRENCY = 100_000
+#: The grid slot timers are rounded up to by default, seconds: runs start at most this
+#: late, and a worker starting hundreds of runs a second still wakes at most 250 times.
+DEFAULT_TIMER_GRID = 0.004
+#: The finest and the coarsest grid accepted: the event loop's clock does not resolve
+#: less than a millisecond, and a run a second late is no longer on time.
+MIN_TIMER_GRID = 0.001
+MAX_TIMER_GRID = 1.0
 #: Settings that are whole numbers.
 WHOLE_SETTINGS = ("max_params_bytes", "concurrency")
 #: How long, beyond ``grace``, a stopping worker may take to exit: cancelling runs past
@@ -102,6 +110,13 @@ class Settings:
     #: oldest due first, coalesced by their kind's misfire policy; a run's timeout counts
     #: from its start.
     concurrency: int = DEFAULT_CONCURRENCY
+    #: Runs start on a grid of this many seconds: the slots due within one step share one
+    #: wake-up of the worker, and each run starts up to one step after its slot. Each
+    #: wake-up costs the worker and the database backends its runs reach about as much as
+    #: a short run, so a coarser grid saves CPU where a worker starts hundreds of runs a
+    #: second (0.05 instead of 0.004: a third less at 1,000 tasks a second on 4 workers,
+    #: README "Real load"); a finer one starts runs closer to their slots.
+    timer_grid: float = DEFAULT_TIMER_GRID
     #: This worker's id; by default host-pid-random, unique per process start.
     worker_id: str | None = None
     #: Bearer token that HTTP actions changing state require.
@@ -112,6 +127,7 @@ class Settings:
             _seconds(name, getattr(self, name), low=0, high=MAX_SECONDS, low_open=True)
         _seconds("takeover_delay", self.takeover_delay, low=0, high=MAX_SECONDS)
         _seconds("run_retention", self.run_retention, low=0, high=MAX_RETENTION, low_open=True)
+        _seconds("timer_grid", self.timer_grid, low=MIN_TIMER_GRID, high=MAX_TIMER_GRID)
         for name in ("poll", "heartbeat"):
             value = getattr(self, name)
             if value < MIN_LOOP_INTERVAL:

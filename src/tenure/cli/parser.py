@@ -117,6 +117,7 @@ WORKER_SETTING_FLAGS = (
     SettingFlag("--poll", "poll", seconds, "S", "interval to look for free tasks, seconds"),
     SettingFlag("--grace", "grace", seconds, "S", "time running handlers get to finish on stop"),
     SettingFlag("--concurrency", "concurrency", whole, "N", "most runs in progress at once; due runs past it wait"),
+    SettingFlag("--timer-grid", "timer_grid", seconds, "S", "runs start on a grid of this step, up to one step late"),
     SettingFlag("--id", "worker_id", str, "NAME", "worker id (default: host-pid-random)"),
 )
 

@@ -100,7 +100,7 @@ class Deadlines:
 
     def add(self, ot: OwnedTask, timeout: float) -> None:
         """Give the run in progress of ``ot`` ``timeout`` seconds from now."""
-        at = Wheel.grid(asyncio.get_running_loop().time() + timeout)
+        at = self._wheel.grid(asyncio.get_running_loop().time() + timeout)
         ot.deadline = (at, timeout)
         self._wheel.add(at, ot)
 

@@ -111,7 +111,9 @@ class Worker:
         )
         self.recorder = RunRecorder(shared, lease=self.lease)
         self.executor = RunExecutor(shared, lease=self.lease, recorder=self.recorder)
-        self.timers = SlotTimers(lease=self.lease, executor=self.executor, pauses=self._pauses)
+        self.timers = SlotTimers(
+            lease=self.lease, executor=self.executor, pauses=self._pauses, grid=settings.timer_grid
+        )
         self.executor.timers = self.timers
         self.rebalancer = Rebalancer(
             shared, lease=self.lease, timers=self.timers, recorder=self.recorder, executor=self.executor

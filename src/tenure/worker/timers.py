@@ -4,10 +4,11 @@ Slots are on the database's clock, which the worker estimates as its monotonic c
 event loop's) plus the lease keeper's offset. A task is armed as long as its ownership:
 armed on adoption, disarmed on release, self-fence or stop.
 
-Due times are rounded up to a grid of :data:`TIMER_GRID`, and the tasks due at one grid
-point share one timer of the event loop: at 10,000 tasks that is a few hundred timers on
-the loop's heap instead of 10,000, and no timer object made per run (which kept the
-collector's full passes long).
+Due times are rounded up to a grid (the ``timer_grid`` setting), and the tasks due at one
+grid point share one timer of the event loop: at 10,000 tasks that is a few hundred timers
+on the loop's heap instead of 10,000, and no timer object made per run (which kept the
+collector's full passes long). A coarser grid makes fewer wake-ups, each starting more
+runs, and the runs of one wake-up reach the database together.
 
 A slot that cannot start (the task's run is still going, or an earlier slot of it waits
 for a place under the concurrency cap) *parks* the task under the ``skip`` policy: it is
@@ -23,6 +24,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from tenure.config import DEFAULT_TIMER_GRID
 from tenure.pauses import PauseView
 from tenure.schedule import Misfire, Unreadable, count_slots, latest_slot, next_slot
 from tenure.worker.owned import OwnedTask
@@ -31,9 +33,9 @@ if TYPE_CHECKING:
     from tenure.worker.executor import RunExecutor
     from tenure.worker.lease import LeaseKeeper
 
-#: Timers are rounded up to this grid (seconds) so that runs due close together share a
-#: wake-up of the event loop.
-TIMER_GRID = 0.004
+#: The grid run timeouts are rounded up to (seconds), and slots by default
+#: (``Settings.timer_grid``).
+TIMER_GRID = DEFAULT_TIMER_GRID
 
 T = TypeVar("T")
 
@@ -44,14 +46,14 @@ class Wheel(Generic[T]):
     for that grid point (loop time ``at``). Each wake-up costs far more than a run of a
     no-op handler; at most ``TIMER_GRID`` of lag is added."""
 
-    def __init__(self, due: Callable[[float, list[T]], None]) -> None:
+    def __init__(self, due: Callable[[float, list[T]], None], step: float = TIMER_GRID) -> None:
         self._due = due
+        self.step = step
         self._wakes: dict[float, tuple[asyncio.TimerHandle, list[T]]] = {}
 
-    @staticmethod
-    def grid(when: float) -> float:
+    def grid(self, when: float) -> float:
         """The grid point at or after loop time ``when``."""
-        return math.ceil(when / TIMER_GRID) * TIMER_GRID
+        return math.ceil(when / self.step) * self.step
 
     def add(self, at: float, item: T) -> None:
         """Hand ``item`` back at grid point ``at`` (from :meth:`grid`)."""
@@ -74,16 +76,18 @@ class Wheel(Generic[T]):
 class SlotTimers:
     """Arms each owned task's next slot and hands due slots to the executor."""
 
-    def __init__(self, *, lease: LeaseKeeper, executor: RunExecutor, pauses: PauseView) -> None:
+    def __init__(
+        self, *, lease: LeaseKeeper, executor: RunExecutor, pauses: PauseView, grid: float = TIMER_GRID
+    ) -> None:
         self._lease = lease
         self._executor = executor
         self._pauses = pauses
         #: The tasks armed per grid point. A task disarmed or armed again stays listed
         #: where it was; its ``armed_at`` tells.
-        self._wheel: Wheel[OwnedTask] = Wheel(self._wake)
+        self._wheel: Wheel[OwnedTask] = Wheel(self._wake, step=grid)
 
     def _at(self, due: float) -> float:
-        return Wheel.grid(due - self._lease.offset)
+        return self._wheel.grid(due - self._lease.offset)
 
     def arm(self, ot: OwnedTask, *, not_before: float | None = None) -> None:
         """Set the timer for the task's next slot (not before ``not_before``, database time).

@@ -186,7 +186,7 @@ class RunExecutor(Part):
         slot waits its turn (see the module docstring)."""
         if not self._may_start(ot):
             return
-        if ot.running is not None or ot.id in self._alive:  # its run, an earlier ownership's, or a thread
+        if self._busy(ot):
             if not triggered:
                 self._recorder.record(ot, slot, self._lease.db_time(), Outcome.SKIPPED, STILL_RUNNING)
                 return
@@ -207,6 +207,11 @@ class RunExecutor(Part):
             self._admit()  # room may have been left by entries gone stale
             return
         self._start(ot, slot, triggered)
+
+    def _busy(self, ot: OwnedTask) -> bool:
+        """Something of the task runs here: its run, an earlier ownership's, or the thread
+        of a sync run that has ended (no run of it may start meanwhile)."""
+        return ot.running is not None or ot.id in self._alive
 
     def _may_start(self, ot: OwnedTask) -> bool:
         paused = self._pauses.of(ot.task.kind) is not None
@@ -246,7 +251,7 @@ class RunExecutor(Part):
                     self._give_up_waiting(ot)
                 self._unpark(ot, AT_CAPACITY)
                 continue
-            if ot.running is not None or ot.id in self._alive:
+            if self._busy(ot):
                 continue  # re-queued when that run (or its thread) ends
             slot, triggered = ot.waiting.pop(0)
             passed = self._unpark(ot, AT_CAPACITY, waiting=slot)
@@ -301,7 +306,7 @@ class RunExecutor(Part):
         owner keeps waiting (catch-up, a trigger asked meanwhile) go back in the queue. The
         owner now may be a later ownership than the run's (released and claimed again)."""
         ot = self._owned.get(task)
-        if ot is not None and ot.running is None and ot.waiting:
+        if ot is not None and ot.waiting and not self._busy(ot):  # else re-queued when that ends
             self._enqueue(ot)
 
     # -- overload -------------------------------------------------------------------------

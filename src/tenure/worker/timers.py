@@ -41,12 +41,12 @@ T = TypeVar("T")
 
 
 class Wheel(Generic[T]):
-    """Wake-ups of the event loop on a grid of :data:`TIMER_GRID`: items due within one grid
+    """Wake-ups of the event loop on a grid of ``step`` seconds: items due within one grid
     step share one timer of the loop, which calls ``due(at, items)`` with the items added
     for that grid point (loop time ``at``). Each wake-up costs far more than a run of a
-    no-op handler; at most ``TIMER_GRID`` of lag is added."""
+    no-op handler; at most ``step`` of lag is added."""
 
-    def __init__(self, due: Callable[[float, list[T]], None], step: float = TIMER_GRID) -> None:
+    def __init__(self, due: Callable[[float, list[T]], None], *, step: float = TIMER_GRID) -> None:
         self._due = due
         self.step = step
         self._wakes: dict[float, tuple[asyncio.TimerHandle, list[T]]] = {}

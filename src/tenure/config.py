@@ -60,7 +60,7 @@ DEFAULT_CONCURRENCY = 100
 #: Most runs in progress at once one may ask for.
 MAX_CONCURRENCY = 100_000
 #: The grid slot timers are rounded up to by default, seconds: runs start at most this
-#: late, and a worker starting hundreds of runs a second still wakes at most 250 times.
+#: late, and a worker starting thousands of runs a second wakes at most 250 times a second.
 DEFAULT_TIMER_GRID = 0.004
 #: The finest and the coarsest grid accepted: the event loop's clock does not resolve
 #: less than a millisecond, and a run a second late is no longer on time.

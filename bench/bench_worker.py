@@ -165,6 +165,7 @@ async def main(args: argparse.Namespace) -> None:
         heartbeat=args.heartbeat,
         poll=args.poll,
         grace=args.grace,
+        timer_grid=args.timer_grid,
         worker_id=args.id,
     )
     reporter = None
@@ -187,6 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heartbeat", type=float, default=defaults.heartbeat)
     p.add_argument("--poll", type=float, default=defaults.poll)
     p.add_argument("--grace", type=float, default=defaults.grace)
+    p.add_argument("--timer-grid", type=float, default=defaults.timer_grid)
     p.add_argument("--stats", default=None, help="write counters here as JSON")
     p.add_argument("--stats-every", type=float, default=0.5)
     p.add_argument("--log-level", default="WARNING")

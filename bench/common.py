@@ -104,6 +104,9 @@ def scenario_parser(
     p.add_argument("--ttl", type=float, default=DEFAULTS.lease_ttl, help="lease TTL (default %(default)s)")
     p.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat, help="default %(default)s")
     p.add_argument("--poll", type=float, default=DEFAULTS.poll, help="default %(default)s")
+    p.add_argument(
+        "--timer-grid", type=float, default=DEFAULTS.timer_grid, help="the workers' timer_grid (default %(default)s)"
+    )
     p.add_argument("--json-only", action="store_true", help="print the JSON only, no table")
     if isinstance(tasks, list):
         p.add_argument("--tasks", type=int_list, default=tasks, help="comma-separated task counts")
@@ -117,8 +120,9 @@ def scenario_parser(
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, float]:
-    tenure.Settings(lease_ttl=args.ttl, heartbeat=args.heartbeat, poll=args.poll)  # validate early
-    return {"lease_ttl": args.ttl, "heartbeat": args.heartbeat, "poll": args.poll}
+    settings = {"lease_ttl": args.ttl, "heartbeat": args.heartbeat, "poll": args.poll, "timer_grid": args.timer_grid}
+    tenure.Settings(**settings)  # validate early
+    return settings
 
 
 def int_list(text: str) -> list[int]:
@@ -423,6 +427,8 @@ class Cluster:
                 str(self.settings["heartbeat"]),
                 "--poll",
                 str(self.settings["poll"]),
+                "--timer-grid",
+                str(self.settings.get("timer_grid", DEFAULTS.timer_grid)),
             ]
             if stats is not None:
                 cmd += ["--stats", str(stats)]

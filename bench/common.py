@@ -545,19 +545,25 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 DB_PROCESSES = {"postgres": "postgresql", "mariadbd": "mariadb", "mysqld": "mariadb"}
 
 
-def db_server_cpu() -> dict[int, tuple[str, float]]:
-    """CPU seconds of every database server process on this machine, by pid."""
+def processes_cpu(label: Callable[[Path], str | None]) -> dict[int, tuple[str, float]]:
+    """CPU seconds, by pid, of every process on this machine that ``label`` (given the
+    process's /proc directory) names, with its name."""
     out = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            comm = Path(entry.path, "comm").read_text().strip()
-            if comm in DB_PROCESSES:
-                out[int(entry.name)] = (DB_PROCESSES[comm], cpu_seconds(int(entry.name)))
+            name = label(Path(entry.path))
+            if name is not None:
+                out[int(entry.name)] = (name, cpu_seconds(int(entry.name)))
         except (OSError, ValueError):
             continue  # the process ended while we looked
     return out
+
+
+def db_server_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every database server process on this machine, by pid."""
+    return processes_cpu(lambda proc: DB_PROCESSES.get(Path(proc, "comm").read_text().strip()))
 
 
 def db_cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:

@@ -14,10 +14,11 @@ in the same invocation (``bench/load_worker.py`` holds their code):
   statically by hash, all of a process's keys fired each second with ``asyncio.gather``
   through the same kind of pool, into the same PostgreSQL table;
 - ``paced`` (only when asked for): the floor, but each key fired at its own moment of the
-  second, its phase, as tenure's slots are spread, on the same 4 ms grid as tenure's
-  timers. Not a target's reference: it shows what spreading the same inserts over the
-  second costs by itself (the floor's one burst a second lets each database backend take
-  statement after statement without sleeping in between).
+  second, its phase, as tenure's slots are spread, on the same grid as tenure's timers
+  (``--timer-grid``, tenure's 4 ms by default). Not a target's reference: it shows what
+  spreading the same inserts over the second costs by itself (the floor's one burst a
+  second lets each database backend take statement after statement without sleeping in
+  between).
 
 For each N in ``--n`` (default 1,000, 3,000, 10,000) and each system in ``--handlers``,
 on fresh scratch databases: the processes start, ``--warmup`` seconds pass, then a
@@ -93,6 +94,7 @@ from common import (
     dialect_of,
     int_list,
     percentile,
+    processes_cpu,
     scenario_store,
     server_database,
     summary,
@@ -423,6 +425,7 @@ def run_one(args: argparse.Namespace, system: str, n: int) -> dict[str, Any]:
     result = analyse(times_by_key, n, t0, t1)
     worker_cpu = round(sum(w1[wid] - w0[wid] for wid in w1), 3)
     db_cpu = db_cpu_delta(d0, d1)
+    backends_cpu = db_cpu_delta(b0, b1)  # a backend new since b0 started inside the window: it counts whole
     # Only the servers this scenario talks to count (SQLite works inside the workers);
     # the others' CPU is other clients' and stays in the breakdown.
     used = {SERVER_OF[d] for d in (app_store.dialect, tstore.dialect if tstore else "sqlite") if d in SERVER_OF}
@@ -449,9 +452,7 @@ def run_one(args: argparse.Namespace, system: str, n: int) -> dict[str, Any]:
         },
         cpu_s_per_1000_runs={"workers": per_k(worker_cpu), "db": per_k(db_used), "total": per_k(worker_cpu + db_used)},
         postgres_backends_cpu_s_per_1000_runs={
-            # A backend new since the first reading started inside the window: it counts whole.
-            role: per_k(sum(cpu - b0.get(pid, (r, 0.0))[1] for pid, (r, cpu) in b1.items() if r == role))
-            for role in sorted(set(databases_of.values()))
+            role: per_k(backends_cpu.get(role, 0.0)) for role in sorted(set(databases_of.values()))
         },
         load_average_at_end=load,
         logs_dir=str(logdir),  # kept: the workers' own account of a collapse
@@ -477,20 +478,14 @@ def postgres_cpu_by_database(roles: dict[str, str]) -> dict[int, tuple[str, floa
     """CPU seconds of each PostgreSQL backend serving one of ``roles``' databases (name
     -> role), by pid, read from /proc: a backend's process title names its database
     (``postgres: [cluster:] user database client state``)."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            title = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if not title.startswith("postgres: "):
-                continue
-            role = next((roles[word] for word in title.split() if word in roles), None)
-            if role is not None:
-                out[int(entry.name)] = (role, cpu_seconds(int(entry.name)))
-        except (OSError, ValueError):
-            continue  # the process ended while we looked
-    return out
+
+    def role_of(proc: Path) -> str | None:
+        title = Path(proc, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        if not title.startswith("postgres: "):
+            return None
+        return next((roles[word] for word in title.split() if word in roles), None)
+
+    return processes_cpu(role_of)
 
 
 def _alive(pid: int) -> bool:

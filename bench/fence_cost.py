@@ -9,6 +9,9 @@ work), each variant ``--count`` times per round, the variants interleaved over
 
 - ``plain``: one autocommit ``INSERT`` of a row ``(system, key, worker, token)``, as the
   load bench's floor makes it (extended protocol, psycopg prepares it after a few uses);
+- ``transaction``: the same insert in a transaction of two round trips and no fence,
+  ``BEGIN`` and the insert as one query string, then ``COMMIT``: what any guard that
+  answers the handler's statement before its commit costs at least;
 - ``protocol``: the same insert guarded by the fence, written by hand in the fewest
   round trips tenure knows on PostgreSQL: ``BEGIN``, ``tenure_fence()`` (locks the task
   row, checks owner, term and lease) and the insert as one query string, then the final
@@ -49,7 +52,7 @@ WORKER = "bench-w"
 CREATE = "CREATE TABLE app_rows (system text, key text, worker text, token bigint, at double precision)"
 INSERT = "INSERT INTO app_rows (system, key, worker, token, at) VALUES (%s, %s, %s, %s, extract(epoch from now()))"
 FENCE = "SELECT tenure_fence(%(kind)s, %(key)s, %(worker)s, %(term)s, %(slot)s::double precision)"
-VARIANTS = ("plain", "protocol", "tenure")
+VARIANTS = ("plain", "transaction", "protocol", "tenure")
 #: Transactions of each variant made before each measured round.
 WARM = 200
 
@@ -89,6 +92,11 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         async def plain() -> None:
             await plain_conn.execute(INSERT, row("plain"))
 
+        async def transaction() -> None:
+            insert = quoter.mogrify(INSERT, row("transaction"))
+            await fence_conn.cursor().execute(f"BEGIN;\n{insert}".encode(), prepare=False)
+            await fence_conn.cursor().execute(b"COMMIT", prepare=False)
+
         async def protocol() -> None:
             slot[0] += 1
             check, insert = quoter.mogrify(FENCE, {**guard, "slot": None}), quoter.mogrify(INSERT, row("protocol"))
@@ -102,7 +110,12 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
             async with store.fenced(worker_id=WORKER, kind=KIND, key=KEY, term=term, slot=slot[0]) as tx:
                 await tx.execute(INSERT, row("tenure"))
 
-        made: dict[str, Callable[[], Awaitable[None]]] = {"plain": plain, "protocol": protocol, "tenure": tenure}
+        made: dict[str, Callable[[], Awaitable[None]]] = {
+            "plain": plain,
+            "transaction": transaction,
+            "protocol": protocol,
+            "tenure": tenure,
+        }
         out: dict[str, Any] = {v: [] for v in VARIANTS}
         for _ in range(args.rounds):
             for name in VARIANTS:

@@ -17,6 +17,10 @@ work), each variant ``--count`` times per round, the variants interleaved over
   row, checks owner, term and lease) and the insert as one query string, then the final
   ``tenure_fence()`` (checks again, records the slot), ``COMMIT`` and ``RESET ALL`` as
   another: what tenure sends, without tenure's code;
+- ``last_check``: the same protocol without its first ``tenure_fence()``, the lock and
+  check in the final one only (what the database alone needs for safety: from the final
+  check to the commit no one can take the task over); the handler's statements are then
+  made before anything says the fence holds;
 - ``tenure``: ``Store.fenced()`` with one ``execute`` of the insert, as a handler's
   ``async with ctx.fenced() as tx`` makes it (less the run around it).
 
@@ -52,7 +56,7 @@ WORKER = "bench-w"
 CREATE = "CREATE TABLE app_rows (system text, key text, worker text, token bigint, at double precision)"
 INSERT = "INSERT INTO app_rows (system, key, worker, token, at) VALUES (%s, %s, %s, %s, extract(epoch from now()))"
 FENCE = "SELECT tenure_fence(%(kind)s, %(key)s, %(worker)s, %(term)s, %(slot)s::double precision)"
-VARIANTS = ("plain", "transaction", "protocol", "tenure")
+VARIANTS = ("plain", "transaction", "last_check", "protocol", "tenure")
 #: Transactions of each variant made before each measured round.
 WARM = 200
 
@@ -97,6 +101,13 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
             await fence_conn.cursor().execute(f"BEGIN;\n{insert}".encode(), prepare=False)
             await fence_conn.cursor().execute(b"COMMIT", prepare=False)
 
+        async def last_check() -> None:
+            slot[0] += 1
+            insert = quoter.mogrify(INSERT, row("last_check"))
+            await fence_conn.cursor().execute(f"BEGIN;\n{insert}".encode(), prepare=False)
+            last = quoter.mogrify(FENCE, {**guard, "slot": slot[0]}) + ";\nCOMMIT;\nRESET ALL"
+            await fence_conn.cursor().execute(last.encode(), prepare=False)
+
         async def protocol() -> None:
             slot[0] += 1
             check, insert = quoter.mogrify(FENCE, {**guard, "slot": None}), quoter.mogrify(INSERT, row("protocol"))
@@ -113,6 +124,7 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         made: dict[str, Callable[[], Awaitable[None]]] = {
             "plain": plain,
             "transaction": transaction,
+            "last_check": last_check,
             "protocol": protocol,
             "tenure": tenure,
         }

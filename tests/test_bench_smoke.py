@@ -244,7 +244,7 @@ def test_fence_cost_bench_commits_every_variant(tmp_path: Path) -> None:
     require_store("postgresql", tmp_path)
     doc = bench_doc("fence_cost", "--url", PG, "--count", "30", "--rounds", "2", "--json-only")
     res = doc["results"]
-    assert res["rows"] == {v: 2 * (30 + 200) for v in ("plain", "transaction", "protocol", "tenure")}
+    assert res["rows"] == {v: 2 * (30 + 200) for v in ("plain", "transaction", "last_check", "protocol", "tenure")}
     for name, v in res["variants"].items():
         assert len(v["rounds"]) == 2, name
         assert all(r["client_us"] > 0 for r in v["rounds"]), (name, v)

@@ -96,25 +96,27 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         async def plain() -> None:
             await plain_conn.execute(INSERT, row("plain"))
 
+        def final() -> bytes:
+            """The protocol's last query string: the final check (it records the slot),
+            COMMIT and RESET ALL."""
+            slot[0] += 1
+            return (quoter.mogrify(FENCE, {**guard, "slot": slot[0]}) + ";\nCOMMIT;\nRESET ALL").encode()
+
         async def transaction() -> None:
             insert = quoter.mogrify(INSERT, row("transaction"))
             await fence_conn.cursor().execute(f"BEGIN;\n{insert}".encode(), prepare=False)
             await fence_conn.cursor().execute(b"COMMIT", prepare=False)
 
         async def last_check() -> None:
-            slot[0] += 1
             insert = quoter.mogrify(INSERT, row("last_check"))
             await fence_conn.cursor().execute(f"BEGIN;\n{insert}".encode(), prepare=False)
-            last = quoter.mogrify(FENCE, {**guard, "slot": slot[0]}) + ";\nCOMMIT;\nRESET ALL"
-            await fence_conn.cursor().execute(last.encode(), prepare=False)
+            await fence_conn.cursor().execute(final(), prepare=False)
 
         async def protocol() -> None:
-            slot[0] += 1
             check, insert = quoter.mogrify(FENCE, {**guard, "slot": None}), quoter.mogrify(INSERT, row("protocol"))
             first = f"BEGIN;\n{check};\n{insert}"
             await fence_conn.cursor().execute(first.encode(), prepare=False)
-            last = quoter.mogrify(FENCE, {**guard, "slot": slot[0]}) + ";\nCOMMIT;\nRESET ALL"
-            await fence_conn.cursor().execute(last.encode(), prepare=False)
+            await fence_conn.cursor().execute(final(), prepare=False)
 
         async def tenure() -> None:
             slot[0] += 1

@@ -168,6 +168,12 @@ class LeaseKeeper(Part):
                 metrics.RENEW_LATENCY.observe(time.monotonic() - sent)
                 self._confirmed(sent, lease.db_now, lease.draining)
             except LeaseLost as exc:
+                if self._life.state >= WorkerState.LEAVING:
+                    # Its leave() removed the row while this renewal was on its way (every
+                    # worker of a deployment stopped at once). Its runs are over (ended, or
+                    # cancelled and unable to commit) and it no longer polls: nothing is left
+                    # to fence, and a graceful stop is not a self-fence.
+                    return
                 await self._on_fence(f"lease lost: {exc}")
             except (TimeoutError, StoreError) as exc:
                 # Holding nothing, a late renewal is retried rather than fenced, but not for

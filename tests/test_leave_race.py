@@ -23,7 +23,9 @@ import pytest
 import tenure
 from tenure.worker.supervisor import Worker
 
-SETTINGS = tenure.Settings(worker_id="w1", lease_ttl=2.0, heartbeat=0.4, poll=0.2, trust_margin=0.3, grace=0.5)
+#: A renewal is given most of the TTL (the worker holds no task), so the held one waits for
+#: leave() however slowly the stop goes on a busy machine, rather than time out first.
+SETTINGS = tenure.Settings(worker_id="w1", lease_ttl=10.0, heartbeat=0.4, poll=0.2, trust_margin=0.3, grace=0.5)
 
 
 async def test_a_renewal_answered_after_leave_is_not_a_lost_lease(
